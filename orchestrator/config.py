@@ -1,0 +1,145 @@
+"""config.yaml: loaded and validated once into a typed, frozen object.
+
+Layering, lowest to highest: built-in defaults, the file, environment
+variables (SLURM_ACCOUNT, SLURM_PARTITION, SLURM_QOS, SLURM_TIME_LIMIT).
+The file is found at --config, else $ORCH_CONFIG, else ./config.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+from .errors import ConfigError
+from .schema import (SchemaViolation, check_keys, expect_int, expect_mapping, expect_pattern,
+                     expect_str, load_yaml_file)
+
+DEFAULT_CONFIG = "config.yaml"
+
+TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(\d+-\d+)$|^UNLIMITED$|^INFINITE$")
+
+
+def is_slurm_time(text: str) -> bool:
+    """SLURM --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, UNLIMITED."""
+    return bool(TIME_RE.match(text))
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    host: str
+    port: int | None = None          # None: from ~/.ssh/config, else 22
+    user: str | None = None          # None: from ~/.ssh/config, else the local user
+    key_file: str | None = None      # None: from ~/.ssh/config, else paramiko's defaults
+    known_hosts: str = "~/.ssh/known_hosts"
+    ssh_config: str = "~/.ssh/config"
+    connect_timeout: float = 15.0
+    keepalive: int = 30
+    local: bool = False              # run commands here instead: we are on the login node
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    account: str | None = None
+    partition: str | None = None
+    qos: str | None = None
+    time: str | None = None
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    work_dir: str = "~/.orchestrator"
+
+
+@dataclass(frozen=True)
+class Config:
+    ssh: SSHConfig
+    slurm: SlurmConfig
+    remote: RemoteConfig
+    state_dir: Path
+    results_dir: Path
+    source: Path | None = None
+
+
+_TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir"]
+_SSH_KEYS = ["host", "port", "user", "key_file", "known_hosts", "ssh_config",
+             "connect_timeout", "keepalive", "local"]
+_SLURM_KEYS = ["account", "partition", "qos", "time"]
+_REMOTE_KEYS = ["work_dir"]
+
+ENV_OVERRIDES = {
+    "SLURM_ACCOUNT": "account",
+    "SLURM_PARTITION": "partition",
+    "SLURM_QOS": "qos",
+    "SLURM_TIME_LIMIT": "time",
+}
+
+
+def resolve_config_path(explicit: str | os.PathLike | None, env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit).expanduser()
+    if env.get("ORCH_CONFIG"):
+        return Path(env["ORCH_CONFIG"]).expanduser()
+    return Path(DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load, validate and layer the configuration; errors name file and key."""
+    env = os.environ if env is None else env
+    file = resolve_config_path(path, env)
+    try:
+        raw = load_yaml_file(file)
+        if raw is None:
+            raw = {}
+        config = parse_config(raw, env)
+    except SchemaViolation as exc:
+        where = f"{file}: {exc.path}" if exc.path else str(file)
+        raise ConfigError(f"{where}: {exc.message}") from None
+    return replace(config, source=file)
+
+
+def _ssh_section(raw: dict) -> SSHConfig:
+    check_keys(raw, _SSH_KEYS, "ssh", required=("host",))
+    bool_local = raw.get("local", False)
+    if not isinstance(bool_local, bool):
+        raise SchemaViolation("ssh.local", f"expected true or false, got {bool_local!r}")
+    return SSHConfig(
+        host=expect_str(raw["host"], "ssh.host"),
+        port=None if raw.get("port") is None else expect_int(raw["port"], "ssh.port", 1, 65535),
+        user=expect_str(raw.get("user"), "ssh.user", optional=True),
+        key_file=expect_str(raw.get("key_file"), "ssh.key_file", optional=True),
+        known_hosts=expect_str(raw.get("known_hosts", "~/.ssh/known_hosts"), "ssh.known_hosts"),
+        ssh_config=expect_str(raw.get("ssh_config", "~/.ssh/config"), "ssh.ssh_config"),
+        connect_timeout=float(expect_int(raw.get("connect_timeout", 15), "ssh.connect_timeout", 1)),
+        keepalive=expect_int(raw.get("keepalive", 30), "ssh.keepalive", 0),
+        local=bool_local,
+    )
+
+
+def _slurm_section(raw: dict, env: Mapping[str, str]) -> SlurmConfig:
+    check_keys(raw, _SLURM_KEYS, "slurm")
+    values = {key: expect_str(raw.get(key), f"slurm.{key}", optional=True) for key in _SLURM_KEYS}
+    for var, key in ENV_OVERRIDES.items():
+        if env.get(var):
+            values[key] = env[var]
+    if values["time"] is not None:
+        source = "SLURM_TIME_LIMIT" if env.get("SLURM_TIME_LIMIT") else "slurm.time"
+        expect_pattern(values["time"], source, is_slurm_time, "a SLURM time such as 02:00:00 or 1-00:00:00")
+    return SlurmConfig(**values)
+
+
+def parse_config(raw, env: Mapping[str, str]) -> Config:
+    """Validate an already-parsed YAML document (pure: no file access)."""
+    raw = expect_mapping(raw, "")
+    check_keys(raw, _TOP_KEYS, "", required=("ssh",))
+    ssh = _ssh_section(expect_mapping(raw["ssh"], "ssh"))
+    slurm = _slurm_section(expect_mapping(raw.get("slurm") or {}, "slurm"), env)
+    remote_raw = expect_mapping(raw.get("remote") or {}, "remote")
+    check_keys(remote_raw, _REMOTE_KEYS, "remote")
+    remote = RemoteConfig(work_dir=expect_str(remote_raw.get("work_dir", "~/.orchestrator"), "remote.work_dir"))
+    state_dir = Path(expect_str(raw.get("state_dir", "~/.orchestrator"), "state_dir")).expanduser()
+    results_dir = Path(expect_str(raw.get("results_dir", "results"), "results_dir")).expanduser()
+    return Config(ssh=ssh, slurm=slurm, remote=remote, state_dir=state_dir, results_dir=results_dir)

@@ -1,0 +1,44 @@
+"""BenchmarkOrchestrator: the Python API; wires config, transport and modules."""
+
+from __future__ import annotations
+
+import os
+
+from .config import Config, load_config
+from .transport import Transport, open_transport
+
+
+class BenchmarkOrchestrator:
+    """Entry point of the Python API.
+
+    >>> orch = BenchmarkOrchestrator("config.yaml")
+    >>> sid = orch.servers.start_service(orch.load_recipe("recipes/services/ollama.yaml"))
+
+    One transport (one SSH connection, opened on first use) serves every module.
+    """
+
+    def __init__(self, config: str | os.PathLike | Config | None = None,
+                 transport: Transport | None = None):
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self._transport = transport
+        self._servers = None
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = open_transport(self.config)
+        return self._transport
+
+    def doctor(self):
+        from .doctor import run_doctor
+        return run_doctor(self.transport, self.config.remote.work_dir)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,59 @@
+"""The sandbox cluster, once per test run.
+
+If it was already up when the run started (a developer's machine), it is left
+up; otherwise it is brought down at the end, so CI leaves nothing behind.
+"""
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import sandbox
+from orchestrator.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def sandbox_config_path():
+    if os.geteuid() != 0:
+        pytest.fail("end-to-end tests need root to build the sandbox cluster (network namespaces)")
+    was_up = sandbox.status().get("up", False)
+    path = sandbox.up(nodes=2, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
+    yield path
+    if not was_up and os.environ.get("ORCH_KEEP_SANDBOX") != "1":
+        sandbox.down(progress=lambda m: None)
+
+
+@pytest.fixture
+def sandbox_config(sandbox_config_path, tmp_path):
+    """The sandbox's config with a fresh laptop state dir for each test."""
+    cfg = load_config(sandbox_config_path, env={})
+    return dataclasses.replace(cfg, state_dir=tmp_path / "state", results_dir=tmp_path / "results")
+
+
+@pytest.fixture
+def ssh(sandbox_config):
+    from orchestrator.ssh import SSHTransport
+    t = SSHTransport(sandbox_config.ssh)
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def run_cli(sandbox_config_path, tmp_path):
+    """Run `python main.py ...` as a user would, against the sandbox."""
+    import subprocess
+
+    def run(*args, env=None, check=True):
+        e = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path), ORCH_STATS="1", **(env or {}))
+        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True,
+                              text=True, env=e, cwd=tmp_path, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"main.py {' '.join(args)} exited {proc.returncode}:\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+    return run

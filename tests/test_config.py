@@ -1,0 +1,80 @@
+import pytest
+
+from orchestrator.config import load_config
+from orchestrator.errors import ConfigError
+
+GOOD = """
+ssh:
+  host: login.example.org
+  port: 2222
+  user: alice
+  key_file: ~/.ssh/id_ed25519
+  known_hosts: ~/.ssh/known_hosts
+slurm:
+  account: p000000
+  partition: cpu
+  qos: default
+  time: "02:00:00"
+remote:
+  work_dir: ~/.orchestrator
+state_dir: ~/.orchestrator
+"""
+
+
+def write(tmp_path, text):
+    p = tmp_path / "config.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_valid_config_loads_into_typed_sections(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD), env={})
+    assert cfg.ssh.host == "login.example.org" and cfg.ssh.port == 2222 and cfg.ssh.user == "alice"
+    assert cfg.slurm.partition == "cpu" and cfg.slurm.time == "02:00:00"
+    assert cfg.remote.work_dir == "~/.orchestrator"
+    assert not str(cfg.state_dir).startswith("~")
+
+
+def test_environment_overrides_slurm_settings(tmp_path):
+    env = {"SLURM_ACCOUNT": "p999", "SLURM_PARTITION": "gpu", "SLURM_QOS": "high", "SLURM_TIME_LIMIT": "1-00:00:00"}
+    cfg = load_config(write(tmp_path, GOOD), env=env)
+    assert (cfg.slurm.account, cfg.slurm.partition, cfg.slurm.qos, cfg.slurm.time) == ("p999", "gpu", "high", "1-00:00:00")
+
+
+def test_orch_config_variable_selects_the_file(tmp_path):
+    p = write(tmp_path, GOOD)
+    assert load_config(None, env={"ORCH_CONFIG": str(p)}).source == p
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
+        load_config(tmp_path / "nope.yaml", env={})
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = write(tmp_path, "ssh:\n  host: [unclosed\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, env={})
+    assert str(p) in str(err.value) and "malformed YAML: line" in str(err.value)
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(tmp_path):
+    p = write(tmp_path, GOOD.replace("partition: cpu", "parition: cpu"))
+    with pytest.raises(ConfigError, match=r"slurm\.parition: unknown key; did you mean 'partition'\?"):
+        load_config(p, env={})
+
+
+def test_wrong_type_names_key_and_expectation(tmp_path):
+    p = write(tmp_path, GOOD.replace("port: 2222", "port: twenty"))
+    with pytest.raises(ConfigError, match=r"config\.yaml: ssh\.port: expected an integer, got a string 'twenty'"):
+        load_config(p, env={})
+
+
+def test_bad_time_from_environment_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match="SLURM_TIME_LIMIT: expected a SLURM time"):
+        load_config(write(tmp_path, GOOD), env={"SLURM_TIME_LIMIT": "two hours"})
+
+
+def test_missing_ssh_host_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match=r"ssh\.host: required field is missing"):
+        load_config(write(tmp_path, "ssh: {port: 22}\n"), env={})
