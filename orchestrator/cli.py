@@ -62,20 +62,107 @@ def emit(ctx: Context, data, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if ctx.as_json else text)
 
 
+def progress(message: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.option("--stats", is_flag=True, help="print SSH connections/commands used to stderr")
+@click.option("--recipe", metavar="NAME|FILE", help="start the service of this recipe")
+@click.option("--dry-run", is_flag=True, help="with --recipe: print the sbatch script, submit nothing")
+@click.option("--wait", is_flag=True, help="with --recipe: wait until running and healthy")
+@click.option("--timeout", type=float, default=None, help="seconds to wait (default: the recipe's health.timeout)")
+@click.option("--status", is_flag=True, help="list services: job ID | service ID | state | elapsed | nodes")
+@click.option("--service-endpoint", metavar="ID", help="host, port and URLs of a service (service or job ID)")
+@click.option("--stop-service", metavar="ID", help="scancel a service (service or job ID)")
 @click.version_option(__version__)
 @click.pass_context
-def cli(click_ctx, config_path, as_json, stats):
+def cli(click_ctx, config_path, as_json, stats, recipe, dry_run, wait, timeout, status, service_endpoint,
+        stop_service):
     """Deploy AI services as SLURM jobs, monitor them with Prometheus, benchmark them.
 
     Everything runs on the cluster; this tool talks to the login node over SSH.
     """
-    click_ctx.obj = Context(config_path, bool(as_json), stats)
-    click_ctx.call_on_close(click_ctx.obj.close)
-    if click_ctx.invoked_subcommand is None:
+    click_ctx.obj = ctx = Context(config_path, bool(as_json), stats)
+    click_ctx.call_on_close(ctx.close)
+    if click_ctx.invoked_subcommand is not None:
+        return
+    if (dry_run or wait or timeout) and not recipe:
+        raise click.UsageError("--dry-run, --wait and --timeout go with --recipe")
+    if recipe:
+        start_service_cmd(ctx, recipe, dry_run, wait, timeout)
+    elif status:
+        show_status(ctx)
+    elif service_endpoint:
+        show_endpoint(ctx, service_endpoint)
+    elif stop_service:
+        st = ctx.orch.servers.stop_service(stop_service)
+        emit(ctx, st.__dict__, f"stopped: {st.line()}")
+    else:
         click.echo(click_ctx.get_help())
+
+
+def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, timeout) -> None:
+    from .recipes import load_recipe
+    recipe = load_recipe(recipe_ref)
+    if dry_run:
+        from .config import load_config
+        from .servers import ServersModule
+        cfg = load_config(ctx.config_path)  # no connection: nothing is submitted
+        sid, script = ServersModule(cfg, transport=None).render(recipe)
+        click.echo(script, nl=False)
+        return
+    servers = ctx.orch.servers
+    sid = servers.start_service(recipe, progress=progress)
+    if wait:
+        ep = servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                      progress=progress)
+        emit(ctx, {"service_id": sid, **ep.to_dict()}, f"{sid} ready: {ep.url or ep.host}")
+    else:
+        rec = servers.store.get(sid)
+        emit(ctx, {"service_id": sid, "job_id": rec["job_id"]}, sid)
+
+
+def show_status(ctx: Context) -> None:
+    rows = ctx.orch.servers.list_running_services()
+    text = "\n".join(r.line() for r in rows) if rows else "no services"
+    emit(ctx, [r.__dict__ for r in rows], text)
+
+
+def show_endpoint(ctx: Context, ident: str) -> None:
+    ep = ctx.orch.servers.get_service_endpoint(ident)
+    lines = [f"service:  {ep.service_id} (job {ep.job_id}, {ep.state})",
+             f"host:     {ep.host}" + (f"  (all nodes: {', '.join(ep.hosts)})" if len(ep.hosts) > 1 else ""),
+             f"port:     {ep.port if ep.port is not None else '-'}" + (
+                 f"  (all: {', '.join(map(str, ep.ports))})" if len(ep.ports) > 1 else ""),
+             f"url:      {ep.url or '-'}"]
+    if ep.health_url:
+        lines.append(f"health:   {ep.health_url}")
+    if ep.metrics_url:
+        lines.append(f"metrics:  {ep.metrics_url}")
+    lines.append("(URLs resolve on the cluster; `tunnel ID` forwards one to this machine)")
+    emit(ctx, ep.to_dict(), "\n".join(lines))
+
+
+@cli.command()
+@common_options
+@click.argument("ident", metavar="ID")
+@click.option("-n", "--lines", default=50, show_default=True, help="lines from the end")
+@click.option("-f", "--follow", is_flag=True, help="keep printing as the log grows, until the job ends")
+@click.pass_context
+def logs(click_ctx, config_path, as_json, ident, lines, follow):
+    """The tail of a service's job output (service ID or SLURM job ID)."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    servers = ctx.orch.servers
+    if follow:
+        job = servers.follow_logs(ident, lambda text: click.echo(text, nl=False))
+        if job is not None:
+            progress(f"job {job.job_id} {job.state}")
+        return
+    p = servers.logs(ident, lines)
+    emit(ctx, {"service_id": p.service_id, "job_id": p.job_id, "state": p.job.state if p.job else None,
+               "log": p.log}, p.log)
 
 
 @cli.command()

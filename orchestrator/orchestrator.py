@@ -29,6 +29,18 @@ class BenchmarkOrchestrator:
             self._transport = open_transport(self.config)
         return self._transport
 
+    @property
+    def servers(self):
+        if self._servers is None:
+            from .servers import ServersModule
+            self._servers = ServersModule(self.config, self.transport)
+        return self._servers
+
+    @staticmethod
+    def load_recipe(name_or_path: str):
+        from .recipes import load_recipe
+        return load_recipe(name_or_path)
+
     def doctor(self):
         from .doctor import run_doctor
         return run_doctor(self.transport, self.config.remote.work_dir)

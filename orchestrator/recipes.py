@@ -1,0 +1,228 @@
+"""Service recipes: YAML under recipes/services/, validated into dataclasses.
+
+Errors name the file, the field path and what was expected, and unknown keys
+suggest the nearest valid one (``service.resources.parition`` -> 'partition').
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import is_slurm_time
+from .errors import RecipeError
+from .schema import (SchemaViolation, check_keys, expect_int, expect_list, expect_mapping,
+                     expect_pattern, expect_str, load_yaml_file)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RECIPE_DIRS = [Path("recipes/services"), PROJECT_ROOT / "recipes" / "services"]
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+EXPORTERS = ("node", "gpu")
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Container:
+    docker_source: str
+    image_path: str
+    runtime: str = "apptainer"
+    binds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    partition: str | None = None
+    nodes: int = 1
+    cpus_per_task: int = 1
+    mem: str | None = None
+    gpus: int = 0
+    time: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    path: str = "/"
+    timeout: int = 300
+    port: int = 0                    # index into ports
+
+
+@dataclass(frozen=True)
+class Metrics:
+    path: str = "/metrics"
+    port: int | str = 0              # a fixed port number, or "port:<index>" of ports
+
+
+@dataclass(frozen=True)
+class ServiceRecipe:
+    name: str
+    command: str
+    description: str = ""
+    container: Container | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    ports: tuple[int | str, ...] = ()
+    health: Health | None = None
+    metrics: Metrics | None = None
+    exporters: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    source: str = ""                 # the file it came from
+    text: str = ""                   # the YAML as read, for manifests and reruns
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+_SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
+                 "health", "metrics", "exporters", "modules"]
+_CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
+_RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint"]
+_HEALTH_KEYS = ["path", "timeout", "port"]
+_METRICS_KEYS = ["path", "port"]
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A path as given, else ``recipes/services/<name>.yaml`` here or in the project."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not p.exists():
+            raise RecipeError(f"{p}: file not found")
+        return p
+    for d in RECIPE_DIRS:
+        for ext in (".yaml", ".yml"):
+            if (d / f"{name_or_path}{ext}").exists():
+                return d / f"{name_or_path}{ext}"
+    known = sorted({f.stem for d in RECIPE_DIRS if d.is_dir() for f in d.glob("*.y*ml")})
+    raise RecipeError(f"no recipe named '{name_or_path}'; known recipes: {', '.join(known) or 'none'}")
+
+
+def load_recipe(name_or_path: str) -> ServiceRecipe:
+    path = find_recipe(name_or_path)
+    try:
+        raw = load_yaml_file(path)
+        return parse_recipe(raw, source=str(path), text=path.read_text())
+    except SchemaViolation as exc:
+        raise RecipeError(f"{path}: {exc}" if exc.path else f"{path}: {exc.message}") from None
+
+
+def _path_str(value, path: str) -> str:
+    return expect_pattern(value, path, lambda s: s.startswith("/"), "a URL path starting with /")
+
+
+def _container(raw) -> Container | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.container")
+    check_keys(raw, _CONTAINER_KEYS, "service.container", required=("docker_source", "image_path"))
+    runtime = raw.get("runtime", "apptainer")
+    if runtime not in ("apptainer", "singularity"):
+        raise SchemaViolation("service.container.runtime", f"expected apptainer or singularity, got {runtime!r}")
+    binds = tuple(expect_str(b, f"service.container.binds[{i}]")
+                  for i, b in enumerate(expect_list(raw.get("binds", []), "service.container.binds")))
+    return Container(docker_source=expect_str(raw["docker_source"], "service.container.docker_source"),
+                     image_path=expect_str(raw["image_path"], "service.container.image_path"),
+                     runtime=runtime, binds=binds)
+
+
+def _resources(raw) -> Resources:
+    raw = expect_mapping(raw or {}, "service.resources")
+    check_keys(raw, _RESOURCE_KEYS, "service.resources")
+    p = "service.resources."
+    mem = raw.get("mem")
+    if mem is not None:
+        mem = expect_pattern(mem, p + "mem", lambda s: bool(MEM_RE.match(s)), "a size like 4G or 512M")
+    time = raw.get("time")
+    if time is not None:
+        time = expect_pattern(time, p + "time", is_slurm_time, "a SLURM time such as 02:00:00")
+    return Resources(
+        partition=expect_str(raw.get("partition"), p + "partition", optional=True),
+        nodes=expect_int(raw.get("nodes", 1), p + "nodes", 1),
+        cpus_per_task=expect_int(raw.get("cpus_per_task", 1), p + "cpus_per_task", 1),
+        mem=mem, gpus=expect_int(raw.get("gpus", 0), p + "gpus", 0), time=time,
+        account=expect_str(raw.get("account"), p + "account", optional=True),
+        qos=expect_str(raw.get("qos"), p + "qos", optional=True),
+        constraint=expect_str(raw.get("constraint"), p + "constraint", optional=True))
+
+
+def _ports(raw) -> tuple[int | str, ...]:
+    ports = []
+    for i, v in enumerate(expect_list(raw if raw is not None else [], "service.ports")):
+        if v == AUTO:
+            ports.append(AUTO)
+        else:
+            ports.append(expect_int(v, f"service.ports[{i}]", 1, 65535) if not isinstance(v, str)
+                         else expect_pattern(v, f"service.ports[{i}]", lambda s: False, "a port number or 'auto'"))
+    return tuple(ports)
+
+
+def _health(raw, nports: int) -> Health | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.health")
+    check_keys(raw, _HEALTH_KEYS, "service.health")
+    if nports == 0:
+        raise SchemaViolation("service.health", "a health probe needs service.ports")
+    return Health(path=_path_str(raw.get("path", "/"), "service.health.path"),
+                  timeout=expect_int(raw.get("timeout", 300), "service.health.timeout", 1),
+                  port=expect_int(raw.get("port", 0), "service.health.port", 0, nports - 1))
+
+
+def _metrics(raw, nports: int) -> Metrics | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.metrics")
+    check_keys(raw, _METRICS_KEYS, "service.metrics")
+    port = raw.get("port")
+    if port is None:
+        if nports == 0:
+            raise SchemaViolation("service.metrics.port", "required when service.ports is empty")
+        port = "port:0"
+    elif port == AUTO:
+        port = "port:0"
+    else:
+        port = expect_int(port, "service.metrics.port", 1, 65535)
+    return Metrics(path=_path_str(raw.get("path", "/metrics"), "service.metrics.path"), port=port)
+
+
+def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
+    """Validate a parsed YAML document (pure)."""
+    top = expect_mapping(raw, "")
+    check_keys(top, ["service"], "", required=("service",))
+    s = expect_mapping(top["service"], "service")
+    check_keys(s, _SERVICE_KEYS, "service", required=("name", "command"))
+    name = expect_pattern(s["name"], "service.name", lambda v: bool(NAME_RE.match(v)),
+                          "lowercase letters, digits and '-', starting with a letter (max 40)")
+    env_raw = expect_mapping(s.get("environment") or {}, "service.environment")
+    environment = {}
+    for k, v in env_raw.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
+            raise SchemaViolation(f"service.environment.{k}", "expected a shell variable name")
+        if isinstance(v, bool) or v is None or isinstance(v, (dict, list)):
+            raise SchemaViolation(f"service.environment.{k}", f"expected a string or number, got {v!r}")
+        environment[str(k)] = str(v)
+    ports = _ports(s.get("ports"))
+    exporters = tuple(expect_list(s.get("exporters", []), "service.exporters"))
+    for i, e in enumerate(exporters):
+        if e not in EXPORTERS:
+            raise SchemaViolation(f"service.exporters[{i}]", f"expected one of {', '.join(EXPORTERS)}, got {e!r}")
+    modules = tuple(expect_str(m, f"service.modules[{i}]")
+                    for i, m in enumerate(expect_list(s.get("modules", []), "service.modules")))
+    description = s.get("description", "")
+    if description is not None and not isinstance(description, str):
+        raise SchemaViolation("service.description", "expected a string")
+    return ServiceRecipe(
+        name=name, command=expect_str(s["command"], "service.command"), description=description or "",
+        container=_container(s.get("container")), environment=environment,
+        resources=_resources(s.get("resources")), ports=ports,
+        health=_health(s.get("health"), len(ports)), metrics=_metrics(s.get("metrics"), len(ports)),
+        exporters=exporters, modules=modules, source=source, text=text)
+
+
+__all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",
+           "find_recipe"]

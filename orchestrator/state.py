@@ -1,0 +1,86 @@
+"""Local state in ``state_dir``: what this tool started, across invocations.
+
+One JSON file per kind of record (``services.json``, ...). Writes go to a
+temporary file that replaces the old one (atomic), under an exclusive flock
+held for the whole read-modify-write, so two commands running at once never
+lose each other's updates. A corrupt file is reported, never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import StateError
+
+
+class StateStore:
+    def __init__(self, state_dir: Path, name: str):
+        self.dir = Path(state_dir)
+        self.path = self.dir / f"{name}.json"
+        self._lock_path = self.dir / f".{name}.lock"
+
+    def _read(self) -> dict:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot read: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StateError(f"{self.path}: corrupt state file ({exc.msg} at line {exc.lineno}); "
+                             f"it was left as is: fix or move it away") from None
+        if not isinstance(data, dict):
+            raise StateError(f"{self.path}: corrupt state file (expected a JSON object); left as is")
+        return data
+
+    def load(self) -> dict:
+        """A snapshot (no lock needed: files are only ever replaced whole)."""
+        return self._read()
+
+    def get(self, key: str) -> dict | None:
+        return self._read().get(key)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[dict]:
+        """Read-modify-write under an exclusive lock; written only if the block succeeds."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            lock = open(self._lock_path, "a+")
+        except OSError as exc:
+            raise StateError(f"{self.dir}: cannot create state dir: {exc.strerror}") from None
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = self._read()
+            yield data
+            self._write(data)
+
+    def _write(self, data: dict) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True, default=str)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def update(self, key: str, **fields) -> dict:
+        with self.transaction() as data:
+            record = data.setdefault(key, {})
+            record.update(fields)
+            return dict(record)
+
+    def remove(self, key: str) -> None:
+        with self.transaction() as data:
+            data.pop(key, None)
