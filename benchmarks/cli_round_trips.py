@@ -24,9 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 from orchestrator.config import load_config  # noqa: E402
 
-# Read-only commands (run repeatedly); each must be one connection.
+# Read-only commands (run repeatedly); {sid} is a service started for the run.
 COMMANDS = [
     ["doctor"],
+    ["--status"],
+    ["--service-endpoint", "{sid}"],
+    ["logs", "{sid}", "-n", "20"],
 ]
 
 
@@ -53,8 +56,17 @@ def main() -> None:
         floors[name] = statistics.median(timed(ssh + [remote], env)[0] for _ in range(args.repeat))
     print(f"OpenSSH floor (median of {args.repeat}): "
           + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in floors.items()))
+    imp = statistics.median(timed([sys.executable, "-c", "import paramiko"], env)[0] for _ in range(args.repeat))
+    print(f"of each command's wall time, Python start + `import paramiko` alone: {imp * 1000:.0f} ms")
+    start = [sys.executable, str(ROOT / "main.py"), "--recipe", "python-http", "--wait"]
+    wall, out, err = timed(start, env)
+    sid = out.split()[0]
+    m = re.search(r"connections=(\d+) commands=(\d+)", err)
+    print(f"started {sid} with --wait in {wall * 1000:.0f} ms "
+          f"({m.group(1)} connection, {m.group(2)} commands: submit + one per readiness poll)")
     print(f"{'command':<28} {'conns':>5} {'cmds':>5} {'wall ms':>8} {'vs ssh true':>11} {'vs ssh squeue':>13}")
-    for extra in COMMANDS:
+    for template in COMMANDS:
+        extra = [a.format(sid=sid) for a in template]
         walls, stats = [], None
         for _ in range(args.repeat):
             wall, _, err = timed([sys.executable, str(ROOT / "main.py"), *extra], env)
@@ -62,8 +74,10 @@ def main() -> None:
             m = re.search(r"connections=(\d+) commands=(\d+)", err)
             stats = (int(m.group(1)), int(m.group(2))) if m else ("?", "?")
         med = statistics.median(walls)
-        print(f"{' '.join(extra):<28} {stats[0]:>5} {stats[1]:>5} {med * 1000:>8.0f} "
+        print(f"{' '.join(template):<28} {stats[0]:>5} {stats[1]:>5} {med * 1000:>8.0f} "
               f"{med / floors['ssh true']:>10.2f}x {med / floors['ssh squeue']:>12.2f}x")
+
+    timed([sys.executable, str(ROOT / "main.py"), "--stop-service", sid], env)
 
 
 if __name__ == "__main__":

@@ -76,13 +76,14 @@ class SbatchOptions:
     mem: str | None
     gpus: int
     constraint: str | None
+    nodelist: str | None = None
 
     def directives(self) -> list[str]:
         items = [("job-name", self.job_name), ("output", "slurm-%j.out"), ("nodes", self.nodes),
                  ("ntasks-per-node", 1), ("cpus-per-task", self.cpus_per_task), ("mem", self.mem),
                  ("gres", f"gpu:{self.gpus}" if self.gpus else None), ("time", self.time),
                  ("partition", self.partition), ("account", self.account), ("qos", self.qos),
-                 ("constraint", self.constraint)]
+                 ("constraint", self.constraint), ("nodelist", self.nodelist)]
         out = []
         for key, value in items:
             if value is None:
@@ -99,7 +100,7 @@ def sbatch_options(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -
     return SbatchOptions(job_name=service_id, partition=r.partition or slurm.partition,
                          account=r.account or slurm.account, qos=r.qos or slurm.qos,
                          time=r.time or slurm.time, nodes=r.nodes, cpus_per_task=r.cpus_per_task,
-                         mem=r.mem, gpus=r.gpus, constraint=r.constraint)
+                         mem=r.mem, gpus=r.gpus, constraint=r.constraint, nodelist=r.nodelist)
 
 
 def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -> str:

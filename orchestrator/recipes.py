@@ -43,6 +43,7 @@ class Resources:
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
+    nodelist: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class ServiceRecipe:
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
                  "health", "metrics", "exporters", "modules"]
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
-_RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint"]
+_RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint",
+                  "nodelist"]
 _HEALTH_KEYS = ["path", "timeout", "port"]
 _METRICS_KEYS = ["path", "port"]
 
@@ -147,7 +149,8 @@ def _resources(raw) -> Resources:
         mem=mem, gpus=expect_int(raw.get("gpus", 0), p + "gpus", 0), time=time,
         account=expect_str(raw.get("account"), p + "account", optional=True),
         qos=expect_str(raw.get("qos"), p + "qos", optional=True),
-        constraint=expect_str(raw.get("constraint"), p + "constraint", optional=True))
+        constraint=expect_str(raw.get("constraint"), p + "constraint", optional=True),
+        nodelist=expect_str(raw.get("nodelist"), p + "nodelist", optional=True))
 
 
 def _ports(raw) -> tuple[int | str, ...]:

@@ -153,7 +153,7 @@ class ServersModule:
     def _remember(self, sid: str, job: Job) -> None:
         rec = self.store.get(sid) or {}
         if rec.get("state") != job.state or rec.get("nodelist") != job.nodelist:
-            self.store.update(sid, state=job.state, nodelist=job.nodelist,
+            self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed,
                               **({"finished_at": _now()} if job.state in TERMINAL_STATES else {}))
 
     def list_running_services(self) -> list[ServiceStatus]:
@@ -177,14 +177,13 @@ class ServersModule:
                 continue
             job = left.get(rec.get("job_id", ""))
             if job is not None and job.state in TERMINAL_STATES:
-                self._remember(sid, job)
                 rows[sid] = ServiceStatus(job.job_id, sid, job.state, job.elapsed, job.nodelist, job.reason)
             elif rec.get("job_id"):
                 state = rec.get("state") if rec.get("state") in TERMINAL_STATES else "LEFT_QUEUE"
-                rows[sid] = ServiceStatus(rec["job_id"], sid, state, "", rec.get("nodelist", ""))
+                rows[sid] = ServiceStatus(rec["job_id"], sid, state, rec.get("elapsed", ""), rec.get("nodelist", ""))
         for sid, row in rows.items():
-            if sid in tracked and row.state not in ("LEFT_QUEUE",):
-                self._remember(sid, Job(row.job_id, sid, row.state, nodelist=row.nodelist))
+            if sid in tracked and row.state != "LEFT_QUEUE":
+                self._remember(sid, Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist))
         return sorted(rows.values(), key=lambda r: int(re.sub(r"\D.*", "", r.job_id) or 0))
 
     def _endpoint(self, p: Probe) -> Endpoint:

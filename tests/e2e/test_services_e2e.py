@@ -1,0 +1,134 @@
+"""Services on the sandbox cluster, through the CLI a user types and the Python API."""
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from orchestrator import BenchmarkOrchestrator
+from orchestrator.servers import ServiceNotReady
+from orchestrator.shell import command
+
+pytestmark = pytest.mark.e2e
+
+PINNED = """service:
+  name: pinned-http
+  command: python3 -m http.server {{ port }} --bind 0.0.0.0 --directory {{ job_dir }}
+  resources: {nodelist: n2, mem: 128M, time: "00:10:00"}
+  ports: [auto]
+  health: {path: /endpoint.json, timeout: 60}
+"""
+
+
+@pytest.fixture
+def orch(sandbox_config):
+    o = BenchmarkOrchestrator(sandbox_config)
+    yield o
+    for sid, rec in o.servers.store.load().items():  # leave no job behind
+        if rec.get("job_id") and rec.get("state") not in ("CANCELLED", "COMPLETED", "FAILED", "TIMEOUT"):
+            o.transport.run(command("scancel", rec["job_id"]))
+    o.close()
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_native_service_lifecycle_through_the_cli(run_cli, sandbox_config_path):
+    sid = run_cli("--recipe", "python-http", "--wait").stdout.split()[0]
+    status = run_cli("--status").stdout
+    line = next(l for l in status.splitlines() if sid in l)
+    job_id, _, state, _, node = [f.strip() for f in line.split("|")]
+    assert state == "RUNNING" and node in ("n1", "n2")
+    ep = json.loads(run_cli("--service-endpoint", sid, "--json").stdout)
+    assert ep["host"] == node and ep["job_id"] == job_id and ep["port"] > 0
+    stopped = run_cli("--stop-service", job_id)  # the SLURM job ID works as well as the service ID
+    assert "CANCELLED" in stopped.stdout and "connections=1 commands=1" in stopped.stderr
+    after = next(l for l in run_cli("--status").stdout.splitlines() if sid in l)
+    assert "| CANCELLED |" in after
+
+
+def test_endpoint_answers_a_curl_on_the_login_node_but_not_from_the_laptop(orch):
+    import socket
+    sid = orch.servers.start_service(orch.load_recipe("python-http"), wait=True, timeout=60)
+    ep = orch.servers.get_service_endpoint(sid)
+    body = orch.transport.run(command("curl", "-sf", f"{ep.url}/endpoint.json"), check=True).stdout
+    assert json.loads(body)["static"]["service_id"] == sid
+    with pytest.raises(OSError):  # compute nodes are not reachable from the laptop
+        socket.create_connection((socket.gethostbyname(ep.host), ep.port), timeout=2)
+    orch.servers.stop_service(sid)
+
+
+def test_two_auto_port_copies_on_one_node_both_answer(orch, tmp_path):
+    recipe = orch.load_recipe(write(tmp_path, "pinned.yaml", PINNED))
+    a = orch.servers.start_service(recipe)
+    b = orch.servers.start_service(recipe)
+    ea = orch.servers.wait_until_ready(a, timeout=60)
+    eb = orch.servers.wait_until_ready(b, timeout=60)
+    assert ea.host == eb.host == "n2" and ea.port != eb.port
+    for ep, sid in ((ea, a), (eb, b)):
+        out = orch.transport.run(command("curl", "-sf", f"{ep.url}/endpoint.json"), check=True).stdout
+        assert json.loads(out)["static"]["service_id"] == sid
+    for sid in (a, b):
+        orch.servers.stop_service(sid)
+
+
+def test_recipe_error_is_clear_and_leaves_no_state(run_cli, sandbox_config, tmp_path):
+    bad = write(tmp_path, "bad.yaml", PINNED.replace("ports:", "prots:"))
+    proc = run_cli("--recipe", bad, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == f"error: {bad}: service.prots: unknown key; did you mean 'ports'?"
+    assert "connections=" not in proc.stderr  # refused before any connection
+
+
+def test_sbatch_rejection_is_clear_and_leaves_nothing_behind(orch, tmp_path):
+    from orchestrator.errors import SlurmError
+    recipe = orch.load_recipe(write(tmp_path, "np.yaml", PINNED.replace("nodelist: n2", "partition: nope")))
+    with pytest.raises(SlurmError, match="sbatch rejected service pinned-http_[0-9a-f]{8} .*invalid partition") as err:
+        orch.servers.start_service(recipe)
+    sid = str(err.value).split()[3]
+    assert orch.servers.store.load() == {}
+    assert orch.transport.run(command("test", "-e", f".orchestrator/services/{sid}")).exit_code == 1
+    assert orch.transport.run(command("squeue", "-h", f"--name={sid}")).stdout == ""
+
+
+def test_service_is_found_from_squeue_without_local_state(orch, run_cli):
+    sid = orch.servers.start_service(orch.load_recipe("python-http"), wait=True, timeout=60)
+    job_id = orch.servers.store.get(sid)["job_id"]
+    shutil.rmtree(orch.config.state_dir)  # another laptop, or deleted state
+    fresh = BenchmarkOrchestrator(dataclasses.replace(orch.config), transport=orch.transport)
+    rows = {r.service_id: r for r in fresh.servers.list_running_services()}
+    assert rows[sid].state == "RUNNING" and rows[sid].job_id == job_id and not rows[sid].tracked
+    assert fresh.servers.get_service_endpoint(job_id).service_id == sid
+    fresh.servers.stop_service(sid)
+
+
+def test_job_that_fails_before_ready_reports_its_log(orch, tmp_path):
+    recipe = orch.load_recipe(write(tmp_path, "crash.yaml", PINNED.replace(
+        "command: python3 -m http.server", "command: echo fatal model-not-found >&2; exit 3; true")))
+    sid = orch.servers.start_service(recipe)
+    with pytest.raises(ServiceNotReady) as err:
+        orch.servers.wait_until_ready(sid, timeout=60)
+    assert "ended FAILED before it was ready" in str(err.value) and "fatal model-not-found" in str(err.value)
+
+
+def test_wait_timeout_leaves_the_job_running_and_says_so(orch, tmp_path):
+    recipe = orch.load_recipe(write(tmp_path, "slow.yaml", PINNED.replace(
+        "command: python3 -m http.server", "command: sleep 300; python3 -m http.server")))
+    sid = orch.servers.start_service(recipe)
+    with pytest.raises(ServiceNotReady, match="not ready after 3s .*the job was left running"):
+        orch.servers.wait_until_ready(sid, timeout=3)
+    assert orch.servers.probe(sid).job.state in ("RUNNING", "PENDING")
+    orch.servers.stop_service(sid)
+
+
+def test_logs_follow_prints_until_the_job_ends(orch, run_cli, tmp_path):
+    recipe = orch.load_recipe(write(tmp_path, "talk.yaml", PINNED.replace(
+        "command: python3 -m http.server", "command: for i in 1 2 3; do echo tick $i; sleep 1; done; true")))
+    sid = orch.servers.start_service(recipe)
+    proc = run_cli("logs", sid, "--follow")
+    assert [l for l in proc.stdout.splitlines() if l.startswith("tick")] == ["tick 1", "tick 2", "tick 3"]
+    assert "COMPLETED" in proc.stderr
