@@ -76,10 +76,12 @@ def progress(message: str) -> None:
 @click.option("--status", is_flag=True, help="list services: job ID | service ID | state | elapsed | nodes")
 @click.option("--service-endpoint", metavar="ID", help="host, port and URLs of a service (service or job ID)")
 @click.option("--stop-service", metavar="ID", help="scancel a service (service or job ID)")
+@click.option("--query-service-metrics", nargs=2, metavar="ID PROMQL", default=None,
+              help="instant PromQL query on a monitor (or the monitor scraping service ID)")
 @click.version_option(__version__)
 @click.pass_context
 def cli(click_ctx, config_path, as_json, stats, recipe, dry_run, wait, timeout, status, service_endpoint,
-        stop_service):
+        stop_service, query_service_metrics):
     """Deploy AI services as SLURM jobs, monitor them with Prometheus, benchmark them.
 
     Everything runs on the cluster; this tool talks to the login node over SSH.
@@ -99,6 +101,9 @@ def cli(click_ctx, config_path, as_json, stats, recipe, dry_run, wait, timeout, 
     elif stop_service:
         st = ctx.orch.servers.stop_service(stop_service)
         emit(ctx, st.__dict__, f"stopped: {st.line()}")
+    elif query_service_metrics:
+        from .cli_monitor import show_query
+        show_query(ctx, *query_service_metrics)
     else:
         click.echo(click_ctx.get_help())
 
@@ -217,6 +222,9 @@ def sandbox_status(as_json):
         click.echo(render_table(["node", "state"], [[k, v] for k, v in st["nodes"].items()]))
     if not st["up"]:
         sys.exit(1)
+
+
+from . import cli_monitor  # noqa: E402,F401  (registers the monitor commands)
 
 
 def main() -> None:

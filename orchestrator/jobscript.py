@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 import jinja2
 
@@ -20,23 +21,25 @@ from .recipes import AUTO, ServiceRecipe
 from .render import render, render_string
 
 _MARK = "\x00"
+GPU_EXPORTER = Path(__file__).resolve().parent / "exporters" / "nvidia_smi_exporter.py"
 
 
-def _runtime_context(nports: int) -> dict:
-    ctx = {"node": f"{_MARK}ORCH_NODE{_MARK}", "job_dir": f"{_MARK}ORCH_JOB_DIR{_MARK}"}
+def _runtime_context(nports: int, static: dict) -> dict:
+    ctx = {"node": f"{_MARK}ORCH_NODE{_MARK}", "job_dir": f"{_MARK}ORCH_JOB_DIR{_MARK}", **static}
     if nports:
         ctx["port"] = f"{_MARK}ORCH_PORT{_MARK}"
         ctx["ports"] = [f"{_MARK}ORCH_PORT_{i}{_MARK}" for i in range(nports)]
     return ctx
 
 
-def _segments(text: str, nports: int, field: str, source: str) -> list[tuple[bool, str]]:
+def _segments(text: str, nports: int, field: str, source: str, static: dict | None = None) -> list[tuple[bool, str]]:
     """[(is_variable, text)] for a recipe snippet after Jinja rendering."""
     try:
-        rendered = render_string(text, **_runtime_context(nports))
+        rendered = render_string(text, **_runtime_context(nports, static or {}))
     except jinja2.UndefinedError as exc:
         hint = " (service.ports is empty)" if "port" in str(exc) and not nports else ""
-        raise RecipeError(f"{source}: {field}: {exc.message}{hint}; available: node, job_dir"
+        raise RecipeError(f"{source}: {field}: {exc.message}{hint}; available: node, job_dir, "
+                          "scrape_interval, retention_time"
                           + (", port, ports[0..%d]" % (nports - 1) if nports else "")) from None
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{source}: {field}: template error: {exc}") from None
@@ -44,15 +47,15 @@ def _segments(text: str, nports: int, field: str, source: str) -> list[tuple[boo
     return [(i % 2 == 1, p) for i, p in enumerate(parts) if p]
 
 
-def shell_snippet(text: str, nports: int, field: str, source: str = "") -> str:
+def shell_snippet(text: str, nports: int, field: str, source: str = "", static: dict | None = None) -> str:
     """For a bash command line: variables as ${VAR}, the user's text as written."""
-    return "".join("${%s}" % t if var else t for var, t in _segments(text, nports, field, source))
+    return "".join("${%s}" % t if var else t for var, t in _segments(text, nports, field, source, static))
 
 
-def double_quoted(text: str, nports: int, field: str, source: str = "") -> str:
+def double_quoted(text: str, nports: int, field: str, source: str = "", static: dict | None = None) -> str:
     """For inside "...": the user's text literal, our variables expanded."""
     out = []
-    for var, t in _segments(text, nports, field, source):
+    for var, t in _segments(text, nports, field, source, static):
         out.append("${%s}" % t if var else re.sub(r'([\\"$`])', r"\\\1", t))
     return '"' + "".join(out) + '"'
 
@@ -106,8 +109,9 @@ def sbatch_options(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -
 def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -> str:
     n = len(recipe.ports)
     src = recipe.source or recipe.name
-    env = {k: double_quoted(v, n, f"service.environment.{k}", src) for k, v in recipe.environment.items()}
-    command = shell_snippet(recipe.command, n, "service.command", src)
+    known = {"scrape_interval": recipe.scrape_interval, "retention_time": recipe.retention_time}
+    env = {k: double_quoted(v, n, f"service.environment.{k}", src, known) for k, v in recipe.environment.items()}
+    command = shell_snippet(recipe.command, n, "service.command", src, known)
     metrics = None
     if recipe.metrics:
         port = recipe.metrics.port
@@ -123,7 +127,10 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
         service_id=service_id, recipe=recipe, recipe_sha=recipe.sha256[:16],
         directives=sbatch_options(recipe, slurm, service_id).directives(),
         fixed_ports=[(i, p) for i, p in enumerate(recipe.ports) if p != AUTO],
-        auto_ports=[i for i, p in enumerate(recipe.ports) if p == AUTO], nports=n,
+        auto_vars=[f"ORCH_PORT_{i}" for i, p in enumerate(recipe.ports) if p == AUTO]
+        + [f"ORCH_EXPORTER_{e.upper()}_PORT" for e in recipe.exporters], nports=n,
+        exporters=recipe.exporters,
+        gpu_exporter_source=GPU_EXPORTER.read_text() if "gpu" in recipe.exporters else "",
         environment=env, command=shlex.quote(command), modules=recipe.modules, metrics=metrics,
         static_json=json.dumps(static), container=container,
         image=expand_home_word(container.image_path) if container else None,

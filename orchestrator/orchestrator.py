@@ -22,6 +22,7 @@ class BenchmarkOrchestrator:
         self.config = config if isinstance(config, Config) else load_config(config)
         self._transport = transport
         self._servers = None
+        self._monitors = None
 
     @property
     def transport(self) -> Transport:
@@ -35,6 +36,25 @@ class BenchmarkOrchestrator:
             from .servers import ServersModule
             self._servers = ServersModule(self.config, self.transport)
         return self._servers
+
+    @property
+    def monitors(self):
+        if self._monitors is None:
+            from .monitors import MonitorsModule
+            self._monitors = MonitorsModule(self.config, self.servers)
+        return self._monitors
+
+    def show_monitors_status(self) -> list[dict]:
+        """Every tracked monitor with its job state and targets' up/down state."""
+        return [self.monitors.check_monitor_status(mid) for mid, rec in self.monitors.store.load().items()
+                if not rec.get("stopped_at")]
+
+    def get_system_status(self) -> dict:
+        """Services and monitors in one squeue call."""
+        rows = self.servers.list_running_services()
+        monitors = self.monitors.store.load()
+        return {"services": [r.__dict__ for r in rows if r.service_id not in monitors],
+                "monitors": [r.__dict__ for r in rows if r.service_id in monitors]}
 
     @staticmethod
     def load_recipe(name_or_path: str):

@@ -24,6 +24,7 @@ class Probe:
     health_url: str | None = None
     log: str = ""
     cancel_output: str | None = None
+    then_output: str | None = None     # what the `then` snippet printed; None: it did not run
 
     @property
     def healthy(self) -> bool:
@@ -31,9 +32,12 @@ class Probe:
 
 
 def probe_script(work_dir: str, *, service_id: str | None, job_id: str | None, health: bool = False,
-                 log_lines: int = 0, cancel: bool = False, health_timeout: int = 5) -> str:
+                 log_lines: int = 0, cancel: bool = False, health_timeout: int = 5, then: str = "") -> str:
+    """The probe; ``then`` is a shell snippet run once the service's endpoint is known,
+    with $BASE (http://node:port), $node, $port, $ports and $D (its job dir) set."""
     return render("probe.sh.j2", work_dir=remote_path(work_dir), service_id=service_id, job_id=job_id,
-                  health=health, log_lines=log_lines, cancel=cancel, health_timeout=health_timeout)
+                  health=health, log_lines=log_lines, cancel=cancel, health_timeout=health_timeout,
+                  then=then)
 
 
 def parse_sacct_line(line: str) -> Job:
@@ -79,9 +83,10 @@ def parse_probe(text: str) -> Probe:
     if health:
         code, _, url = health[0].partition(" ")
     cancel = "\n".join(s["cancel"]) if "cancel" in s else None
+    then = "\n".join(s["then"]) + "\n" if s.get("then") else None
     return Probe(job_id=job_id, service_id=service_id, job=jobs[0] if jobs else None,
                  endpoint=endpoint, health_code=code, health_url=url or None,
-                 log="\n".join(s.get("log", [])), cancel_output=cancel)
+                 log="\n".join(s.get("log", [])), cancel_output=cancel, then_output=then)
 
 
 def endpoint_hosts(endpoint: dict) -> list[str]:

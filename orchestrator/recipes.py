@@ -60,6 +60,16 @@ class Metrics:
 
 
 @dataclass(frozen=True)
+class TargetSpec:
+    """A monitoring target: a service (by service or job ID) or a fixed host."""
+    service_id: str | None = None
+    host: str | None = None
+    job_name: str | None = None
+    port: int | None = None
+    metrics_path: str | None = None
+
+
+@dataclass(frozen=True)
 class ServiceRecipe:
     name: str
     command: str
@@ -72,6 +82,9 @@ class ServiceRecipe:
     metrics: Metrics | None = None
     exporters: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
+    monitoring_targets: tuple[TargetSpec, ...] = ()
+    scrape_interval: str = "15s"
+    retention_time: str = "15d"
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
 
@@ -81,7 +94,10 @@ class ServiceRecipe:
 
 
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
-                 "health", "metrics", "exporters", "modules"]
+                 "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
+                 "retention_time"]
+_TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
+DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
 _RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint",
                   "nodelist"]
@@ -193,6 +209,28 @@ def _metrics(raw, nports: int) -> Metrics | None:
     return Metrics(path=_path_str(raw.get("path", "/metrics"), "service.metrics.path"), port=port)
 
 
+def parse_target(raw, path: str) -> TargetSpec:
+    raw = expect_mapping(raw, path)
+    check_keys(raw, _TARGET_KEYS, path)
+    if (raw.get("service_id") is None) == (raw.get("host") is None):
+        raise SchemaViolation(path, "expected exactly one of service_id or host")
+    if raw.get("host") is not None and raw.get("port") is None:
+        raise SchemaViolation(f"{path}.port", "required with host")
+    job_name = raw.get("job_name")
+    if job_name is not None:
+        expect_pattern(job_name, f"{path}.job_name", lambda v: bool(re.fullmatch(r"[A-Za-z0-9_.:-]+", v)),
+                       "letters, digits, '_', '-', '.' or ':'")
+    return TargetSpec(
+        service_id=None if raw.get("service_id") is None else str(raw["service_id"]),
+        host=expect_str(raw.get("host"), f"{path}.host", optional=True), job_name=job_name,
+        port=None if raw.get("port") is None else expect_int(raw["port"], f"{path}.port", 1, 65535),
+        metrics_path=None if raw.get("metrics_path") is None else _path_str(raw["metrics_path"], f"{path}.metrics_path"))
+
+
+def _duration(value, path: str) -> str:
+    return expect_pattern(value, path, lambda v: bool(DURATION_RE.match(v)), "a duration such as 15s, 5m or 15d")
+
+
 def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
     """Validate a parsed YAML document (pure)."""
     top = expect_mapping(raw, "")
@@ -224,7 +262,12 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
         container=_container(s.get("container")), environment=environment,
         resources=_resources(s.get("resources")), ports=ports,
         health=_health(s.get("health"), len(ports)), metrics=_metrics(s.get("metrics"), len(ports)),
-        exporters=exporters, modules=modules, source=source, text=text)
+        exporters=exporters, modules=modules,
+        monitoring_targets=tuple(parse_target(t, f"service.monitoring_targets[{i}]") for i, t in
+                                 enumerate(expect_list(s.get("monitoring_targets") or [], "service.monitoring_targets"))),
+        scrape_interval=_duration(s.get("scrape_interval", "15s"), "service.scrape_interval"),
+        retention_time=_duration(s.get("retention_time", "15d"), "service.retention_time"),
+        source=source, text=text)
 
 
 __all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",

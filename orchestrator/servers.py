@@ -27,6 +27,13 @@ from .transport import Transport
 Progress = Callable[[str], None]
 
 
+def heredoc(name: str, text: str) -> str:
+    """Shell that writes ``text`` to file ``name`` verbatim (quoted delimiter: no expansion)."""
+    delim = f"ORCH_EOF_{secrets.token_hex(8)}"
+    body = text if text.endswith("\n") else text + "\n"
+    return f"cat > {command(name)} <<'{delim}'\n{body}{delim}\n"
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -91,19 +98,26 @@ class ServersModule:
 
     # -- submit ---------------------------------------------------------------
     def start_service(self, recipe: ServiceRecipe, *, wait: bool = False, timeout: float | None = None,
-                      progress: Progress | None = None) -> str:
+                      progress: Progress | None = None, service_id: str | None = None,
+                      extra_files: dict[str, str] | None = None, precheck: str = "",
+                      labels: dict | None = None) -> str:
         """Submit the recipe as a SLURM job; returns the service ID.
 
-        Upload and submission are one remote command; if sbatch refuses, the
-        job dir is removed on the cluster and nothing is kept locally.
+        Upload (script and ``extra_files``) and submission are one remote
+        command; ``precheck`` runs in the job dir before sbatch. If either
+        refuses, the job dir is removed on the cluster and nothing is kept
+        locally.
         """
-        sid, script = self.render(recipe)  # recipe errors surface before anything is written
+        sid, script = self.render(recipe, service_id)  # recipe errors surface before anything is written
         d = remote_path(self.job_dir(sid))
         self.store.update(sid, service_id=sid, recipe=recipe.name, recipe_source=recipe.source,
                           recipe_sha256=recipe.sha256, job_dir=self.job_dir(sid), state="SUBMITTING",
-                          submitted_at=_now(), health_timeout=recipe.health.timeout if recipe.health else None)
-        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > job.sbatch && "
-                  f"{{ out=$(sbatch --parsable job.sbatch 2>&1); rc=$?; "
+                          submitted_at=_now(), health_timeout=recipe.health.timeout if recipe.health else None,
+                          **(labels or {}))
+        files = "".join(heredoc(name, text) for name, text in (extra_files or {}).items())
+        check = f"{{ {precheck}; }} && " if precheck else ""
+        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > job.sbatch && {files}"
+                  f"{{ out=$({{ {check}sbatch --parsable job.sbatch; }} 2>&1); rc=$?; "
                   f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
         try:
             result = self.transport.run(remote, stdin=script, idempotent=False, timeout=60)
@@ -136,12 +150,26 @@ class ServersModule:
             return ident, rec.get("job_id")
         raise OrchestratorError(f"'{ident}' is neither a service ID (<name>_<8 hex>) nor a SLURM job ID")
 
-    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, cancel: bool = False) -> Probe:
+    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, cancel: bool = False,
+              then: str = "", idempotent: bool = True, timeout: float = 60) -> Probe:
+        """Everything about one service in one remote command; ``then`` runs against its endpoint."""
         sid, job_id = self._ids(ident)
         script = probe_script(self.config.remote.work_dir, service_id=sid, job_id=job_id, health=health,
-                              log_lines=log_lines, cancel=cancel)
-        result = self.transport.run(script, timeout=60, idempotent=not cancel)
-        p = parse_probe(result.stdout)
+                              log_lines=log_lines, cancel=cancel, then=then)
+        result = self.transport.run(script, timeout=timeout, idempotent=idempotent and not cancel)
+        return self._checked(ident, parse_probe(result.stdout))
+
+    def probe_many(self, idents: list[str], health: bool = False) -> list[Probe]:
+        """Several services in one remote command (each probe in its own subshell)."""
+        scripts = []
+        for ident in idents:
+            sid, job_id = self._ids(ident)
+            scripts.append("( " + probe_script(self.config.remote.work_dir, service_id=sid, job_id=job_id,
+                                               health=health) + " )")
+        out = self.transport.run("\necho @@@@next\n".join(scripts), timeout=60).stdout
+        return [self._checked(i, parse_probe(part)) for i, part in zip(idents, out.split("@@@@next\n"))]
+
+    def _checked(self, ident: str, p: Probe) -> Probe:
         if not p.job_id or (p.job is None and not p.endpoint):
             raise OrchestratorError(f"no service or job '{ident}' found on the cluster")
         if p.service_id and not SERVICE_ID_RE.match(p.service_id):
