@@ -109,7 +109,14 @@ def cli(click_ctx, config_path, as_json, stats, recipe, dry_run, wait, timeout, 
 
 
 def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, timeout) -> None:
+    from .benchrecipe import is_benchmark_file
     from .recipes import load_recipe
+    if is_benchmark_file(recipe_ref):
+        from .cli_bench import run_benchmark
+        if dry_run:
+            raise click.UsageError("--dry-run is for service recipes; a benchmark recipe runs with `bench run`")
+        run_benchmark(ctx, recipe_ref, out=None, keep=False)
+        return
     recipe = load_recipe(recipe_ref)
     if dry_run:
         from .config import load_config
@@ -224,7 +231,7 @@ def sandbox_status(as_json):
         sys.exit(1)
 
 
-from . import cli_monitor  # noqa: E402,F401  (registers the monitor commands)
+from . import cli_bench, cli_monitor  # noqa: E402,F401  (register their commands)
 
 
 def main() -> None:

@@ -172,6 +172,11 @@ class MonitorsModule:
         answers = self._run_queries(monitor_id, [curl_query(q, at) for q in queries])
         return [parse_response(a, q) for a, q in zip(answers, queries)]
 
+    def query_many_at(self, monitor_id: str, queries: list[tuple[str, float | None]]) -> list[QueryResult]:
+        """Instant queries, each at its own time, in one remote command."""
+        answers = self._run_queries(monitor_id, [curl_query(q, at) for q, at in queries])
+        return [parse_response(a, q) for a, (q, _) in zip(answers, queries)]
+
     def query_metrics(self, monitor_id: str, promql: str, at: float | None = None) -> QueryResult:
         return self.query_many(monitor_id, [promql], at)[0]
 

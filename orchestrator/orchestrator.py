@@ -56,6 +56,13 @@ class BenchmarkOrchestrator:
         return {"services": [r.__dict__ for r in rows if r.service_id not in monitors],
                 "monitors": [r.__dict__ for r in rows if r.service_id in monitors]}
 
+    def start_benchmark_session(self, recipe, out_dir=None, keep: bool = False, progress=None) -> dict:
+        """Run a whole benchmark session; returns report.json's content."""
+        from .benchrecipe import BenchmarkRecipe, load_benchmark
+        from .session import BenchmarkSession
+        recipe = recipe if isinstance(recipe, BenchmarkRecipe) else load_benchmark(recipe)
+        return BenchmarkSession(self, recipe, out_dir, keep, progress).run()
+
     @staticmethod
     def load_recipe(name_or_path: str):
         from .recipes import load_recipe

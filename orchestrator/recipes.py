@@ -85,6 +85,7 @@ class ServiceRecipe:
     monitoring_targets: tuple[TargetSpec, ...] = ()
     scrape_interval: str = "15s"
     retention_time: str = "15d"
+    files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
 
@@ -95,7 +96,7 @@ class ServiceRecipe:
 
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
-                 "retention_time"]
+                 "retention_time", "files"]
 _TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
 DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
@@ -227,6 +228,25 @@ def parse_target(raw, path: str) -> TargetSpec:
         metrics_path=None if raw.get("metrics_path") is None else _path_str(raw["metrics_path"], f"{path}.metrics_path"))
 
 
+def _files(raw, source: str) -> dict[str, str]:
+    """``{name-in-job-dir: local path}``; a relative path is looked up beside the
+    recipe, then in the project, so shipped recipes can ship shipped files."""
+    out = {}
+    for name, local in expect_mapping(raw or {}, "service.files").items():
+        path = f"service.files.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in ("job.sbatch", "endpoint.json"):
+            raise SchemaViolation(path, "expected a plain file name (no '/') other than job.sbatch and endpoint.json")
+        local = expect_str(local, path)
+        candidates = [Path(local).expanduser()]
+        if not candidates[0].is_absolute():
+            candidates = ([Path(source).parent / local] if source else []) + [PROJECT_ROOT / local]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise SchemaViolation(path, f"file not found: {local}")
+        out[str(name)] = str(found)
+    return out
+
+
 def _duration(value, path: str) -> str:
     return expect_pattern(value, path, lambda v: bool(DURATION_RE.match(v)), "a duration such as 15s, 5m or 15d")
 
@@ -267,7 +287,7 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
                                  enumerate(expect_list(s.get("monitoring_targets") or [], "service.monitoring_targets"))),
         scrape_interval=_duration(s.get("scrape_interval", "15s"), "service.scrape_interval"),
         retention_time=_duration(s.get("retention_time", "15d"), "service.retention_time"),
-        source=source, text=text)
+        files=_files(s.get("files"), source), source=source, text=text)
 
 
 __all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",

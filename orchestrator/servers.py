@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -114,7 +115,8 @@ class ServersModule:
                           recipe_sha256=recipe.sha256, job_dir=self.job_dir(sid), state="SUBMITTING",
                           submitted_at=_now(), health_timeout=recipe.health.timeout if recipe.health else None,
                           **(labels or {}))
-        files = "".join(heredoc(name, text) for name, text in (extra_files or {}).items())
+        shipped = {name: Path(local).read_text() for name, local in recipe.files.items()}
+        files = "".join(heredoc(name, text) for name, text in {**shipped, **(extra_files or {})}.items())
         check = f"{{ {precheck}; }} && " if precheck else ""
         remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > job.sbatch && {files}"
                   f"{{ out=$({{ {check}sbatch --parsable job.sbatch; }} 2>&1); rc=$?; "
