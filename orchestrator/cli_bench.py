@@ -42,3 +42,41 @@ def bench():
 def bench_run(click_ctx, config_path, as_json, recipe, out, keep):
     """Deploy, monitor, load, collect, report, clean up."""
     run_benchmark(_ctx(click_ctx, config_path, as_json), recipe, out, keep)
+
+
+@bench.command("collect")
+@common_options
+@click.argument("session_dir", type=click.Path(file_okay=False, exists=True))
+@click.pass_context
+def bench_collect(click_ctx, config_path, as_json, session_dir):
+    """Query a kept session's monitor again for its window and rewrite its artifacts."""
+    from pathlib import Path
+    from .artifacts import recollect_session
+    ctx = _ctx(click_ctx, config_path, as_json)
+    report = recollect_session(ctx.orch, Path(session_dir), say=progress)
+    emit(ctx, report, kpi_table(report["kpis"]))
+
+
+@bench.command("report")
+@common_options
+@click.argument("session_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--monitor", "monitor_id", default=None, help="report on a monitor's services instead of a session")
+@click.option("--from", "start", default="-15m", show_default=True, help="with --monitor")
+@click.option("--to", "end", default="now", show_default=True, help="with --monitor")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="with --monitor: where to write")
+@click.pass_context
+def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start, end, out):
+    """Re-render a session's report offline, or report on any monitor over --from/--to."""
+    from pathlib import Path
+    from .artifacts import monitor_window_report, rerender_session
+    ctx = _ctx(click_ctx, config_path, as_json)
+    if monitor_id:
+        from .cli_monitor import _window
+        s, e = _window(start, end)
+        target = Path(out or session_dir or ctx.orch.config.results_dir / f"{monitor_id}-report")
+        report = monitor_window_report(ctx.orch, monitor_id, s, e, target, say=progress)
+    elif session_dir:
+        report = rerender_session(Path(session_dir), say=progress)
+    else:
+        raise click.UsageError("give a session directory, or --monitor ID with --from/--to")
+    emit(ctx, report, kpi_table(report["kpis"]))

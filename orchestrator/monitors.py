@@ -17,7 +17,7 @@ from typing import Callable
 
 from .config import Config
 from .errors import OrchestratorError
-from .promql import (PrometheusError, QueryResult, curl_query, curl_range, joined, parse_duration,
+from .promql import (QueryResult, curl_query, curl_range, joined, parse_duration,
                      parse_response, range_chunks, split_responses, stitch)
 from .recipes import RECIPE_DIRS, ServiceRecipe, TargetSpec, load_recipe
 from .servers import ServersModule, _now, heredoc
@@ -112,7 +112,7 @@ class MonitorsModule:
         """Re-render prometheus.yml on the cluster, check it, hot-reload: one remote command."""
         rec = self._record(monitor_id)
         text = render_prometheus_config(monitor_id, targets, rec["scrape_interval"])
-        snippet = (f'cd "$D" && ' + heredoc("prometheus.yml.new", text)
+        snippet = ('cd "$D" && ' + heredoc("prometheus.yml.new", text)
                    + 'sed -i "s/__ORCH_SELF_PORT__/$port/" prometheus.yml.new\n'
                    + "if command -v promtool >/dev/null 2>&1 && ! promtool check config prometheus.yml.new "
                      "> promtool.out 2>&1; then echo promtool-failed; cat promtool.out; rm -f prometheus.yml.new\n"
@@ -216,7 +216,7 @@ class MonitorsModule:
     # -- status and reports -------------------------------------------------------------
     def check_monitor_status(self, monitor_id: str) -> dict:
         mid = self.monitor_for(monitor_id)
-        p = self.servers.probe(mid, then=f"curl -sS --max-time 20 \"$BASE/api/v1/targets?state=active\"")
+        p = self.servers.probe(mid, then="curl -sS --max-time 20 \"$BASE/api/v1/targets?state=active\"")
         rec = self.store.get(p.service_id) or {}
         targets = []
         if p.then_output:

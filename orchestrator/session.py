@@ -13,14 +13,13 @@ import math
 import secrets
 import shlex
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 from .benchrecipe import BenchmarkRecipe, ClientSpec
 from .errors import OrchestratorError
-from .kpi import KPI, Window
 from .promql import parse_duration
 from .recipes import Health, Metrics, Resources, ServiceRecipe, TargetSpec, load_recipe
 from .shell import path as remote_path
@@ -209,6 +208,19 @@ class BenchmarkSession:
         return records, warmup_until
 
     # -- the whole session ------------------------------------------------------------
+    def context(self):
+        from .artifacts import ReportContext
+        st = self.state
+        return ReportContext(
+            orch=self.orch, session_id=st.session_id, benchmark=self.recipe.name, out_dir=st.out_dir,
+            scrape_interval=self.recipe.scrape_interval, services=st.services, clients=st.clients,
+            monitor_id=st.monitor_id, go_time=st.go_time, interrupted=st.interrupted, errors=st.errors,
+            recipes={"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256,
+                                          "text": self.recipe.text},
+                     "service_recipes": {n: {"source": r.source, "sha256": r.sha256, "text": r.text}
+                                         for n, r in self.service_recipes.items()}},
+            say=self.say)
+
     def run(self) -> dict:
         from .artifacts import write_artifacts
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,9 +242,9 @@ class BenchmarkSession:
             if self.state.clients:
                 self._stop(self.state.clients, wait=True)  # no more load; files stay on the cluster
                 records, warmup_until = self._collect_records()
-                result = write_artifacts(self, records, warmup_until)
+                result = write_artifacts(self.context(), records, warmup_until)
             else:
-                result = write_artifacts(self, [], None)
+                result = write_artifacts(self.context(), [], None)
         finally:
             if not self.keep or self.state.interrupted:
                 self._stop(self.state.started)
@@ -261,57 +273,3 @@ class BenchmarkSession:
             stopped = [p.service_id for p in probes if p.job is not None and p.job.state not in TERMINAL_STATES]
             if stopped:
                 time.sleep(1)
-
-    # -- Prometheus side ---------------------------------------------------------------
-    def prometheus_kpis(self, window: Window) -> tuple[list[KPI], dict]:
-        """Service-side KPIs over the window from Prometheus; absent sources stay absent."""
-        mid = self.state.monitor_id
-        if mid is None:
-            return [], {}
-        interval = parse_duration(self.recipe.scrape_interval)
-        wait = window.end + 2 * interval - time.time()
-        if wait > 0:
-            time.sleep(wait)  # let the last scrape after the load land
-        w = f"{max(1, math.ceil(window.seconds))}s"
-        step = f"{max(1, int(interval))}s"
-        queries: dict[str, tuple[str, str, float]] = {}
-        multi = len(self.state.services) > 1
-        for name, sid in self.state.services.items():
-            sel = f'service_id="{sid}"'
-            p = f"{name}." if multi else ""
-            queries.update({
-                p + "cpu_utilisation": (f'100 * (1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}])))', "%", window.end),
-                p + "memory_used_max": (f"max_over_time((sum(node_memory_MemTotal_bytes{{{sel}}}) - "
-                                        f"sum(node_memory_MemAvailable_bytes{{{sel}}}))[{w}:{step}])", "bytes", window.end),
-                p + "gpu_utilisation": (f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))", "%", window.end),
-                p + "gpu_memory_used_max": (f"max(max_over_time(DCGM_FI_DEV_FB_USED{{{sel}}}[{w}]))", "MiB", window.end),
-                p + "service_latency_p50": (f"histogram_quantile(0.5, sum by (le) (increase(vllm:e2e_request_latency_seconds_bucket{{{sel}}}[{w}])))", "s", window.end),
-                p + "service_latency_p99": (f"histogram_quantile(0.99, sum by (le) (increase(vllm:e2e_request_latency_seconds_bucket{{{sel}}}[{w}])))", "s", window.end),
-                p + "service_ttft_p50": (f"histogram_quantile(0.5, sum by (le) (increase(vllm:time_to_first_token_seconds_bucket{{{sel}}}[{w}])))", "s", window.end),
-                p + "service_ttft_p99": (f"histogram_quantile(0.99, sum by (le) (increase(vllm:time_to_first_token_seconds_bucket{{{sel}}}[{w}])))", "s", window.end),
-                p + "service_requests_running_max": (f"max(max_over_time(vllm:num_requests_running{{{sel}}}[{w}]))", "requests", window.end),
-                p + "service_requests_waiting_max": (f"max(max_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))", "requests", window.end),
-                p + "service_requests_counted@start": (f"sum(vllm:request_success_total{{{sel}}})", "requests", self.state.go_time or window.start),
-                p + "service_requests_counted@end": (f"sum(vllm:request_success_total{{{sel}}})", "requests", time.time()),
-            })
-        names = list(queries)
-        results = self.orch.monitors.query_many_at(mid, [(queries[n][0], queries[n][2]) for n in names])
-        values = {}
-        for n, r in zip(names, results):
-            v = r.series[0].values[0][1] if r.series else None
-            values[n] = None if v is None or math.isnan(v) else v
-        kpis = []
-        for n in names:
-            if "@" in n:
-                continue
-            note = "" if values[n] is not None else "absent: no such series on the monitor"
-            kpis.append(KPI(n, values[n], queries[n][1], "prometheus", note))
-        for name in self.state.services:
-            p = f"{name}." if multi else ""
-            a, b = values.get(p + "service_requests_counted@start"), values.get(p + "service_requests_counted@end")
-            kpis.append(KPI(p + "service_requests_counted", b - a if a is not None and b is not None else None,
-                            "requests", "prometheus",
-                            "successful requests the service counted during the session (warm-up included)"
-                            if b is not None else "absent: the service exposes no request counter"))
-        promql = {n: q[0] for n, q in queries.items()}
-        return kpis, promql
