@@ -145,3 +145,14 @@ def test_ctrl_c_mid_run_stops_every_job_and_keeps_what_was_collected(sandbox_con
     assert len(ids) == 3 and not ids & squeue_names(ssh)
     records = (tmp_path / "out" / "requests.jsonl").read_text().splitlines()
     assert records, "what was collected before Ctrl-C is kept"
+
+
+def test_report_rerendered_offline_keeps_every_number(session, tmp_path):
+    from orchestrator.artifacts import rerender_session
+    d, _ = session
+    copy = tmp_path / "copy"
+    shutil.copytree(d, copy)
+    before = kpis(d)
+    after = {k["kpi"]: k for k in rerender_session(copy)["kpis"]}
+    assert after == before
+    assert (copy / "report.html").read_text().count("<svg") >= 5
