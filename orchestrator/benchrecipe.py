@@ -10,6 +10,11 @@ from pathlib import Path
 from .errors import RecipeError
 from .promql import parse_duration
 from .recipes import PROJECT_ROOT
+
+
+def validate_sweep(sweep: dict, names: list[str]) -> dict:
+    from .experiments import validate_sweep as check
+    return check(sweep, names)
 from .schema import (SchemaViolation, check_keys, expect_int, expect_list, expect_mapping, expect_number,
                      expect_pattern, expect_str, load_yaml_file)
 
@@ -55,6 +60,8 @@ class BenchmarkRecipe:
     monitor_recipe: str = "prometheus"
     scrape_interval: str = "5s"
     description: str = ""
+    sweep: dict = field(default_factory=dict)
+    slo: dict = field(default_factory=dict)     # parsed: seconds / ratio
     source: str = ""
     text: str = ""
 
@@ -63,7 +70,7 @@ class BenchmarkRecipe:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-_KEYS = ["name", "description", "services", "monitor", "clients"]
+_KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo"]
 _CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup", "payload",
                 "resources"]
 
@@ -174,4 +181,15 @@ def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
     return BenchmarkRecipe(
         name=name, services=services, clients=clients,
         monitor_recipe=expect_str(mon.get("recipe", "prometheus"), "benchmark.monitor.recipe"),
-        scrape_interval=interval, description=str(b.get("description") or ""), source=source, text=text)
+        scrape_interval=interval, description=str(b.get("description") or ""),
+        sweep=validate_sweep(expect_mapping(b.get("sweep") or {}, "benchmark.sweep"), names),
+        slo=_slo(b.get("slo")), source=source, text=text)
+
+
+def _slo(raw) -> dict:
+    from .experiments import parse_slo
+    try:
+        return parse_slo(expect_mapping(raw or {}, "benchmark.slo"))
+    except RecipeError as exc:
+        path, _, msg = str(exc).partition(": ")
+        raise SchemaViolation(path, msg) from None

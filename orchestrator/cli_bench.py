@@ -80,3 +80,65 @@ def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start
     else:
         raise click.UsageError("give a session directory, or --monitor ID with --from/--to")
     emit(ctx, report, kpi_table(report["kpis"]))
+
+
+@cli.group("report")
+def report_group():
+    """Reports of sessions: compare two for regressions."""
+
+
+@report_group.command("compare")
+@common_options
+@click.argument("a", type=click.Path(file_okay=False, exists=True))
+@click.argument("b", type=click.Path(file_okay=False, exists=True))
+@click.option("--threshold", "thresholds", multiple=True, metavar="KPI=PCT%",
+              help="e.g. p99=10% throughput=10% (default: p99=10%, throughput=10%)")
+@click.pass_context
+def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
+    """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise)."""
+    from pathlib import Path
+    from .compare import compare_sessions
+    from .experiments import parse_thresholds
+    ctx = _ctx(click_ctx, config_path, as_json)
+    try:
+        thr = parse_thresholds([t for group in thresholds for t in group.split()]) if thresholds else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--threshold") from None
+    rows, _ = compare_sessions(Path(a), Path(b), thr)
+    pct = lambda v: "-" if v is None else f"{v * 100:+.1f}%"
+    val = lambda v: "absent" if v is None else f"{v:.4g}"
+    table = render_table(["kpi", "A", "B", "change", "noise (2σ)", "threshold", "verdict"],
+                         [[r.kpi, val(r.a), val(r.b), pct(r.change), "-" if r.noise is None else f"±{2 * r.noise * 100:.1f}%",
+                           "-" if r.threshold is None else f"{r.threshold * 100:.0f}%", r.verdict] for r in rows])
+    regressions = [r for r in rows if r.verdict.startswith("REGRESSION")]
+    summary = (f"REGRESSION in {', '.join(r.kpi for r in regressions)}" if regressions
+               else "no regression beyond the thresholds")
+    emit(ctx, {"a": a, "b": b, "rows": [r.__dict__ for r in rows], "regression": bool(regressions)},
+         f"A: {a}\nB: {b}\n{table}\n{summary}")
+    if regressions:
+        sys.exit(1)
+
+
+@cli.command("rerun")
+@common_options
+@click.argument("session_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default=None, type=click.Path(file_okay=False))
+@click.option("--keep", is_flag=True)
+@click.pass_context
+def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
+    """Run a session again from MANIFEST.json: the recipes as they were, not as they are on disk."""
+    from pathlib import Path
+    from .compare import rerun_recipes
+    from .session import BenchmarkSession
+    ctx = _ctx(click_ctx, config_path, as_json)
+    bench, services, previous, warnings = rerun_recipes(Path(session_dir))
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    progress(f"rerun of {previous} with its recorded recipes")
+    try:
+        report = BenchmarkSession(ctx.orch, bench, out, keep, progress, service_recipes=services,
+                                  rerun_of=previous).run()
+    except KeyboardInterrupt:
+        click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
+        sys.exit(130)
+    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous})")

@@ -135,4 +135,19 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
         static_json=json.dumps(static), container=container,
         image=expand_home_word(container.image_path) if container else None,
         binds=[expand_home_word(b) for b in container.binds] if container else [],
-        gpu=recipe.resources.gpus > 0)
+        gpu=recipe.resources.gpus > 0, binary=_first_word(recipe.command))
+
+
+def _first_word(command: str) -> str:
+    """The program a native command starts (after any VAR=value and `exec`), for runtime.txt."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    if "exec" in words[:-1]:  # `setup && exec server ...`: the server is what runs
+        words = words[len(words) - 1 - words[::-1].index("exec") + 1:]
+    for w in words:
+        if "=" in w.split("/")[0] or w in ("exec", "env"):
+            continue
+        return re.sub(r"[{}$]", "", w) or "sh"
+    return "sh"

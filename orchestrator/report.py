@@ -22,6 +22,16 @@ def _value(k: KPI) -> str:
     return f"{v:,.4g}" if not float(v).is_integer() else f"{v:,.0f}"
 
 
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1000px; color: #222; }
+h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; font-size: 13px; } td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.absent { color: #999; font-style: italic; } .meta { color: #555; font-size: 13px; }
+.charts svg { display: block; margin: 12px 0; border: 1px solid #eee; }
+"""
+
+
 def render_report(report: dict, records: list[dict], series: dict) -> str:
     """report: report.json's content; records: measured requests; series: name -> [(label, points)]."""
     w0 = report["window"]["start"]
@@ -53,14 +63,7 @@ def render_report(report: dict, records: list[dict], series: dict) -> str:
     status = "INTERRUPTED: partial results" if report.get("interrupted") else "complete"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Benchmark {escape(report['session'])}</title>
-<style>
-body {{ font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto; max-width: 1000px; color: #222; }}
-h1 {{ font-size: 22px; margin-bottom: 4px; }} h2 {{ font-size: 17px; margin-top: 28px; border-bottom: 1px solid #ddd; }}
-table {{ border-collapse: collapse; font-size: 13px; }} td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; }}
-th {{ background: #f3f3f3; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.absent {{ color: #999; font-style: italic; }} .meta {{ color: #555; font-size: 13px; }}
-.charts svg {{ display: block; margin: 12px 0; border: 1px solid #eee; }}
-</style></head><body>
+<style>{CSS}</style></head><body>
 <h1>Benchmark {escape(report['benchmark'])}</h1>
 <div class="meta">session <b>{escape(report['session'])}</b> · {status} · window {escape(report['window']['start_iso'])} to
 {escape(report['window']['end_iso'])} ({report['window']['seconds']:.1f} s, warm-up excluded) ·
