@@ -36,8 +36,12 @@ class Context:
             return
         if self.stats and self._orch._transport is not None:
             stats = self._orch._transport.stats
-            click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f}",
-                       err=True)
+            from .logs import _FORMAT, log
+            if _FORMAT["value"] == "json":
+                log("orch-stats", level="debug", connections=stats.connections, commands=stats.commands,
+                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3))
+            else:
+                click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f}", err=True)
         self._orch.close()
 
 
@@ -62,13 +66,16 @@ def emit(ctx: Context, data, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if ctx.as_json else text)
 
 
-def progress(message: str) -> None:
-    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+def progress(message: str, **fields) -> None:
+    from .logs import log
+    log(message, **fields)
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.option("--stats", is_flag=True, help="print SSH connections/commands used to stderr")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="progress and events as text (default) or JSON lines (also $ORCH_LOG_FORMAT)")
 @click.option("--recipe", metavar="NAME|FILE", help="start the service of this recipe")
 @click.option("--dry-run", is_flag=True, help="with --recipe: print the sbatch script, submit nothing")
 @click.option("--wait", is_flag=True, help="with --recipe: wait until running and healthy")
@@ -80,12 +87,14 @@ def progress(message: str) -> None:
               help="instant PromQL query on a monitor (or the monitor scraping service ID)")
 @click.version_option(__version__)
 @click.pass_context
-def cli(click_ctx, config_path, as_json, stats, recipe, dry_run, wait, timeout, status, service_endpoint,
-        stop_service, query_service_metrics):
+def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wait, timeout, status,
+        service_endpoint, stop_service, query_service_metrics):
     """Deploy AI services as SLURM jobs, monitor them with Prometheus, benchmark them.
 
     Everything runs on the cluster; this tool talks to the login node over SSH.
     """
+    from .logs import set_format
+    set_format(log_format or os.environ.get("ORCH_LOG_FORMAT") or "text")
     click_ctx.obj = ctx = Context(config_path, bool(as_json), stats)
     click_ctx.call_on_close(ctx.close)
     if click_ctx.invoked_subcommand is not None:
@@ -138,8 +147,12 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
 
 def show_status(ctx: Context) -> None:
     rows = ctx.orch.servers.list_running_services()
-    text = "\n".join(r.line() for r in rows) if rows else "no services"
-    emit(ctx, [r.__dict__ for r in rows], text)
+    tracked = ctx.orch.servers.store.load()
+    verdicts = {sid: rec["verdict"] for sid, rec in tracked.items() if rec.get("verdict")}
+    text = "\n".join(r.line() + (f" | {verdicts[r.service_id]}" if r.service_id in verdicts else "")
+                     for r in rows) if rows else "no services"
+    emit(ctx, [{**r.__dict__, "verdict": verdicts.get(r.service_id),
+                "evidence": tracked.get(r.service_id, {}).get("evidence")} for r in rows], text)
 
 
 def show_endpoint(ctx: Context, ident: str) -> None:
@@ -173,8 +186,13 @@ def logs(click_ctx, config_path, as_json, ident, lines, follow):
             progress(f"job {job.job_id} {job.state}")
         return
     p = servers.logs(ident, lines)
+    rec = servers.store.get(p.service_id) or {}
+    head = ""
+    if rec.get("verdict"):
+        head = f"== {p.service_id} (job {p.job_id}) ended: {rec['verdict']}\n" + "".join(
+            f"   evidence: {e}\n" for e in rec.get("evidence") or []) + "== log tail:\n"
     emit(ctx, {"service_id": p.service_id, "job_id": p.job_id, "state": p.job.state if p.job else None,
-               "log": p.log}, p.log)
+               "verdict": rec.get("verdict"), "evidence": rec.get("evidence"), "log": p.log}, head + p.log)
 
 
 @cli.command()
@@ -231,7 +249,7 @@ def sandbox_status(as_json):
         sys.exit(1)
 
 
-from . import cli_bench, cli_monitor  # noqa: E402,F401  (register their commands)
+from . import cli_bench, cli_monitor, cli_watch  # noqa: E402,F401  (register their commands)
 
 
 def main() -> None:

@@ -263,6 +263,8 @@ class ServersModule:
                 raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) ended {state} "
                                       f"before it was ready; last lines of its log:\n{p.log.rstrip()}")
             if state == "RUNNING" and p.endpoint and (p.healthy or not p.endpoint["static"].get("health_path")):
+                if p.service_id in self.store.load():
+                    self.store.update(p.service_id, ready_at=_now())
                 say(f"{p.service_id} ready at {p.health_url or p.endpoint['node']}")
                 return self._endpoint(p)
             if state == "PENDING":
@@ -290,7 +292,8 @@ class ServersModule:
         already = p.job is not None and p.job.state in TERMINAL_STATES
         state = p.job.state if already else "CANCELLED"
         if p.service_id in self.store.load():
-            self.store.update(p.service_id, state=state, stopped_at=_now(), stopped_by_user=not already)
+            self.store.update(p.service_id, state=state, stopped_at=_now(), stopped_by_user=not already,
+                              **({"elapsed": p.job.elapsed, "nodelist": p.job.nodelist} if p.job else {}))
         return ServiceStatus(p.job_id, p.service_id, state, p.job.elapsed if p.job else "",
                              p.job.nodelist if p.job else "")
 

@@ -157,3 +157,48 @@ def parse_sinfo_nodes(text: str) -> list[SinfoNode]:
 
 
 SINFO_NODES_COMMAND = command("sinfo", "-h", "-N", "-o", "%N|%P|%T|%c|%m")
+
+
+@dataclass(frozen=True)
+class JobId:
+    """One trackable job: ``12345``, array task ``12345_7`` or het component ``12345+0``."""
+    base: str
+    array_task: str | None = None
+    het_component: str | None = None
+
+    def __str__(self) -> str:
+        if self.array_task is not None:
+            return f"{self.base}_{self.array_task}"
+        if self.het_component is not None:
+            return f"{self.base}+{self.het_component}"
+        return self.base
+
+
+_JOB_ID = re.compile(r"^(\d+)(?:_(\d+|\[[^\]]+\])|\+(\d+))?$")
+
+
+def parse_job_ids(text: str) -> list[JobId]:
+    """Every SLURM form; a pending array summary ``12345_[0-3,7%2]`` expands to its tasks."""
+    m = _JOB_ID.match(text.strip())
+    if not m:
+        raise SlurmError(f"not a SLURM job ID: {text!r}")
+    base, task, het = m.groups()
+    if het is not None:
+        return [JobId(base, het_component=het)]
+    if task is None:
+        return [JobId(base)]
+    if not task.startswith("["):
+        return [JobId(base, array_task=task)]
+    spec = task[1:-1].split("%")[0]  # drop the throttle
+    tasks: list[str] = []
+    for part in spec.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            step = 1
+            if ":" in hi:
+                hi, s = hi.split(":")
+                step = int(s)
+            tasks += [str(i) for i in range(int(lo), int(hi) + 1, step)]
+        elif part:
+            tasks.append(part)
+    return [JobId(base, array_task=t) for t in tasks]
