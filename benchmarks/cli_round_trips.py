@@ -30,6 +30,9 @@ COMMANDS = [
     ["--status"],
     ["--service-endpoint", "{sid}"],
     ["logs", "{sid}", "-n", "20"],
+    ["health"],
+    ["monitor", "list"],
+    ["watch", "--once"],
 ]
 
 

@@ -262,5 +262,9 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except OrchestratorError as exc:
-        click.echo(f"error: {exc}", err=True)
+        from .logs import _FORMAT, log
+        if _FORMAT["value"] == "json":
+            log(str(exc), level="error")
+        else:
+            click.echo(f"error: {exc}", err=True)
         sys.exit(1)
