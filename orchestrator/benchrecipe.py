@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import RecipeError
 from .promql import parse_duration
-from .recipes import PROJECT_ROOT
+from .recipes import PROJECT_ROOT, find_named
 
 
 def validate_sweep(sweep: dict, names: list[str]) -> dict:
@@ -87,15 +87,7 @@ def is_benchmark_file(path: str) -> bool:
 
 
 def find_benchmark(name_or_path: str) -> Path:
-    p = Path(name_or_path).expanduser()
-    if p.exists():
-        return p
-    for d in BENCH_DIRS:
-        for ext in (".yaml", ".yml"):
-            if (d / f"{name_or_path}{ext}").exists():
-                return d / f"{name_or_path}{ext}"
-    known = sorted({f.stem for d in BENCH_DIRS if d.is_dir() for f in d.glob("*.y*ml")})
-    raise RecipeError(f"no benchmark named '{name_or_path}'; known: {', '.join(known) or 'none'}")
+    return find_named(name_or_path, BENCH_DIRS, "benchmark")
 
 
 def load_benchmark(name_or_path: str) -> BenchmarkRecipe:

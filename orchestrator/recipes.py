@@ -106,19 +106,24 @@ _HEALTH_KEYS = ["path", "timeout", "port"]
 _METRICS_KEYS = ["path", "port"]
 
 
-def find_recipe(name_or_path: str) -> Path:
-    """A path as given, else ``recipes/services/<name>.yaml`` here or in the project."""
+def find_named(name_or_path: str, dirs: list[Path], what: str) -> Path:
+    """A path as given, else ``<dir>/<name>.yaml`` in the first of ``dirs`` that has it."""
     p = Path(name_or_path).expanduser()
     if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
         if not p.exists():
             raise RecipeError(f"{p}: file not found")
         return p
-    for d in RECIPE_DIRS:
+    for d in dirs:
         for ext in (".yaml", ".yml"):
             if (d / f"{name_or_path}{ext}").exists():
                 return d / f"{name_or_path}{ext}"
-    known = sorted({f.stem for d in RECIPE_DIRS if d.is_dir() for f in d.glob("*.y*ml")})
-    raise RecipeError(f"no recipe named '{name_or_path}'; known recipes: {', '.join(known) or 'none'}")
+    known = sorted({f.stem for d in dirs if d.is_dir() for f in d.glob("*.y*ml")})
+    raise RecipeError(f"no {what} named '{name_or_path}'; known {what}s: {', '.join(known) or 'none'}")
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A path as given, else ``recipes/services/<name>.yaml`` here or in the project."""
+    return find_named(name_or_path, RECIPE_DIRS, "recipe")
 
 
 def load_recipe(name_or_path: str) -> ServiceRecipe:

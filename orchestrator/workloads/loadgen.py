@@ -295,6 +295,7 @@ def main(argv=None) -> None:
             args.payload = f.read()
     stats = Stats()
     if args.metrics_port:
+        # (a tiny handler of its own: this file is shipped to the cluster alone, it imports nothing of ours)
         class H(BaseHTTPRequestHandler):
             def do_GET(self):
                 body = stats.metrics().encode() if self.path.startswith("/metrics") else b"ok\n"
