@@ -24,8 +24,7 @@ def run_benchmark(ctx, recipe_ref: str, out: str | None, keep: bool) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
         sys.exit(130)
-    out_dir = report["manifest"]["session"]
-    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {out_dir}: see report.html beside MANIFEST.json")
+    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']}: {report['out_dir']}/report.html")
 
 
 @cli.group()
@@ -141,4 +140,5 @@ def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
     except KeyboardInterrupt:
         click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
         sys.exit(130)
-    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous})")
+    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous}): "
+                                                  f"{report['out_dir']}/report.html")

@@ -80,24 +80,64 @@ class MonitorsModule:
                       scrape_interval: str | None = None) -> str:
         """Deploy Prometheus for the given targets (plus the recipe's monitoring_targets)."""
         recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+        if "gpu" in recipe.exporters:
+            raise OrchestratorError(f"{recipe.source or recipe.name}: exporters: [gpu] on the monitor is not "
+                                    "possible: a GPU exporter must run in the job that holds the GPUs; put "
+                                    "exporters: [gpu] on the service recipe instead")
         interval = scrape_interval or recipe.scrape_interval
         resolved = self.resolve_targets(list(recipe.monitoring_targets) + self.specs(list(targets)), progress=progress)
+        exporter_jobs: list[str] = []
+        if "node" in recipe.exporters:  # on the services' nodes, not in the monitor's own job
+            try:
+                resolved += self._node_exporters(resolved, exporter_jobs, progress)
+            except BaseException:
+                for sid in exporter_jobs:
+                    self.servers.stop_service(sid)
+                raise
+        recipe = replace(recipe, exporters=())
         mid = self.servers.new_service_id(recipe)
         config_text = render_prometheus_config(mid, resolved, interval)
-        self.servers.start_service(recipe, service_id=mid, extra_files={"prometheus.yml": config_text},
-                                   precheck=PROMTOOL_CHECK, progress=progress, labels={"role": "monitor"})
+        try:
+            self.servers.start_service(recipe, service_id=mid, extra_files={"prometheus.yml": config_text},
+                                       precheck=PROMTOOL_CHECK, progress=progress, labels={"role": "monitor"})
+        except BaseException:
+            for sid in exporter_jobs:  # nothing left behind when the monitor itself is refused
+                self.servers.stop_service(sid)
+            raise
         self.store.update(mid, monitor_id=mid, job_id=self.servers.store.get(mid)["job_id"],
                           targets=[t.to_dict() for t in resolved], scrape_interval=interval,
-                          retention_time=recipe.retention_time, submitted_at=_now())
+                          retention_time=recipe.retention_time, submitted_at=_now(), exporter_jobs=exporter_jobs)
         if wait:
             self.servers.wait_until_ready(mid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
                                           progress=progress)
             self.store.update(mid, started_at=_now())
         return mid
 
+    def _node_exporters(self, targets: list[ResolvedTarget], started: list[str],
+                        progress: Progress | None) -> list[ResolvedTarget]:
+        """A node_exporter job pinned to each service node that has none yet; returns their targets."""
+        covered = {t.address.rsplit(":", 1)[0] for t in targets if t.kind == "node"}
+        hosts = sorted({t.address.rsplit(":", 1)[0] for t in targets if t.kind == "service"} - covered)
+        base = load_recipe("node-exporter")
+        for host in hosts:
+            pinned = replace(base, resources=replace(base.resources, nodelist=host))
+            started.append(self.servers.start_service(pinned, progress=progress, labels={"role": "exporter"}))
+        out = []
+        for sid, host in zip(started, hosts):
+            self.servers.wait_until_ready(sid, timeout=120, progress=progress)
+            out += [replace(t, job_name=f"node-{host}", kind="node", labels={**t.labels, "exporter": "node"})
+                    for t in targets_from_probe(TargetSpec(service_id=sid), self.servers.probe(sid))]
+        return out
+
     def stop_monitor(self, monitor_id: str):
         status = self.servers.stop_service(monitor_id)
-        if self.store.get(status.service_id):
+        rec = self.store.get(status.service_id)
+        if rec:
+            for sid in rec.get("exporter_jobs") or []:  # the exporters it started go with it
+                try:
+                    self.servers.stop_service(sid)
+                except OrchestratorError:
+                    pass
             self.store.update(status.service_id, stopped_at=_now())
         return status
 

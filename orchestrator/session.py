@@ -344,7 +344,7 @@ class BenchmarkSession:
             raise KeyboardInterrupt
         if self.state.errors and not any(p.records for p in self.state.points):
             raise OrchestratorError("; ".join(self.state.errors))
-        return result
+        return {**result, "out_dir": str(self.state.out_dir)}
 
     def _record_runtime(self) -> None:
         """What makes a rerun comparable: binary/image facts and sbatch options of each service job."""

@@ -152,3 +152,37 @@ def test_stopped_target_turns_to_up_zero(env):
     orch, svc, mid, _ = env
     orch.servers.stop_service(svc)
     assert eventually(lambda: up_of(orch, mid, "svc-one") == [0.0])
+
+
+def test_the_python_api_example_runs(sandbox_config_path, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "examples" / "python_api.py")], capture_output=True, text=True,
+                          env=dict(os.environ, ORCH_CONFIG=str(sandbox_config_path)), cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "= 1" in proc.stdout and "requests running on the service: 0" in proc.stdout
+    assert "stopped: standin-llm_" in proc.stdout
+
+
+def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, tmp_path):
+    orch = BenchmarkOrchestrator(sandbox_config)
+    try:
+        svc = orch.servers.start_service(pinned(orch, "python-http", "n2"), wait=True, timeout=60)
+        mon = dataclasses.replace(pinned(orch, "prometheus", "n1"), exporters=("node",))
+        mid = orch.monitors.start_monitor(mon, [TargetSpec(service_id=svc, metrics_path="/endpoint.json")],
+                                          scrape_interval="1s")
+        exporters = orch.monitors.store.get(mid)["exporter_jobs"]
+        assert len(exporters) == 1 and orch.servers.get_service_host(exporters[0]) == "n2"
+        assert eventually(lambda: up_of(orch, mid, "node-n2") == [1.0])
+        util = orch.monitors.query_metrics(mid, 'node_load1{job="node-n2"}')
+        assert util.series and util.series[0].labels["exporter"] == "node"
+        orch.monitors.stop_monitor(mid)
+        assert orch.servers.probe(exporters[0]).job.state == "CANCELLED"
+        with pytest.raises(OrchestratorError, match=r"exporters: \[gpu\] on the monitor is not possible"):
+            orch.monitors.start_monitor(dataclasses.replace(mon, exporters=("gpu",)), [svc])
+        orch.servers.stop_service(svc)
+    finally:
+        orch.close()
