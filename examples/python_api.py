@@ -24,8 +24,8 @@ def main() -> None:
             mid = orch.monitors.start_monitor("prometheus", [sid], scrape_interval="2s", progress=print)
             started.append(mid)
             for _ in range(30):                         # the first scrape lands within a few seconds
-                up = orch.monitors.query_metrics(mid, f'up{{service_id="{sid}"}}')
-                if up.series and up.series[0].values[0][1] == 1:
+                up = orch.monitors.query_metrics(mid, f'up{{service_id="{sid}"}}')  # the service and its node exporter
+                if len(up.series) == 2 and all(s.values[0][1] == 1 for s in up.series):
                     break
                 time.sleep(1)
             for s in up.series:

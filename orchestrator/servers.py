@@ -182,8 +182,9 @@ class ServersModule:
 
     def _remember(self, sid: str, job: Job) -> None:
         rec = self.store.get(sid) or {}
-        if rec.get("state") != job.state or rec.get("nodelist") != job.nodelist:
-            self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed,
+        if rec.get("state") != job.state or rec.get("nodelist") != job.nodelist or not rec.get("job_id"):
+            # job_id too: a record left SUBMITTING (the process died right after sbatch) is completed from squeue
+            self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed, job_id=job.job_id,
                               **({"finished_at": _now()} if job.state in TERMINAL_STATES else {}))
 
     def list_running_services(self) -> list[ServiceStatus]:

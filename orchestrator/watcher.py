@@ -302,7 +302,18 @@ class Watcher:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
-                path = self.path.split("?")[0]
+                try:
+                    body, ctype, code = self._answer(self.path.split("?")[0])
+                except Exception as exc:  # a broken request must not kill the connection silently
+                    body, ctype, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}), "application/json", 500
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _answer(self, path: str):
                 if path == "/healthz":
                     st = watcher.stats_doc()
                     stale = st["last_poll"] is not None and time.time() - st["last_poll"] > 3 * st["interval"] + 120
@@ -315,12 +326,7 @@ class Watcher:
                     body, ctype, code = watcher.metrics_text(), "text/plain; version=0.0.4", 200
                 else:
                     body, ctype, code = json.dumps({"error": "not found", "paths": ["/healthz", "/stats", "/jobs", "/metrics"]}), "application/json", 404
-                data = body.encode()
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                return body, ctype, code
 
             def log_message(self, *a):
                 pass

@@ -1,7 +1,6 @@
 """The stand-in server and the load client, run locally on loopback (bounded)."""
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -9,7 +8,6 @@ import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 
 from orchestrator.workloads.loadgen import _tokens_in_line, build_request
 from orchestrator.workloads.standin_llm import Engine, make_handler

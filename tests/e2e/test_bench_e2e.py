@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.shell import command
 from tests.pngcheck import colour_counts
 
 pytestmark = pytest.mark.e2e
@@ -43,12 +42,12 @@ def session(sandbox_config_path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     recipe = tmp / "e2e-bench.yaml"
     recipe.write_text(BENCH.format(duration="8s"))
-    out = tmp / "out"
     import os
     env = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path), ORCH_STATS="1")
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--recipe", str(recipe)], capture_output=True,
                           text=True, env=env, cwd=tmp, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "/report.html" in proc.stdout.splitlines()[-1]  # the session's artifact path is printed
     results = tmp / "results"  # results_dir default: results/ under the current directory
     dirs = list(results.iterdir()) if results.exists() else []
     assert len(dirs) == 1, f"expected one session dir under {results}: {dirs}\n{proc.stderr}"

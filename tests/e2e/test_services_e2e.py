@@ -132,3 +132,13 @@ def test_logs_follow_prints_until_the_job_ends(orch, run_cli, tmp_path):
     proc = run_cli("logs", sid, "--follow")
     assert [l for l in proc.stdout.splitlines() if l.startswith("tick")] == ["tick 1", "tick 2", "tick 3"]
     assert "COMPLETED" in proc.stderr
+
+
+def test_a_record_left_submitting_is_completed_from_squeue(orch):
+    sid = orch.servers.start_service(orch.load_recipe("python-http"))
+    job_id = orch.servers.store.get(sid)["job_id"]
+    orch.servers.store.update(sid, state="SUBMITTING", job_id=None)  # as if we died right after sbatch
+    row = next(r for r in orch.servers.list_running_services() if r.service_id == sid)
+    assert row.job_id == job_id and row.tracked
+    assert orch.servers.store.get(sid)["job_id"] == job_id
+    orch.servers.stop_service(sid)

@@ -66,6 +66,15 @@ def world(sandbox_config_path, tmp_path_factory):
     orch.close()
 
 
+def get(url: str) -> bytes:
+    """GET from the watcher's status server; one retry (a reset was seen once in CI, cause unknown)."""
+    try:
+        return urllib.request.urlopen(url, timeout=5).read()
+    except ConnectionResetError:
+        time.sleep(0.5)
+        return urllib.request.urlopen(url, timeout=5).read()
+
+
 def verdict_of(w, sid):
     return next((j.get("verdict") for j in w.jobs() if j.get("service_id") == sid), None)
 
@@ -101,7 +110,7 @@ def test_transient_squeue_failure_is_retried_and_logged(world):
     polls = w.stats_doc()["polls"]
     assert wait_for(lambda: w.stats_doc()["polls"] > polls + 1, 60)
     assert any(e.get("level") == "error" and "poll failed (will retry" in e["msg"] for e in events)
-    stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5).read())
+    stats = json.loads(get(f"http://127.0.0.1:{port}/stats"))
     assert stats["errors"] >= 1 and stats["polls"] > polls
 
 
@@ -114,12 +123,12 @@ def test_time_limit_is_reported(world):
 def test_status_server_lists_jobs_and_metrics(world):
     orch, w, ids, events, port, _ = world
     base = f"http://127.0.0.1:{port}"
-    jobs = json.loads(urllib.request.urlopen(f"{base}/jobs", timeout=5).read())
+    jobs = json.loads(get(f"{base}/jobs"))
     by_sid = {j.get("service_id"): j for j in jobs}
     for key in ("error-exit", "oom", "port-taker"):
         assert by_sid[ids[key]]["verdict"] == EXPECTED[key] and by_sid[ids[key]]["state"] == "FAILED"
-    assert json.loads(urllib.request.urlopen(f"{base}/healthz", timeout=5).read())["ok"] is True
-    metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    assert json.loads(get(f"{base}/healthz"))["ok"] is True
+    metrics = get(f"{base}/metrics").decode()
     assert "orch_watch_polls_total " in metrics and 'orch_watch_jobs{state="FAILED"}' in metrics
 
 
