@@ -166,8 +166,12 @@ def show_endpoint(ctx: Context, ident: str) -> None:
         lines.append(f"health:   {ep.health_url}")
     if ep.metrics_url:
         lines.append(f"metrics:  {ep.metrics_url}")
+    extra = {}
+    if ep.url and (ep.health_url or "").endswith("/-/ready"):  # a Prometheus monitor
+        extra = {"api_url": f"{ep.url}/api/v1", "ui_url": f"{ep.url}/graph"}
+        lines += [f"api:      {extra['api_url']}", f"ui:       {extra['ui_url']}"]
     lines.append("(URLs resolve on the cluster; `tunnel ID` forwards one to this machine)")
-    emit(ctx, ep.to_dict(), "\n".join(lines))
+    emit(ctx, {**ep.to_dict(), **extra}, "\n".join(lines))
 
 
 @cli.command()

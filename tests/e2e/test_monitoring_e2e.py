@@ -186,3 +186,10 @@ def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, 
         orch.servers.stop_service(svc)
     finally:
         orch.close()
+
+
+def test_service_endpoint_of_a_monitor_prints_api_and_ui_urls(env, run_cli):
+    orch, svc, mid, cfg = env
+    out = run_cli("--service-endpoint", mid).stdout  # no local state needed: found from squeue
+    host, port = orch.servers.get_service_host(mid), orch.servers.get_service_endpoint(mid).port
+    assert f"api:      http://{host}:{port}/api/v1" in out and f"ui:       http://{host}:{port}/graph" in out
