@@ -148,6 +148,19 @@ def test_report_and_collect_cover_the_window(env, tmp_path):
     assert rows[0] == "query,labels,timestamp,value" and len(rows) >= 5
 
 
+def test_report_on_a_monitor_over_a_time_window(env, tmp_path):
+    from orchestrator.artifacts import monitor_window_report
+    orch, svc, mid, _ = env
+    assert eventually(lambda: up_of(orch, mid, "svc-one") == [1.0])
+    time.sleep(3)  # rate() over the window needs at least two scrapes
+    end = time.time()
+    rep = monitor_window_report(orch, mid, end - 20, end, tmp_path / "r")
+    k = {x["kpi"]: x for x in rep["kpis"]}
+    assert k["cpu_utilisation"]["value"] is not None and k["cpu_utilisation"]["source"] == "prometheus"
+    assert k["gpu_utilisation"]["value"] is None  # absent, never zero
+    assert (tmp_path / "r" / "report.html").exists() and (tmp_path / "r" / "timeseries" / "cpu_utilisation.csv").exists()
+
+
 def test_stopped_target_turns_to_up_zero(env):
     orch, svc, mid, _ = env
     orch.servers.stop_service(svc)
@@ -193,3 +206,4 @@ def test_service_endpoint_of_a_monitor_prints_api_and_ui_urls(env, run_cli):
     out = run_cli("--service-endpoint", mid).stdout  # no local state needed: found from squeue
     host, port = orch.servers.get_service_host(mid), orch.servers.get_service_endpoint(mid).port
     assert f"api:      http://{host}:{port}/api/v1" in out and f"ui:       http://{host}:{port}/graph" in out
+

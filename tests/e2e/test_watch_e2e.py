@@ -142,6 +142,19 @@ def test_a_restarted_watcher_reports_nothing_twice(world):
     assert not [e for e in fresh if e.get("verdict")], fresh
 
 
+def test_health_command_probes_every_running_service(world, run_cli):
+    orch, w, ids, events, port, tmp = world
+    cfg = tmp / "cfg-health.yaml"
+    src = load_config(orch.config.source, env={})
+    cfg.write_text(Path(orch.config.source).read_text().replace(str(src.state_dir), str(orch.config.state_dir)))
+    proc = run_cli("--config", str(cfg), "health", "--json", check=False)
+    rows = {r["service_id"]: r for r in json.loads(proc.stdout)}
+    assert rows[ids["port-holder"]]["healthy"] is True and rows[ids["port-holder"]]["http_code"] == "200"
+    assert rows[ids["never-healthy"]]["healthy"] is False and rows[ids["never-healthy"]]["http_code"] == "404"
+    assert proc.returncode == 1  # something is unhealthy
+    assert "connections=1 commands=1 " in proc.stderr
+
+
 def test_cli_status_and_logs_show_the_verdict(world, run_cli):
     orch, w, ids, events, port, tmp = world
     cfg = tmp / "cfg.yaml"
