@@ -104,6 +104,8 @@ def run_doctor(transport, work_dir: str) -> list[Check]:
     try:
         result = transport.run(doctor_script(work_dir), timeout=60)
     except TransportError as exc:
-        return [Check("ssh", False, str(exc), "see the message: fix the SSH settings in config.yaml")]
+        skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS]
+        return [Check("ssh", False, str(exc), "see the message: fix the SSH settings in config.yaml"),
+                *(Check(name, False, "not checked: no SSH connection", required=False) for name in skipped)]
     ssh = Check("ssh", True, f"{transport.description}: connected, host key trusted")
     return [ssh, *parse_report(result.stdout, work_dir)]

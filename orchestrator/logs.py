@@ -14,6 +14,7 @@ import time
 from datetime import datetime, timezone
 
 _FORMAT = {"value": "text"}
+_CONTEXT: dict = {}  # fields every line carries while set (e.g. the session being run)
 _SERVICE = re.compile(r"\b([a-z][a-z0-9-]*_[0-9a-f]{8})\b")
 _JOB = re.compile(r"\bjob (\d+(?:_\d+|\+\d+)?)\b")
 _SESSION = re.compile(r"\bsession ([a-z0-9-]+-\d{8}T\d{6}Z-[0-9a-f]{4})\b")
@@ -36,11 +37,28 @@ def fields_from(message: str) -> dict:
     return out
 
 
+class log_context:
+    """``with log_context(session=ID):`` every line inside carries session=ID."""
+
+    def __init__(self, **fields):
+        self.fields = fields
+        self.saved: dict = {}
+
+    def __enter__(self):
+        self.saved = dict(_CONTEXT)
+        _CONTEXT.update(self.fields)
+        return self
+
+    def __exit__(self, *exc):
+        _CONTEXT.clear()
+        _CONTEXT.update(self.saved)
+
+
 def log(message: str, level: str = "info", stream=None, **fields) -> None:
     stream = stream or sys.stderr
     if _FORMAT["value"] == "json":
         doc = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level, "msg": message,
-               **fields_from(message), **{k: v for k, v in fields.items() if v is not None}}
+               **_CONTEXT, **fields_from(message), **{k: v for k, v in fields.items() if v is not None}}
         stream.write(json.dumps(doc) + "\n")
     else:
         prefix = "" if level == "info" else f"{level}: "

@@ -301,6 +301,11 @@ class BenchmarkSession:
                 **({"rerun_of": self.rerun_of} if self.rerun_of else {})}
 
     def run(self) -> dict:
+        from .logs import log_context
+        with log_context(session=self.state.session_id):
+            return self._run()
+
+    def _run(self) -> dict:
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"session {self.state.session_id} -> {self.state.out_dir}"
                  + (f" ({len(self.points)} points)" if self.is_sweep else ""))

@@ -149,3 +149,16 @@ def test_dry_run_prints_the_script_and_submits_nothing(run_cli):
     assert proc.stdout.startswith("#!/bin/bash\n#SBATCH --job-name=python-http_")
     assert "exec /bin/bash -c 'python3 -m http.server ${ORCH_PORT}" in proc.stdout
     assert "connections=" not in proc.stderr  # not even a connection was opened
+
+
+def test_json_log_lines_carry_service_and_job_ids(run_cli):
+    proc = run_cli("--log-format", "json", "--recipe", "python-http", "--wait")
+    sid = proc.stdout.split()[0]
+    lines = [json.loads(l) for l in proc.stderr.splitlines()]
+    submitted = next(l for l in lines if l["msg"].startswith("submitted"))
+    assert submitted["service_id"] == sid and submitted["job_id"].isdigit() and submitted["level"] == "info"
+    assert any(l["msg"] == "orch-stats" and l["connections"] == 1 for l in lines)
+    bad = run_cli("--log-format", "json", "--stop-service", "nosuch_0123abcd", check=False)
+    err = next(d for d in map(json.loads, bad.stderr.splitlines()) if d["level"] == "error")
+    assert bad.returncode == 1 and "nosuch_0123abcd" in err["msg"] and err["service_id"] == "nosuch_0123abcd"
+    run_cli("--stop-service", sid)

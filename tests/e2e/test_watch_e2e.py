@@ -155,6 +155,21 @@ def test_health_command_probes_every_running_service(world, run_cli):
     assert "connections=1 commands=1 " in proc.stderr
 
 
+def test_watch_command_once_lists_jobs_with_verdicts(world, run_cli):
+    orch, w, ids, events, port, tmp = world
+    cfg = tmp / "cfg-watch.yaml"
+    src = load_config(orch.config.source, env={})
+    cfg.write_text(Path(orch.config.source).read_text().replace(str(src.state_dir), str(orch.config.state_dir)))
+    keys = ("error-exit", "oom", "port-taker", "never-healthy")
+    assert wait_for(lambda: all(verdict_of(w, ids[k]) for k in keys), 60)
+    proc = run_cli("--config", str(cfg), "watch", "--once", "--json")
+    doc = json.loads(proc.stdout)
+    assert doc["stats"]["polls"] == 1 and doc["stats"]["errors"] == 0
+    by_sid = {j.get("service_id"): j for j in doc["jobs"]}
+    assert by_sid[ids["oom"]]["verdict"] == "out of memory (host)"
+    assert "connections=1 commands=1 " in proc.stderr  # nothing new to attribute: one poll, one command
+
+
 def test_cli_status_and_logs_show_the_verdict(world, run_cli):
     orch, w, ids, events, port, tmp = world
     cfg = tmp / "cfg.yaml"
