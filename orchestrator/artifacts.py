@@ -164,12 +164,14 @@ def timeseries(ctx: ReportContext, window: Window) -> tuple[dict, dict]:
     }
     start = min(ctx.go_time or window.start, window.start)
     series = {}
-    for name, q in queries.items():
-        try:
-            res = ctx.orch.monitors.query_range(ctx.monitor_id, q, start, window.end + interval, max(1.0, interval))
-        except OrchestratorError as exc:
-            ctx.errors.append(f"time series {name}: {exc}")
-            continue
+    names = list(queries)
+    try:  # every metric in one remote command
+        results = ctx.orch.monitors.query_range_many(ctx.monitor_id, [queries[n] for n in names], start,
+                                                     window.end + interval, max(1.0, interval))
+    except OrchestratorError as exc:
+        ctx.errors.append(f"time series: {exc}")
+        return {}, queries
+    for name, res in zip(names, results):
         rows = [[f"{t:.3f}", s.labels.get("service_id") or s.labels.get("job") or name,
                  "" if math.isnan(v) else repr(v)] for s in res.series for t, v in s.values]
         write_series_csv(ctx.out_dir / "timeseries" / f"{name}.csv", rows)

@@ -223,11 +223,20 @@ class MonitorsModule:
     def query_range(self, monitor_id: str, promql: str, start: float, end: float,
                     step: float | str = 15) -> QueryResult:
         """A range query of any length: split at 11,000 points, one remote command, stitched."""
+        return self.query_range_many(monitor_id, [promql], start, end, step)[0]
+
+    def query_range_many(self, monitor_id: str, queries: list[str], start: float, end: float,
+                         step: float | str = 15) -> list[QueryResult]:
+        """Several range queries over one window; every chunk of every query in one remote command."""
         step_s = parse_duration(step)
         chunks = range_chunks(start, end, step_s)
-        answers = self._run_queries(monitor_id, [curl_range(promql, s, e, step_s) for s, e in chunks],
-                                    timeout=60 + 10 * len(chunks))
-        return stitch([parse_response(a, promql) for a in answers])
+        curls = [curl_range(q, s, e, step_s) for q in queries for s, e in chunks]
+        answers = self._run_queries(monitor_id, curls, timeout=60 + 10 * len(curls))
+        out = []
+        for i, q in enumerate(queries):
+            part = answers[i * len(chunks):(i + 1) * len(chunks)]
+            out.append(stitch([parse_response(a, q) for a in part]))
+        return out
 
     def show_metrics(self, monitor_id: str, promql: str = "up") -> QueryResult:
         return self.query_metrics(monitor_id, promql)
@@ -236,7 +245,7 @@ class MonitorsModule:
                                 step: float | str, path: str | Path, fmt: str | None = None) -> Path:
         path = Path(path)
         fmt = fmt or ("csv" if path.suffix == ".csv" else "json")
-        results = [self.query_range(monitor_id, q, start, end, step) for q in queries]
+        results = self.query_range_many(monitor_id, queries, start, end, step)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w", newline="") as f:

@@ -139,9 +139,11 @@ def test_unknown_target_is_an_error_that_names_it(env):
 
 def test_report_and_collect_cover_the_window(env, tmp_path):
     orch, svc, mid, _ = env
+    assert eventually(lambda: up_of(orch, mid, "svc-one") == [1.0])
     rep = orch.monitors.construct_report(mid)
     assert {s["labels"]["job"] for s in rep["metrics"]["up"]["series"]} >= {"svc-one", "prometheus"}
     assert rep["metrics"]["gpu_utilisation_percent"]["series"] == []  # absent, not zero
+    time.sleep(5)  # at 1s scrapes, the last 10s then hold at least 5 samples
     end = time.time()
     path = orch.monitors.collect_metrics_to_file(mid, ['up{job="svc-one"}'], end - 10, end, 1, tmp_path / "m.csv")
     rows = path.read_text().splitlines()
