@@ -131,6 +131,8 @@ class Engine:
 def make_handler(engine: Engine):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive; streamed bodies use chunked encoding
+        # Streamed tokens are small writes: with Nagle on, each waits for the client's delayed ACK (~40 ms)
+        disable_nagle_algorithm = True
 
         def log_message(self, *a):
             pass
