@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import TransportError
+from .sections import by_name, parse_sections
 from .shell import path as remote_path
 from .slurm import SINFO_NODES_COMMAND, parse_sinfo_nodes
 
@@ -51,20 +52,8 @@ def doctor_script(work_dir: str) -> str:
     ])
 
 
-def _sections(text: str) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            current = line[2:].strip()
-            sections[current] = []
-        elif current is not None:
-            sections[current].append(line)
-    return sections
-
-
 def parse_report(text: str, work_dir: str) -> list[Check]:
-    s = _sections(text)
+    s = {name: sec.lines for name, sec in by_name(parse_sections(text)).items()}
     checks = []
     missing = [l.split()[0] for l in s.get("slurm", []) if l.endswith("missing")]
     checks.append(Check("slurm commands", not missing,

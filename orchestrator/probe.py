@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .render import render
+from .sections import by_name, parse_sections
 from .shell import path as remote_path
 from .slurm import Job, expand_nodelist, parse_scontrol_jobs
 
@@ -47,24 +48,10 @@ def parse_sacct_line(line: str) -> Job:
                exit_code=exit_code)
 
 
-def _sections(text: str) -> tuple[list[str], dict[str, list[str]]]:
-    header: list[str] = []
-    sections: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            parts = line[2:].split()
-            current = parts[0] if parts else ""
-            if current == "ids":
-                header = parts[1:]
-            sections[current] = []
-        elif current is not None:
-            sections[current].append(line)
-    return header, sections
-
-
 def parse_probe(text: str) -> Probe:
-    ids, s = _sections(text)
+    secs = by_name(parse_sections(text))
+    ids = secs["ids"].args if "ids" in secs else []
+    s = {name: sec.lines for name, sec in secs.items()}
     job_id = ids[0] if len(ids) > 0 else ""
     service_id = ids[1] if len(ids) > 1 else ""
     job_lines = s.get("job", [])

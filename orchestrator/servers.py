@@ -176,12 +176,15 @@ class ServersModule:
             raise OrchestratorError(f"no service or job '{ident}' found on the cluster")
         if p.service_id and not SERVICE_ID_RE.match(p.service_id):
             raise OrchestratorError(f"job {p.job_id} ({p.service_id}) is not a service started by this tool")
-        if p.job is not None and p.service_id in self.store.load():
+        if p.job is not None:
             self._remember(p.service_id, p.job)
         return p
 
     def _remember(self, sid: str, job: Job) -> None:
-        rec = self.store.get(sid) or {}
+        """Record what SLURM says of a tracked service (untracked ones stay untracked)."""
+        rec = self.store.get(sid)
+        if rec is None:
+            return
         if rec.get("state") != job.state or rec.get("nodelist") != job.nodelist or not rec.get("job_id"):
             # job_id too: a record left SUBMITTING (the process died right after sbatch) is completed from squeue
             self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed, job_id=job.job_id,
@@ -213,7 +216,7 @@ class ServersModule:
                 state = rec.get("state") if rec.get("state") in TERMINAL_STATES else "LEFT_QUEUE"
                 rows[sid] = ServiceStatus(rec["job_id"], sid, state, rec.get("elapsed", ""), rec.get("nodelist", ""))
         for sid, row in rows.items():
-            if sid in tracked and row.state != "LEFT_QUEUE":
+            if row.state != "LEFT_QUEUE":
                 self._remember(sid, Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist))
         return sorted(rows.values(), key=lambda r: int(re.sub(r"\D.*", "", r.job_id) or 0))
 

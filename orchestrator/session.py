@@ -27,6 +27,7 @@ from .errors import OrchestratorError
 from .experiments import Point, apply_to_client, grid, service_changes, set_path
 from .promql import parse_duration
 from .recipes import Health, Metrics, Resources, ServiceRecipe, TargetSpec, load_recipe, parse_recipe
+from .sections import parse_sections
 from .shell import path as remote_path
 from .slurm import TERMINAL_STATES
 
@@ -210,10 +211,9 @@ class BenchmarkSession:
                 for sid in pr.clients)
             out = self.orch.transport.run(script, timeout=60).stdout
             ok = err = flight = done = 0
-            for block in out.split("@@c ")[1:]:
-                lines = block.splitlines()
-                done += "DONE" in lines
-                for line in lines[1:]:
+            for sec in parse_sections(out):
+                done += "DONE" in sec.lines
+                for line in sec.lines:
                     if line.startswith("{"):
                         doc = json.loads(line)
                         ok, err, flight = ok + doc["ok"], err + doc["errors"], flight + doc["in_flight"]
@@ -364,12 +364,9 @@ class BenchmarkSession:
         except OrchestratorError as exc:
             self.state.errors.append(f"runtime facts: {exc}")
             return
-        runtime = {}
-        for block in out.split("@@s ")[1:]:
-            lines = block.splitlines()
-            runtime[lines[0].strip()] = {
-                "runtime": [l for l in lines[1:] if not l.startswith("#SBATCH")],
-                "sbatch": [l[len("#SBATCH "):] for l in lines[1:] if l.startswith("#SBATCH")]}
+        runtime = {sec.args[0]: {"runtime": [l for l in sec.lines if not l.startswith("#SBATCH")],
+                                 "sbatch": [l[len("#SBATCH "):] for l in sec.lines if l.startswith("#SBATCH")]}
+                   for sec in parse_sections(out) if sec.args}
         path = self.state.out_dir / "MANIFEST.json"
         manifest = json.loads(path.read_text())
         manifest["runtime"] = runtime

@@ -21,6 +21,7 @@ from typing import Callable
 from .attribution import classify, needs_attribution
 from .errors import OrchestratorError
 from .probe import SERVICE_ID_RE
+from .sections import parse_sections
 from .servers import ServersModule, _now
 from .shell import command, path as remote_path, quote
 from .slurm import SEP, SQUEUE_FORMAT, TERMINAL_STATES, parse_job_ids, parse_scontrol_record, parse_squeue
@@ -228,10 +229,7 @@ class Watcher:
                 paths[jid] = quote(rec["stdout"])
         script = "; ".join(f"echo @@log {jid}; tail -n {self.options.log_lines} {p} 2>&1" for jid, p in paths.items())
         out = self.transport.run(script + "; true", timeout=60).stdout if paths else ""
-        logs = {}
-        for block in out.split("@@log ")[1:]:
-            head, _, body = block.partition("\n")
-            logs[head.strip()] = body
+        logs = {sec.args[0]: sec.text for sec in parse_sections(out) if sec.name == "log" and sec.args}
         reported = []
         svc_records = self.servers.store.load()
         with self.store.transaction() as data:

@@ -57,3 +57,13 @@ def run_cli(sandbox_config_path, tmp_path):
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
     return run
+
+
+def config_with_state(config, dest):
+    """A copy of ``config``'s file whose state_dir is ``config.state_dir``, for running the CLI as a
+    test's own laptop (the file itself names the sandbox's shared state dir)."""
+    from pathlib import Path
+    source = Path(config.source)
+    shared = load_config(source, env={}).state_dir
+    dest.write_text(source.read_text().replace(str(shared), str(config.state_dir)))
+    return dest

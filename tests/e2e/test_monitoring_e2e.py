@@ -12,6 +12,7 @@ from orchestrator.config import load_config
 from orchestrator.errors import OrchestratorError
 from orchestrator.promql import PrometheusError
 from orchestrator.recipes import TargetSpec
+from tests.e2e.conftest import config_with_state
 
 pytestmark = pytest.mark.e2e
 
@@ -62,8 +63,7 @@ def test_service_and_monitor_run_on_different_nodes(env):
 def test_query_service_metrics_shows_the_service_up_from_the_laptop(env, run_cli, tmp_path):
     orch, svc, mid, cfg = env
     assert eventually(lambda: up_of(orch, mid, "svc-one") == [1.0])
-    path = tmp_path / "c.yaml"  # the CLI with the module's state dir
-    path.write_text(open(cfg.source).read().replace(str(load_config(cfg.source, env={}).state_dir), str(cfg.state_dir)))
+    path = config_with_state(cfg, tmp_path / "c.yaml")  # the CLI with the module's state dir
     proc = run_cli("--config", str(path), "--query-service-metrics", mid, 'up{job="svc-one"}')
     line = next(l for l in proc.stdout.splitlines() if l.startswith("up{"))
     assert 'job="svc-one"' in line and line.split()[-1] == "1"

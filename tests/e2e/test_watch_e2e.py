@@ -7,13 +7,13 @@ import signal
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from orchestrator import BenchmarkOrchestrator, sandbox
 from orchestrator.config import load_config
 from orchestrator.watcher import WatchOptions, Watcher
+from tests.e2e.conftest import config_with_state
 
 pytestmark = pytest.mark.e2e
 
@@ -144,9 +144,7 @@ def test_a_restarted_watcher_reports_nothing_twice(world):
 
 def test_health_command_probes_every_running_service(world, run_cli):
     orch, w, ids, events, port, tmp = world
-    cfg = tmp / "cfg-health.yaml"
-    src = load_config(orch.config.source, env={})
-    cfg.write_text(Path(orch.config.source).read_text().replace(str(src.state_dir), str(orch.config.state_dir)))
+    cfg = config_with_state(orch.config, tmp / "cfg-health.yaml")
     proc = run_cli("--config", str(cfg), "health", "--json", check=False)
     rows = {r["service_id"]: r for r in json.loads(proc.stdout)}
     assert rows[ids["port-holder"]]["healthy"] is True and rows[ids["port-holder"]]["http_code"] == "200"
@@ -157,9 +155,7 @@ def test_health_command_probes_every_running_service(world, run_cli):
 
 def test_watch_command_once_lists_jobs_with_verdicts(world, run_cli):
     orch, w, ids, events, port, tmp = world
-    cfg = tmp / "cfg-watch.yaml"
-    src = load_config(orch.config.source, env={})
-    cfg.write_text(Path(orch.config.source).read_text().replace(str(src.state_dir), str(orch.config.state_dir)))
+    cfg = config_with_state(orch.config, tmp / "cfg-watch.yaml")
     keys = ("error-exit", "oom", "port-taker", "never-healthy")
     assert wait_for(lambda: all(verdict_of(w, ids[k]) for k in keys), 60)
     proc = run_cli("--config", str(cfg), "watch", "--once", "--json")
@@ -172,9 +168,7 @@ def test_watch_command_once_lists_jobs_with_verdicts(world, run_cli):
 
 def test_cli_status_and_logs_show_the_verdict(world, run_cli):
     orch, w, ids, events, port, tmp = world
-    cfg = tmp / "cfg.yaml"
-    src = load_config(orch.config.source, env={})
-    cfg.write_text(Path(orch.config.source).read_text().replace(str(src.state_dir), str(orch.config.state_dir)))
+    cfg = config_with_state(orch.config, tmp / "cfg.yaml")
     status = run_cli("--config", str(cfg), "--status").stdout
     line = next(l for l in status.splitlines() if ids["oom"] in l)
     assert line.endswith("| out of memory (host)")
