@@ -6,7 +6,7 @@ import csv
 import json
 from html import escape
 
-from .artifacts import _iso, _write_atomic, build_manifest, write_requests
+from .artifacts import _iso, _write_atomic, build_manifest, write_requests, write_summary
 from .experiments import knee, point_results, saturation, slo_limit
 from .kpi import KPI, Window
 from .report import CSS
@@ -35,13 +35,9 @@ def write_sweep_artifacts(session) -> dict:
     found = verdicts(session, results) if results else []
     records = [r for p in done for r in p.records]
     write_requests(out / "requests.jsonl", records)
-    with open(out / "metrics_summary.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["kpi", "value", "unit", "source"])
-        for p in done:
-            for k in p.report["kpis"]:
-                w.writerow([f"{p.point.label}/{k['kpi']}", "" if k["value"] is None else repr(float(k["value"])),
-                            k["unit"], k["source"]])
+    kpis = [KPI(f"{p.point.label}/{k['kpi']}", k["value"], k["unit"], k["source"], k["note"])
+            for p in done for k in p.report["kpis"]]
+    write_summary(out / "metrics_summary.csv", kpis)
     with open(out / "points.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["point", "x", "throughput_rps", "latency_p50_s", "latency_p99_s", "ttft_p99_s", "error_rate"])
@@ -71,8 +67,7 @@ def write_sweep_artifacts(session) -> dict:
               "points": [{"label": r.label, "x": r.x, "throughput": r.throughput, "latency_p50": r.p50,
                           "latency_p99": r.p99, "ttft_p99": r.ttft_p99, "error_rate": r.error_rate} for r in results],
               "point_kpis": {p.point.label: p.report["kpis"] for p in done},
-              "kpis": [KPI(f"{p.point.label}/{k['kpi']}", k["value"], k["unit"], k["source"], k["note"]).to_dict()
-                       for p in done for k in p.report["kpis"]],
+              "kpis": [k.to_dict() for k in kpis],
               "verdicts": found, "manifest": manifest}
     _write_atomic(out / "report.json", json.dumps(report, indent=2))
     _write_atomic(out / "report.html", render_sweep(report, done))
