@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.artifacts import write_requests  # noqa: E402
-from orchestrator.kpi import client_kpis, measured, throughput_series, window_of  # noqa: E402
-from orchestrator.report import render_report  # noqa: E402
+from orchestrator.reports.artifacts import write_requests  # noqa: E402
+from orchestrator.bench.kpi import client_kpis, measured, throughput_series, window_of  # noqa: E402
+from orchestrator.reports.html import render_report  # noqa: E402
 
 
 def records(n: int) -> list[dict]:

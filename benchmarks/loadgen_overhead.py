@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.workloads.standin_llm import Engine, make_handler  # noqa: E402
+from orchestrator.bench.workloads.standin_llm import Engine, make_handler  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"{'concurrency':>11} {'requests/s':>11} {'p50 ms':>8} {'client CPU/request ms':>22}")
     for c in args.concurrency:
         with tempfile.TemporaryDirectory() as d:
-            subprocess.run([sys.executable, str(ROOT / "orchestrator" / "workloads" / "loadgen.py"), "--url", url,
+            subprocess.run([sys.executable, str(ROOT / "orchestrator" / "bench" / "workloads" / "loadgen.py"), "--url", url,
                             "--concurrency", str(c), "--duration", str(args.seconds), "--max-seconds",
                             str(args.seconds + 30), "--payload", json.dumps({"max_tokens": 8}), "--out",
                             str(Path(d) / "r.jsonl")], cwd=d, check=True, capture_output=True, timeout=args.seconds + 60)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
-from .errors import ConfigError
-from .schema import (SchemaViolation, check_keys, expect_int, expect_mapping, expect_pattern,
+from orchestrator.errors import ConfigError
+from orchestrator.schema import (SchemaViolation, check_keys, expect_int, expect_mapping, expect_pattern,
                      expect_str, load_yaml_file)
 
 DEFAULT_CONFIG = "config.yaml"
@@ -60,10 +60,11 @@ class Config:
     remote: RemoteConfig
     state_dir: Path
     results_dir: Path
+    recipe_dirs: tuple[Path, ...] = ()   # searched before the packaged recipes (services/, benchmarks/)
     source: Path | None = None
 
 
-_TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir"]
+_TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir", "recipe_dirs"]
 _SSH_KEYS = ["host", "port", "user", "key_file", "known_hosts", "ssh_config",
              "connect_timeout", "keepalive", "local"]
 _SLURM_KEYS = ["account", "partition", "qos", "time"]
@@ -142,4 +143,9 @@ def parse_config(raw, env: Mapping[str, str]) -> Config:
     remote = RemoteConfig(work_dir=expect_str(remote_raw.get("work_dir", "~/.orchestrator"), "remote.work_dir"))
     state_dir = Path(expect_str(raw.get("state_dir", "~/.orchestrator"), "state_dir")).expanduser()
     results_dir = Path(expect_str(raw.get("results_dir", "results"), "results_dir")).expanduser()
-    return Config(ssh=ssh, slurm=slurm, remote=remote, state_dir=state_dir, results_dir=results_dir)
+    dirs = raw.get("recipe_dirs") or []
+    if not isinstance(dirs, list):
+        raise SchemaViolation("recipe_dirs", f"expected a list of directories, got {dirs!r}")
+    recipe_dirs = tuple(Path(expect_str(d, f"recipe_dirs[{i}]")).expanduser() for i, d in enumerate(dirs))
+    return Config(ssh=ssh, slurm=slurm, remote=remote, state_dir=state_dir, results_dir=results_dir,
+                  recipe_dirs=recipe_dirs)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import StateError
+from orchestrator.errors import StateError
 
 
 class StateStore:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import sandbox
+from sandbox import cluster as sandbox
 from orchestrator.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def sandbox_config(sandbox_config_path, tmp_path):
 
 @pytest.fixture
 def ssh(sandbox_config):
-    from orchestrator.ssh import SSHTransport
+    from orchestrator.cluster.ssh import SSHTransport
     t = SSHTransport(sandbox_config.ssh)
     yield t
     t.close()

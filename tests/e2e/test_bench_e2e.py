@@ -147,7 +147,7 @@ def test_ctrl_c_mid_run_stops_every_job_and_keeps_what_was_collected(sandbox_con
 
 
 def test_report_rerendered_offline_keeps_every_number(session, tmp_path):
-    from orchestrator.artifacts import rerender_session
+    from orchestrator.reports.artifacts import rerender_session
     d, _ = session
     copy = tmp_path / "copy"
     shutil.copytree(d, copy)

@@ -10,8 +10,8 @@ import pytest
 from orchestrator import BenchmarkOrchestrator
 from orchestrator.config import load_config
 from orchestrator.errors import OrchestratorError
-from orchestrator.promql import PrometheusError
-from orchestrator.recipes import TargetSpec
+from orchestrator.monitoring.promql import PrometheusError
+from orchestrator.services.recipes import TargetSpec
 from tests.e2e.conftest import config_with_state
 
 pytestmark = pytest.mark.e2e
@@ -151,7 +151,7 @@ def test_report_and_collect_cover_the_window(env, tmp_path):
 
 
 def test_report_on_a_monitor_over_a_time_window(env, tmp_path):
-    from orchestrator.artifacts import monitor_window_report
+    from orchestrator.reports.artifacts import monitor_window_report
     orch, svc, mid, _ = env
     assert eventually(lambda: up_of(orch, mid, "svc-one") == [1.0])
     time.sleep(3)  # rate() over the window needs at least two scrapes

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from orchestrator import BenchmarkOrchestrator
-from orchestrator.servers import ServiceNotReady
-from orchestrator.shell import command
+from orchestrator.services.servers import ServiceNotReady
+from orchestrator.cluster.shell import command
 
 pytestmark = pytest.mark.e2e
 

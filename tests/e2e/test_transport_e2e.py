@@ -6,10 +6,10 @@ import time
 import pytest
 
 from orchestrator.errors import HostKeyError, RemoteCommandError
-from orchestrator.sandbox import LOGIN_CLUSTER_ADDR, LOGIN_SSH_ADDR
-from orchestrator.shell import command
-from orchestrator.slurm import parse_sbatch, parse_squeue, squeue_command
-from orchestrator.ssh import SSHTransport
+from sandbox.cluster import LOGIN_CLUSTER_ADDR, LOGIN_SSH_ADDR
+from orchestrator.cluster.shell import command
+from orchestrator.cluster.slurm import parse_sbatch, parse_squeue, squeue_command
+from orchestrator.cluster.ssh import SSHTransport
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,10 @@ import urllib.request
 
 import pytest
 
-from orchestrator import BenchmarkOrchestrator, sandbox
+from orchestrator import BenchmarkOrchestrator
+from sandbox import cluster as sandbox
 from orchestrator.config import load_config
-from orchestrator.watcher import WatchOptions, Watcher
+from orchestrator.watch.watcher import WatchOptions, Watcher
 from tests.e2e.conftest import config_with_state
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,87 @@
+"""`report compare A B` and `rerun SESSION`: regressions gated by noise, exact reruns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from orchestrator.reports.artifacts import read_requests
+from orchestrator.bench.recipe import load_benchmark_text
+from orchestrator.errors import OrchestratorError
+from orchestrator.bench.experiments import Comparison, compare, interval_noise
+from orchestrator.services.recipes import parse_recipe
+
+DEFAULT_THRESHOLDS = {"latency_p99": 0.10, "throughput": 0.10}
+NOISE_KPIS = ["throughput", "output_tokens_per_second", "latency_p50", "latency_p95", "latency_p99", "ttft_p50",
+              "ttft_p99", "itl_p50", "itl_p99"]
+
+
+def _load(session_dir: Path) -> tuple[dict, list[dict]]:
+    report = session_dir / "report.json"
+    if not report.exists():
+        raise OrchestratorError(f"{session_dir}: no report.json: not a session directory")
+    return json.loads(report.read_text()), read_requests(session_dir / "requests.jsonl")
+
+
+def _units(report: dict) -> dict[str, tuple[dict, list[dict], dict]]:
+    """{point label or '': (kpis, records, window)} of a session."""
+    if report.get("point_kpis"):
+        return {label: ({k["kpi"]: k["value"] for k in kpis}, None, None)
+                for label, kpis in report["point_kpis"].items()}
+    return {"": ({k["kpi"]: k["value"] for k in report["kpis"]}, None, report["window"])}
+
+
+def compare_sessions(dir_a: Path, dir_b: Path, thresholds: dict | None = None) -> tuple[list[Comparison], list[str]]:
+    """Rows per KPI (per point for sweeps); and the unit labels compared."""
+    thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
+    rep_a, rec_a = _load(dir_a)
+    rep_b, rec_b = _load(dir_b)
+    ua, ub = _units(rep_a), _units(rep_b)
+    common = [u for u in ua if u in ub]
+    if not common:
+        raise OrchestratorError(f"nothing to compare: {dir_a} has points {sorted(ua)}, {dir_b} has {sorted(ub)}")
+    rows = []
+    for unit in common:
+        ka, kb = ua[unit][0], ub[unit][0]
+        na = _noise(rep_a, rec_a, unit)
+        nb = _noise(rep_b, rec_b, unit)
+        for c in compare(ka, kb, na, nb, thresholds):
+            rows.append(Comparison(f"{unit}/{c.kpi}" if unit else c.kpi, c.a, c.b, c.change, c.noise, c.threshold,
+                                   c.verdict))
+    return rows, common
+
+
+def _noise(report: dict, records: list[dict], unit: str) -> dict:
+    if unit:
+        records = [r for r in records if r.get("point") == unit]
+        window = next((p for p in report["manifest"].get("points", []) if p["label"] == unit), {}).get("window")
+    else:
+        window = report["window"]
+    if not window or not records:
+        return {}
+    return {k: interval_noise(records, window["start"], window["end"], k) for k in NOISE_KPIS}
+
+
+def rerun_recipes(session_dir: Path):
+    """The benchmark and service recipes exactly as MANIFEST.json recorded them."""
+    path = session_dir / "MANIFEST.json"
+    if not path.exists():
+        raise OrchestratorError(f"{session_dir}: no MANIFEST.json: not a session directory")
+    m = json.loads(path.read_text())
+    br = m.get("benchmark_recipe") or {}
+    if not br.get("text"):
+        raise OrchestratorError(f"{path}: no benchmark recipe text recorded: cannot rerun exactly")
+    bench = load_benchmark_text(br["text"], f"{br.get('source', '?')} (as recorded in {path})")
+    services = {}
+    warnings = []
+    for name, entry in (m.get("service_recipes") or {}).items():
+        services[name] = parse_recipe(yaml.safe_load(entry["text"]), source=entry["source"], text=entry["text"])
+        for fname, sha in (entry.get("files") or {}).items():
+            from orchestrator.bench.session import _sha256_file
+            now = _sha256_file(services[name].files.get(fname, ""))
+            if sha and now != sha:
+                warnings.append(f"{name}: shipped file {fname} changed since {m['session']} "
+                                f"(sha256 {sha[:12]} then, {str(now)[:12]} now): the rerun ships the current one")
+    return bench, services, m["session"], warnings

@@ -1,0 +1,183 @@
+"""Benchmark recipes (recipes/benchmarks/*.yaml): services, monitor, load clients."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.bench.sweep import parse_slo, validate_sweep
+from orchestrator.errors import RecipeError
+from orchestrator.times import parse_duration
+from orchestrator.services.recipes import find_named, recipe_dirs
+
+
+from orchestrator.schema import (SchemaViolation, check_keys, expect_int, expect_list, expect_mapping, expect_number,
+                     expect_pattern, expect_str, load_yaml_file)
+
+CLIENT_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
+MAX_CLIENT_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class ServiceRef:
+    recipe: str | None = None          # recipe name or path, deployed by the session
+    service_id: str | None = None      # or an existing service, reused
+    alias: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.alias:
+            return self.alias
+        if self.recipe:
+            return Path(self.recipe).stem
+        return self.service_id.rsplit("_", 1)[0]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    kind: str
+    target: str
+    nodes: int = 1
+    concurrency: int = 1
+    rate: float | None = None
+    duration: float | None = None
+    requests: int | None = None
+    warmup: float = 0.0
+    payload: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BenchmarkRecipe:
+    name: str
+    services: tuple[ServiceRef, ...]
+    clients: tuple[ClientSpec, ...]
+    monitor_recipe: str = "prometheus"
+    scrape_interval: str = "5s"
+    description: str = ""
+    sweep: dict = field(default_factory=dict)
+    slo: dict = field(default_factory=dict)     # parsed: seconds / ratio
+    source: str = ""
+    text: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+_KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo"]
+_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup", "payload",
+                "resources"]
+
+
+def is_benchmark_file(path: str) -> bool:
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        doc = load_yaml_file(p)
+    except SchemaViolation:
+        return False
+    return isinstance(doc, dict) and "benchmark" in doc
+
+
+def find_benchmark(name_or_path: str, configured=()) -> Path:
+    return find_named(name_or_path, recipe_dirs("benchmarks", configured), "benchmark")
+
+
+def load_benchmark(name_or_path: str, configured=()) -> BenchmarkRecipe:
+    path = find_benchmark(name_or_path, configured)
+    return load_benchmark_text(path.read_text(), str(path))
+
+
+def load_benchmark_text(text: str, source: str) -> BenchmarkRecipe:
+    import yaml
+    try:
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise SchemaViolation("", f"malformed YAML: {str(exc).splitlines()[0]}") from None
+        return parse_benchmark(raw, source, text)
+    except SchemaViolation as exc:
+        raise RecipeError(f"{source}: {exc}" if exc.path else f"{source}: {exc.message}") from None
+
+
+def _seconds(value, path: str) -> float:
+    try:
+        s = parse_duration(value)
+    except ValueError:
+        raise SchemaViolation(path, f"expected a duration such as 30s or 2m, got {value!r}") from None
+    if s < 0 or s > MAX_CLIENT_SECONDS:
+        raise SchemaViolation(path, f"expected a duration between 0 and 24h, got {value!r}")
+    return s
+
+
+def _service(raw, i: int) -> ServiceRef:
+    path = f"benchmark.services[{i}]"
+    raw = expect_mapping(raw, path)
+    check_keys(raw, ["recipe", "service_id", "as"], path)
+    if (raw.get("recipe") is None) == (raw.get("service_id") is None):
+        raise SchemaViolation(path, "expected exactly one of recipe (deploy) or service_id (reuse)")
+    return ServiceRef(recipe=expect_str(raw.get("recipe"), f"{path}.recipe", optional=True),
+                      service_id=expect_str(raw.get("service_id"), f"{path}.service_id", optional=True),
+                      alias=expect_str(raw.get("as"), f"{path}.as", optional=True))
+
+
+def _client(raw, i: int, names: list[str]) -> ClientSpec:
+    path = f"benchmark.clients[{i}]"
+    raw = expect_mapping(raw, path)
+    check_keys(raw, _CLIENT_KEYS, path, required=("kind", "target"))
+    kind = raw["kind"]
+    if kind not in CLIENT_KINDS:
+        raise SchemaViolation(f"{path}.kind", f"expected one of {', '.join(CLIENT_KINDS)}, got {kind!r}")
+    target = expect_str(raw["target"], f"{path}.target")
+    if target not in names:
+        raise SchemaViolation(f"{path}.target", f"expected a service of this benchmark ({', '.join(names)}), got {target!r}")
+    if raw.get("duration") is None and raw.get("requests") is None:
+        raise SchemaViolation(path, "expected duration or requests (a load is always bounded)")
+    payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
+    resources = expect_mapping(raw.get("resources") or {}, f"{path}.resources")
+    check_keys(resources, ["partition", "cpus_per_task", "mem", "time", "account", "qos", "nodelist"], f"{path}.resources")
+    return ClientSpec(
+        kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
+        concurrency=expect_int(raw.get("concurrency", 1), f"{path}.concurrency", 1, 4096),
+        rate=None if raw.get("rate") is None else expect_number(raw["rate"], f"{path}.rate", 0.001),
+        duration=None if raw.get("duration") is None else _seconds(raw["duration"], f"{path}.duration"),
+        requests=None if raw.get("requests") is None else expect_int(raw["requests"], f"{path}.requests", 1, 10_000_000),
+        warmup=_seconds(raw.get("warmup", 0), f"{path}.warmup"), payload=payload, resources=resources)
+
+
+def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
+    top = expect_mapping(raw, "")
+    check_keys(top, ["benchmark"], "", required=("benchmark",))
+    b = expect_mapping(top["benchmark"], "benchmark")
+    check_keys(b, _KEYS, "benchmark", required=("name", "services", "clients"))
+    name = expect_pattern(b["name"], "benchmark.name", lambda v: bool(re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", v)),
+                          "lowercase letters, digits and '-'")
+    services = tuple(_service(s, i) for i, s in enumerate(expect_list(b["services"], "benchmark.services")))
+    if not services:
+        raise SchemaViolation("benchmark.services", "expected at least one service")
+    names = [s.name for s in services]
+    clients = tuple(_client(c, i, names) for i, c in enumerate(expect_list(b["clients"], "benchmark.clients")))
+    if not clients:
+        raise SchemaViolation("benchmark.clients", "expected at least one client")
+    mon = expect_mapping(b.get("monitor") or {}, "benchmark.monitor")
+    check_keys(mon, ["recipe", "scrape_interval"], "benchmark.monitor")
+    interval = str(mon.get("scrape_interval", "5s"))
+    _seconds(interval, "benchmark.monitor.scrape_interval")
+    return BenchmarkRecipe(
+        name=name, services=services, clients=clients,
+        monitor_recipe=expect_str(mon.get("recipe", "prometheus"), "benchmark.monitor.recipe"),
+        scrape_interval=interval, description=str(b.get("description") or ""),
+        sweep=validate_sweep(expect_mapping(b.get("sweep") or {}, "benchmark.sweep"), names),
+        slo=_slo(b.get("slo")), source=source, text=text)
+
+
+def _slo(raw) -> dict:
+    try:
+        return parse_slo(expect_mapping(raw or {}, "benchmark.slo"))
+    except RecipeError as exc:
+        path, _, msg = str(exc).partition(": ")
+        raise SchemaViolation(path, msg) from None

@@ -1,0 +1,406 @@
+"""Benchmark sessions: deploy, monitor, load, collect, compute KPIs, report, clean up.
+
+A session runs one or more points (one, or one per combination of a sweep).
+The monitor starts with the services; each point's load clients are added as
+targets with a hot reload, wait for a ``go`` file in their job dir (so the
+monitor is scraping them when the load starts) and form their own measured
+window. Everything the session starts is stopped at the end (unless kept),
+also on Ctrl-C, after which what was collected is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import shlex
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
+from orchestrator.errors import OrchestratorError
+from orchestrator.resources import packaged
+from orchestrator.bench.sweep import Point, apply_to_client, grid, service_changes, set_path
+from orchestrator.times import parse_duration
+from orchestrator.services.recipes import Health, Metrics, Resources, ServiceRecipe, TargetSpec, load_recipe, parse_recipe
+from orchestrator.cluster.remote import parse_sections
+from orchestrator.cluster.shell import path as remote_path
+from orchestrator.cluster.slurm import TERMINAL_STATES
+
+Progress = Callable[[str], None]
+
+
+def client_recipe(spec: ClientSpec, target_url: str) -> ServiceRecipe:
+    """A load client as a service recipe: its /metrics is what the monitor scrapes."""
+    max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
+    args = ["python3", "loadgen.py", "--url", target_url, "--kind", spec.kind,
+            "--concurrency", str(spec.concurrency), "--warmup", str(spec.warmup), "--payload-file", "payload.json",
+            "--out", "requests.jsonl", "--go-file", "go", "--max-seconds", str(max_seconds), "--linger", "15"]
+    if spec.rate:
+        args += ["--rate", str(spec.rate)]
+    if spec.duration is not None:
+        args += ["--duration", str(spec.duration)]
+    if spec.requests is not None:
+        args += ["--requests", str(spec.requests)]
+    # {% raw %}: the arguments are data, never Jinja
+    command = "{% raw %}" + shlex.join(args) + "{% endraw %} --metrics-port {{ port }}"
+    r = spec.resources
+    minutes = math.ceil((max_seconds + 900 + 300) / 60)  # + go-wait and linger margin
+    return ServiceRecipe(
+        name=f"client-{spec.kind}"[:40], command=command, description=f"load client ({spec.kind})",
+        resources=Resources(partition=r.get("partition"), cpus_per_task=int(r.get("cpus_per_task", 1)),
+                            mem=str(r.get("mem", "256M")), time=str(r.get("time", minutes)),
+                            account=r.get("account"), qos=r.get("qos"), nodelist=r.get("nodelist")),
+        ports=("auto",), health=Health(path="/", timeout=300), metrics=Metrics(path="/metrics", port="port:0"),
+        files={"loadgen.py": str(packaged("bench", "workloads", "loadgen.py"))}, source="(generated client recipe)")
+
+
+def with_changes(recipe: ServiceRecipe, changes: dict) -> ServiceRecipe:
+    """The recipe with swept fields set (dotted paths under ``service``), validated again."""
+    if not changes:
+        return recipe
+    raw = yaml.safe_load(recipe.text) if recipe.text else None
+    if not isinstance(raw, dict):
+        raise OrchestratorError(f"cannot sweep fields of {recipe.name}: its recipe text is not available")
+    for dotted, value in changes.items():
+        set_path(raw["service"], dotted, value)
+    text = yaml.safe_dump(raw, sort_keys=False)
+    return parse_recipe(raw, source=recipe.source, text=text)
+
+
+@dataclass
+class PointRun:
+    point: Point
+    out_dir: Path
+    clients: list[str] = field(default_factory=list)
+    go_time: float | None = None
+    records: list[dict] = field(default_factory=list)
+    warmup_until: float | None = None
+    report: dict | None = None
+    interrupted: bool = False
+
+
+@dataclass
+class SessionState:
+    session_id: str
+    out_dir: Path
+    started: list[str] = field(default_factory=list)       # service IDs this session started
+    services: dict = field(default_factory=dict)           # name -> service_id (current)
+    all_services: list[str] = field(default_factory=list)
+    monitor_id: str | None = None
+    interrupted: bool = False
+    errors: list[str] = field(default_factory=list)
+    points: list[PointRun] = field(default_factory=list)
+
+
+class BenchmarkSession:
+    def __init__(self, orch, recipe: BenchmarkRecipe, out_dir: str | Path | None = None, keep: bool = False,
+                 progress: Progress | None = None, service_recipes: dict[str, ServiceRecipe] | None = None,
+                 rerun_of: str | None = None):
+        self.orch = orch
+        self.recipe = recipe
+        self.keep = keep
+        self.say = progress or (lambda m: None)
+        self.rerun_of = rerun_of
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        sid = f"{recipe.name}-{stamp}-{secrets.token_hex(2)}"
+        base = Path(out_dir) if out_dir else orch.config.results_dir / sid
+        self.state = SessionState(sid, base)
+        self.points = grid(recipe.sweep)
+        self.base_recipes: dict[str, ServiceRecipe] = dict(service_recipes or {})
+        self.service_recipes: dict[str, ServiceRecipe] = {}   # as deployed (for the manifest)
+
+    @property
+    def is_sweep(self) -> bool:
+        return bool(self.recipe.sweep)
+
+    # -- services -----------------------------------------------------------------
+    def _base_recipe(self, ref) -> ServiceRecipe:
+        if ref.name not in self.base_recipes:
+            self.base_recipes[ref.name] = load_recipe(ref.recipe, self.orch.config.recipe_dirs)
+        return self.base_recipes[ref.name]
+
+    def _deploy_services(self, point: Point, only_swept: bool = False) -> list[str]:
+        """Deploy the services (or, between points, those the point changes); returns new IDs."""
+        servers = self.orch.servers
+        new = []
+        for ref in self.recipe.services:
+            changes = service_changes(point, ref.name)
+            if only_swept and not changes:
+                continue
+            if ref.service_id:
+                if changes:
+                    raise OrchestratorError(f"sweep: {ref.name} is reused ({ref.service_id}), its fields cannot be swept")
+                self.state.services[ref.name] = servers.probe(ref.service_id).service_id
+                continue
+            old = self.state.services.get(ref.name)
+            if old and only_swept:
+                self._stop([old], wait=True)
+            recipe = with_changes(self._base_recipe(ref), changes)
+            self.service_recipes[ref.name if not self.is_sweep else f"{ref.name}@{point.label}"] = recipe
+            sid = servers.start_service(recipe, progress=self.say)
+            self.state.started.append(sid)
+            self.state.all_services.append(sid)
+            self.state.services[ref.name] = sid
+            new.append((sid, recipe))
+        for sid, recipe in new:
+            servers.wait_until_ready(sid, timeout=recipe.health.timeout if recipe.health else 600, progress=self.say)
+        return [sid for sid, _ in new]
+
+    def _start_monitor(self) -> None:
+        targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items()]
+        mid = self.orch.monitors.start_monitor(self.recipe.monitor_recipe, targets, progress=self.say,
+                                               scrape_interval=self.recipe.scrape_interval, wait=False)
+        self.state.started.append(mid)
+        self.state.monitor_id = mid
+        self.orch.servers.wait_until_ready(mid, timeout=300, progress=self.say)
+
+    def _wait_scraped(self) -> None:
+        """The load starts only once every target has been scraped, so counters have a baseline."""
+        mid = self.state.monitor_id
+        expected = {t["address"] for t in self.orch.monitors.store.get(mid)["targets"]}
+        deadline = time.monotonic() + 60 + 3 * parse_duration(self.recipe.scrape_interval)
+        while True:
+            health = {t["instance"]: t["health"] for t in self.orch.monitors.check_monitor_status(mid)["targets"]}
+            down = sorted(a for a in expected if health.get(a) != "up")
+            if not down:
+                self.say(f"monitor {mid} scraping {len(expected) + 1} targets")
+                return
+            if time.monotonic() > deadline:
+                raise OrchestratorError(f"monitor {mid}: targets not up: {', '.join(down)}")
+            time.sleep(1)
+
+    # -- clients -----------------------------------------------------------------------
+    def _start_clients(self, pr: PointRun) -> None:
+        servers = self.orch.servers
+        for spec in self.recipe.clients:
+            spec = apply_to_client(spec, pr.point)
+            ep = servers.get_service_endpoint(self.state.services[spec.target])
+            recipe = client_recipe(spec, ep.url)
+            for _ in range(spec.nodes):
+                sid = servers.start_service(recipe, extra_files={"payload.json": json.dumps(spec.payload)},
+                                            progress=self.say)
+                self.state.started.append(sid)
+                pr.clients.append(sid)
+        for sid in pr.clients:
+            servers.wait_until_ready(sid, timeout=300, progress=self.say)
+        self.orch.monitors.add_targets(self.state.monitor_id,
+                                       [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
+
+    def _go(self, pr: PointRun) -> None:
+        dirs = [remote_path(self.orch.servers.job_dir(sid)) for sid in pr.clients]
+        script = "; ".join(f"date +%s.%N > {d}/go.tmp && mv {d}/go.tmp {d}/go" for d in dirs)
+        pr.go_time = time.time()
+        self.orch.transport.run(script, check=True, idempotent=True)
+        self.say(f"{pr.point.label}: load started on {len(dirs)} client(s)")
+
+    def _wait_clients(self, pr: PointRun) -> None:
+        specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
+        budget = max((s.warmup + (s.duration or 3600)) for s in specs) + 120
+        deadline = time.monotonic() + budget
+        last = 0.0
+        while True:
+            script = "; ".join(
+                f"echo @@c {sid}; cat {remote_path(self.orch.servers.job_dir(sid))}/progress.json 2>/dev/null; echo; "
+                f"test -f {remote_path(self.orch.servers.job_dir(sid))}/done.json && echo DONE"
+                for sid in pr.clients)
+            out = self.orch.transport.run(script, timeout=60).stdout
+            ok = err = flight = done = 0
+            for sec in parse_sections(out):
+                done += "DONE" in sec.lines
+                for line in sec.lines:
+                    if line.startswith("{"):
+                        doc = json.loads(line)
+                        ok, err, flight = ok + doc["ok"], err + doc["errors"], flight + doc["in_flight"]
+            if time.monotonic() - last >= 5 or done == len(pr.clients):
+                self.say(f"{pr.point.label}: load: {ok} ok, {err} errors, {flight} in flight, "
+                         f"{time.time() - pr.go_time:.0f}s elapsed, {done}/{len(pr.clients)} clients done")
+                last = time.monotonic()
+            if done == len(pr.clients):
+                return
+            if time.monotonic() > deadline:
+                raise OrchestratorError(f"clients did not finish within {budget:.0f}s")
+            time.sleep(2)
+
+    def _collect_records(self, pr: PointRun) -> None:
+        """Download every client's records (partial ones too) and its warm-up end."""
+        cdir = pr.out_dir / "clients"
+        cdir.mkdir(parents=True, exist_ok=True)
+        for sid in pr.clients:
+            jd = self.orch.servers.job_dir(sid)
+            local = cdir / f"{sid}.jsonl"
+            for name, dest in (("requests.jsonl", local), ("done.json", cdir / f"{sid}.done.json")):
+                try:
+                    self.orch.transport.get(f"{jd}/{name}", str(dest))
+                except (OSError, OrchestratorError):
+                    self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
+            if local.exists():
+                lines = [l for l in local.read_text().splitlines() if l.strip()]
+                for i, line in enumerate(lines):
+                    try:
+                        pr.records.append({**json.loads(line), **({"point": pr.point.label} if self.is_sweep else {})})
+                    except json.JSONDecodeError:
+                        if i != len(lines) - 1:
+                            raise
+                        # the client was stopped mid-write: only its last line can be cut short
+                        self.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
+            done = cdir / f"{sid}.done.json"
+            if done.exists():
+                w = json.loads(done.read_text())["warmup_until"]
+                pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
+        pr.records.sort(key=lambda r: r["start"])
+        if pr.warmup_until is None and pr.records:
+            pr.warmup_until = pr.records[0]["start"] + max(s.warmup for s in self.recipe.clients)
+
+    def _finish_point(self, pr: PointRun) -> None:
+        from orchestrator.reports.artifacts import write_artifacts
+        if pr.clients:
+            self._stop(pr.clients, wait=True)  # no more load; files stay on the cluster
+            self._collect_records(pr)
+        pr.report = write_artifacts(self.context(pr), pr.records, pr.warmup_until)
+        if pr.clients and self.state.monitor_id and not pr.interrupted:
+            try:
+                self.orch.monitors.remove_targets(self.state.monitor_id, pr.clients)
+            except OrchestratorError as exc:
+                self.state.errors.append(f"removing clients from the monitor: {exc}")
+
+    def _run_point(self, pr: PointRun) -> None:
+        self.say(f"point {pr.point.index + 1}/{len(self.points)}: {pr.point.label}" if self.is_sweep else
+                 "running the load")
+        if pr.point.index > 0:
+            new = self._deploy_services(pr.point, only_swept=True)
+            if new:
+                self.orch.monitors.add_targets(self.state.monitor_id, [
+                    TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items() if sid in new])
+        self._start_clients(pr)
+        self._wait_scraped()
+        self._go(pr)
+        self._wait_clients(pr)
+
+    # -- the whole session ---------------------------------------------------------------
+    def context(self, pr: PointRun):
+        from orchestrator.reports.artifacts import ReportContext
+        st = self.state
+        return ReportContext(
+            orch=self.orch, session_id=st.session_id + (f"/{pr.point.label}" if self.is_sweep else ""),
+            benchmark=self.recipe.name, out_dir=pr.out_dir, scrape_interval=self.recipe.scrape_interval,
+            services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
+            interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(), say=self.say)
+
+    def recipes_manifest(self) -> dict:
+        return {"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256, "text": self.recipe.text},
+                # as loaded (what a rerun deploys); sweeps also record each point's deployed variant
+                "service_recipes": {n: _recipe_entry(r) for n, r in self.base_recipes.items()},
+                **({"deployed_service_recipes": {n: _recipe_entry(r) for n, r in self.service_recipes.items()}}
+                   if self.is_sweep else {}),
+                **({"rerun_of": self.rerun_of} if self.rerun_of else {})}
+
+    def run(self) -> dict:
+        from orchestrator.logs import log_context
+        with log_context(session=self.state.session_id):
+            return self._run()
+
+    def _run(self) -> dict:
+        self.state.out_dir.mkdir(parents=True, exist_ok=True)
+        self.say(f"session {self.state.session_id} -> {self.state.out_dir}"
+                 + (f" ({len(self.points)} points)" if self.is_sweep else ""))
+        current = None
+        try:
+            self._deploy_services(self.points[0])
+            self._start_monitor()
+            for point in self.points:
+                out = self.state.out_dir / "points" / point.dirname if self.is_sweep else self.state.out_dir
+                current = PointRun(point, out)
+                self.state.points.append(current)
+                self._run_point(current)
+                self._finish_point(current)
+                current = None
+        except KeyboardInterrupt:
+            self.state.interrupted = True
+            self.say("interrupted: stopping what this session started, then writing what was collected")
+        except OrchestratorError as exc:
+            self.state.errors.append(str(exc))
+            self.say(f"error: {exc}")
+        result = None
+        try:
+            if current is not None:
+                current.interrupted = self.state.interrupted
+                self._finish_point(current)
+            if not self.state.points:
+                self.state.points.append(PointRun(self.points[0], self.state.out_dir, interrupted=self.state.interrupted))
+                self._finish_point(self.state.points[0])
+            if self.is_sweep:
+                from orchestrator.reports.sweep import write_sweep_artifacts
+                result = write_sweep_artifacts(self)
+            else:
+                result = self.state.points[0].report
+            self._record_runtime()
+        finally:
+            if not self.keep or self.state.interrupted:
+                self._stop(self.state.started)
+            else:
+                self.say(f"kept running: {', '.join(self.state.started)}")
+        if self.state.interrupted:
+            raise KeyboardInterrupt
+        if self.state.errors and not any(p.records for p in self.state.points):
+            raise OrchestratorError("; ".join(self.state.errors))
+        return {**result, "out_dir": str(self.state.out_dir)}
+
+    def _record_runtime(self) -> None:
+        """What makes a rerun comparable: binary/image facts and sbatch options of each service job."""
+        ids = list(dict.fromkeys(self.state.all_services + ([self.state.monitor_id] if self.state.monitor_id else [])))
+        if not ids:
+            return
+        script = "; ".join(f"echo @@s {sid}; cat {remote_path(self.orch.servers.job_dir(sid))}/runtime.txt 2>/dev/null; "
+                           f"grep '^#SBATCH' {remote_path(self.orch.servers.job_dir(sid))}/job.sbatch 2>/dev/null"
+                           for sid in ids) + "; true"
+        try:
+            out = self.orch.transport.run(script, timeout=60).stdout
+        except OrchestratorError as exc:
+            self.state.errors.append(f"runtime facts: {exc}")
+            return
+        runtime = {sec.args[0]: {"runtime": [l for l in sec.lines if not l.startswith("#SBATCH")],
+                                 "sbatch": [l[len("#SBATCH "):] for l in sec.lines if l.startswith("#SBATCH")]}
+                   for sec in parse_sections(out) if sec.args}
+        path = self.state.out_dir / "MANIFEST.json"
+        manifest = json.loads(path.read_text())
+        manifest["runtime"] = runtime
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(path)
+
+    def _stop(self, ids: list[str], wait: bool = False) -> None:
+        """scancel what is still running; with ``wait``, until it has ended (bounded)."""
+        stopped = []
+        for sid in ids:
+            try:
+                st = self.orch.servers.probe(sid)
+                if st.job is None or st.job.state not in TERMINAL_STATES:
+                    self.orch.servers.stop_service(sid)
+                    stopped.append(sid)
+            except (OrchestratorError, OSError) as exc:
+                self.state.errors.append(f"could not stop {sid}: {exc}")
+        deadline = time.monotonic() + 30
+        while wait and stopped and time.monotonic() < deadline:
+            probes = self.orch.servers.probe_many(stopped)
+            stopped = [p.service_id for p in probes if p.job is not None and p.job.state not in TERMINAL_STATES]
+            if stopped:
+                time.sleep(1)
+
+
+def _recipe_entry(r: ServiceRecipe) -> dict:
+    return {"source": r.source, "sha256": r.sha256, "text": r.text,
+            "files": {name: _sha256_file(p) for name, p in r.files.items()}}
+
+
+def _sha256_file(path: str) -> str | None:
+    import hashlib
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None

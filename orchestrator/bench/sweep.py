@@ -1,0 +1,120 @@
+"""Sweeps: the grid of points, what each point changes, and the benchmark's SLO (pure)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, replace
+
+from orchestrator.errors import RecipeError
+from orchestrator.times import parse_duration
+
+CLIENT_FIELDS = {"concurrency": int, "rate": float, "duration": "duration", "requests": int, "warmup": "duration",
+                 "nodes": int}
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    values: dict                     # swept field -> value
+
+    @property
+    def label(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.values.items()) or "run"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.index:02d}-" + re.sub(r"[^A-Za-z0-9_.=,-]+", "_", self.label)[:80]
+
+
+def grid(sweep: dict) -> list[Point]:
+    if not sweep:
+        return [Point(0, {})]
+    keys = list(sweep)
+    return [Point(i, dict(zip(keys, combo))) for i, combo in enumerate(itertools.product(*(sweep[k] for k in keys)))]
+
+
+def validate_sweep(sweep: dict, service_names: list[str], path: str = "benchmark.sweep") -> dict:
+    from orchestrator.schema import SchemaViolation
+    out = {}
+    for key, values in sweep.items():
+        where = f"{path}.{key}"
+        if not isinstance(values, list) or not values:
+            raise SchemaViolation(where, "expected a non-empty list of values")
+        if key.startswith("services."):
+            name = key.split(".")[1] if key.count(".") >= 2 else ""
+            if name not in service_names:
+                raise SchemaViolation(where, f"expected services.<name>.<field> with a service of this benchmark "
+                                             f"({', '.join(service_names)})")
+        elif key.startswith("payload."):
+            pass
+        elif key not in CLIENT_FIELDS:
+            raise SchemaViolation(where, f"expected a client field ({', '.join(CLIENT_FIELDS)}), payload.<key> "
+                                         f"or services.<name>.<field>")
+        else:
+            for i, v in enumerate(values):
+                _coerce(key, v, f"{where}[{i}]")
+        out[key] = values
+    return out
+
+
+def _coerce(field: str, value, where: str):
+    from orchestrator.schema import SchemaViolation
+    kind = CLIENT_FIELDS[field]
+    try:
+        if kind == "duration":
+            return parse_duration(value)
+        if kind is int:
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError
+            return int(value)
+        v = float(value)
+        if v <= 0:
+            raise ValueError
+        return v
+    except (ValueError, TypeError):
+        raise SchemaViolation(where, f"expected a positive {'duration' if kind == 'duration' else kind.__name__} "
+                                     f"for {field}, got {value!r}") from None
+
+
+def apply_to_client(spec, point: Point):
+    """The client spec (a ``bench.recipe.ClientSpec``) with this point's values set."""
+    changes = {}
+    payload = dict(spec.payload)
+    for key, value in point.values.items():
+        if key.startswith("payload."):
+            payload[key[len("payload."):]] = value
+        elif key in CLIENT_FIELDS:
+            changes[key] = _coerce(key, value, key)
+    return replace(spec, payload=payload, **changes)
+
+
+def service_changes(point: Point, name: str) -> dict:
+    """{dotted field under service: value} that this point sets on service ``name``."""
+    prefix = f"services.{name}."
+    return {k[len(prefix):]: v for k, v in point.values.items() if k.startswith(prefix)}
+
+
+def set_path(doc: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        doc = doc.setdefault(k, {})
+        if not isinstance(doc, dict):
+            raise RecipeError(f"sweep: cannot set {dotted}: {k} is not a mapping")
+    doc[keys[-1]] = value
+
+
+SLO_KPIS = {"p99_latency": "p99", "ttft_p99": "ttft_p99", "p50_latency": "p50", "error_rate": "error_rate"}
+
+
+def parse_slo(slo: dict) -> dict[str, float]:
+    """``{p99_latency: 2s, ttft_p99: 500ms, error_rate: 0.01}`` -> seconds / ratio."""
+    out = {}
+    for key, value in slo.items():
+        if key not in SLO_KPIS:
+            raise RecipeError(f"benchmark.slo.{key}: expected one of {', '.join(SLO_KPIS)}")
+        try:
+            out[key] = float(value) if key == "error_rate" else parse_duration(value)
+        except (TypeError, ValueError):
+            raise RecipeError(f"benchmark.slo.{key}: expected {'a ratio like 0.01' if key == 'error_rate' else 'a duration like 2s or 500ms'}, got {value!r}") from None
+    return out

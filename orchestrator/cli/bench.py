@@ -1,0 +1,144 @@
+"""CLI: bench run (a whole benchmark session)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator.cli.common import _ctx, common_options, emit, progress
+from orchestrator.cli.table import render_table
+
+
+def kpi_table(kpis: list[dict]) -> str:
+    rows = []
+    for k in kpis:
+        v = k["value"]
+        rows.append([k["kpi"], "absent" if v is None else f"{v:.6g}", k["unit"], k["source"]])
+    return render_table(["kpi", "value", "unit", "source"], rows)
+
+
+def run_benchmark(ctx, recipe_ref: str, out: str | None, keep: bool) -> None:
+    try:
+        report = ctx.orch.start_benchmark_session(recipe_ref, out_dir=out, keep=keep, progress=progress)
+    except KeyboardInterrupt:
+        click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
+        sys.exit(130)
+    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']}: {report['out_dir']}/report.html")
+
+
+@click.group()
+def bench():
+    """Benchmark sessions: services + monitor + load clients -> KPIs and a report."""
+
+
+@bench.command("run")
+@common_options
+@click.argument("recipe", metavar="NAME|FILE")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="artifacts dir (default: results_dir/<session>)")
+@click.option("--keep", is_flag=True, help="leave services, monitor and clients running")
+@click.pass_context
+def bench_run(click_ctx, config_path, as_json, recipe, out, keep):
+    """Deploy, monitor, load, collect, report, clean up."""
+    run_benchmark(_ctx(click_ctx, config_path, as_json), recipe, out, keep)
+
+
+@bench.command("collect")
+@common_options
+@click.argument("session_dir", type=click.Path(file_okay=False, exists=True))
+@click.pass_context
+def bench_collect(click_ctx, config_path, as_json, session_dir):
+    """Query a kept session's monitor again for its window and rewrite its artifacts."""
+    from pathlib import Path
+    from orchestrator.reports.artifacts import recollect_session
+    ctx = _ctx(click_ctx, config_path, as_json)
+    report = recollect_session(ctx.orch, Path(session_dir), say=progress)
+    emit(ctx, report, kpi_table(report["kpis"]))
+
+
+@bench.command("report")
+@common_options
+@click.argument("session_dir", required=False, type=click.Path(file_okay=False))
+@click.option("--monitor", "monitor_id", default=None, help="report on a monitor's services instead of a session")
+@click.option("--from", "start", default="-15m", show_default=True, help="with --monitor")
+@click.option("--to", "end", default="now", show_default=True, help="with --monitor")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="with --monitor: where to write")
+@click.pass_context
+def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start, end, out):
+    """Re-render a session's report offline, or report on any monitor over --from/--to."""
+    from pathlib import Path
+    from orchestrator.reports.artifacts import monitor_window_report, rerender_session
+    ctx = _ctx(click_ctx, config_path, as_json)
+    if monitor_id:
+        from orchestrator.cli.monitor import _window
+        s, e = _window(start, end)
+        target = Path(out or session_dir or ctx.orch.config.results_dir / f"{monitor_id}-report")
+        report = monitor_window_report(ctx.orch, monitor_id, s, e, target, say=progress)
+    elif session_dir:
+        report = rerender_session(Path(session_dir), say=progress)
+    else:
+        raise click.UsageError("give a session directory, or --monitor ID with --from/--to")
+    emit(ctx, report, kpi_table(report["kpis"]))
+
+
+@click.group("report")
+def report_group():
+    """Reports of sessions: compare two for regressions."""
+
+
+@report_group.command("compare")
+@common_options
+@click.argument("a", type=click.Path(file_okay=False, exists=True))
+@click.argument("b", type=click.Path(file_okay=False, exists=True))
+@click.option("--threshold", "thresholds", multiple=True, metavar="KPI=PCT%",
+              help="e.g. p99=10% throughput=10% (default: p99=10%, throughput=10%)")
+@click.pass_context
+def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
+    """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise)."""
+    from pathlib import Path
+    from orchestrator.bench.compare import compare_sessions
+    from orchestrator.bench.experiments import parse_thresholds
+    ctx = _ctx(click_ctx, config_path, as_json)
+    try:
+        thr = parse_thresholds([t for group in thresholds for t in group.split()]) if thresholds else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--threshold") from None
+    rows, _ = compare_sessions(Path(a), Path(b), thr)
+    pct = lambda v: "-" if v is None else f"{v * 100:+.1f}%"
+    val = lambda v: "absent" if v is None else f"{v:.4g}"
+    table = render_table(["kpi", "A", "B", "change", "noise (2σ)", "threshold", "verdict"],
+                         [[r.kpi, val(r.a), val(r.b), pct(r.change), "-" if r.noise is None else f"±{2 * r.noise * 100:.1f}%",
+                           "-" if r.threshold is None else f"{r.threshold * 100:.0f}%", r.verdict] for r in rows])
+    regressions = [r for r in rows if r.verdict.startswith("REGRESSION")]
+    summary = (f"REGRESSION in {', '.join(r.kpi for r in regressions)}" if regressions
+               else "no regression beyond the thresholds")
+    emit(ctx, {"a": a, "b": b, "rows": [r.__dict__ for r in rows], "regression": bool(regressions)},
+         f"A: {a}\nB: {b}\n{table}\n{summary}")
+    if regressions:
+        sys.exit(1)
+
+
+@click.command("rerun")
+@common_options
+@click.argument("session_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("--out", default=None, type=click.Path(file_okay=False))
+@click.option("--keep", is_flag=True)
+@click.pass_context
+def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
+    """Run a session again from MANIFEST.json: the recipes as they were, not as they are on disk."""
+    from pathlib import Path
+    from orchestrator.bench.compare import rerun_recipes
+    from orchestrator.bench.session import BenchmarkSession
+    ctx = _ctx(click_ctx, config_path, as_json)
+    bench, services, previous, warnings = rerun_recipes(Path(session_dir))
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    progress(f"rerun of {previous} with its recorded recipes")
+    try:
+        report = BenchmarkSession(ctx.orch, bench, out, keep, progress, service_recipes=services,
+                                  rerun_of=previous).run()
+    except KeyboardInterrupt:
+        click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
+        sys.exit(130)
+    emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous}): "
+                                                  f"{report['out_dir']}/report.html")

@@ -1,0 +1,83 @@
+"""The `orch` / `python main.py` command: the root group and its flag-style commands;
+every subcommand lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from orchestrator.cli import bench, monitor, services, watch
+from orchestrator.cli import sandbox as sandbox_cli
+from orchestrator.cli.common import Context, common_options, emit
+from orchestrator.errors import OrchestratorError
+from orchestrator.version import __version__
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@common_options
+@click.option("--stats", is_flag=True, help="print SSH connections/commands used to stderr")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="progress and events as text (default) or JSON lines (also $ORCH_LOG_FORMAT)")
+@click.option("--recipe", metavar="NAME|FILE", help="start the service of this recipe")
+@click.option("--dry-run", is_flag=True, help="with --recipe: print the sbatch script, submit nothing")
+@click.option("--wait", is_flag=True, help="with --recipe: wait until running and healthy")
+@click.option("--timeout", type=float, default=None, help="seconds to wait (default: the recipe's health.timeout)")
+@click.option("--status", is_flag=True, help="list services: job ID | service ID | state | elapsed | nodes")
+@click.option("--service-endpoint", metavar="ID", help="host, port and URLs of a service (service or job ID)")
+@click.option("--stop-service", metavar="ID", help="scancel a service (service or job ID)")
+@click.option("--query-service-metrics", nargs=2, metavar="ID PROMQL", default=None,
+              help="instant PromQL query on a monitor (or the monitor scraping service ID)")
+@click.version_option(__version__)
+@click.pass_context
+def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wait, timeout, status,
+        service_endpoint, stop_service, query_service_metrics):
+    """Deploy AI services as SLURM jobs, monitor them with Prometheus, benchmark them.
+
+    Everything runs on the cluster; this tool talks to the login node over SSH.
+    """
+    from orchestrator.logs import set_format
+    set_format(log_format or os.environ.get("ORCH_LOG_FORMAT") or "text")
+    click_ctx.obj = ctx = Context(config_path, bool(as_json), stats)
+    click_ctx.call_on_close(ctx.close)
+    if click_ctx.invoked_subcommand is not None:
+        return
+    if (dry_run or wait or timeout) and not recipe:
+        raise click.UsageError("--dry-run, --wait and --timeout go with --recipe")
+    if recipe:
+        services.start_service_cmd(ctx, recipe, dry_run, wait, timeout)
+    elif status:
+        services.show_status(ctx)
+    elif service_endpoint:
+        services.show_endpoint(ctx, service_endpoint)
+    elif stop_service:
+        st = ctx.orch.servers.stop_service(stop_service)
+        emit(ctx, st.__dict__, f"stopped: {st.line()}")
+    elif query_service_metrics:
+        monitor.show_query(ctx, *query_service_metrics)
+    else:
+        click.echo(click_ctx.get_help())
+
+
+for command in (services.logs, services.doctor, sandbox_cli.sandbox, bench.bench, bench.report_group, bench.rerun,
+                monitor.monitor, monitor.query_range, monitor.tunnel, watch.watch, watch.health):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OrchestratorError as exc:
+        from orchestrator.logs import _FORMAT, log
+        if _FORMAT["value"] == "json":
+            log(str(exc), level="error")
+        else:
+            click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

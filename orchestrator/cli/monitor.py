@@ -1,0 +1,226 @@
+"""CLI: monitor start|list|status|stop|add-target|remove-target|report|collect, query-range, tunnel."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+
+import click
+
+from orchestrator.cli.common import _ctx, common_options, emit, progress
+from orchestrator.monitoring.promql import QueryResult, format_value, label_text
+from orchestrator.times import parse_time
+from orchestrator.cli.table import render_table
+
+
+def result_table(r: QueryResult) -> str:
+    if not r.series:
+        return f"no data for {r.query}"
+    rows = [[label_text(s.labels), format_value(s.values[-1][1])] for s in r.series]
+    return render_table(["series", "value"], rows)
+
+
+def warn(r: QueryResult) -> None:
+    for w in r.warnings:
+        click.echo(f"warning from Prometheus: {w}", err=True)
+
+
+def show_query(ctx, ident: str, promql: str) -> None:
+    r = ctx.orch.monitors.query_metrics(ident, promql)
+    warn(r)
+    emit(ctx, r.to_dict(), result_table(r))
+
+
+@click.group()
+def monitor():
+    """Prometheus as a SLURM job, scraping services by their IDs."""
+
+
+@monitor.command("start")
+@common_options
+@click.option("--recipe", default="prometheus", show_default=True, help="monitor recipe (name or file)")
+@click.option("--targets", multiple=True, metavar="ID", help="service or job IDs to scrape (repeatable; also space-separated)")
+@click.option("--scrape-interval", default=None, help="e.g. 5s (default: the recipe's)")
+@click.option("--no-wait", is_flag=True, help="return once submitted")
+@click.argument("more_targets", nargs=-1, metavar="[ID...]")
+@click.pass_context
+def monitor_start(click_ctx, config_path, as_json, recipe, targets, scrape_interval, no_wait, more_targets):
+    """Deploy Prometheus with the given services as targets."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    ids = [t for group in targets for t in group.split()] + list(more_targets)
+    mid = ctx.orch.monitors.start_monitor(recipe, ids, wait=not no_wait, progress=progress,
+                                          scrape_interval=scrape_interval)
+    if no_wait:
+        emit(ctx, {"monitor_id": mid}, mid)
+    else:
+        ep = ctx.orch.monitors.get_monitor_endpoint(mid)
+        emit(ctx, {"monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})")
+
+
+@monitor.command("list")
+@common_options
+@click.option("--available", is_flag=True, help="monitor recipes that can be started")
+@click.pass_context
+def monitor_list(click_ctx, config_path, as_json, available):
+    """Running monitors (one squeue call), or the available monitor recipes."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    if available:
+        rows = ctx.orch.monitors.list_available_monitors()
+        emit(ctx, rows, render_table(["recipe", "path", "description"],
+                                     [[r["name"], r["path"], r["description"]] for r in rows]))
+        return
+    rows = ctx.orch.monitors.list_running_monitors()
+    emit(ctx, [r.__dict__ for r in rows], "\n".join(r.line() for r in rows) or "no monitors")
+
+
+@monitor.command("status")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.pass_context
+def monitor_status(click_ctx, config_path, as_json, ident):
+    """Job state, node, and each target's up/down state."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    st = ctx.orch.monitors.check_monitor_status(ident)
+    head = (f"monitor {st['monitor_id']}: {st['status']} (job {st['job_id']} on {', '.join(st['nodes']) or '-'})\n"
+            f"submitted {st['submitted_at'] or '-'}, started {st['started_at'] or '-'}, url {st['url'] or '-'}")
+    rows = [[t["job"], t["instance"], t["health"], t["last_error"]] for t in st["targets"]]
+    emit(ctx, st, head + "\n" + (render_table(["job", "instance", "health", "last error"], rows) if rows else "no targets"))
+
+
+@monitor.command("stop")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.pass_context
+def monitor_stop(click_ctx, config_path, as_json, ident):
+    """scancel the monitor."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    st = ctx.orch.monitors.stop_monitor(ident)
+    emit(ctx, st.__dict__, f"stopped: {st.line()}")
+
+
+@monitor.command("add-target")
+@common_options
+@click.argument("monitor_id")
+@click.argument("ids", nargs=-1, required=True, metavar="ID...")
+@click.option("--job-name", default=None, help="Prometheus job name (default: the service ID)")
+@click.pass_context
+def monitor_add_target(click_ctx, config_path, as_json, monitor_id, ids, job_name):
+    """Add services as targets: config re-rendered on the cluster and hot-reloaded."""
+    from orchestrator.services.recipes import TargetSpec
+    ctx = _ctx(click_ctx, config_path, as_json)
+    added = ctx.orch.monitors.add_targets(monitor_id, [TargetSpec(service_id=i, job_name=job_name) for i in ids],
+                                          progress=progress)
+    emit(ctx, [t.to_dict() for t in added], "\n".join(f"added {t.job_name} {t.address}{t.metrics_path}" for t in added))
+
+
+@monitor.command("remove-target")
+@common_options
+@click.argument("monitor_id")
+@click.argument("names", nargs=-1, required=True, metavar="ID|JOB_NAME...")
+@click.pass_context
+def monitor_remove_target(click_ctx, config_path, as_json, monitor_id, names):
+    """Remove targets (by service ID, job ID or job name) with a hot reload."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    gone = ctx.orch.monitors.remove_targets(monitor_id, list(names))
+    emit(ctx, [t.to_dict() for t in gone], "\n".join(f"removed {t.job_name} {t.address}" for t in gone))
+
+
+@monitor.command("report")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.pass_context
+def monitor_report(click_ctx, config_path, as_json, ident):
+    """Status, up per target, CPU, memory, GPU and scrape duration, now."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    rep = ctx.orch.monitors.construct_report(ident)
+    lines = [f"monitor {rep['monitor_id']}: {rep['status']} on {', '.join(rep['nodes']) or '-'}"]
+    for name, sec in rep["metrics"].items():
+        if not sec["series"]:
+            lines.append(f"{name}: absent")
+            continue
+        for s in sec["series"]:
+            who = s["labels"].get("job") or s["labels"].get("instance") or label_text(s["labels"])
+            lines.append(f"{name} [{who}]: {format_value(s['value'])}")
+    emit(ctx, rep, "\n".join(lines))
+
+
+def _window(start: str, end: str) -> tuple[float, float]:
+    try:
+        now = time.time()
+        return parse_time(start, now), parse_time(end, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@monitor.command("collect")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.option("--query", "queries", multiple=True, required=True, help="PromQL (repeatable)")
+@click.option("--from", "start", default="-15m", show_default=True)
+@click.option("--to", "end", default="now", show_default=True)
+@click.option("--step", default="15s", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="file.json or file.csv")
+@click.pass_context
+def monitor_collect(click_ctx, config_path, as_json, ident, queries, start, end, step, out):
+    """Write range queries over a time window to a JSON or CSV file."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    s, e = _window(start, end)
+    path = ctx.orch.monitors.collect_metrics_to_file(ident, list(queries), s, e, step, out)
+    emit(ctx, {"path": str(path)}, f"wrote {path}")
+
+
+@click.command("query-range")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.argument("promql")
+@click.option("--from", "start", default="-15m", show_default=True, help="unix seconds, ISO 8601 or relative (-15m)")
+@click.option("--to", "end", default="now", show_default=True)
+@click.option("--step", default="15s", show_default=True)
+@click.option("--csv", "as_csv", is_flag=True, help="timestamp,series,value rows")
+@click.pass_context
+def query_range(click_ctx, config_path, as_json, ident, promql, start, end, step, as_csv):
+    """A PromQL range query through the login node (split past 11,000 points)."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    s, e = _window(start, end)
+    r = ctx.orch.monitors.query_range(ident, promql, s, e, step)
+    warn(r)
+    if as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["timestamp", "series", "value"])
+        for series in r.series:
+            w.writerows([f"{t:.3f}", label_text(series.labels), "" if math.isnan(v) else repr(v)]
+                        for t, v in series.values)
+        click.echo(buf.getvalue(), nl=False)
+        return
+    rows = [[label_text(x.labels), len(x.values), format_value(min(v for _, v in x.values)),
+             format_value(max(v for _, v in x.values)), format_value(x.values[-1][1])] for x in r.series if x.values]
+    emit(ctx, r.to_dict(), render_table(["series", "points", "min", "max", "last"], rows) if rows else "no data")
+
+
+@click.command()
+@common_options
+@click.argument("ident", metavar="ID")
+@click.option("--port", "local_port", default=0, help="local port (default: any free one)")
+@click.option("--seconds", default=None, type=float, help="close after this long (default: until Ctrl-C)")
+@click.pass_context
+def tunnel(click_ctx, config_path, as_json, ident, local_port, seconds):
+    """Forward a monitor's (or any service's) port to localhost over the SSH connection."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    ep = ctx.orch.servers.get_service_endpoint(ident)
+    fwd = ctx.orch.transport.forward(ep.host, ep.port, local_port)
+    url = f"http://127.0.0.1:{fwd.local_port}"
+    emit(ctx, {"service_id": ep.service_id, "local_url": url, "remote": f"{ep.host}:{ep.port}"},
+         f"{ep.service_id}: {ep.host}:{ep.port} -> {url}" + ("  (UI: " + url + "/graph)" if ep.service_id.startswith("prometheus") else ""))
+    sys.stdout.flush()
+    try:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fwd.close()

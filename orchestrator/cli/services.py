@@ -1,0 +1,112 @@
+"""CLI: --recipe, --status, --service-endpoint, logs, doctor."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator.cli.common import Context, _ctx, common_options, emit, progress
+from orchestrator.cli.table import render_table
+
+
+def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, timeout) -> None:
+    from orchestrator.bench.recipe import is_benchmark_file
+    from orchestrator.services.recipes import load_recipe
+    if is_benchmark_file(recipe_ref):
+        from orchestrator.cli.bench import run_benchmark
+        if dry_run:
+            raise click.UsageError("--dry-run is for service recipes; a benchmark recipe runs with `bench run`")
+        run_benchmark(ctx, recipe_ref, out=None, keep=False)
+        return
+    if dry_run:  # no connection: nothing is submitted
+        from orchestrator.config import SlurmConfig, load_config, resolve_config_path
+        from orchestrator.services.jobscript import render_service_script
+        if ctx.config_path or resolve_config_path(None).exists():
+            cfg = load_config(ctx.config_path)
+            slurm, dirs = cfg.slurm, cfg.recipe_dirs
+        else:
+            progress("no config file: rendering with the recipe's SLURM options only", level="warning")
+            slurm, dirs = SlurmConfig(), ()
+        recipe = load_recipe(recipe_ref, dirs)
+        from orchestrator.services.servers import new_service_id
+        click.echo(render_service_script(recipe, slurm, new_service_id(recipe)), nl=False)
+        return
+    recipe = ctx.orch.load_recipe(recipe_ref)
+    servers = ctx.orch.servers
+    sid = servers.start_service(recipe, progress=progress)
+    if wait:
+        ep = servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                      progress=progress)
+        emit(ctx, {"service_id": sid, **ep.to_dict()}, f"{sid} ready: {ep.url or ep.host}")
+    else:
+        rec = servers.store.get(sid)
+        emit(ctx, {"service_id": sid, "job_id": rec["job_id"]}, sid)
+
+
+def show_status(ctx: Context) -> None:
+    rows = ctx.orch.servers.list_running_services()
+    tracked = ctx.orch.servers.store.load()
+    verdicts = {sid: rec["verdict"] for sid, rec in tracked.items() if rec.get("verdict")}
+    text = "\n".join(r.line() + (f" | {verdicts[r.service_id]}" if r.service_id in verdicts else "")
+                     for r in rows) if rows else "no services"
+    emit(ctx, [{**r.__dict__, "verdict": verdicts.get(r.service_id),
+                "evidence": tracked.get(r.service_id, {}).get("evidence")} for r in rows], text)
+
+
+def show_endpoint(ctx: Context, ident: str) -> None:
+    ep = ctx.orch.servers.get_service_endpoint(ident)
+    lines = [f"service:  {ep.service_id} (job {ep.job_id}, {ep.state})",
+             f"host:     {ep.host}" + (f"  (all nodes: {', '.join(ep.hosts)})" if len(ep.hosts) > 1 else ""),
+             f"port:     {ep.port if ep.port is not None else '-'}" + (
+                 f"  (all: {', '.join(map(str, ep.ports))})" if len(ep.ports) > 1 else ""),
+             f"url:      {ep.url or '-'}"]
+    if ep.health_url:
+        lines.append(f"health:   {ep.health_url}")
+    if ep.metrics_url:
+        lines.append(f"metrics:  {ep.metrics_url}")
+    extra = {}
+    if ep.url and (ep.health_url or "").endswith("/-/ready"):  # a Prometheus monitor
+        extra = {"api_url": f"{ep.url}/api/v1", "ui_url": f"{ep.url}/graph"}
+        lines += [f"api:      {extra['api_url']}", f"ui:       {extra['ui_url']}"]
+    lines.append("(URLs resolve on the cluster; `tunnel ID` forwards one to this machine)")
+    emit(ctx, {**ep.to_dict(), **extra}, "\n".join(lines))
+
+
+@click.command()
+@common_options
+@click.argument("ident", metavar="ID")
+@click.option("-n", "--lines", default=50, show_default=True, help="lines from the end")
+@click.option("-f", "--follow", is_flag=True, help="keep printing as the log grows, until the job ends")
+@click.pass_context
+def logs(click_ctx, config_path, as_json, ident, lines, follow):
+    """The tail of a service's job output (service ID or SLURM job ID)."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    servers = ctx.orch.servers
+    if follow:
+        job = servers.follow_logs(ident, lambda text: click.echo(text, nl=False))
+        if job is not None:
+            progress(f"job {job.job_id} {job.state}")
+        return
+    p = servers.logs(ident, lines)
+    rec = servers.store.get(p.service_id) or {}
+    head = ""
+    if rec.get("verdict"):
+        head = f"== {p.service_id} (job {p.job_id}) ended: {rec['verdict']}\n" + "".join(
+            f"   evidence: {e}\n" for e in rec.get("evidence") or []) + "== log tail:\n"
+    emit(ctx, {"service_id": p.service_id, "job_id": p.job_id, "state": p.job.state if p.job else None,
+               "verdict": rec.get("verdict"), "evidence": rec.get("evidence"), "log": p.log}, head + p.log)
+
+
+@click.command()
+@common_options
+@click.pass_context
+def doctor(click_ctx, config_path, as_json):
+    """Check SSH, SLURM, the remote work dir and cluster tools (one remote command)."""
+    ctx = _ctx(click_ctx, config_path, as_json)
+    checks = ctx.orch.doctor()
+    rows = [[c.name, c.status, c.detail + (f"  -> {c.fix}" if not c.ok and c.fix else "")] for c in checks]
+    emit(ctx, [c.__dict__ | {"status": c.status} for c in checks],
+         render_table(["check", "status", "detail"], rows))
+    if any(not c.ok and c.required for c in checks):
+        sys.exit(1)

@@ -1,0 +1,244 @@
+"""SSHTransport: one paramiko connection to the login node, reused for everything.
+
+Host keys are verified against known_hosts (never auto-added); ~/.ssh/config
+supplies HostName, Port, User, IdentityFile and ProxyJump for the alias in
+config.yaml, and explicit config.yaml values win, as on the ssh command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from orchestrator.config import SSHConfig
+from orchestrator.errors import CommandTimeout, HostKeyError, TransportError
+from orchestrator.cluster.transport import CommandResult, TransportStats
+
+_DROPPED = (paramiko.SSHException, EOFError, OSError, socket.error)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect, after ~/.ssh/config was applied."""
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    key_files: tuple[str, ...]
+    proxy_jump: tuple[str, ...]
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+
+def resolve_endpoint(alias: str, ssh_config_path: str, port: int | None = None,
+                     user: str | None = None, key_file: str | None = None) -> Endpoint:
+    """Apply ~/.ssh/config to an alias (pure apart from reading that file)."""
+    looked: dict = {}
+    cfg_path = os.path.expanduser(ssh_config_path)
+    if os.path.exists(cfg_path):
+        looked = paramiko.SSHConfig.from_path(cfg_path).lookup(alias)
+    hop_user, hop_host = (alias.split("@", 1) if "@" in alias else (None, alias))
+    hostname = looked.get("hostname", hop_host)
+    if hostname == alias and hop_user:
+        hostname = hop_host
+    keys = [key_file] if key_file else list(looked.get("identityfile", []))
+    jump = looked.get("proxyjump")
+    return Endpoint(
+        alias=alias,
+        hostname=hostname,
+        port=int(port or looked.get("port", 22)),
+        user=user or hop_user or looked.get("user") or getpass.getuser(),
+        key_files=tuple(os.path.expanduser(k) for k in keys),
+        proxy_jump=tuple(h.strip() for h in jump.split(",")) if jump and jump != "none" else (),
+    )
+
+
+class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown keys, but say exactly how the user can trust this one."""
+
+    def __init__(self, endpoint: Endpoint, known_hosts: str):
+        self.endpoint = endpoint
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        fp = key.fingerprint  # "SHA256:..." in paramiko >= 3
+        ep = self.endpoint
+        port_flag = f"-p {ep.port} " if ep.port != 22 else ""
+        raise HostKeyError(
+            f"host key of {hostname} ({key.get_name()} {fp}) is not in {self.known_hosts}: refused. "
+            f"If that fingerprint is the login node's, trust it with: "
+            f"ssh-keyscan {port_flag}{ep.hostname} >> {self.known_hosts}")
+
+
+class SSHTransport:
+    """Implements transport.Transport over one lazily opened SSH connection."""
+
+    def __init__(self, cfg: SSHConfig):
+        self.cfg = cfg
+        self.stats = TransportStats()
+        self.endpoint = resolve_endpoint(cfg.host, cfg.ssh_config, cfg.port, cfg.user, cfg.key_file)
+        self.description = f"{self.endpoint.user}@{self.endpoint.hostname}:{self.endpoint.port}"
+        self._client: paramiko.SSHClient | None = None
+        self._hops: list[paramiko.SSHClient] = []
+        self._sftp: paramiko.SFTPClient | None = None
+
+    # -- connection -------------------------------------------------------
+    def _new_client(self, ep: Endpoint, sock=None) -> paramiko.SSHClient:
+        known = os.path.expanduser(self.cfg.known_hosts)
+        client = paramiko.SSHClient()
+        if os.path.exists(known):
+            client.load_system_host_keys(known)  # read-only: we never write known_hosts
+        client.set_missing_host_key_policy(_RefuseUnknownKey(ep, known))
+        try:
+            client.connect(
+                ep.hostname, port=ep.port, username=ep.user, sock=sock,
+                key_filename=list(ep.key_files) or None,
+                look_for_keys=not ep.key_files, allow_agent=not ep.key_files,
+                timeout=self.cfg.connect_timeout, banner_timeout=self.cfg.connect_timeout,
+                auth_timeout=self.cfg.connect_timeout)
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key of {ep.known_hosts_name} CHANGED (got {exc.key.fingerprint}, "
+                f"{known} has {exc.expected_key.fingerprint}): refused. This can mean someone "
+                f"is intercepting the connection; if the login node was reinstalled, remove the "
+                f"old key with: ssh-keygen -R '{ep.known_hosts_name}' -f {known}") from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise TransportError(f"SSH authentication as {ep.user}@{ep.hostname}:{ep.port} failed "
+                                 f"({exc}); check ssh.user and ssh.key_file") from None
+        except (OSError, paramiko.SSHException) as exc:
+            client.close()
+            raise TransportError(f"cannot connect to {ep.hostname}:{ep.port}: {exc}") from None
+        self.stats.connections += 1
+        transport = client.get_transport()
+        if self.cfg.keepalive:
+            transport.set_keepalive(self.cfg.keepalive)
+        return client
+
+    def _connect(self) -> paramiko.SSHClient:
+        sock = None
+        hops = []
+        targets = [resolve_endpoint(h, self.cfg.ssh_config) for h in self.endpoint.proxy_jump]
+        targets.append(self.endpoint)
+        for i, ep in enumerate(targets):
+            client = self._new_client(ep, sock)
+            hops.append(client)
+            if i + 1 < len(targets):
+                nxt = targets[i + 1]
+                sock = client.get_transport().open_channel(
+                    "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0))
+        self._hops = hops[:-1]
+        return hops[-1]
+
+    def _alive(self) -> paramiko.Transport:
+        if self._client is None:
+            self._client = self._connect()
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise TransportError("SSH connection is not active")
+        return transport
+
+    def _reconnect(self) -> None:
+        self.close()
+        self._client = self._connect()
+
+    # -- commands ----------------------------------------------------------
+    def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
+            stdin: str | None = None, idempotent: bool = True) -> CommandResult:
+        self.stats.commands += 1
+        self.stats.log.append(command)
+        try:
+            result = self._exec(command, timeout, stdin)
+        except (TransportError, *_DROPPED) as exc:
+            if isinstance(exc, (HostKeyError, CommandTimeout)) or self._client is None:
+                raise
+            if not idempotent:
+                raise TransportError(f"connection lost while running a command that is not safe "
+                                     f"to repeat; it may or may not have run: {command[:120]}") from None
+            self._reconnect()  # once, transparently: the command is safe to repeat
+            result = self._exec(command, timeout, stdin)
+        return result.check() if check else result
+
+    def _exec(self, command: str, timeout: float | None, stdin: str | None) -> CommandResult:
+        transport = self._alive()
+        chan = transport.open_session(timeout=self.cfg.connect_timeout)
+        try:
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin.encode())
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready():
+                    break
+                elif chan.closed or not transport.is_active():
+                    raise TransportError("connection dropped during command")
+                else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise CommandTimeout(f"remote command timed out after {timeout}s: {command[:120]}")
+                    # stdout and close wake select; stderr does not, hence the short cap
+                    select.select([chan], [], [], 0.01)
+            while chan.recv_ready():
+                out += chan.recv(65536)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(65536)
+            code = chan.recv_exit_status()
+        finally:
+            chan.close()
+        return CommandResult(command, code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    # -- files -------------------------------------------------------------
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self._alive() and self._client.open_sftp()
+        return self._sftp
+
+    @staticmethod
+    def _sftp_path(remote: str) -> str:
+        # SFTP paths are relative to the login directory, i.e. the user's home
+        if remote.startswith("~/"):
+            return remote[2:]
+        if remote.startswith("$HOME/"):
+            return remote[6:]
+        return remote
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        self.stats.transfers += 1
+        self._sftp_client().put(local_path, self._sftp_path(remote_path))
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        self.stats.transfers += 1
+        self._sftp_client().get(self._sftp_path(remote_path), local_path)
+
+    # -- port forwarding ---------------------------------------------------
+    def forward(self, remote_host: str, remote_port: int, local_port: int = 0):
+        from orchestrator.cluster.forward import SSHForward
+        self.stats.forwards += 1
+        return SSHForward.start(self._alive(), remote_host, remote_port, local_port)
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        for client in [self._client, *reversed(self._hops)]:
+            if client is not None:
+                client.close()
+        self._client = None
+        self._hops = []

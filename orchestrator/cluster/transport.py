@@ -1,0 +1,68 @@
+"""The one boundary between the tool and the cluster.
+
+Everything above this module takes a ``Transport`` and calls ``run``, ``put``,
+``get`` or ``forward``. ``cluster.ssh.SSHTransport`` talks to the login node
+over a single reused paramiko connection; ``cluster.local.LocalTransport`` runs
+the same commands here, for use on the login node itself; tests replay
+recorded sessions through ``tests/fakes.py``. ``cluster.connect`` picks one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from orchestrator.errors import RemoteCommandError
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def check(self) -> "CommandResult":
+        if not self.ok:
+            raise RemoteCommandError(self)
+        return self
+
+
+@dataclass
+class TransportStats:
+    """Counters for the benchmarks: the cost of a command is its round trips."""
+    connections: int = 0
+    commands: int = 0
+    transfers: int = 0
+    forwards: int = 0
+    log: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"connections={self.connections} commands={self.commands} "
+                f"transfers={self.transfers} forwards={self.forwards}")
+
+
+class Forward(Protocol):
+    local_port: int
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    stats: TransportStats
+    description: str
+
+    def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
+            stdin: str | None = None, idempotent: bool = True) -> CommandResult: ...
+
+    def put(self, local_path: str, remote_path: str) -> None: ...
+
+    def get(self, remote_path: str, local_path: str) -> None: ...
+
+    def forward(self, remote_host: str, remote_port: int, local_port: int = 0) -> Forward: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,330 @@
+"""MonitorsModule: Prometheus as a SLURM job, its targets, and PromQL from the laptop.
+
+A monitor is a service (recipe ``prometheus``) whose prometheus.yml the tool
+renders from service IDs. Every query runs as curl on the login node inside a
+probe of the monitor, so it is one remote command and needs no local state.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.config import Config
+from orchestrator.errors import OrchestratorError
+from orchestrator.times import now_iso, parse_duration
+from orchestrator.monitoring.promql import (QueryResult, curl_query, curl_range, joined,
+                     parse_response, range_chunks, split_responses, stitch)
+from orchestrator.services.recipes import ServiceRecipe, TargetSpec, recipe_dirs
+from orchestrator.cluster.shell import heredoc
+from orchestrator.services.servers import ServersModule
+from orchestrator.cluster.slurm import TERMINAL_STATES
+from orchestrator.state import StateStore
+from orchestrator.monitoring.targets import ResolvedTarget, host_target, render_prometheus_config, targets_from_probe
+
+Progress = Callable[[str], None]
+PROMTOOL_CHECK = "if command -v promtool >/dev/null 2>&1; then promtool check config prometheus.yml; fi"
+
+
+class MonitorsModule:
+    def __init__(self, config: Config, servers: ServersModule):
+        self.config = config
+        self.servers = servers
+        self.store = StateStore(config.state_dir, "monitors")
+
+    # -- targets ------------------------------------------------------------------
+    def resolve_targets(self, specs: list[TargetSpec], timeout: float = 600,
+                        progress: Progress | None = None) -> list[ResolvedTarget]:
+        """Service targets to node:port from their endpoint files; PENDING ones are waited for."""
+        say = progress or (lambda m: None)
+        out = [host_target(s) for s in specs if s.host]
+        pending = [s for s in specs if s.service_id]
+        deadline = time.monotonic() + timeout
+        last = ""
+        while pending:
+            probes = self.servers.probe_many([s.service_id for s in pending])
+            waiting = []
+            for spec, p in zip(pending, probes):
+                state = p.job.state if p.job else "UNKNOWN"
+                if state in TERMINAL_STATES:
+                    raise OrchestratorError(f"target {spec.service_id} ({p.service_id}) is {state}: cannot monitor it")
+                if p.endpoint and state == "RUNNING":
+                    out += targets_from_probe(replace(spec, service_id=p.service_id), p)
+                else:
+                    waiting.append((spec, p))
+            pending = [spec for spec, _ in waiting]
+            if not pending:
+                break
+            msg = "waiting for targets: " + ", ".join(
+                f"{p.service_id} {p.job.state if p.job else '?'}" + (f" ({p.job.reason})" if p.job and p.job.reason else "")
+                for _, p in waiting)
+            if msg != last:
+                say(msg)
+                last = msg
+            if time.monotonic() > deadline:
+                raise OrchestratorError(f"targets not running after {timeout:.0f}s: "
+                                        + ", ".join(s.service_id for s in pending))
+            time.sleep(1)
+        return out
+
+    @staticmethod
+    def specs(targets: list[str | TargetSpec]) -> list[TargetSpec]:
+        return [t if isinstance(t, TargetSpec) else TargetSpec(service_id=str(t)) for t in targets]
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start_monitor(self, recipe: ServiceRecipe | str = "prometheus", targets: list[str | TargetSpec] = (),
+                      *, wait: bool = True, timeout: float | None = None, progress: Progress | None = None,
+                      scrape_interval: str | None = None) -> str:
+        """Deploy Prometheus for the given targets (plus the recipe's monitoring_targets)."""
+        recipe = self.servers.load_recipe(recipe) if isinstance(recipe, str) else recipe
+        if "gpu" in recipe.exporters:
+            raise OrchestratorError(f"{recipe.source or recipe.name}: exporters: [gpu] on the monitor is not "
+                                    "possible: a GPU exporter must run in the job that holds the GPUs; put "
+                                    "exporters: [gpu] on the service recipe instead")
+        interval = scrape_interval or recipe.scrape_interval
+        resolved = self.resolve_targets(list(recipe.monitoring_targets) + self.specs(list(targets)), progress=progress)
+        exporter_jobs: list[str] = []
+        if "node" in recipe.exporters:  # on the services' nodes, not in the monitor's own job
+            try:
+                resolved += self._node_exporters(resolved, exporter_jobs, progress)
+            except BaseException:
+                for sid in exporter_jobs:
+                    self.servers.stop_service(sid)
+                raise
+        recipe = replace(recipe, exporters=())
+        mid = self.servers.new_service_id(recipe)
+        config_text = render_prometheus_config(mid, resolved, interval)
+        try:
+            self.servers.start_service(recipe, service_id=mid, extra_files={"prometheus.yml": config_text},
+                                       precheck=PROMTOOL_CHECK, progress=progress, labels={"role": "monitor"})
+        except BaseException:
+            for sid in exporter_jobs:  # nothing left behind when the monitor itself is refused
+                self.servers.stop_service(sid)
+            raise
+        self.store.update(mid, monitor_id=mid, job_id=self.servers.store.get(mid)["job_id"],
+                          targets=[t.to_dict() for t in resolved], scrape_interval=interval,
+                          retention_time=recipe.retention_time, submitted_at=now_iso(), exporter_jobs=exporter_jobs)
+        if wait:
+            self.servers.wait_until_ready(mid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                          progress=progress)
+            self.store.update(mid, started_at=now_iso())
+        return mid
+
+    def _node_exporters(self, targets: list[ResolvedTarget], started: list[str],
+                        progress: Progress | None) -> list[ResolvedTarget]:
+        """A node_exporter job pinned to each service node that has none yet; returns their targets."""
+        covered = {t.address.rsplit(":", 1)[0] for t in targets if t.kind == "node"}
+        hosts = sorted({t.address.rsplit(":", 1)[0] for t in targets if t.kind == "service"} - covered)
+        base = self.servers.load_recipe("node-exporter")
+        for host in hosts:
+            pinned = replace(base, resources=replace(base.resources, nodelist=host))
+            started.append(self.servers.start_service(pinned, progress=progress, labels={"role": "exporter"}))
+        out = []
+        for sid, host in zip(started, hosts):
+            self.servers.wait_until_ready(sid, timeout=120, progress=progress)
+            out += [replace(t, job_name=f"node-{host}", kind="node", labels={**t.labels, "exporter": "node"})
+                    for t in targets_from_probe(TargetSpec(service_id=sid), self.servers.probe(sid))]
+        return out
+
+    def stop_monitor(self, monitor_id: str):
+        status = self.servers.stop_service(monitor_id)
+        rec = self.store.get(status.service_id)
+        if rec:
+            for sid in rec.get("exporter_jobs") or []:  # the exporters it started go with it
+                try:
+                    self.servers.stop_service(sid)
+                except OrchestratorError:
+                    pass
+            self.store.update(status.service_id, stopped_at=now_iso())
+        return status
+
+    def _record(self, monitor_id: str) -> dict:
+        rec = self.store.get(monitor_id)
+        if rec is None:
+            raise OrchestratorError(f"monitor {monitor_id} is not tracked here (its targets are unknown); "
+                                    f"known monitors: {', '.join(self.store.load()) or 'none'}")
+        return rec
+
+    def _reload(self, monitor_id: str, targets: list[ResolvedTarget]) -> None:
+        """Re-render prometheus.yml on the cluster, check it, hot-reload: one remote command."""
+        rec = self._record(monitor_id)
+        text = render_prometheus_config(monitor_id, targets, rec["scrape_interval"])
+        snippet = ('cd "$D" && ' + heredoc("prometheus.yml.new", text)
+                   + 'sed -i "s/__ORCH_SELF_PORT__/$port/" prometheus.yml.new\n'
+                   + "if command -v promtool >/dev/null 2>&1 && ! promtool check config prometheus.yml.new "
+                     "> promtool.out 2>&1; then echo promtool-failed; cat promtool.out; rm -f prometheus.yml.new\n"
+                   + "else mv prometheus.yml.new prometheus.yml && "
+                     "curl -sS -X POST -o /dev/null -w 'reload=%{http_code}\\n' --max-time 30 \"$BASE/-/reload\"; fi")
+        p = self.servers.probe(monitor_id, then=snippet, idempotent=True)
+        out = p.then_output or ""
+        if p.then_output is None:
+            raise OrchestratorError(f"monitor {monitor_id} has no endpoint (job {p.job.state if p.job else '?'})")
+        if "promtool-failed" in out:
+            raise OrchestratorError(f"promtool rejected the new config of {monitor_id}: {out.strip()}")
+        if "reload=200" not in out:
+            raise OrchestratorError(f"Prometheus did not accept the reload of {monitor_id}: {out.strip()}")
+        self.store.update(monitor_id, targets=[t.to_dict() for t in targets])
+
+    def add_targets(self, monitor_id: str, targets: list[str | TargetSpec],
+                    progress: Progress | None = None) -> list[ResolvedTarget]:
+        current = [ResolvedTarget.from_dict(t) for t in self._record(monitor_id)["targets"]]
+        new = self.resolve_targets(self.specs(list(targets)), progress=progress)
+        names = {(t.job_name, t.address) for t in current}
+        merged = current + [t for t in new if (t.job_name, t.address) not in names]
+        self._reload(monitor_id, merged)
+        return new
+
+    def remove_targets(self, monitor_id: str, names: list[str]) -> list[ResolvedTarget]:
+        """Remove targets by service ID, SLURM job ID or job_name."""
+        current = [ResolvedTarget.from_dict(t) for t in self._record(monitor_id)["targets"]]
+        wanted = set(names)
+        gone = [t for t in current if {t.service_id, t.job_name, t.labels.get("slurm_job_id")} & wanted]
+        if not gone:
+            raise OrchestratorError(f"no target {', '.join(names)} on monitor {monitor_id}; targets: "
+                                    + ", ".join(sorted({t.job_name for t in current})))
+        self._reload(monitor_id, [t for t in current if t not in gone])
+        return gone
+
+    # -- queries -----------------------------------------------------------------------
+    def monitor_for(self, ident: str) -> str:
+        """A monitor ID, or the monitor that scrapes the service ``ident``."""
+        monitors = self.store.load()
+        if ident in monitors:
+            return ident
+        for mid, rec in sorted(monitors.items(), key=lambda kv: kv[1].get("submitted_at", ""), reverse=True):
+            if rec.get("stopped_at"):
+                continue
+            if any(ident in (t.get("service_id"), t.get("labels", {}).get("slurm_job_id")) for t in rec["targets"]):
+                return mid
+        return ident  # maybe a monitor started elsewhere: the probe finds it from squeue
+
+    def _run_queries(self, monitor_id: str, curls: list[str], timeout: float = 90) -> list[str]:
+        p = self.servers.probe(self.monitor_for(monitor_id), then=joined(curls), timeout=timeout)
+        if p.then_output is None:
+            state = p.job.state if p.job else "UNKNOWN"
+            raise OrchestratorError(f"monitor {p.service_id} is {state}: it has no endpoint to query")
+        return split_responses(p.then_output)
+
+    def query_many(self, monitor_id: str, queries: list[str], at: float | None = None) -> list[QueryResult]:
+        answers = self._run_queries(monitor_id, [curl_query(q, at) for q in queries])
+        return [parse_response(a, q) for a, q in zip(answers, queries)]
+
+    def query_many_at(self, monitor_id: str, queries: list[tuple[str, float | None]]) -> list[QueryResult]:
+        """Instant queries, each at its own time, in one remote command."""
+        answers = self._run_queries(monitor_id, [curl_query(q, at) for q, at in queries])
+        return [parse_response(a, q) for a, (q, _) in zip(answers, queries)]
+
+    def query_metrics(self, monitor_id: str, promql: str, at: float | None = None) -> QueryResult:
+        return self.query_many(monitor_id, [promql], at)[0]
+
+    def query_range(self, monitor_id: str, promql: str, start: float, end: float,
+                    step: float | str = 15) -> QueryResult:
+        """A range query of any length: split at 11,000 points, one remote command, stitched."""
+        return self.query_range_many(monitor_id, [promql], start, end, step)[0]
+
+    def query_range_many(self, monitor_id: str, queries: list[str], start: float, end: float,
+                         step: float | str = 15) -> list[QueryResult]:
+        """Several range queries over one window; every chunk of every query in one remote command."""
+        step_s = parse_duration(step)
+        chunks = range_chunks(start, end, step_s)
+        curls = [curl_range(q, s, e, step_s) for q in queries for s, e in chunks]
+        answers = self._run_queries(monitor_id, curls, timeout=60 + 10 * len(curls))
+        out = []
+        for i, q in enumerate(queries):
+            part = answers[i * len(chunks):(i + 1) * len(chunks)]
+            out.append(stitch([parse_response(a, q) for a in part]))
+        return out
+
+    def show_metrics(self, monitor_id: str, promql: str = "up") -> QueryResult:
+        return self.query_metrics(monitor_id, promql)
+
+    def collect_metrics_to_file(self, monitor_id: str, queries: list[str], start: float, end: float,
+                                step: float | str, path: str | Path, fmt: str | None = None) -> Path:
+        path = Path(path)
+        fmt = fmt or ("csv" if path.suffix == ".csv" else "json")
+        results = self.query_range_many(monitor_id, queries, start, end, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            if fmt == "json":
+                json.dump({"monitor": monitor_id, "start": start, "end": end, "step": parse_duration(step),
+                           "results": [r.to_dict() for r in results]}, f, indent=1)
+            else:
+                w = csv.writer(f)
+                w.writerow(["query", "labels", "timestamp", "value"])
+                for r in results:
+                    for s in r.series:
+                        lab = json.dumps(s.labels, sort_keys=True)
+                        w.writerows([r.query, lab, f"{t:.3f}", "" if math.isnan(v) else repr(v)] for t, v in s.values)
+        tmp.replace(path)
+        return path
+
+    # -- status and reports -------------------------------------------------------------
+    def check_monitor_status(self, monitor_id: str) -> dict:
+        mid = self.monitor_for(monitor_id)
+        p = self.servers.probe(mid, then="curl -sS --max-time 20 \"$BASE/api/v1/targets?state=active\"")
+        rec = self.store.get(p.service_id) or {}
+        targets = []
+        if p.then_output:
+            try:
+                doc = json.loads(p.then_output)
+                for t in doc["data"]["activeTargets"]:
+                    targets.append({"job": t["labels"].get("job"), "instance": t["labels"].get("instance"),
+                                    "service_id": t["labels"].get("service_id"), "health": t.get("health"),
+                                    "last_error": t.get("lastError", ""), "last_scrape": t.get("lastScrape")})
+            except (json.JSONDecodeError, KeyError):
+                pass
+        return {"monitor_id": p.service_id, "status": p.job.state if p.job else "UNKNOWN", "job_id": p.job_id,
+                "nodes": p.job.nodes if p.job else [], "submitted_at": rec.get("submitted_at"),
+                "started_at": rec.get("started_at") or (p.job.start_time if p.job else None),
+                "url": p.endpoint and f"http://{p.endpoint['node']}:{p.endpoint['ports'][0]}", "targets": targets}
+
+    def get_monitor_endpoint(self, monitor_id: str) -> dict:
+        ep = self.servers.get_service_endpoint(self.monitor_for(monitor_id))
+        return {**ep.to_dict(), "api_url": f"{ep.url}/api/v1", "ui_url": f"{ep.url}/graph"}
+
+    REPORT_QUERIES = {
+        "up": "up",
+        "scrape_duration_seconds": "scrape_duration_seconds",
+        "process_cpu_cores": "rate(process_cpu_seconds_total[1m])",
+        "process_resident_memory_bytes": "process_resident_memory_bytes",
+        "node_cpu_utilisation_percent":
+            '100 * (1 - avg by (instance, service_id) (rate(node_cpu_seconds_total{mode="idle"}[1m])))',
+        "node_memory_used_bytes": "node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes",
+        "gpu_utilisation_percent": "DCGM_FI_DEV_GPU_UTIL",
+        "gpu_memory_used_mib": "DCGM_FI_DEV_FB_USED",
+    }
+
+    def construct_report(self, monitor_id: str) -> dict:
+        """Status, up per target, CPU, memory, scrape duration (absent sources stay absent)."""
+        status = self.check_monitor_status(monitor_id)
+        results = self.query_many(status["monitor_id"], list(self.REPORT_QUERIES.values()))
+        sections = {}
+        for (name, q), r in zip(self.REPORT_QUERIES.items(), results):
+            sections[name] = {"query": q, "series": [{"labels": s.labels, "value": s.values[-1][1]} for s in r.series]}
+        return {"generated_at": now_iso(), **status, "metrics": sections}
+
+    def list_running_monitors(self) -> list:
+        rows = self.servers.list_running_services()
+        tracked = self.store.load()
+        return [r for r in rows if r.service_id in tracked or r.service_id.startswith("prometheus_")]
+
+    def list_available_monitors(self) -> list[dict]:
+        out = []
+        for d in recipe_dirs("services", self.config.recipe_dirs):
+            for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+                try:
+                    r = self.servers.load_recipe(str(f))
+                except OrchestratorError:
+                    continue
+                if "prometheus" in r.command and r.health and r.health.path.startswith("/-/"):
+                    if all(x["name"] != r.name for x in out):
+                        out.append({"name": r.name, "path": str(f), "description": r.description})
+        return out
+
+

@@ -1,0 +1,152 @@
+"""Prometheus HTTP API over curl on the login node: commands and parsing (pure).
+
+PromQL reaches Prometheus through ``curl --data-urlencode query=...`` with the
+whole argument shell-quoted, so quotes, braces, ``=~`` and spaces arrive as
+written. Range queries beyond Prometheus's 11,000 points per series are split
+into chunks (all sent in one remote command) and stitched back together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.cluster.shell import command
+from orchestrator.times import parse_duration, parse_time  # noqa: F401  (re-exported for callers of the PromQL API)
+
+MAX_POINTS = 11_000
+SEP = "==orch-response-end=="  # must not start with "@@": that marks a probe section
+
+
+class PrometheusError(OrchestratorError):
+    """Prometheus answered with an error (bad PromQL, timeout, ...)."""
+
+
+@dataclass(frozen=True)
+class Series:
+    labels: dict
+    values: list[tuple[float, float]]  # (unix seconds, value); NaN stays NaN
+
+    @property
+    def name(self) -> str:
+        return self.labels.get("__name__", "")
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    query: str
+    result_type: str
+    series: list[Series]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "resultType": self.result_type, "warnings": self.warnings,
+                "result": [{"metric": s.labels, "values": s.values} for s in self.series]}
+
+
+# -- requests ---------------------------------------------------------------------
+# Commands below run inside the probe, where the shell variable $BASE holds
+# http://<node>:<port> of the monitor, resolved on the cluster.
+BASE = '"$BASE"'
+
+
+def curl_query(promql: str, at: float | None = None, timeout: float = 30) -> str:
+    args = ["--data-urlencode", f"query={promql}"]
+    if at is not None:
+        args += ["--data-urlencode", f"time={at:.3f}"]
+    return (command("curl", "-sS", "-G", "--max-time", str(int(timeout))) + f" {BASE}/api/v1/query "
+            + command(*args))
+
+
+def range_chunks(start: float, end: float, step: float, max_points: int = MAX_POINTS) -> list[tuple[float, float]]:
+    """Split [start, end] so that no chunk has more than max_points steps."""
+    if step <= 0:
+        raise ValueError("step must be positive")
+    if end < start:
+        raise ValueError("end is before start")
+    chunks = []
+    span = (max_points - 1) * step
+    s = start
+    while s <= end:
+        e = min(s + span, end)
+        chunks.append((s, e))
+        s = e + step
+    return chunks
+
+
+def curl_range(promql: str, start: float, end: float, step: float, timeout: float = 60) -> str:
+    return (command("curl", "-sS", "-G", "--max-time", str(int(timeout))) + f" {BASE}/api/v1/query_range "
+            + command("--data-urlencode", f"query={promql}", "--data-urlencode", f"start={start:.3f}",
+                      "--data-urlencode", f"end={end:.3f}", "--data-urlencode", f"step={step:g}"))
+
+
+def joined(commands: list[str]) -> str:
+    """Several curls in one remote command; responses separated by SEP lines."""
+    return "; ".join(f"{c}; echo; echo {SEP}" for c in commands)
+
+
+def split_responses(text: str) -> list[str]:
+    parts = text.split(SEP + "\n")
+    if parts and not parts[-1].strip():
+        parts = parts[:-1]
+    return [p.strip() for p in parts]
+
+
+# -- responses ----------------------------------------------------------------------
+def _value(v) -> float:
+    return float(v)  # Prometheus sends "NaN", "+Inf" as strings; float() reads them
+
+
+def parse_response(text: str, query: str) -> QueryResult:
+    if not text.strip():
+        raise PrometheusError(f"no answer from Prometheus for {query!r} (is the monitor running?)")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        first = text.strip().splitlines()[0][:300]
+        raise PrometheusError(f"Prometheus did not answer with JSON for {query!r}: {first}") from None
+    if doc.get("status") != "success":
+        raise PrometheusError(f"Prometheus rejected {query!r}: {doc.get('errorType', 'error')}: "
+                              f"{doc.get('error', 'unknown error')}")
+    data = doc["data"]
+    rtype = data["resultType"]
+    series: list[Series] = []
+    if rtype == "matrix":
+        series = [Series(r["metric"], [(float(t), _value(v)) for t, v in r["values"]]) for r in data["result"]]
+    elif rtype == "vector":
+        series = [Series(r["metric"], [(float(r["value"][0]), _value(r["value"][1]))]) for r in data["result"]]
+    elif rtype in ("scalar", "string"):
+        t, v = data["result"]
+        series = [Series({}, [(float(t), _value(v) if rtype == "scalar" else math.nan)])]
+    return QueryResult(query, rtype, series, list(doc.get("warnings", [])))
+
+
+def stitch(parts: list[QueryResult]) -> QueryResult:
+    """Merge chunked range results: series matched by labels, points in time order, no duplicates."""
+    merged: dict[tuple, dict[float, float]] = {}
+    labels: dict[tuple, dict] = {}
+    warnings: list[str] = []
+    for part in parts:
+        warnings += [w for w in part.warnings if w not in warnings]
+        for s in part.series:
+            key = tuple(sorted(s.labels.items()))
+            labels[key] = s.labels
+            merged.setdefault(key, {}).update(dict(s.values))
+    series = [Series(labels[k], sorted(v.items())) for k, v in merged.items()]
+    return QueryResult(parts[0].query if parts else "", "matrix", series, warnings)
+
+
+def format_value(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return f"{v:.6g}" if abs(v) < 1e15 else f"{v:.6e}"
+
+
+def label_text(labels: dict) -> str:
+    name = labels.get("__name__", "")
+    rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+    return f"{name}{{{rest}}}" if rest or not name else name

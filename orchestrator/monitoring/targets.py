@@ -1,0 +1,62 @@
+"""Monitoring targets: from service IDs (via their endpoint.json) to scrape jobs (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from orchestrator.services.probe import Probe
+from orchestrator.services.recipes import TargetSpec
+from orchestrator.templating import render
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    job_name: str
+    address: str                 # host:port, as seen from the monitor's node
+    metrics_path: str
+    labels: dict
+    service_id: str | None       # None for a fixed host
+    kind: str = "service"        # service | node | gpu | host
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ResolvedTarget":
+        return cls(**d)
+
+
+def targets_from_probe(spec: TargetSpec, probe: Probe) -> list[ResolvedTarget]:
+    """The service's metrics endpoint plus the exporters its job started."""
+    ep = probe.endpoint or {}
+    sid = probe.service_id
+    job_name = spec.job_name or sid
+    labels = {"service_id": sid, "slurm_job_id": probe.job_id}
+    metrics = ep.get("metrics") or {}
+    out = []
+    port = spec.port or metrics.get("port") or (ep.get("ports") or [None])[0]
+    if port is not None and (spec.port or metrics):
+        out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path or metrics.get("path", "/metrics"),
+                                  labels, sid))
+    elif port is not None and not ep.get("exporters"):
+        # no metrics declared and no exporter: scrape the service port at the path asked for
+        out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path or "/metrics", labels, sid))
+    for kind, eport in (ep.get("exporters") or {}).items():
+        out.append(ResolvedTarget(f"{job_name}-{kind}", f"{ep['node']}:{eport}", "/metrics",
+                                  {**labels, "exporter": kind}, sid, kind))
+    return out
+
+
+def host_target(spec: TargetSpec) -> ResolvedTarget:
+    return ResolvedTarget(spec.job_name or spec.host, f"{spec.host}:{spec.port}", spec.metrics_path or "/metrics",
+                          {"host": spec.host}, None, "host")
+
+
+def render_prometheus_config(monitor_id: str, targets: list[ResolvedTarget], scrape_interval: str) -> str:
+    jobs: dict[tuple, dict] = {}
+    for t in targets:
+        job = jobs.setdefault((t.job_name, t.metrics_path),
+                              {"job_name": t.job_name, "metrics_path": t.metrics_path, "targets": []})
+        job["targets"].append({"address": t.address, "labels": t.labels})
+    return render("prometheus.yml.j2", monitor_id=monitor_id, scrape_interval=scrape_interval,
+                  jobs=list(jobs.values()))

@@ -1,0 +1,309 @@
+"""Service recipes: YAML under recipes/services/, validated into dataclasses.
+
+Errors name the file, the field path and what was expected, and unknown keys
+suggest the nearest valid one (``service.resources.parition`` -> 'partition').
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from orchestrator.config import is_slurm_time
+from orchestrator.errors import RecipeError
+from orchestrator.resources import RECIPES, packaged
+from orchestrator.schema import (SchemaViolation, check_keys, expect_int, expect_list, expect_mapping,
+                     expect_pattern, expect_str, load_yaml_file)
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+EXPORTERS = ("node", "gpu")
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Container:
+    docker_source: str
+    image_path: str
+    runtime: str = "apptainer"
+    binds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Resources:
+    partition: str | None = None
+    nodes: int = 1
+    cpus_per_task: int = 1
+    mem: str | None = None
+    gpus: int = 0
+    time: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    nodelist: str | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    path: str = "/"
+    timeout: int = 300
+    port: int = 0                    # index into ports
+
+
+@dataclass(frozen=True)
+class Metrics:
+    path: str = "/metrics"
+    port: int | str = 0              # a fixed port number, or "port:<index>" of ports
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A monitoring target: a service (by service or job ID) or a fixed host."""
+    service_id: str | None = None
+    host: str | None = None
+    job_name: str | None = None
+    port: int | None = None
+    metrics_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceRecipe:
+    name: str
+    command: str
+    description: str = ""
+    container: Container | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    ports: tuple[int | str, ...] = ()
+    health: Health | None = None
+    metrics: Metrics | None = None
+    exporters: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    monitoring_targets: tuple[TargetSpec, ...] = ()
+    scrape_interval: str = "15s"
+    retention_time: str = "15d"
+    files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
+    source: str = ""                 # the file it came from
+    text: str = ""                   # the YAML as read, for manifests and reruns
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+_SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
+                 "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
+                 "retention_time", "files"]
+_TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
+DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
+_CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
+_RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint",
+                  "nodelist"]
+_HEALTH_KEYS = ["path", "timeout", "port"]
+_METRICS_KEYS = ["path", "port"]
+
+
+def recipe_dirs(kind: str, configured: Iterable[str | Path] = ()) -> list[Path]:
+    """Where a recipe given by name is looked for, in order: ``<dir>/<kind>/`` of each
+    directory configured in config.yaml's ``recipe_dirs``, then the recipes shipped in
+    the package. Never the current directory: a name must not change meaning with it."""
+    return [Path(d).expanduser() / kind for d in configured] + [RECIPES / kind]
+
+
+def find_named(name_or_path: str, dirs: list[Path], what: str) -> Path:
+    """A path as given, else ``<dir>/<name>.yaml`` in the first of ``dirs`` that has it."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not p.exists():
+            raise RecipeError(f"{p}: file not found")
+        return p
+    for d in dirs:
+        for ext in (".yaml", ".yml"):
+            if (d / f"{name_or_path}{ext}").exists():
+                return d / f"{name_or_path}{ext}"
+    known = sorted({f.stem for d in dirs if d.is_dir() for f in d.glob("*.y*ml")})
+    raise RecipeError(f"no {what} named '{name_or_path}'; known {what}s: {', '.join(known) or 'none'}")
+
+
+def find_recipe(name_or_path: str, configured: Iterable[str | Path] = ()) -> Path:
+    """A path as given, else ``services/<name>.yaml`` in the configured, then the packaged recipe dirs."""
+    return find_named(name_or_path, recipe_dirs("services", configured), "recipe")
+
+
+def load_recipe(name_or_path: str, configured: Iterable[str | Path] = ()) -> ServiceRecipe:
+    path = find_recipe(name_or_path, configured)
+    try:
+        raw = load_yaml_file(path)
+        return parse_recipe(raw, source=str(path), text=path.read_text())
+    except SchemaViolation as exc:
+        raise RecipeError(f"{path}: {exc}" if exc.path else f"{path}: {exc.message}") from None
+
+
+def _path_str(value, path: str) -> str:
+    return expect_pattern(value, path, lambda s: s.startswith("/"), "a URL path starting with /")
+
+
+def _container(raw) -> Container | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.container")
+    check_keys(raw, _CONTAINER_KEYS, "service.container", required=("docker_source", "image_path"))
+    runtime = raw.get("runtime", "apptainer")
+    if runtime not in ("apptainer", "singularity"):
+        raise SchemaViolation("service.container.runtime", f"expected apptainer or singularity, got {runtime!r}")
+    binds = tuple(expect_str(b, f"service.container.binds[{i}]")
+                  for i, b in enumerate(expect_list(raw.get("binds", []), "service.container.binds")))
+    return Container(docker_source=expect_str(raw["docker_source"], "service.container.docker_source"),
+                     image_path=expect_str(raw["image_path"], "service.container.image_path"),
+                     runtime=runtime, binds=binds)
+
+
+def _resources(raw) -> Resources:
+    raw = expect_mapping(raw or {}, "service.resources")
+    check_keys(raw, _RESOURCE_KEYS, "service.resources")
+    p = "service.resources."
+    mem = raw.get("mem")
+    if mem is not None:
+        mem = expect_pattern(mem, p + "mem", lambda s: bool(MEM_RE.match(s)), "a size like 4G or 512M")
+    time = raw.get("time")
+    if time is not None:
+        time = expect_pattern(time, p + "time", is_slurm_time, "a SLURM time such as 02:00:00")
+    return Resources(
+        partition=expect_str(raw.get("partition"), p + "partition", optional=True),
+        nodes=expect_int(raw.get("nodes", 1), p + "nodes", 1),
+        cpus_per_task=expect_int(raw.get("cpus_per_task", 1), p + "cpus_per_task", 1),
+        mem=mem, gpus=expect_int(raw.get("gpus", 0), p + "gpus", 0), time=time,
+        account=expect_str(raw.get("account"), p + "account", optional=True),
+        qos=expect_str(raw.get("qos"), p + "qos", optional=True),
+        constraint=expect_str(raw.get("constraint"), p + "constraint", optional=True),
+        nodelist=expect_str(raw.get("nodelist"), p + "nodelist", optional=True))
+
+
+def _ports(raw) -> tuple[int | str, ...]:
+    ports = []
+    for i, v in enumerate(expect_list(raw if raw is not None else [], "service.ports")):
+        if v == AUTO:
+            ports.append(AUTO)
+        else:
+            ports.append(expect_int(v, f"service.ports[{i}]", 1, 65535) if not isinstance(v, str)
+                         else expect_pattern(v, f"service.ports[{i}]", lambda s: False, "a port number or 'auto'"))
+    return tuple(ports)
+
+
+def _health(raw, nports: int) -> Health | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.health")
+    check_keys(raw, _HEALTH_KEYS, "service.health")
+    if nports == 0:
+        raise SchemaViolation("service.health", "a health probe needs service.ports")
+    return Health(path=_path_str(raw.get("path", "/"), "service.health.path"),
+                  timeout=expect_int(raw.get("timeout", 300), "service.health.timeout", 1),
+                  port=expect_int(raw.get("port", 0), "service.health.port", 0, nports - 1))
+
+
+def _metrics(raw, nports: int) -> Metrics | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.metrics")
+    check_keys(raw, _METRICS_KEYS, "service.metrics")
+    port = raw.get("port")
+    if port is None:
+        if nports == 0:
+            raise SchemaViolation("service.metrics.port", "required when service.ports is empty")
+        port = "port:0"
+    elif port == AUTO:
+        port = "port:0"
+    else:
+        port = expect_int(port, "service.metrics.port", 1, 65535)
+    return Metrics(path=_path_str(raw.get("path", "/metrics"), "service.metrics.path"), port=port)
+
+
+def parse_target(raw, path: str) -> TargetSpec:
+    raw = expect_mapping(raw, path)
+    check_keys(raw, _TARGET_KEYS, path)
+    if (raw.get("service_id") is None) == (raw.get("host") is None):
+        raise SchemaViolation(path, "expected exactly one of service_id or host")
+    if raw.get("host") is not None and raw.get("port") is None:
+        raise SchemaViolation(f"{path}.port", "required with host")
+    job_name = raw.get("job_name")
+    if job_name is not None:
+        expect_pattern(job_name, f"{path}.job_name", lambda v: bool(re.fullmatch(r"[A-Za-z0-9_.:-]+", v)),
+                       "letters, digits, '_', '-', '.' or ':'")
+    return TargetSpec(
+        service_id=None if raw.get("service_id") is None else str(raw["service_id"]),
+        host=expect_str(raw.get("host"), f"{path}.host", optional=True), job_name=job_name,
+        port=None if raw.get("port") is None else expect_int(raw["port"], f"{path}.port", 1, 65535),
+        metrics_path=None if raw.get("metrics_path") is None else _path_str(raw["metrics_path"], f"{path}.metrics_path"))
+
+
+def _files(raw, source: str) -> dict[str, str]:
+    """``{name-in-job-dir: local path}``; a relative path is looked up beside the
+    recipe; ``package:PATH`` names a file shipped in the package (the stand-in, the load client)."""
+    out = {}
+    for name, local in expect_mapping(raw or {}, "service.files").items():
+        path = f"service.files.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in ("job.sbatch", "endpoint.json"):
+            raise SchemaViolation(path, "expected a plain file name (no '/') other than job.sbatch and endpoint.json")
+        local = expect_str(local, path)
+        if local.startswith("package:"):
+            candidates = [packaged(*local[len("package:"):].split("/"))]
+        else:
+            candidates = [Path(local).expanduser()]
+            if not candidates[0].is_absolute():
+                candidates = [Path(source).parent / local] if source else [Path(local)]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise SchemaViolation(path, f"file not found: {local}")
+        out[str(name)] = str(found)
+    return out
+
+
+def _duration(value, path: str) -> str:
+    return expect_pattern(value, path, lambda v: bool(DURATION_RE.match(v)), "a duration such as 15s, 5m or 15d")
+
+
+def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
+    """Validate a parsed YAML document (pure)."""
+    top = expect_mapping(raw, "")
+    check_keys(top, ["service"], "", required=("service",))
+    s = expect_mapping(top["service"], "service")
+    check_keys(s, _SERVICE_KEYS, "service", required=("name", "command"))
+    name = expect_pattern(s["name"], "service.name", lambda v: bool(NAME_RE.match(v)),
+                          "lowercase letters, digits and '-', starting with a letter (max 40)")
+    env_raw = expect_mapping(s.get("environment") or {}, "service.environment")
+    environment = {}
+    for k, v in env_raw.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
+            raise SchemaViolation(f"service.environment.{k}", "expected a shell variable name")
+        if isinstance(v, bool) or v is None or isinstance(v, (dict, list)):
+            raise SchemaViolation(f"service.environment.{k}", f"expected a string or number, got {v!r}")
+        environment[str(k)] = str(v)
+    ports = _ports(s.get("ports"))
+    exporters = tuple(expect_list(s.get("exporters", []), "service.exporters"))
+    for i, e in enumerate(exporters):
+        if e not in EXPORTERS:
+            raise SchemaViolation(f"service.exporters[{i}]", f"expected one of {', '.join(EXPORTERS)}, got {e!r}")
+    modules = tuple(expect_str(m, f"service.modules[{i}]")
+                    for i, m in enumerate(expect_list(s.get("modules", []), "service.modules")))
+    description = s.get("description", "")
+    if description is not None and not isinstance(description, str):
+        raise SchemaViolation("service.description", "expected a string")
+    return ServiceRecipe(
+        name=name, command=expect_str(s["command"], "service.command"), description=description or "",
+        container=_container(s.get("container")), environment=environment,
+        resources=_resources(s.get("resources")), ports=ports,
+        health=_health(s.get("health"), len(ports)), metrics=_metrics(s.get("metrics"), len(ports)),
+        exporters=exporters, modules=modules,
+        monitoring_targets=tuple(parse_target(t, f"service.monitoring_targets[{i}]") for i, t in
+                                 enumerate(expect_list(s.get("monitoring_targets") or [], "service.monitoring_targets"))),
+        scrape_interval=_duration(s.get("scrape_interval", "15s"), "service.scrape_interval"),
+        retention_time=_duration(s.get("retention_time", "15d"), "service.retention_time"),
+        files=_files(s.get("files"), source), source=source, text=text)
+
+
+__all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",
+           "find_recipe"]

@@ -1,0 +1,322 @@
+"""ServersModule: services as SLURM jobs: submit, discover, probe, stop.
+
+Every service has an ID ``<recipe>_<8 hex>`` that is also its SLURM job name,
+so it can be found from squeue by any laptop, with or without local state.
+Each public call is one remote round trip, except waiting, which is one per poll.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from orchestrator.config import Config
+from orchestrator.errors import OrchestratorError, SlurmError
+from orchestrator.services.jobscript import render_service_script
+from orchestrator.services.probe import JOB_ID_RE, SERVICE_ID_RE, Probe, endpoint_hosts, parse_probe, probe_script
+from orchestrator.services.recipes import ServiceRecipe, load_recipe
+from orchestrator.cluster.shell import command, heredoc, path as remote_path
+from orchestrator.times import now_iso
+from orchestrator.cluster.slurm import (SQUEUE_FORMAT, TERMINAL_STATES, Job, parse_sbatch, parse_scontrol_jobs, parse_squeue)
+from orchestrator.state import StateStore
+from orchestrator.cluster.transport import Transport
+
+Progress = Callable[[str], None]
+
+
+def new_service_id(recipe: ServiceRecipe) -> str:
+    """``<recipe>_<8 hex>``: also the SLURM job name, so squeue finds it without local state."""
+    return f"{recipe.name}_{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    job_id: str
+    service_id: str
+    state: str
+    elapsed: str
+    nodelist: str
+    reason: str = ""
+    tracked: bool = True
+
+    def line(self) -> str:
+        where = self.nodelist or (f"({self.reason})" if self.reason else "-")
+        return f"{self.job_id} | {self.service_id} | {self.state} | {self.elapsed or '-'} | {where}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    service_id: str
+    job_id: str
+    state: str
+    host: str
+    hosts: list[str]
+    port: int | None
+    ports: list[int]
+    url: str | None
+    health_url: str | None
+    metrics_url: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ServiceNotReady(OrchestratorError):
+    pass
+
+
+class ServersModule:
+    def __init__(self, config: Config, transport: Transport):
+        self.config = config
+        self.transport = transport
+        self.store = StateStore(config.state_dir, "services")
+
+    # -- recipes and rendering ----------------------------------------------
+    def load_recipe(self, name_or_path: str) -> ServiceRecipe:
+        return load_recipe(name_or_path, self.config.recipe_dirs)
+
+    @staticmethod
+    def new_service_id(recipe: ServiceRecipe) -> str:
+        return new_service_id(recipe)
+
+    def render(self, recipe: ServiceRecipe, service_id: str | None = None) -> tuple[str, str]:
+        sid = service_id or self.new_service_id(recipe)
+        return sid, render_service_script(recipe, self.config.slurm, sid)
+
+    def job_dir(self, service_id: str) -> str:
+        return f"{self.config.remote.work_dir.rstrip('/')}/services/{service_id}"
+
+    # -- submit ---------------------------------------------------------------
+    def start_service(self, recipe: ServiceRecipe, *, wait: bool = False, timeout: float | None = None,
+                      progress: Progress | None = None, service_id: str | None = None,
+                      extra_files: dict[str, str] | None = None, precheck: str = "",
+                      labels: dict | None = None) -> str:
+        """Submit the recipe as a SLURM job; returns the service ID.
+
+        Upload (script and ``extra_files``) and submission are one remote
+        command; ``precheck`` runs in the job dir before sbatch. If either
+        refuses, the job dir is removed on the cluster and nothing is kept
+        locally.
+        """
+        sid, script = self.render(recipe, service_id)  # recipe errors surface before anything is written
+        d = remote_path(self.job_dir(sid))
+        self.store.update(sid, service_id=sid, recipe=recipe.name, recipe_source=recipe.source,
+                          recipe_sha256=recipe.sha256, job_dir=self.job_dir(sid), state="SUBMITTING",
+                          submitted_at=now_iso(), health_timeout=recipe.health.timeout if recipe.health else None,
+                          **(labels or {}))
+        shipped = {name: Path(local).read_text() for name, local in recipe.files.items()}
+        files = "".join(heredoc(name, text) for name, text in {**shipped, **(extra_files or {})}.items())
+        check = f"{{ {precheck}; }} && " if precheck else ""
+        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > job.sbatch && {files}"
+                  f"{{ out=$({{ {check}sbatch --parsable job.sbatch; }} 2>&1); rc=$?; "
+                  f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
+        try:
+            result = self.transport.run(remote, stdin=script, idempotent=False, timeout=60)
+            if not result.ok:
+                msg = (result.stderr.strip() or result.stdout.strip()).replace("\n", "; ")
+                raise SlurmError(f"sbatch rejected service {sid} (recipe {recipe.source or recipe.name}): {msg}")
+            job_id = parse_sbatch(result.stdout)
+        except BaseException:
+            self.store.remove(sid)  # no half-written state: the job does not exist
+            raise
+        self.store.update(sid, job_id=job_id, state="PENDING")
+        if progress:
+            progress(f"submitted {sid} as job {job_id}")
+        if wait:
+            self.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                  progress=progress)
+        return sid
+
+    # -- lookups ----------------------------------------------------------------
+    def _ids(self, ident: str) -> tuple[str | None, str | None]:
+        """(service_id, job_id) for a service ID or a SLURM job ID; local state fills gaps."""
+        ident = ident.strip()
+        if JOB_ID_RE.match(ident):
+            for sid, rec in self.store.load().items():
+                if rec.get("job_id") == ident:
+                    return sid, ident
+            return None, ident
+        if SERVICE_ID_RE.match(ident):
+            rec = self.store.get(ident) or {}
+            return ident, rec.get("job_id")
+        raise OrchestratorError(f"'{ident}' is neither a service ID (<name>_<8 hex>) nor a SLURM job ID")
+
+    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, cancel: bool = False,
+              then: str = "", idempotent: bool = True, timeout: float = 60) -> Probe:
+        """Everything about one service in one remote command; ``then`` runs against its endpoint."""
+        sid, job_id = self._ids(ident)
+        script = probe_script(self.config.remote.work_dir, service_id=sid, job_id=job_id, health=health,
+                              log_lines=log_lines, cancel=cancel, then=then)
+        result = self.transport.run(script, timeout=timeout, idempotent=idempotent and not cancel)
+        return self._checked(ident, parse_probe(result.stdout))
+
+    def probe_many(self, idents: list[str], health: bool = False) -> list[Probe]:
+        """Several services in one remote command (each probe in its own subshell)."""
+        scripts = []
+        for ident in idents:
+            sid, job_id = self._ids(ident)
+            scripts.append("( " + probe_script(self.config.remote.work_dir, service_id=sid, job_id=job_id,
+                                               health=health) + " )")
+        out = self.transport.run("\necho @@@@next\n".join(scripts), timeout=60).stdout
+        return [self._checked(i, parse_probe(part)) for i, part in zip(idents, out.split("@@@@next\n"))]
+
+    def _checked(self, ident: str, p: Probe) -> Probe:
+        if not p.job_id or (p.job is None and not p.endpoint):
+            raise OrchestratorError(f"no service or job '{ident}' found on the cluster")
+        if p.service_id and not SERVICE_ID_RE.match(p.service_id):
+            raise OrchestratorError(f"job {p.job_id} ({p.service_id}) is not a service started by this tool")
+        if p.job is not None:
+            self._remember(p.service_id, p.job)
+        return p
+
+    def _remember(self, sid: str, job: Job) -> None:
+        """Record what SLURM says of a tracked service (untracked ones stay untracked)."""
+        rec = self.store.get(sid)
+        if rec is None:
+            return
+        if rec.get("state") != job.state or rec.get("nodelist") != job.nodelist or not rec.get("job_id"):
+            # job_id too: a record left SUBMITTING (the process died right after sbatch) is completed from squeue
+            self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed, job_id=job.job_id,
+                              **({"finished_at": now_iso()} if job.state in TERMINAL_STATES else {}))
+
+    def list_running_services(self) -> list[ServiceStatus]:
+        """All services: one remote command (squeue, plus scontrol for jobs that left the queue)."""
+        tracked = self.store.load()
+        open_jobs = [r["job_id"] for r in tracked.values()
+                     if r.get("job_id") and r.get("state") not in TERMINAL_STATES]
+        script = command("squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}")
+        script += "; echo @@gone; " + "".join(
+            command("scontrol", "show", "job", "--oneliner", j) + " 2>/dev/null; " for j in open_jobs) + "true"
+        out = self.transport.run(script, timeout=60, check=True).stdout
+        queued_text, _, gone_text = out.partition("@@gone")
+        rows: dict[str, ServiceStatus] = {}
+        for job in parse_squeue(queued_text):
+            if SERVICE_ID_RE.match(job.name):
+                rows[job.name] = ServiceStatus(job.job_id, job.name, job.state, job.elapsed, job.nodelist,
+                                               job.reason, tracked=job.name in tracked)
+        left = {j.job_id: j for j in parse_scontrol_jobs(gone_text)}
+        for sid, rec in tracked.items():
+            if sid in rows:
+                continue
+            job = left.get(rec.get("job_id", ""))
+            if job is not None and job.state in TERMINAL_STATES:
+                rows[sid] = ServiceStatus(job.job_id, sid, job.state, job.elapsed, job.nodelist, job.reason)
+            elif rec.get("job_id"):
+                state = rec.get("state") if rec.get("state") in TERMINAL_STATES else "LEFT_QUEUE"
+                rows[sid] = ServiceStatus(rec["job_id"], sid, state, rec.get("elapsed", ""), rec.get("nodelist", ""))
+        for sid, row in rows.items():
+            if row.state != "LEFT_QUEUE":
+                self._remember(sid, Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist))
+        return sorted(rows.values(), key=lambda r: int(re.sub(r"\D.*", "", r.job_id) or 0))
+
+    def _endpoint(self, p: Probe) -> Endpoint:
+        state = p.job.state if p.job else "UNKNOWN"
+        if not p.endpoint:
+            reason = f" ({p.job.reason})" if p.job and p.job.reason else ""
+            raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) is {state}{reason}: "
+                                  f"no endpoint yet")
+        ep = p.endpoint
+        hosts = endpoint_hosts(ep)
+        ports = [int(x) for x in ep.get("ports", [])]
+        port = ports[0] if ports else None
+        metrics = ep.get("metrics")
+        return Endpoint(
+            service_id=p.service_id, job_id=p.job_id, state=state, host=ep["node"], hosts=hosts,
+            port=port, ports=ports, url=f"http://{ep['node']}:{port}" if port else None,
+            health_url=p.health_url or (f"http://{ep['node']}:{ports[ep['static'].get('health_port_index') or 0]}"
+                                        f"{ep['static']['health_path']}" if ports and ep["static"].get("health_path") else None),
+            metrics_url=f"http://{ep['node']}:{metrics['port']}{metrics['path']}" if metrics else None)
+
+    def get_service_endpoint(self, ident: str) -> Endpoint:
+        return self._endpoint(self.probe(ident))
+
+    def get_service_host(self, ident: str) -> str:
+        return self.get_service_endpoint(ident).host
+
+    def check_health(self, ident: str) -> tuple[Probe, bool]:
+        p = self.probe(ident, health=True)
+        return p, p.healthy and p.job is not None and p.job.state == "RUNNING"
+
+    # -- readiness ----------------------------------------------------------------
+    def wait_until_ready(self, ident: str, timeout: float = 300, poll: float = 1.0,
+                         progress: Progress | None = None) -> Endpoint:
+        """Until RUNNING and the health probe answers from the login node.
+
+        A job that ends first raises with the tail of its log; a timeout
+        leaves the job running and says so.
+        """
+        say = progress or (lambda m: None)
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            p = self.probe(ident, health=True)
+            state = p.job.state if p.job else "UNKNOWN"
+            if state in TERMINAL_STATES:
+                p = self.probe(ident, log_lines=20)
+                raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) ended {state} "
+                                      f"before it was ready; last lines of its log:\n{p.log.rstrip()}")
+            if state == "RUNNING" and p.endpoint and (p.healthy or not p.endpoint["static"].get("health_path")):
+                if p.service_id in self.store.load():
+                    self.store.update(p.service_id, ready_at=now_iso())
+                say(f"{p.service_id} ready at {p.health_url or p.endpoint['node']}")
+                return self._endpoint(p)
+            if state == "PENDING":
+                msg = f"{p.service_id}: pending ({p.job.reason or 'queued'})"
+            elif state == "RUNNING":
+                msg = (f"{p.service_id}: starting on {p.job.nodelist}" +
+                       (f", health {p.health_url} -> {p.health_code}" if p.health_url else ""))
+            else:
+                msg = f"{p.service_id}: {state}"
+            if msg != last:
+                say(msg)
+                last = msg
+            if time.monotonic() >= deadline:
+                raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) not ready after {timeout:.0f}s "
+                                      f"({state}); the job was left running: stop it with "
+                                      f"--stop-service {p.service_id}")
+            time.sleep(poll)
+
+    # -- stop and logs ------------------------------------------------------------
+    def stop_service(self, ident: str) -> ServiceStatus:
+        p = self.probe(ident, cancel=True)
+        out = p.cancel_output or ""
+        if "rc=0" not in out:
+            raise SlurmError(f"scancel of job {p.job_id} failed: {out.replace('rc=', 'exit ').strip()}")
+        already = p.job is not None and p.job.state in TERMINAL_STATES
+        state = p.job.state if already else "CANCELLED"
+        if p.service_id in self.store.load():
+            self.store.update(p.service_id, state=state, stopped_at=now_iso(), stopped_by_user=not already,
+                              **({"elapsed": p.job.elapsed, "nodelist": p.job.nodelist} if p.job else {}))
+        return ServiceStatus(p.job_id, p.service_id, state, p.job.elapsed if p.job else "",
+                             p.job.nodelist if p.job else "")
+
+    def logs(self, ident: str, lines: int = 50) -> Probe:
+        return self.probe(ident, log_lines=lines)
+
+    def follow_logs(self, ident: str, write: Callable[[str], None], poll: float = 1.0,
+                    max_seconds: float | None = None) -> Job | None:
+        """Print the log as it grows until the job ends (one remote command per poll)."""
+        first = self.probe(ident)
+        sid, job_id = first.service_id, first.job_id
+        log = remote_path(f"{self.job_dir(sid)}/slurm-{job_id}.out")
+        offset = 0
+        start = time.monotonic()
+        while True:
+            script = (f"tail -c +{offset + 1} {log} 2>/dev/null; echo; echo @@job; "
+                      + command("scontrol", "show", "job", "--oneliner", job_id) + " 2>/dev/null; true")
+            out = self.transport.run(script, timeout=60).stdout
+            chunk, _, job_text = out.rpartition("\n@@job\n")  # the separator includes our echo
+            if chunk:
+                write(chunk)
+                offset += len(chunk.encode())
+            jobs = parse_scontrol_jobs(job_text)
+            job = jobs[0] if jobs else None
+            if job is None or job.state in TERMINAL_STATES:
+                return job
+            if max_seconds is not None and time.monotonic() - start > max_seconds:
+                return job
+            time.sleep(poll)

@@ -1,0 +1,336 @@
+"""`watch`: follow jobs to their end, say why they ended, serve status over HTTP.
+
+One remote command per poll: squeue for the watched jobs, and, in the same
+command, scontrol (or sacct) only for the tracked jobs that left the queue.
+Jobs that ended other than by a user's scancel get their log tail fetched once;
+the verdict is stored with the job (and on the service), so a restarted
+watcher reports nothing twice. A failing poll (slurmctld briefly down) is
+logged and retried at the next interval, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from orchestrator.watch.attribution import classify, needs_attribution
+from orchestrator.errors import OrchestratorError
+from orchestrator.services.probe import SERVICE_ID_RE
+from orchestrator.cluster.remote import parse_sections
+from orchestrator.services.servers import ServersModule
+from orchestrator.times import now_iso
+from orchestrator.cluster.shell import command, path as remote_path, quote
+from orchestrator.cluster.slurm import SEP, SQUEUE_FORMAT, TERMINAL_STATES, parse_job_ids, parse_scontrol_record, parse_squeue
+from orchestrator.state import StateStore
+
+Log = Callable[..., None]
+
+
+@dataclass
+class WatchOptions:
+    interval: float = 30.0
+    partitions: list[str] = field(default_factory=list)
+    user: str | None = None
+    job_pattern: str | None = None
+    log_lines: int = 60
+
+    @classmethod
+    def from_env(cls, env, **flags) -> "WatchOptions":
+        """ORCH_WATCH_* variables, then flags (flags win)."""
+        o = cls()
+        if env.get("ORCH_WATCH_INTERVAL"):
+            o.interval = float(env["ORCH_WATCH_INTERVAL"])
+        if env.get("ORCH_WATCH_PARTITIONS"):
+            o.partitions = [p for p in env["ORCH_WATCH_PARTITIONS"].split(",") if p]
+        o.user = env.get("ORCH_WATCH_USER") or None
+        o.job_pattern = env.get("ORCH_WATCH_JOB_PATTERN") or None
+        for k, v in flags.items():
+            if v not in (None, (), []):
+                setattr(o, k, list(v) if k == "partitions" else v)
+        if o.job_pattern:
+            try:
+                re.compile(o.job_pattern)
+            except re.error as exc:
+                raise OrchestratorError(f"--job-pattern: not a valid regular expression: {exc}") from None
+        if o.interval <= 0:
+            raise OrchestratorError("--interval: expected a positive number of seconds")
+        return o
+
+
+@dataclass
+class WatchStats:
+    started: float = field(default_factory=time.time)
+    polls: int = 0
+    errors: int = 0
+    last_poll: float | None = None
+    last_error: str | None = None
+    reports: int = 0
+
+
+class Watcher:
+    def __init__(self, config, transport, servers: ServersModule, options: WatchOptions, log: Log):
+        self.config = config
+        self.transport = transport
+        self.servers = servers
+        self.options = options
+        self.log = log
+        self.store = StateStore(config.state_dir, "watch")
+        self.stats = WatchStats()
+        self.lock = threading.Lock()
+        self.stop_event = threading.Event()
+
+    # -- what to watch --------------------------------------------------------------
+    def _ours(self) -> dict[str, dict]:
+        return {rec["job_id"]: {**rec, "service_id": sid} for sid, rec in self.servers.store.load().items()
+                if rec.get("job_id")}
+
+    def _matches_filters(self, job) -> bool:
+        o = self.options
+        if not (o.partitions or o.user or o.job_pattern):
+            return False
+        if o.partitions and not set(job.partition.split(",")) & set(o.partitions):
+            return False
+        if o.user and job.user != o.user:
+            return False
+        if o.job_pattern and not re.search(o.job_pattern, job.name):
+            return False
+        return True
+
+    def poll_script(self, open_ids: list[str]) -> str:
+        o = self.options
+        args = ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}"]
+        if o.user:
+            args.append(f"--user={o.user}")
+        elif not (o.partitions or o.job_pattern):
+            args.append("--me")
+        if o.partitions:
+            args.append("--partition=" + ",".join(o.partitions))
+        # squeue must succeed (a failing controller is an error to retry, not "every job gone")
+        gone = "".join(
+            f"printf '%s\\n' \"$q\" | grep -q {quote('^' + re.escape(j) + SEP)} || "
+            f"{{ scontrol show job --oneliner {quote(j)} 2>/dev/null || "
+            f"sacct -n -P -X -j {quote(j)} -o JobID,JobName,State,Elapsed,NodeList,ExitCode 2>/dev/null | sed 's/^/SACCT|/'; }}; "
+            for j in open_ids)
+        return f"q=$({command(*args)}) || exit 3; printf '%s\\n' \"$q\"; echo @@gone; {gone}true"
+
+    # -- one poll ---------------------------------------------------------------------
+    def poll(self) -> list[dict]:
+        """One poll; returns the verdicts reported by it."""
+        with self.lock:
+            self.stats.polls += 1
+            self.stats.last_poll = time.time()
+        jobs = self.store.load()
+        ours = self._ours()
+        open_ids = sorted({j for j, r in jobs.items() if r.get("state") not in TERMINAL_STATES}
+                          | {j for j, r in ours.items() if r.get("state") not in TERMINAL_STATES and j not in jobs})
+        result = self.transport.run(self.poll_script(open_ids), timeout=120)
+        if result.exit_code != 0:
+            msg = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}").splitlines()[-1]
+            raise OrchestratorError(f"squeue failed: {msg}")
+        queued_text, _, gone_text = result.stdout.partition("@@gone\n")
+        now = now_iso()
+        seen: dict[str, dict] = {}
+        for job in parse_squeue(queued_text):
+            if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
+                continue
+            for jid in parse_job_ids(job.job_id):  # an array summary becomes its tasks
+                seen[str(jid)] = {"name": job.name, "state": job.state, "nodelist": job.nodelist,
+                                  "reason": job.reason, "partition": job.partition, "user": job.user}
+        for line in gone_text.splitlines():
+            if line.startswith("JobId="):
+                rec = parse_scontrol_record(line)
+                if rec.get("ArrayTaskId") not in (None, "N/A") and rec.get("ArrayJobId"):
+                    jid = f"{rec['ArrayJobId']}_{rec['ArrayTaskId']}"
+                else:
+                    jid = rec["JobId"]
+                seen[jid] = {"name": rec.get("JobName", ""), "state": rec.get("JobState", "UNKNOWN"),
+                             "nodelist": "" if rec.get("NodeList") == "(null)" else rec.get("NodeList", ""),
+                             "reason": rec.get("Reason", ""), "exit_code": rec.get("ExitCode", ""),
+                             "stdout": rec.get("StdOut", ""), "partition": rec.get("Partition", ""),
+                             "elapsed": rec.get("RunTime", ""),
+                             "user": rec.get("UserId", "").split("(")[0]}
+            elif line.startswith("SACCT|"):
+                _, jid, name, state, elapsed, nodelist, exit_code = (line.split("|") + [""] * 7)[:7]
+                seen[jid] = {"name": name, "state": state.split()[0] if state else "UNKNOWN", "nodelist": nodelist,
+                             "exit_code": exit_code, "elapsed": elapsed}
+        ended = []
+        with self.store.transaction() as data:
+            for jid, info in seen.items():
+                rec = data.setdefault(jid, {"job_id": jid, "first_seen": now})
+                if jid in ours:
+                    rec["service_id"] = ours[jid]["service_id"]
+                if info["state"] in TERMINAL_STATES and rec.get("state") not in TERMINAL_STATES:
+                    rec["ended_at"] = now
+                rec.update({k: v for k, v in info.items() if v not in (None, "")}, last_seen=now)
+                if (rec["state"] in TERMINAL_STATES and not rec.get("attributed")
+                        and (needs_attribution(rec["state"]) or rec.get("exit_code", "0:0") not in ("0:0", ""))):
+                    ended.append(jid)
+                elif rec["state"] in TERMINAL_STATES and not rec.get("attributed"):
+                    rec.update(attributed=True, verdict="cancelled" if rec["state"] == "CANCELLED" else "completed",
+                               evidence=[])
+            for jid in open_ids:  # left the queue with no record anywhere (MinJobAge passed, no sacct)
+                if jid not in seen and jid in data and data[jid].get("state") not in TERMINAL_STATES:
+                    data[jid].update(state="UNKNOWN_ENDED", attributed=True,
+                                     verdict="left the queue; no record remains (no sacct, MinJobAge passed)")
+        reported = self._attribute(ended, ours) if ended else []
+        return reported + self._check_unhealthy(ours)
+
+    def _check_unhealthy(self, ours: dict) -> list[dict]:
+        """Services RUNNING past their health timeout: probe them (one command); say so once if unhealthy."""
+        jobs = self.store.load()
+        now = time.time()
+        due = []
+        for jid, rec in jobs.items():
+            svc = ours.get(jid)
+            if rec.get("state") != "RUNNING" or not svc or svc.get("health_timeout") is None:
+                continue
+            if svc.get("ready_at") or rec.get("healthy_seen") or rec.get("health_warned"):
+                continue
+            since = rec.setdefault("running_since", now)
+            if now - since > svc["health_timeout"]:
+                due.append((jid, svc["service_id"]))
+        with self.store.transaction() as data:  # remember when each was first seen running
+            for jid, rec in jobs.items():
+                if rec.get("state") == "RUNNING" and "running_since" not in data.get(jid, {}) and jid in data:
+                    data[jid]["running_since"] = now
+        if not due:
+            return []
+        probes = self.servers.probe_many([sid for _, sid in due], health=True)
+        out = []
+        with self.store.transaction() as data:
+            for (jid, sid), p in zip(due, probes):
+                if p.healthy:
+                    data[jid]["healthy_seen"] = True
+                    continue
+                data[jid].update(health_warned=True, verdict="health check never passed (still running)",
+                                 evidence=[f"{p.health_url or 'no endpoint'} -> {p.health_code or 'no answer'}"])
+                out.append({"job_id": jid, "service_id": sid, "cause": data[jid]["verdict"],
+                            "evidence": data[jid]["evidence"]})
+        for r in out:
+            self.servers.store.update(r["service_id"], verdict=r["cause"], evidence=r["evidence"])
+            self.log(f"job {r['job_id']} ({r['service_id']}) still running but its health check never passed: "
+                     f"{r['evidence'][0]}", level="warning", job_id=r["job_id"], service_id=r["service_id"],
+                     verdict=r["cause"])
+        return out
+
+    def _attribute(self, jids: list[str], ours: dict) -> list[dict]:
+        """Fetch the log tail of each newly ended job once (one remote command), classify, store."""
+        jobs = self.store.load()
+        paths = {}
+        for jid in jids:
+            rec = jobs[jid]
+            if rec.get("service_id"):
+                paths[jid] = remote_path(f"{self.servers.job_dir(rec['service_id'])}/slurm-{jid}.out")
+            elif rec.get("stdout"):
+                paths[jid] = quote(rec["stdout"])
+        script = "; ".join(f"echo @@log {jid}; tail -n {self.options.log_lines} {p} 2>&1" for jid, p in paths.items())
+        out = self.transport.run(script + "; true", timeout=60).stdout if paths else ""
+        logs = {sec.args[0]: sec.text for sec in parse_sections(out) if sec.name == "log" and sec.args}
+        reported = []
+        svc_records = self.servers.store.load()
+        with self.store.transaction() as data:
+            for jid in jids:
+                rec = data[jid]
+                sid = rec.get("service_id")
+                ever_ready = None
+                if sid and svc_records.get(sid, {}).get("health_timeout") is not None:
+                    ever_ready = bool(svc_records[sid].get("ready_at") or rec.get("healthy_seen"))
+                v = classify(rec["state"], rec.get("exit_code", ""), logs.get(jid, ""), ever_ready)
+                rec.update(attributed=True, verdict=v.cause, evidence=v.evidence, attributed_at=now_iso())
+                reported.append({"job_id": jid, "service_id": sid, "name": rec.get("name"), "state": rec["state"],
+                                 "nodelist": rec.get("nodelist", ""), "elapsed": rec.get("elapsed", ""), **v.to_dict()})
+        for r in reported:
+            if r["service_id"] and r["service_id"] in svc_records:
+                self.servers.store.update(r["service_id"], verdict=r["cause"], evidence=r["evidence"],
+                                          state=r["state"], nodelist=r["nodelist"], elapsed=r["elapsed"])
+            with self.lock:
+                self.stats.reports += 1
+            self.log(f"job {r['job_id']} ({r['name']}) ended {r['state']}: {r['cause']}"
+                     + (f" | {r['evidence'][-1]}" if r["evidence"] else ""),
+                     level="warning", job_id=r["job_id"], service_id=r["service_id"], verdict=r["cause"])
+        return reported
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self, count: int | None = None) -> None:
+        n = 0
+        while not self.stop_event.is_set():
+            try:
+                self.poll()
+            except OrchestratorError as exc:  # transient: logged, counted, retried next interval
+                with self.lock:
+                    self.stats.errors += 1
+                    self.stats.last_error = str(exc)
+                self.log(f"poll failed (will retry in {self.options.interval:g}s): {exc}", level="error")
+            n += 1
+            if count is not None and n >= count:
+                return
+            self.stop_event.wait(self.options.interval)
+
+    # -- status -----------------------------------------------------------------------------
+    def jobs(self) -> list[dict]:
+        return sorted(self.store.load().values(), key=lambda r: r["job_id"])
+
+    def stats_doc(self) -> dict:
+        by_state: dict[str, int] = {}
+        for r in self.jobs():
+            by_state[r.get("state", "UNKNOWN")] = by_state.get(r.get("state", "UNKNOWN"), 0) + 1
+        with self.lock:
+            s = self.stats
+            return {"started": s.started, "polls": s.polls, "errors": s.errors, "last_poll": s.last_poll,
+                    "last_error": s.last_error, "reports": s.reports, "jobs_by_state": by_state,
+                    "interval": self.options.interval}
+
+    def metrics_text(self) -> str:
+        st = self.stats_doc()
+        out = ["# TYPE orch_watch_polls_total counter", f"orch_watch_polls_total {st['polls']}",
+               "# TYPE orch_watch_poll_errors_total counter", f"orch_watch_poll_errors_total {st['errors']}",
+               "# TYPE orch_watch_reports_total counter", f"orch_watch_reports_total {st['reports']}",
+               "# TYPE orch_watch_last_poll_timestamp_seconds gauge",
+               f"orch_watch_last_poll_timestamp_seconds {st['last_poll'] or 0}",
+               "# TYPE orch_watch_jobs gauge"]
+        out += [f'orch_watch_jobs{{state="{k}"}} {v}' for k, v in sorted(st["jobs_by_state"].items())]
+        return "\n".join(out) + "\n"
+
+    def serve(self, port: int) -> ThreadingHTTPServer:
+        watcher = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                try:
+                    body, ctype, code = self._answer(self.path.split("?")[0])
+                except Exception as exc:  # a broken request must not kill the connection silently
+                    body, ctype, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}), "application/json", 500
+                data = body.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _answer(self, path: str):
+                if path == "/healthz":
+                    st = watcher.stats_doc()
+                    stale = st["last_poll"] is not None and time.time() - st["last_poll"] > 3 * st["interval"] + 120
+                    body, ctype, code = json.dumps({"ok": not stale, "last_poll": st["last_poll"]}), "application/json", 200 if not stale else 503
+                elif path == "/stats":
+                    body, ctype, code = json.dumps(watcher.stats_doc()), "application/json", 200
+                elif path == "/jobs":
+                    body, ctype, code = json.dumps(watcher.jobs()), "application/json", 200
+                elif path == "/metrics":
+                    body, ctype, code = watcher.metrics_text(), "text/plain; version=0.0.4", 200
+                else:
+                    body, ctype, code = json.dumps({"error": "not found", "paths": ["/healthz", "/stats", "/jobs", "/metrics"]}), "application/json", 404
+                return body, ctype, code
+
+            def log_message(self, *a):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # localhost only
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server

@@ -1,0 +1,84 @@
+"""The package's shape: no import cycles, the cluster reached only through cluster/, reports pure."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "orchestrator"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Every orchestrator module -> the orchestrator modules it imports, at any depth of the code
+    (an import inside a function is still a dependency)."""
+    modules = {_module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {c for c in candidates if c in modules and c != name}
+        graph[name] = deps
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state, stack = [], {}, []
+
+    def visit(n):
+        state[n] = "open"
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == "open":
+                found.append(stack[stack.index(m):] + [m])
+            elif m not in state:
+                visit(m)
+        stack.pop()
+        state[n] = "done"
+
+    for n in sorted(graph):
+        if n not in state:
+            visit(n)
+    return found
+
+
+def test_cycle_finder_finds_a_planted_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_module_imports_itself_back_through_others():
+    graph = _imports()
+    # package __init__ files re-export (orchestrator/__init__ -> api); only modules' own edges count
+    graph = {n: {d for d in deps if not n.startswith(d + ".") and d != "orchestrator"} for n, deps in graph.items()}
+    assert _cycles(graph) == []
+
+
+def test_only_cluster_package_opens_connections():
+    graph = _imports()
+    ssh_users = {n for n, deps in graph.items() if "orchestrator.cluster.ssh" in deps}
+    assert ssh_users <= {"orchestrator.cluster.connect", "orchestrator.cluster.ssh"}, ssh_users
+
+
+def test_reports_never_talk_to_the_cluster():
+    graph = _imports()
+    for name, deps in graph.items():
+        if name.startswith("orchestrator.reports"):
+            assert not {d for d in deps if d.startswith(("orchestrator.cluster", "orchestrator.services",
+                                                          "orchestrator.monitoring.monitors"))}, name

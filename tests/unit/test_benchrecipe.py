@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from orchestrator.bench.recipe import load_benchmark, load_benchmark_text
+from orchestrator.errors import RecipeError
+from orchestrator.bench.session import client_recipe
+from orchestrator.services.jobscript import render_service_script
+from orchestrator.config import SlurmConfig
+
+SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/benchmarks").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_benchmarks_are_valid(path):
+    b = load_benchmark(str(path))
+    assert b.clients and b.services
+
+
+@pytest.mark.parametrize("body,message", [
+    ("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: openai-completions, target: b, duration: 1s}]}",
+     "benchmark.clients[0].target: expected a service of this benchmark (a), got 'b'"),
+    ("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: grpc, target: a, duration: 1s}]}",
+     "benchmark.clients[0].kind: expected one of openai-completions"),
+    ("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: http, target: a}]}",
+     "benchmark.clients[0]: expected duration or requests (a load is always bounded)"),
+    ("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: http, target: a, duration: forever}]}",
+     "benchmark.clients[0].duration: expected a duration"),
+    ("benchmark: {name: x, services: [{recipe: a, service_id: a_0123abcd}], clients: []}",
+     "benchmark.services[0]: expected exactly one of recipe"),
+    ("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: http, target: a, duration: 1s, concurency: 2}]}",
+     "benchmark.clients[0].concurency: unknown key; did you mean 'concurrency'?"),
+])
+def test_invalid_benchmarks(body, message):
+    with pytest.raises(RecipeError) as err:
+        load_benchmark_text(body, "b.yaml")
+    assert str(err.value).startswith("b.yaml: ") and message in str(err.value)
+
+
+def test_client_job_script_is_valid_bash_and_keeps_arguments_literal():
+    import subprocess
+    b = load_benchmark_text("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: openai-chat, target: a, "
+                            "duration: 10s, warmup: 2s, rate: 5, concurrency: 3}]}", "b.yaml")
+    recipe = client_recipe(b.clients[0], "http://n1:8000")
+    script = render_service_script(recipe, SlurmConfig(partition="cpu"), "client-openai-chat_0123abcd")
+    assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
+    assert "--rate 5.0 --duration 10.0" in script and "--metrics-port ${ORCH_PORT}" in script
