@@ -36,3 +36,14 @@ def render(template: str, directory: str | None = None, **context) -> str:
 def render_string(text: str, **context) -> str:
     """Render a user-supplied snippet (recipe command/environment) strictly."""
     return environment().from_string(text).render(**context)
+
+
+@lru_cache(maxsize=1)
+def html_environment() -> jinja2.Environment:
+    """Reports: every value is escaped unless it is our own markup (charts, marked ``Markup``)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined,
+                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(template: str, **context) -> str:
+    return html_environment().get_template(template).render(**context)

@@ -28,8 +28,10 @@ from orchestrator.resources import packaged
 from orchestrator.bench.sweep import Point, apply_to_client, grid, service_changes, set_path
 from orchestrator.times import parse_duration
 from orchestrator.services.recipes import Health, Metrics, Resources, ServiceRecipe, TargetSpec, load_recipe, parse_recipe
-from orchestrator.cluster.remote import parse_sections
-from orchestrator.cluster.shell import path as remote_path
+from orchestrator import waiting
+from orchestrator.bench.collect import gather_prometheus
+from orchestrator.reports.artifacts import ReportContext, jobs_table, window_for, write_artifacts
+from orchestrator.cluster import jobdir
 from orchestrator.cluster.slurm import TERMINAL_STATES
 
 Progress = Callable[[str], None]
@@ -164,16 +166,16 @@ class BenchmarkSession:
         """The load starts only once every target has been scraped, so counters have a baseline."""
         mid = self.state.monitor_id
         expected = {t["address"] for t in self.orch.monitors.store.get(mid)["targets"]}
-        deadline = time.monotonic() + 60 + 3 * parse_duration(self.recipe.scrape_interval)
-        while True:
+        down: list[str] = []
+
+        def step() -> tuple[bool, str]:
             health = {t["instance"]: t["health"] for t in self.orch.monitors.check_monitor_status(mid)["targets"]}
-            down = sorted(a for a in expected if health.get(a) != "up")
-            if not down:
-                self.say(f"monitor {mid} scraping {len(expected) + 1} targets")
-                return
-            if time.monotonic() > deadline:
-                raise OrchestratorError(f"monitor {mid}: targets not up: {', '.join(down)}")
-            time.sleep(1)
+            down[:] = sorted(a for a in expected if health.get(a) != "up")
+            return (True, f"monitor {mid} scraping {len(expected) + 1} targets") if not down else (False, "")
+
+        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.recipe.scrape_interval), interval=1,
+                           say=self.say, on_timeout=lambda: OrchestratorError(
+                               f"monitor {mid}: targets not up: {', '.join(down)}"))
 
     # -- clients -----------------------------------------------------------------------
     def _start_clients(self, pr: PointRun) -> None:
@@ -193,76 +195,67 @@ class BenchmarkSession:
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
 
     def _go(self, pr: PointRun) -> None:
-        dirs = [remote_path(self.orch.servers.job_dir(sid)) for sid in pr.clients]
-        script = "; ".join(f"date +%s.%N > {d}/go.tmp && mv {d}/go.tmp {d}/go" for d in dirs)
         pr.go_time = time.time()
-        self.orch.transport.run(script, check=True, idempotent=True)
-        self.say(f"{pr.point.label}: load started on {len(dirs)} client(s)")
+        self.orch.servers.signal_go(pr.clients)
+        self.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
 
     def _wait_clients(self, pr: PointRun) -> None:
         specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
         budget = max((s.warmup + (s.duration or 3600)) for s in specs) + 120
-        deadline = time.monotonic() + budget
-        last = 0.0
-        while True:
-            script = "; ".join(
-                f"echo @@c {sid}; cat {remote_path(self.orch.servers.job_dir(sid))}/progress.json 2>/dev/null; echo; "
-                f"test -f {remote_path(self.orch.servers.job_dir(sid))}/done.json && echo DONE"
-                for sid in pr.clients)
-            out = self.orch.transport.run(script, timeout=60).stdout
-            ok = err = flight = done = 0
-            for sec in parse_sections(out):
-                done += "DONE" in sec.lines
-                for line in sec.lines:
-                    if line.startswith("{"):
-                        doc = json.loads(line)
-                        ok, err, flight = ok + doc["ok"], err + doc["errors"], flight + doc["in_flight"]
-            if time.monotonic() - last >= 5 or done == len(pr.clients):
-                self.say(f"{pr.point.label}: load: {ok} ok, {err} errors, {flight} in flight, "
-                         f"{time.time() - pr.go_time:.0f}s elapsed, {done}/{len(pr.clients)} clients done")
-                last = time.monotonic()
-            if done == len(pr.clients):
-                return
-            if time.monotonic() > deadline:
-                raise OrchestratorError(f"clients did not finish within {budget:.0f}s")
-            time.sleep(2)
+
+        def step() -> tuple[bool, str]:
+            found = self.orch.servers.read_progress(pr.clients)
+            docs = [f["progress"] for f in found.values() if f["progress"]]
+            done = sum(f["done"] for f in found.values())
+            ok, err, flight = (sum(d.get(k, 0) for d in docs) for k in ("ok", "errors", "in_flight"))
+            return done == len(pr.clients), (f"{pr.point.label}: load: {ok} ok, {err} errors, {flight} in flight, "
+                                             f"{time.time() - pr.go_time:.0f}s elapsed, "
+                                             f"{done}/{len(pr.clients)} clients done")
+
+        waiting.poll_until(step, timeout=budget, interval=2, say=self.say, every=5, on_timeout=lambda: OrchestratorError(
+            f"clients did not finish within {budget:.0f}s"))
 
     def _collect_records(self, pr: PointRun) -> None:
         """Download every client's records (partial ones too) and its warm-up end."""
         cdir = pr.out_dir / "clients"
         cdir.mkdir(parents=True, exist_ok=True)
         for sid in pr.clients:
-            jd = self.orch.servers.job_dir(sid)
-            local = cdir / f"{sid}.jsonl"
-            for name, dest in (("requests.jsonl", local), ("done.json", cdir / f"{sid}.done.json")):
-                try:
-                    self.orch.transport.get(f"{jd}/{name}", str(dest))
-                except (OSError, OrchestratorError):
+            local, done = cdir / f"{sid}.jsonl", cdir / f"{sid}.done.json"
+            for name, dest in ((jobdir.REQUESTS, local), (jobdir.DONE, done)):
+                if not self.orch.servers.fetch_file(sid, name, dest):
                     self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
             if local.exists():
-                lines = [l for l in local.read_text().splitlines() if l.strip()]
+                lines = [line for line in local.read_text().splitlines() if line.strip()]
                 for i, line in enumerate(lines):
                     try:
                         pr.records.append({**json.loads(line), **({"point": pr.point.label} if self.is_sweep else {})})
                     except json.JSONDecodeError:
                         if i != len(lines) - 1:
-                            raise
+                            raise OrchestratorError(f"{local}: line {i + 1} is not a JSON record") from None
                         # the client was stopped mid-write: only its last line can be cut short
                         self.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
-            done = cdir / f"{sid}.done.json"
             if done.exists():
-                w = json.loads(done.read_text())["warmup_until"]
+                try:
+                    w = float(json.loads(done.read_text())["warmup_until"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
+                    continue
                 pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
         pr.records.sort(key=lambda r: r["start"])
         if pr.warmup_until is None and pr.records:
             pr.warmup_until = pr.records[0]["start"] + max(s.warmup for s in self.recipe.clients)
 
     def _finish_point(self, pr: PointRun) -> None:
-        from orchestrator.reports.artifacts import write_artifacts
         if pr.clients:
             self._stop(pr.clients, wait=True)  # no more load; files stay on the cluster
             self._collect_records(pr)
-        pr.report = write_artifacts(self.context(pr), pr.records, pr.warmup_until)
+        window = window_for(pr.records, pr.warmup_until)
+        ctx = self.context(pr)
+        if self.state.monitor_id and not pr.interrupted and window.end > 0:
+            ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
+                                               self.recipe.scrape_interval, window, pr.go_time, self.state.errors)
+        pr.report = write_artifacts(ctx, pr.records, window)
+        self.say(f"report: {pr.out_dir / 'report.html'}")
         if pr.clients and self.state.monitor_id and not pr.interrupted:
             try:
                 self.orch.monitors.remove_targets(self.state.monitor_id, pr.clients)
@@ -283,14 +276,29 @@ class BenchmarkSession:
         self._wait_clients(pr)
 
     # -- the whole session ---------------------------------------------------------------
-    def context(self, pr: PointRun):
-        from orchestrator.reports.artifacts import ReportContext
+    def context(self, pr: PointRun) -> ReportContext:
+        """What the point's report is made of (gathered now: jobs, runtime facts)."""
         st = self.state
         return ReportContext(
-            orch=self.orch, session_id=st.session_id + (f"/{pr.point.label}" if self.is_sweep else ""),
+            session_id=st.session_id + (f"/{pr.point.label}" if self.is_sweep else ""),
             benchmark=self.recipe.name, out_dir=pr.out_dir, scrape_interval=self.recipe.scrape_interval,
             services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
-            interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(), say=self.say)
+            interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
+            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.store.load()),
+            runtime=self._runtime_facts())
+
+    def sweep_data(self):
+        from orchestrator.reports.sweep import SweepData, SweepPoint
+        st = self.state
+        clients = [c for p in st.points for c in p.clients]
+        ctx = ReportContext(session_id=st.session_id, benchmark=self.recipe.name, out_dir=st.out_dir,
+                            scrape_interval=self.recipe.scrape_interval, services=dict(st.services), clients=clients,
+                            monitor_id=st.monitor_id, interrupted=st.interrupted, errors=st.errors,
+                            recipes=self.recipes_manifest(),
+                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.store.load()),
+                            runtime=self._runtime_facts())
+        points = [SweepPoint(p.point, p.report, p.records, p.go_time, p.clients) for p in st.points if p.report]
+        return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
 
     def recipes_manifest(self) -> dict:
         return {"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256, "text": self.recipe.text},
@@ -336,10 +344,12 @@ class BenchmarkSession:
                 self._finish_point(self.state.points[0])
             if self.is_sweep:
                 from orchestrator.reports.sweep import write_sweep_artifacts
-                result = write_sweep_artifacts(self)
+                result = write_sweep_artifacts(self.sweep_data())
+                self.say(f"sweep report: {self.state.out_dir / 'report.html'}")
+                for v in result["verdicts"]:
+                    self.say(v["text"])
             else:
                 result = self.state.points[0].report
-            self._record_runtime()
         finally:
             if not self.keep or self.state.interrupted:
                 self._stop(self.state.started)
@@ -351,28 +361,16 @@ class BenchmarkSession:
             raise OrchestratorError("; ".join(self.state.errors))
         return {**result, "out_dir": str(self.state.out_dir)}
 
-    def _record_runtime(self) -> None:
+    def _runtime_facts(self) -> dict:
         """What makes a rerun comparable: binary/image facts and sbatch options of each service job."""
         ids = list(dict.fromkeys(self.state.all_services + ([self.state.monitor_id] if self.state.monitor_id else [])))
         if not ids:
-            return
-        script = "; ".join(f"echo @@s {sid}; cat {remote_path(self.orch.servers.job_dir(sid))}/runtime.txt 2>/dev/null; "
-                           f"grep '^#SBATCH' {remote_path(self.orch.servers.job_dir(sid))}/job.sbatch 2>/dev/null"
-                           for sid in ids) + "; true"
+            return {}
         try:
-            out = self.orch.transport.run(script, timeout=60).stdout
+            return self.orch.servers.runtime_facts(ids)
         except OrchestratorError as exc:
             self.state.errors.append(f"runtime facts: {exc}")
-            return
-        runtime = {sec.args[0]: {"runtime": [l for l in sec.lines if not l.startswith("#SBATCH")],
-                                 "sbatch": [l[len("#SBATCH "):] for l in sec.lines if l.startswith("#SBATCH")]}
-                   for sec in parse_sections(out) if sec.args}
-        path = self.state.out_dir / "MANIFEST.json"
-        manifest = json.loads(path.read_text())
-        manifest["runtime"] = runtime
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.replace(path)
+            return {}
 
     def _stop(self, ids: list[str], wait: bool = False) -> None:
         """scancel what is still running; with ``wait``, until it has ended (bounded)."""
@@ -385,12 +383,8 @@ class BenchmarkSession:
                     stopped.append(sid)
             except (OrchestratorError, OSError) as exc:
                 self.state.errors.append(f"could not stop {sid}: {exc}")
-        deadline = time.monotonic() + 30
-        while wait and stopped and time.monotonic() < deadline:
-            probes = self.orch.servers.probe_many(stopped)
-            stopped = [p.service_id for p in probes if p.job is not None and p.job.state not in TERMINAL_STATES]
-            if stopped:
-                time.sleep(1)
+        if wait and stopped:
+            self.orch.servers.wait_until_ended(stopped, timeout=30)
 
 
 def _recipe_entry(r: ServiceRecipe) -> dict:

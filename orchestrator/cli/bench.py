@@ -50,9 +50,10 @@ def bench_run(click_ctx, config_path, as_json, recipe, out, keep):
 def bench_collect(click_ctx, config_path, as_json, session_dir):
     """Query a kept session's monitor again for its window and rewrite its artifacts."""
     from pathlib import Path
-    from orchestrator.reports.artifacts import recollect_session
+    from orchestrator.bench.collect import recollect_session
     ctx = _ctx(click_ctx, config_path, as_json)
-    report = recollect_session(ctx.orch, Path(session_dir), say=progress)
+    report = recollect_session(ctx.orch, Path(session_dir))
+    progress(f"report: {Path(session_dir) / 'report.html'}")
     emit(ctx, report, kpi_table(report["kpis"]))
 
 
@@ -67,15 +68,18 @@ def bench_collect(click_ctx, config_path, as_json, session_dir):
 def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start, end, out):
     """Re-render a session's report offline, or report on any monitor over --from/--to."""
     from pathlib import Path
-    from orchestrator.reports.artifacts import monitor_window_report, rerender_session
+    from orchestrator.bench.collect import monitor_window_report
+    from orchestrator.reports.artifacts import rerender_session
     ctx = _ctx(click_ctx, config_path, as_json)
     if monitor_id:
         from orchestrator.cli.monitor import _window
         s, e = _window(start, end)
         target = Path(out or session_dir or ctx.orch.config.results_dir / f"{monitor_id}-report")
-        report = monitor_window_report(ctx.orch, monitor_id, s, e, target, say=progress)
+        report = monitor_window_report(ctx.orch, monitor_id, s, e, target)
+        progress(f"report: {target / 'report.html'}")
     elif session_dir:
-        report = rerender_session(Path(session_dir), say=progress)
+        report = rerender_session(Path(session_dir))
+        progress(f"report: {Path(session_dir) / 'report.html'}")
     else:
         raise click.UsageError("give a session directory, or --monitor ID with --from/--to")
     emit(ctx, report, kpi_table(report["kpis"]))

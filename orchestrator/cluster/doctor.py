@@ -1,7 +1,7 @@
 """`doctor`: is this cluster usable by the tool? One SSH connection, one command.
 
-The remote side is one shell script whose sections are delimited by ``@@name``
-lines; ``parse_report`` (pure) turns them into checks, each with a fix.
+The remote side is one shell script whose sections are delimited by markers (``cluster.remote``)
+``parse_report`` (pure) turns them into checks, each with a fix.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.errors import TransportError
-from orchestrator.cluster.remote import by_name, parse_sections
+from orchestrator.cluster.remote import Marker, by_name
 from orchestrator.cluster.shell import path as remote_path
 from orchestrator.cluster.slurm import SINFO_NODES_COMMAND, parse_sinfo_nodes
 
@@ -36,24 +36,24 @@ class Check:
         return "ok" if self.ok else ("FAIL" if self.required else "warn")
 
 
-def doctor_script(work_dir: str) -> str:
+def doctor_script(work_dir: str, mark: Marker) -> str:
     wd = remote_path(work_dir)
     tools = " ".join(list(CLUSTER_TOOLS) + ["singularity"])
     return "\n".join([
-        "echo @@slurm",
+        mark.echo("slurm"),
         f"for c in {' '.join(SLURM_COMMANDS)}; do command -v $c >/dev/null 2>&1 && echo \"$c ok\" || echo \"$c missing\"; done",
-        "echo @@sinfo",
+        mark.echo("sinfo"),
         f"{SINFO_NODES_COMMAND} 2>&1; echo \"rc=$?\"",
-        "echo @@workdir",
+        mark.echo("workdir"),
         f"mkdir -p {wd} 2>&1 && t=$(mktemp {wd}/.doctor.XXXXXX 2>&1) && rm -f \"$t\" && echo writable; echo {wd}",
-        "echo @@tools",
+        mark.echo("tools"),
         f"for c in {tools}; do p=$(command -v $c 2>/dev/null) && echo \"$c $p\" || echo \"$c -\"; done",
         "true",
     ])
 
 
-def parse_report(text: str, work_dir: str) -> list[Check]:
-    s = {name: sec.lines for name, sec in by_name(parse_sections(text)).items()}
+def parse_report(text: str, work_dir: str, mark: Marker) -> list[Check]:
+    s = {name: sec.lines for name, sec in by_name(mark.parse(text)).items()}
     checks = []
     missing = [l.split()[0] for l in s.get("slurm", []) if l.endswith("missing")]
     checks.append(Check("slurm commands", not missing,
@@ -91,10 +91,11 @@ def parse_report(text: str, work_dir: str) -> list[Check]:
 
 def run_doctor(transport, work_dir: str) -> list[Check]:
     try:
-        result = transport.run(doctor_script(work_dir), timeout=60)
+        mark = Marker()
+        result = transport.run(doctor_script(work_dir, mark), timeout=60)
     except TransportError as exc:
         skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS]
         return [Check("ssh", False, str(exc), "see the message: fix the SSH settings in config.yaml"),
                 *(Check(name, False, "not checked: no SSH connection", required=False) for name in skipped)]
     ssh = Check("ssh", True, f"{transport.description}: connected, host key trusted")
-    return [ssh, *parse_report(result.stdout, work_dir)]
+    return [ssh, *parse_report(result.stdout, work_dir, mark)]

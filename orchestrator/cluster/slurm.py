@@ -1,4 +1,5 @@
-"""SLURM: command lines we send and pure parsers for what comes back.
+"""SLURM: every squeue/scontrol/sacct/sbatch/sinfo line we send, the pure parsers
+for what comes back, the one ``Job`` record, and the one poller.
 
 Output formats are fixed ``--format`` strings with a unit-separator between
 fields (it cannot occur in job names or reasons), which is stable from SLURM
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from orchestrator.errors import SlurmError
-from orchestrator.cluster.shell import command
+from orchestrator.cluster.shell import command, quote
 
 SEP = "\x1f"
 # job id, name, state, elapsed, node list, reason, partition, user, time limit, submit, start
@@ -36,6 +37,18 @@ class Job:
     submit_time: str = ""
     start_time: str = ""
     exit_code: str = ""
+    stdout: str = ""                     # the job's output file (scontrol only)
+    array_job_id: str = ""               # for an array task: the array's ID; its own is job_id
+    array_task_id: str = ""
+    het_job_id: str = ""
+    het_offset: str = ""
+
+    @property
+    def key(self) -> str:
+        """The ID users see and track: ``123_4`` for an array task, else the job ID."""
+        if self.array_job_id and self.array_task_id not in ("", "N/A"):
+            return f"{self.array_job_id}_{self.array_task_id}"
+        return self.job_id
 
     @property
     def nodes(self) -> list[str]:
@@ -57,12 +70,6 @@ def squeue_command(user: str | None = None, names: list[str] | None = None,
     if job_ids:
         args.append("--jobs=" + ",".join(job_ids))
     return command(*args)
-
-
-def scontrol_jobs_command(job_ids: list[str]) -> str:
-    """One remote command for the final state of several jobs that left the queue."""
-    return "; ".join(command("scontrol", "show", "job", "--oneliner", j) + " 2>/dev/null"
-                     for j in job_ids) + "; true"
 
 
 # -- parsers ------------------------------------------------------------------
@@ -102,19 +109,44 @@ def parse_scontrol_record(line: str) -> dict[str, str]:
     return {m.group(1): m.group(2).strip() for m in _KV.finditer(line.strip())}
 
 
+def _scontrol_job(rec: dict[str, str]) -> Job:
+    def known(key: str) -> str:
+        v = rec.get(key, "")
+        return "" if v in ("(null)", "N/A") else v
+    return Job(job_id=rec.get("JobId", ""), name=rec.get("JobName", ""), state=rec.get("JobState", "UNKNOWN"),
+               elapsed=rec.get("RunTime", ""), nodelist=known("NodeList"),
+               reason="" if rec.get("Reason") == "None" else rec.get("Reason", ""),
+               partition=rec.get("Partition", ""), user=rec.get("UserId", "").split("(")[0],
+               time_limit=rec.get("TimeLimit", ""), submit_time=rec.get("SubmitTime", ""),
+               start_time=rec.get("StartTime", ""), exit_code=rec.get("ExitCode", ""), stdout=known("StdOut"),
+               array_job_id=known("ArrayJobId"), array_task_id=known("ArrayTaskId"),
+               het_job_id=known("HetJobId"), het_offset=known("HetJobOffset"))
+
+
+def parse_sacct_line(line: str) -> Job:
+    """A ``SACCT|`` line of ``JOB_STATE_FUNCTION`` (sacct -P -o SACCT_FIELDS)."""
+    _, job_id, name, state, elapsed, nodelist, exit_code = (line.split("|") + [""] * 7)[:7]
+    return Job(job_id=job_id, name=name, state=state.split()[0] if state else "UNKNOWN", elapsed=elapsed,
+               nodelist="" if nodelist in ("None assigned", "(null)") else nodelist, exit_code=exit_code)
+
+
+def parse_job_records(text: str) -> list[Job]:
+    """What ``orch_job_state`` printed: scontrol one-liners, or sacct lines once the job left slurmctld."""
+    jobs = []
+    for line in text.splitlines():
+        if line.startswith("JobId="):
+            jobs.append(_scontrol_job(parse_scontrol_record(line)))
+        elif line.startswith("SACCT|"):
+            jobs.append(parse_sacct_line(line))
+    return jobs
+
+
 def parse_scontrol_jobs(text: str) -> list[Job]:
     jobs = []
     for line in text.splitlines():
         if not line.startswith("JobId="):
             continue
-        rec = parse_scontrol_record(line)
-        jobs.append(Job(job_id=rec.get("JobId", ""), name=rec.get("JobName", ""),
-                        state=rec.get("JobState", "UNKNOWN"), elapsed=rec.get("RunTime", ""),
-                        nodelist="" if rec.get("NodeList") in (None, "(null)") else rec["NodeList"],
-                        reason="" if rec.get("Reason") == "None" else rec.get("Reason", ""),
-                        partition=rec.get("Partition", ""), user=rec.get("UserId", "").split("(")[0],
-                        time_limit=rec.get("TimeLimit", ""), submit_time=rec.get("SubmitTime", ""),
-                        start_time=rec.get("StartTime", ""), exit_code=rec.get("ExitCode", "")))
+        jobs.append(_scontrol_job(parse_scontrol_record(line)))
     return jobs
 
 
@@ -202,3 +234,66 @@ def parse_job_ids(text: str) -> list[JobId]:
         elif part:
             tasks.append(part)
     return [JobId(base, array_task=t) for t in tasks]
+
+
+# -- the poller -----------------------------------------------------------------------
+SACCT_FIELDS = "JobID,JobName,State,Elapsed,NodeList,ExitCode"
+# Defined at the top of every script that asks for a job's state: scontrol while
+# slurmctld remembers the job (MinJobAge), then sacct where accounting runs.
+JOB_STATE_FUNCTION = (
+    'orch_job_state() { scontrol show job --oneliner "$1" 2>/dev/null || '
+    f'sacct -n -P -X -j "$1" -o {SACCT_FIELDS} 2>/dev/null | sed \'s/^/SACCT|/\'; }}')
+
+
+def queue_command(*, user: str | None = None, partitions: list[str] | None = None, mine: bool = True) -> str:
+    args = ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}"]
+    if user:
+        args.append(f"--user={user}")
+    elif mine:
+        args.append("--me")
+    if partitions:
+        args.append("--partition=" + ",".join(partitions))
+    return command(*args)
+
+
+def poll_script(open_ids: list[str], mark, *, user: str | None = None, partitions: list[str] | None = None,
+                mine: bool = True) -> str:
+    """The queue (squeue must succeed: a failing controller is an error to retry, not "every job
+    gone"), then the final record of each ``open_ids`` job that is no longer in it."""
+    gone = "".join(f"printf '%s\\n' \"$q\" | grep -q {quote('^' + re.escape(j) + SEP)} || "
+                   f"orch_job_state {quote(j)}; " for j in open_ids)
+    return (f"{JOB_STATE_FUNCTION}\nq=$({queue_command(user=user, partitions=partitions, mine=mine)}) || exit 3\n"
+            f"{mark.echo('queue')}; printf '%s\\n' \"$q\"; {mark.echo('gone')}; {gone}true")
+
+
+@dataclass(frozen=True)
+class Poll:
+    queued: list[Job]                    # what squeue lists now
+    ended: dict[str, Job]                # open jobs that left the queue, by key (their final record)
+
+    def state_of(self, job_id: str) -> Job | None:
+        for j in self.queued:
+            if j.job_id == job_id:
+                return j
+        return self.ended.get(job_id)
+
+
+def parse_poll(text: str, mark) -> Poll:
+    secs = {s.name: s.text for s in mark.parse(text)}
+    return Poll(parse_squeue(secs.get("queue", "")), {j.key: j for j in parse_job_records(secs.get("gone", ""))})
+
+
+class JobPoller:
+    """States of many jobs in one remote command: the queue plus the final record of those that left it."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    def poll(self, open_ids: list[str], **filters) -> Poll:
+        from orchestrator.cluster.remote import Marker
+        mark = Marker()
+        result = self.transport.run(poll_script(open_ids, mark, **filters), timeout=120)
+        if result.exit_code != 0:
+            msg = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}").splitlines()[-1]
+            raise SlurmError(f"squeue failed: {msg}")
+        return parse_poll(result.stdout, mark)

@@ -18,8 +18,10 @@ from typing import Callable
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError
 from orchestrator.times import now_iso, parse_duration
-from orchestrator.monitoring.promql import (QueryResult, curl_query, curl_range, joined,
-                     parse_response, range_chunks, split_responses, stitch)
+from orchestrator.cluster.remote import Marker
+from orchestrator.monitoring.queries import REPORT_QUERIES
+from orchestrator.monitoring.promql import (QueryResult, curl_query, curl_range, joined, parse_response, range_chunks,
+                                            stitch)
 from orchestrator.services.recipes import ServiceRecipe, TargetSpec, recipe_dirs
 from orchestrator.cluster.shell import heredoc
 from orchestrator.services.servers import ServersModule
@@ -160,7 +162,7 @@ class MonitorsModule:
                      "> promtool.out 2>&1; then echo promtool-failed; cat promtool.out; rm -f prometheus.yml.new\n"
                    + "else mv prometheus.yml.new prometheus.yml && "
                      "curl -sS -X POST -o /dev/null -w 'reload=%{http_code}\\n' --max-time 30 \"$BASE/-/reload\"; fi")
-        p = self.servers.probe(monitor_id, then=snippet, idempotent=True)
+        p = self.servers.probe(monitor_id, then=snippet)
         out = p.then_output or ""
         if p.then_output is None:
             raise OrchestratorError(f"monitor {monitor_id} has no endpoint (job {p.job.state if p.job else '?'})")
@@ -204,11 +206,14 @@ class MonitorsModule:
         return ident  # maybe a monitor started elsewhere: the probe finds it from squeue
 
     def _run_queries(self, monitor_id: str, curls: list[str], timeout: float = 90) -> list[str]:
-        p = self.servers.probe(self.monitor_for(monitor_id), then=joined(curls), timeout=timeout)
+        mark = Marker()
+        p = self.servers.probe(self.monitor_for(monitor_id), then=joined(curls, mark), mark=mark, timeout=timeout)
         if p.then_output is None:
             state = p.job.state if p.job else "UNKNOWN"
             raise OrchestratorError(f"monitor {p.service_id} is {state}: it has no endpoint to query")
-        return split_responses(p.then_output)
+        if len(p.responses) != len(curls):
+            raise OrchestratorError(f"monitor {p.service_id}: {len(p.responses)} of {len(curls)} answers came back")
+        return p.responses
 
     def query_many(self, monitor_id: str, queries: list[str], at: float | None = None) -> list[QueryResult]:
         answers = self._run_queries(monitor_id, [curl_query(q, at) for q in queries])
@@ -288,24 +293,12 @@ class MonitorsModule:
         ep = self.servers.get_service_endpoint(self.monitor_for(monitor_id))
         return {**ep.to_dict(), "api_url": f"{ep.url}/api/v1", "ui_url": f"{ep.url}/graph"}
 
-    REPORT_QUERIES = {
-        "up": "up",
-        "scrape_duration_seconds": "scrape_duration_seconds",
-        "process_cpu_cores": "rate(process_cpu_seconds_total[1m])",
-        "process_resident_memory_bytes": "process_resident_memory_bytes",
-        "node_cpu_utilisation_percent":
-            '100 * (1 - avg by (instance, service_id) (rate(node_cpu_seconds_total{mode="idle"}[1m])))',
-        "node_memory_used_bytes": "node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes",
-        "gpu_utilisation_percent": "DCGM_FI_DEV_GPU_UTIL",
-        "gpu_memory_used_mib": "DCGM_FI_DEV_FB_USED",
-    }
-
     def construct_report(self, monitor_id: str) -> dict:
         """Status, up per target, CPU, memory, scrape duration (absent sources stay absent)."""
         status = self.check_monitor_status(monitor_id)
-        results = self.query_many(status["monitor_id"], list(self.REPORT_QUERIES.values()))
+        results = self.query_many(status["monitor_id"], list(REPORT_QUERIES.values()))
         sections = {}
-        for (name, q), r in zip(self.REPORT_QUERIES.items(), results):
+        for (name, q), r in zip(REPORT_QUERIES.items(), results):
             sections[name] = {"query": q, "series": [{"labels": s.labels, "value": s.values[-1][1]} for s in r.series]}
         return {"generated_at": now_iso(), **status, "metrics": sections}
 

@@ -17,7 +17,6 @@ from orchestrator.cluster.shell import command
 from orchestrator.times import parse_duration, parse_time  # noqa: F401  (re-exported for callers of the PromQL API)
 
 MAX_POINTS = 11_000
-SEP = "==orch-response-end=="  # must not start with "@@": that marks a probe section
 
 
 class PrometheusError(OrchestratorError):
@@ -82,16 +81,9 @@ def curl_range(promql: str, start: float, end: float, step: float, timeout: floa
                       "--data-urlencode", f"end={end:.3f}", "--data-urlencode", f"step={step:g}"))
 
 
-def joined(commands: list[str]) -> str:
-    """Several curls in one remote command; responses separated by SEP lines."""
-    return "; ".join(f"{c}; echo; echo {SEP}" for c in commands)
-
-
-def split_responses(text: str) -> list[str]:
-    parts = text.split(SEP + "\n")
-    if parts and not parts[-1].strip():
-        parts = parts[:-1]
-    return [p.strip() for p in parts]
+def joined(commands: list[str], mark) -> str:
+    """Several curls in one remote command, each answer in its own ``response`` section."""
+    return "; ".join(f"{mark.echo('response')}; {c}; echo" for c in commands)
 
 
 # -- responses ----------------------------------------------------------------------

@@ -64,7 +64,10 @@ def expand_home_word(path: str) -> str:
     """A path where ~ and $VARS expand on the node, everything else literal."""
     if path.startswith("~/"):
         path = "$HOME/" + path[2:]
-    return '"' + re.sub(r'([\\"`])', r"\\\1", path) + '"'
+    quoted = re.sub(r'([\\"`])', r"\\\1", path)
+    # only $NAME and ${NAME} expand: $(...), ${x:-...} and $'...' stay literal text
+    quoted = re.sub(r"\$(?!(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\}))", r"\\$", quoted)
+    return '"' + quoted + '"'
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,26 @@ Each public call is one remote round trip, except waiting, which is one per poll
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import Path
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError, SlurmError
 from orchestrator.services.jobscript import render_service_script
-from orchestrator.services.probe import JOB_ID_RE, SERVICE_ID_RE, Probe, endpoint_hosts, parse_probe, probe_script
-from orchestrator.services.recipes import ServiceRecipe, load_recipe
+from orchestrator import waiting
+from orchestrator.cluster import jobdir
+from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.shell import command, heredoc, path as remote_path
-from orchestrator.times import now_iso
-from orchestrator.cluster.slurm import (SQUEUE_FORMAT, TERMINAL_STATES, Job, parse_sbatch, parse_scontrol_jobs, parse_squeue)
-from orchestrator.state import StateStore
+from orchestrator.cluster.slurm import TERMINAL_STATES, Job, JobPoller, parse_job_records, parse_sbatch
 from orchestrator.cluster.transport import Transport
+from orchestrator.services.probe import JOB_ID_RE, SERVICE_ID_RE, Probe, endpoint_hosts, parse_probe
+from orchestrator.services.recipes import ServiceRecipe, load_recipe
+from orchestrator.state import StateStore
+from orchestrator.times import now_iso
 
 Progress = Callable[[str], None]
 
@@ -88,7 +91,7 @@ class ServersModule:
         return sid, render_service_script(recipe, self.config.slurm, sid)
 
     def job_dir(self, service_id: str) -> str:
-        return f"{self.config.remote.work_dir.rstrip('/')}/services/{service_id}"
+        return jobdir.job_dir(self.config.remote.work_dir, service_id)
 
     # -- submit ---------------------------------------------------------------
     def start_service(self, recipe: ServiceRecipe, *, wait: bool = False, timeout: float | None = None,
@@ -111,8 +114,8 @@ class ServersModule:
         shipped = {name: Path(local).read_text() for name, local in recipe.files.items()}
         files = "".join(heredoc(name, text) for name, text in {**shipped, **(extra_files or {})}.items())
         check = f"{{ {precheck}; }} && " if precheck else ""
-        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > job.sbatch && {files}"
-                  f"{{ out=$({{ {check}sbatch --parsable job.sbatch; }} 2>&1); rc=$?; "
+        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > {jobdir.JOB_SCRIPT} && {files}"
+                  f"{{ out=$({{ {check}sbatch --parsable {jobdir.JOB_SCRIPT}; }} 2>&1); rc=$?; "
                   f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
         try:
             result = self.transport.run(remote, stdin=script, idempotent=False, timeout=60)
@@ -145,24 +148,28 @@ class ServersModule:
             return ident, rec.get("job_id")
         raise OrchestratorError(f"'{ident}' is neither a service ID (<name>_<8 hex>) nor a SLURM job ID")
 
-    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, cancel: bool = False,
-              then: str = "", idempotent: bool = True, timeout: float = 60) -> Probe:
-        """Everything about one service in one remote command; ``then`` runs against its endpoint."""
+    def _probe_script(self, ident: str, mark: Marker, **options) -> str:
         sid, job_id = self._ids(ident)
-        script = probe_script(self.config.remote.work_dir, service_id=sid, job_id=job_id, health=health,
-                              log_lines=log_lines, cancel=cancel, then=then)
-        result = self.transport.run(script, timeout=timeout, idempotent=idempotent and not cancel)
-        return self._checked(ident, parse_probe(result.stdout))
+        return jobdir.probe_script(self.config.remote.work_dir, mark, service_id=sid, job_id=job_id, **options)
+
+    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, then: str = "",
+              mark: Marker | None = None, timeout: float = 60) -> Probe:
+        """Everything about one service in one remote command; ``then`` runs against its endpoint
+        (a ``then`` that prints sections uses the ``mark`` it was built with)."""
+        mark = mark or Marker()
+        script = self._probe_script(ident, mark, health=health, log_lines=log_lines, then=then)
+        result = self.transport.run(script, timeout=timeout, idempotent=True)
+        return self._checked(ident, parse_probe(mark.parse(result.stdout)))
 
     def probe_many(self, idents: list[str], health: bool = False) -> list[Probe]:
         """Several services in one remote command (each probe in its own subshell)."""
-        scripts = []
-        for ident in idents:
-            sid, job_id = self._ids(ident)
-            scripts.append("( " + probe_script(self.config.remote.work_dir, service_id=sid, job_id=job_id,
-                                               health=health) + " )")
-        out = self.transport.run("\necho @@@@next\n".join(scripts), timeout=60).stdout
-        return [self._checked(i, parse_probe(part)) for i, part in zip(idents, out.split("@@@@next\n"))]
+        mark = Marker()
+        scripts = ["( " + self._probe_script(ident, mark, health=health) + " )" for ident in idents]
+        out = self.transport.run(f"\n{mark.echo('next')}\n".join(scripts), timeout=60).stdout
+        groups = mark.split(out, "next")
+        if len(groups) != len(idents):
+            raise OrchestratorError(f"probe of {len(idents)} services answered {len(groups)} (connection cut?)")
+        return [self._checked(i, parse_probe(g)) for i, g in zip(idents, groups)]
 
     def _checked(self, ident: str, p: Probe) -> Probe:
         if not p.job_id or (p.job is None and not p.endpoint):
@@ -184,21 +191,17 @@ class ServersModule:
                               **({"finished_at": now_iso()} if job.state in TERMINAL_STATES else {}))
 
     def list_running_services(self) -> list[ServiceStatus]:
-        """All services: one remote command (squeue, plus scontrol for jobs that left the queue)."""
-        tracked = self.store.load()
+        """All services: one remote command (squeue, plus the final record of tracked jobs that left the queue)."""
+        tracked = {sid: rec for sid, rec in self.store.load().items() if isinstance(rec, dict)}
         open_jobs = [r["job_id"] for r in tracked.values()
                      if r.get("job_id") and r.get("state") not in TERMINAL_STATES]
-        script = command("squeue", "--me", "--noheader", f"--format={SQUEUE_FORMAT}")
-        script += "; echo @@gone; " + "".join(
-            command("scontrol", "show", "job", "--oneliner", j) + " 2>/dev/null; " for j in open_jobs) + "true"
-        out = self.transport.run(script, timeout=60, check=True).stdout
-        queued_text, _, gone_text = out.partition("@@gone")
+        poll = JobPoller(self.transport).poll(open_jobs)
         rows: dict[str, ServiceStatus] = {}
-        for job in parse_squeue(queued_text):
+        for job in poll.queued:
             if SERVICE_ID_RE.match(job.name):
                 rows[job.name] = ServiceStatus(job.job_id, job.name, job.state, job.elapsed, job.nodelist,
                                                job.reason, tracked=job.name in tracked)
-        left = {j.job_id: j for j in parse_scontrol_jobs(gone_text)}
+        left = poll.ended
         for sid, rec in tracked.items():
             if sid in rows:
                 continue
@@ -237,10 +240,6 @@ class ServersModule:
     def get_service_host(self, ident: str) -> str:
         return self.get_service_endpoint(ident).host
 
-    def check_health(self, ident: str) -> tuple[Probe, bool]:
-        p = self.probe(ident, health=True)
-        return p, p.healthy and p.job is not None and p.job.state == "RUNNING"
-
     # -- readiness ----------------------------------------------------------------
     def wait_until_ready(self, ident: str, timeout: float = 300, poll: float = 1.0,
                          progress: Progress | None = None) -> Endpoint:
@@ -249,44 +248,63 @@ class ServersModule:
         A job that ends first raises with the tail of its log; a timeout
         leaves the job running and says so.
         """
-        say = progress or (lambda m: None)
-        deadline = time.monotonic() + timeout
-        last = None
-        while True:
+        last: list[Probe] = []
+
+        def step() -> tuple[bool, str]:
             p = self.probe(ident, health=True)
+            last[:] = [p]
             state = p.job.state if p.job else "UNKNOWN"
             if state in TERMINAL_STATES:
-                p = self.probe(ident, log_lines=20)
+                tail = self.probe(ident, log_lines=20).log.rstrip()
                 raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) ended {state} "
-                                      f"before it was ready; last lines of its log:\n{p.log.rstrip()}")
+                                      f"before it was ready; last lines of its log:\n{tail}")
             if state == "RUNNING" and p.endpoint and (p.healthy or not p.endpoint["static"].get("health_path")):
-                if p.service_id in self.store.load():
-                    self.store.update(p.service_id, ready_at=now_iso())
-                say(f"{p.service_id} ready at {p.health_url or p.endpoint['node']}")
-                return self._endpoint(p)
+                return True, f"{p.service_id} ready at {p.health_url or p.endpoint['node']}"
             if state == "PENDING":
-                msg = f"{p.service_id}: pending ({p.job.reason or 'queued'})"
-            elif state == "RUNNING":
-                msg = (f"{p.service_id}: starting on {p.job.nodelist}" +
-                       (f", health {p.health_url} -> {p.health_code}" if p.health_url else ""))
-            else:
-                msg = f"{p.service_id}: {state}"
-            if msg != last:
-                say(msg)
-                last = msg
-            if time.monotonic() >= deadline:
-                raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) not ready after {timeout:.0f}s "
-                                      f"({state}); the job was left running: stop it with "
-                                      f"--stop-service {p.service_id}")
-            time.sleep(poll)
+                return False, f"{p.service_id}: pending ({p.job.reason or 'queued'})"
+            if state == "RUNNING":
+                return False, (f"{p.service_id}: starting on {p.job.nodelist}" +
+                               (f", health {p.health_url} -> {p.health_code}" if p.health_url else ""))
+            return False, f"{p.service_id}: {state}"
+
+        def timed_out() -> ServiceNotReady:
+            p = last[0]
+            state = p.job.state if p.job else "UNKNOWN"
+            return ServiceNotReady(f"service {p.service_id} (job {p.job_id}) not ready after {timeout:.0f}s "
+                                   f"({state}); the job was left running: stop it with "
+                                   f"--stop-service {p.service_id}")
+
+        waiting.poll_until(step, timeout=timeout, interval=poll, say=progress, on_timeout=timed_out)
+        p = last[0]
+        if p.service_id in self.store.load():
+            self.store.update(p.service_id, ready_at=now_iso())
+        return self._endpoint(p)
+
+    def wait_until_ended(self, service_ids: list[str], timeout: float = 30, poll: float = 1.0) -> list[str]:
+        """Until every job has left the running states (after a scancel); returns those still running."""
+        left = list(service_ids)
+
+        def step() -> tuple[bool, str]:
+            left[:] = [p.service_id for p in self.probe_many(left)
+                       if p.job is not None and p.job.state not in TERMINAL_STATES] if left else []
+            return not left, ""
+
+        try:
+            waiting.poll_until(step, timeout=timeout, interval=poll, on_timeout=lambda: TimeoutError())
+        except TimeoutError:
+            pass
+        return left
 
     # -- stop and logs ------------------------------------------------------------
     def stop_service(self, ident: str) -> ServiceStatus:
-        p = self.probe(ident, cancel=True)
-        out = p.cancel_output or ""
-        if "rc=0" not in out:
-            raise SlurmError(f"scancel of job {p.job_id} failed: {out.replace('rc=', 'exit ').strip()}")
+        """scancel a service this tool started; anything else is refused before scancel runs."""
+        p = self.probe(ident)  # _checked refuses jobs that are not services of this tool
         already = p.job is not None and p.job.state in TERMINAL_STATES
+        if not already:
+            result = self.transport.run(command("scancel", p.job_id), timeout=60, idempotent=True)
+            if not result.ok:
+                msg = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}")
+                raise SlurmError(f"scancel of job {p.job_id} failed: {msg}")
         state = p.job.state if already else "CANCELLED"
         if p.service_id in self.store.load():
             self.store.update(p.service_id, state=state, stopped_at=now_iso(), stopped_by_user=not already,
@@ -302,21 +320,78 @@ class ServersModule:
         """Print the log as it grows until the job ends (one remote command per poll)."""
         first = self.probe(ident)
         sid, job_id = first.service_id, first.job_id
-        log = remote_path(f"{self.job_dir(sid)}/slurm-{job_id}.out")
         offset = 0
-        start = time.monotonic()
-        while True:
-            script = (f"tail -c +{offset + 1} {log} 2>/dev/null; echo; echo @@job; "
-                      + command("scontrol", "show", "job", "--oneliner", job_id) + " 2>/dev/null; true")
-            out = self.transport.run(script, timeout=60).stdout
-            chunk, _, job_text = out.rpartition("\n@@job\n")  # the separator includes our echo
+        final: list[Job | None] = [first.job]
+
+        def step() -> tuple[bool, str]:
+            nonlocal offset
+            mark = Marker()
+            out = self.transport.run(jobdir.follow_script(self.config.remote.work_dir, sid, job_id, offset, mark),
+                                     timeout=60).stdout
+            secs = {s.name: s.text for s in mark.parse(out)}
+            chunk = secs.get("log", "")
             if chunk:
                 write(chunk)
                 offset += len(chunk.encode())
-            jobs = parse_scontrol_jobs(job_text)
-            job = jobs[0] if jobs else None
-            if job is None or job.state in TERMINAL_STATES:
-                return job
-            if max_seconds is not None and time.monotonic() - start > max_seconds:
-                return job
-            time.sleep(poll)
+            jobs = parse_job_records(secs.get("job", ""))
+            final[0] = jobs[0] if jobs else None
+            return final[0] is None or final[0].state in TERMINAL_STATES, ""
+
+        try:
+            waiting.poll_until(step, timeout=max_seconds if max_seconds is not None else float("inf"),
+                               interval=poll, on_timeout=lambda: TimeoutError())
+        except TimeoutError:
+            pass
+        return final[0]
+
+    # -- files in job dirs (load clients) -------------------------------------------
+    def signal_go(self, service_ids: list[str]) -> None:
+        """Write each job's ``go`` file: the load clients start together."""
+        self.transport.run(jobdir.write_go_script(self.config.remote.work_dir, service_ids), check=True,
+                           idempotent=True)
+
+    def read_progress(self, service_ids: list[str]) -> dict[str, dict]:
+        """{service ID: {"progress": parsed progress.json or None, "done": bool}} in one command."""
+        mark = Marker()
+        out = self.transport.run(jobdir.progress_script(self.config.remote.work_dir, service_ids, mark),
+                                 timeout=60).stdout
+        found: dict[str, dict] = {sid: {"progress": None, "done": False} for sid in service_ids}
+        for sec in mark.parse(out):
+            sid = sec.args[0] if sec.args else ""
+            if sid not in found:
+                continue
+            if sec.name == "done":
+                found[sid]["done"] = True
+            elif sec.name == "client":
+                for line in sec.lines:
+                    if line.startswith("{"):
+                        try:
+                            found[sid]["progress"] = json.loads(line)
+                        except json.JSONDecodeError:
+                            pass  # being rewritten: the next poll reads it whole
+        return found
+
+    def fetch_file(self, service_id: str, name: str, local: Path) -> bool:
+        """Download a file of a job dir; False (and no local file) when it could not be fetched."""
+        try:
+            self.transport.get(jobdir.file(self.config.remote.work_dir, service_id, name), str(local))
+            return True
+        except (OSError, OrchestratorError):
+            local.unlink(missing_ok=True)
+            return False
+
+    def runtime_facts(self, service_ids: list[str]) -> dict[str, dict]:
+        """runtime.txt and the sbatch options of each job, in one command."""
+        mark = Marker()
+        out = self.transport.run(jobdir.runtime_script(self.config.remote.work_dir, service_ids, mark),
+                                 timeout=60).stdout
+        facts: dict[str, dict] = {}
+        for sec in mark.parse(out):
+            if not sec.args:
+                continue
+            entry = facts.setdefault(sec.args[0], {"runtime": [], "sbatch": []})
+            if sec.name == "service":
+                entry["runtime"] = [line for line in sec.lines if line]
+            elif sec.name == "sbatch":
+                entry["sbatch"] = [line[len("#SBATCH "):] for line in sec.lines if line.startswith("#SBATCH")]
+        return facts

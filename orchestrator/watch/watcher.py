@@ -19,13 +19,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from orchestrator.watch.attribution import classify, needs_attribution
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, SlurmError
 from orchestrator.services.probe import SERVICE_ID_RE
-from orchestrator.cluster.remote import parse_sections
+from orchestrator.cluster import jobdir
+from orchestrator.cluster.remote import Marker
 from orchestrator.services.servers import ServersModule
 from orchestrator.times import now_iso
-from orchestrator.cluster.shell import command, path as remote_path, quote
-from orchestrator.cluster.slurm import SEP, SQUEUE_FORMAT, TERMINAL_STATES, parse_job_ids, parse_scontrol_record, parse_squeue
+from orchestrator.cluster.shell import path as remote_path, quote
+from orchestrator.cluster.slurm import TERMINAL_STATES, JobPoller, parse_job_ids
 from orchestrator.state import StateStore
 
 Log = Callable[..., None]
@@ -101,23 +102,6 @@ class Watcher:
             return False
         return True
 
-    def poll_script(self, open_ids: list[str]) -> str:
-        o = self.options
-        args = ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}"]
-        if o.user:
-            args.append(f"--user={o.user}")
-        elif not (o.partitions or o.job_pattern):
-            args.append("--me")
-        if o.partitions:
-            args.append("--partition=" + ",".join(o.partitions))
-        # squeue must succeed (a failing controller is an error to retry, not "every job gone")
-        gone = "".join(
-            f"printf '%s\\n' \"$q\" | grep -q {quote('^' + re.escape(j) + SEP)} || "
-            f"{{ scontrol show job --oneliner {quote(j)} 2>/dev/null || "
-            f"sacct -n -P -X -j {quote(j)} -o JobID,JobName,State,Elapsed,NodeList,ExitCode 2>/dev/null | sed 's/^/SACCT|/'; }}; "
-            for j in open_ids)
-        return f"q=$({command(*args)}) || exit 3; printf '%s\\n' \"$q\"; echo @@gone; {gone}true"
-
     # -- one poll ---------------------------------------------------------------------
     def poll(self) -> list[dict]:
         """One poll; returns the verdicts reported by it."""
@@ -128,36 +112,24 @@ class Watcher:
         ours = self._ours()
         open_ids = sorted({j for j, r in jobs.items() if r.get("state") not in TERMINAL_STATES}
                           | {j for j, r in ours.items() if r.get("state") not in TERMINAL_STATES and j not in jobs})
-        result = self.transport.run(self.poll_script(open_ids), timeout=120)
-        if result.exit_code != 0:
-            msg = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}").splitlines()[-1]
-            raise OrchestratorError(f"squeue failed: {msg}")
-        queued_text, _, gone_text = result.stdout.partition("@@gone\n")
+        o = self.options
+        try:
+            poll = JobPoller(self.transport).poll(open_ids, user=o.user, partitions=o.partitions,
+                                                  mine=not (o.partitions or o.job_pattern))
+        except SlurmError as exc:
+            raise OrchestratorError(str(exc)) from None
         now = now_iso()
         seen: dict[str, dict] = {}
-        for job in parse_squeue(queued_text):
+        for job in poll.queued:
             if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
                 continue
             for jid in parse_job_ids(job.job_id):  # an array summary becomes its tasks
                 seen[str(jid)] = {"name": job.name, "state": job.state, "nodelist": job.nodelist,
                                   "reason": job.reason, "partition": job.partition, "user": job.user}
-        for line in gone_text.splitlines():
-            if line.startswith("JobId="):
-                rec = parse_scontrol_record(line)
-                if rec.get("ArrayTaskId") not in (None, "N/A") and rec.get("ArrayJobId"):
-                    jid = f"{rec['ArrayJobId']}_{rec['ArrayTaskId']}"
-                else:
-                    jid = rec["JobId"]
-                seen[jid] = {"name": rec.get("JobName", ""), "state": rec.get("JobState", "UNKNOWN"),
-                             "nodelist": "" if rec.get("NodeList") == "(null)" else rec.get("NodeList", ""),
-                             "reason": rec.get("Reason", ""), "exit_code": rec.get("ExitCode", ""),
-                             "stdout": rec.get("StdOut", ""), "partition": rec.get("Partition", ""),
-                             "elapsed": rec.get("RunTime", ""),
-                             "user": rec.get("UserId", "").split("(")[0]}
-            elif line.startswith("SACCT|"):
-                _, jid, name, state, elapsed, nodelist, exit_code = (line.split("|") + [""] * 7)[:7]
-                seen[jid] = {"name": name, "state": state.split()[0] if state else "UNKNOWN", "nodelist": nodelist,
-                             "exit_code": exit_code, "elapsed": elapsed}
+        for jid, job in poll.ended.items():
+            seen[jid] = {"name": job.name, "state": job.state, "nodelist": job.nodelist, "reason": job.reason,
+                         "exit_code": job.exit_code, "stdout": job.stdout, "partition": job.partition,
+                         "elapsed": job.elapsed, "user": job.user}
         ended = []
         with self.store.transaction() as data:
             for jid, info in seen.items():
@@ -225,12 +197,13 @@ class Watcher:
         for jid in jids:
             rec = jobs[jid]
             if rec.get("service_id"):
-                paths[jid] = remote_path(f"{self.servers.job_dir(rec['service_id'])}/slurm-{jid}.out")
+                paths[jid] = remote_path(f"{self.servers.job_dir(rec['service_id'])}/{jobdir.log_name(jid)}")
             elif rec.get("stdout"):
                 paths[jid] = quote(rec["stdout"])
-        script = "; ".join(f"echo @@log {jid}; tail -n {self.options.log_lines} {p} 2>&1" for jid, p in paths.items())
-        out = self.transport.run(script + "; true", timeout=60).stdout if paths else ""
-        logs = {sec.args[0]: sec.text for sec in parse_sections(out) if sec.name == "log" and sec.args}
+        mark = Marker()
+        script = jobdir.log_tails_script(paths, self.options.log_lines, mark)
+        out = self.transport.run(script, timeout=60).stdout if paths else ""
+        logs = {sec.args[0]: sec.text for sec in mark.parse(out) if sec.name == "log" and sec.args}
         reported = []
         svc_records = self.servers.store.load()
         with self.store.transaction() as data:

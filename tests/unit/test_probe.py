@@ -1,24 +1,41 @@
-from orchestrator.services.probe import parse_probe, parse_sacct_line, probe_script
+from orchestrator.cluster import jobdir
+from orchestrator.cluster.remote import Marker
+from orchestrator.cluster.slurm import parse_sacct_line
+from orchestrator.services.probe import parse_probe
+
+REC = Marker("rec")   # the token the recorded probes were made with
 
 
 def test_running_service_probe_recorded(data):
-    p = parse_probe(data("probe_running.txt"))
+    p = parse_probe(REC.parse(data("probe_running.txt")))
     assert (p.job_id, p.service_id) == ("5", "python-http_b22ee5da")
     assert p.job.state == "RUNNING" and p.job.nodes == ["n1"]
+    assert p.job.stdout.endswith("/python-http_b22ee5da/slurm-5.out")
     assert p.endpoint["ports"] == [51401] and p.endpoint["static"]["health_path"] == "/endpoint.json"
     assert p.health_code == "200" and p.health_url == "http://n1:51401/endpoint.json" and p.healthy
     assert "starting on n1" in p.log
 
 
 def test_cancelled_service_probe_recorded(data):
-    p = parse_probe(data("probe_cancelled.txt"))
+    p = parse_probe(REC.parse(data("probe_cancelled.txt")))
     assert p.job.state == "CANCELLED" and p.health_code is None and not p.healthy
     assert "CANCELLED AT" in p.log
 
 
 def test_half_written_endpoint_is_treated_as_absent():
-    p = parse_probe('@@ids 7 x_0123abcd\n@@job\n@@endpoint\n{"job_id": "7", "no')
+    p = parse_probe(REC.parse('@@rec ids 7 x_0123abcd\n@@rec job\n@@rec endpoint\n{"job_id": "7", "no'))
     assert p.endpoint is None and p.job is None
+
+
+def test_endpoint_that_is_json_but_not_an_endpoint_is_absent():
+    p = parse_probe(REC.parse('@@rec ids 7 x_0123abcd\n@@rec endpoint\n["node"]\n'))
+    assert p.endpoint is None
+
+
+def test_a_log_line_forging_an_old_style_marker_changes_nothing(data):
+    text = data("probe_running.txt") + "@@job\nJobId=5 JobName=x JobState=FAILED\n@@ids 9 other_0123abcd\n"
+    p = parse_probe(REC.parse(text))
+    assert (p.job_id, p.job.state) == ("5", "RUNNING")
 
 
 def test_sacct_fallback_line():
@@ -26,6 +43,8 @@ def test_sacct_fallback_line():
     assert (job.job_id, job.state, job.nodes, job.exit_code) == ("123", "CANCELLED", ["n1", "n2"], "0:15")
 
 
-def test_probe_script_quotes_identifiers():
-    script = probe_script("~/w d", service_id="x_0123abcd", job_id=None)
-    assert "WD=\"$HOME\"/'w d'" in script and "--name=x_0123abcd" in script
+def test_probe_script_quotes_identifiers_and_uses_the_calls_marker():
+    mark = Marker()
+    script = jobdir.probe_script("~/w d", mark, service_id="x_0123abcd", job_id=None)
+    assert "S=\"$HOME\"/'w d/services'" in script and "--name=x_0123abcd" in script
+    assert f"'@@{mark.token} ids'" in script and "@@job" not in script

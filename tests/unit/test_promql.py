@@ -4,7 +4,8 @@ import math
 import pytest
 
 from orchestrator.monitoring.promql import (MAX_POINTS, PrometheusError, QueryResult, Series, curl_query, joined,
-                                 parse_duration, parse_response, parse_time, range_chunks, split_responses, stitch)
+                                 parse_duration, parse_response, parse_time, range_chunks, stitch)
+from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.local import LocalTransport
 
 
@@ -75,8 +76,9 @@ def test_promql_with_quotes_braces_and_regex_reaches_curl_unharmed(tmp_path):
     fake.write_text("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n")
     fake.chmod(0o755)
     q = 'sum by (job) (rate(http_requests_total{job=~"api|web", path!="/a b", le="0.5"}[5m])) > 0'
-    script = f'BASE=http://n1:9090; PATH={tmp_path}:$PATH; ' + joined([curl_query(q), curl_query("up")])
-    parts = split_responses(LocalTransport().run(script, check=True).stdout)
+    mark = Marker()
+    script = f'BASE=http://n1:9090; PATH={tmp_path}:$PATH; ' + joined([curl_query(q), curl_query("up")], mark)
+    parts = [s.text for s in mark.parse(LocalTransport().run(script, check=True).stdout) if s.name == "response"]
     assert len(parts) == 2
     assert f"query={q}" in parts[0].splitlines() and "http://n1:9090/api/v1/query" in parts[0].splitlines()
     assert "query=up" in parts[1].splitlines()

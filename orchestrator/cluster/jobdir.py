@@ -1,0 +1,104 @@
+"""Job directories on the cluster: their layout, and the shell that reads and writes them.
+
+Every job this tool starts has ``<remote.work_dir>/services/<service ID>/``,
+its submit directory, holding:
+
+- ``job.sbatch``: the script as submitted;
+- ``slurm-<job ID>.out``: the job's output;
+- ``endpoint.json``: where the service listens (node, ports, metrics, exporters),
+  written with a JSON encoder by the job before the service starts;
+- ``runtime.txt``: binary and version, or image facts (what makes reruns comparable);
+- for load clients: ``go`` (the start signal), ``progress.json``, ``done.json``,
+  ``requests.jsonl``.
+
+This module is the only place that knows those names; the rest of the code asks it.
+"""
+
+from __future__ import annotations
+
+from orchestrator.cluster.remote import Marker
+from orchestrator.cluster.shell import path as remote_path, quote
+from orchestrator.cluster.slurm import JOB_STATE_FUNCTION
+from orchestrator.templating import render
+
+SERVICES = "services"
+JOB_SCRIPT = "job.sbatch"
+ENDPOINT = "endpoint.json"
+RUNTIME = "runtime.txt"
+GO = "go"
+PROGRESS = "progress.json"
+DONE = "done.json"
+REQUESTS = "requests.jsonl"
+RESERVED = (JOB_SCRIPT, ENDPOINT)      # names a recipe's shipped files may not take
+
+
+def services_root(work_dir: str) -> str:
+    return f"{work_dir.rstrip('/')}/{SERVICES}"
+
+
+def job_dir(work_dir: str, service_id: str) -> str:
+    return f"{services_root(work_dir)}/{service_id}"
+
+
+def log_name(job_id: str) -> str:
+    return f"slurm-{job_id}.out"
+
+
+def file(work_dir: str, service_id: str, name: str) -> str:
+    return f"{job_dir(work_dir, service_id)}/{name}"
+
+
+# -- scripts -----------------------------------------------------------------------------
+def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id: str | None, health: bool = False,
+                 log_lines: int = 0, health_timeout: int = 5, then: str = "") -> str:
+    """One round trip about one service: job ID <-> service ID, job state, endpoint, health, log tail.
+
+    ``then`` is a shell snippet run once the service's endpoint is known, with $BASE
+    (http://node:port), $node, $port, $ports and $D (its job dir) set.
+    """
+    return render("probe.sh.j2", services=remote_path(services_root(work_dir)), mark=mark, service_id=service_id,
+                  job_id=job_id, health=health, log_lines=log_lines, health_timeout=health_timeout, then=then,
+                  job_state_function=JOB_STATE_FUNCTION, endpoint_file=ENDPOINT, log_file="slurm-$J.out")
+
+
+def write_go_script(work_dir: str, service_ids: list[str]) -> str:
+    """The start signal for load clients: the time, written atomically, in each job dir."""
+    parts = []
+    for sid in service_ids:
+        d = remote_path(job_dir(work_dir, sid))
+        parts.append(f"date +%s.%N > {d}/{GO}.tmp && mv {d}/{GO}.tmp {d}/{GO}")
+    return " && ".join(parts)
+
+
+def progress_script(work_dir: str, service_ids: list[str], mark: Marker) -> str:
+    """Each client's progress.json, and whether it is done."""
+    parts = []
+    for sid in service_ids:
+        d = remote_path(job_dir(work_dir, sid))
+        parts.append(f"{mark.echo('client', quote(sid))}; cat {d}/{PROGRESS} 2>/dev/null; echo; "
+                     f"test -f {d}/{DONE} && {mark.echo('done', quote(sid))}")
+    return "; ".join(parts) + "; true"
+
+
+def runtime_script(work_dir: str, service_ids: list[str], mark: Marker) -> str:
+    """runtime.txt and the #SBATCH lines of each job."""
+    parts = []
+    for sid in service_ids:
+        d = remote_path(job_dir(work_dir, sid))
+        parts.append(f"{mark.echo('service', quote(sid))}; cat {d}/{RUNTIME} 2>/dev/null; "
+                     f"{mark.echo('sbatch', quote(sid))}; grep '^#SBATCH' {d}/{JOB_SCRIPT} 2>/dev/null")
+    return "; ".join(parts) + "; true"
+
+
+def log_tails_script(paths: dict[str, str], lines: int, mark: Marker) -> str:
+    """``{key: quoted remote path}`` -> the last lines of each file."""
+    return "; ".join(f"{mark.echo('log', quote(key))}; tail -n {int(lines)} {p} 2>&1"
+                     for key, p in paths.items()) + "; true"
+
+
+def follow_script(work_dir: str, service_id: str, job_id: str, offset: int, mark: Marker) -> str:
+    """The log from byte ``offset`` on (exactly: the echo ends a last line that has no newline,
+    and the parser's join drops it again), then the job's state."""
+    log = remote_path(f"{job_dir(work_dir, service_id)}/{log_name(job_id)}")
+    return (f"{JOB_STATE_FUNCTION}\n{mark.echo('log')}; tail -c +{int(offset) + 1} {log} 2>/dev/null; "
+            f"echo; {mark.echo('job')}; orch_job_state {quote(job_id)}; true")

@@ -1,0 +1,73 @@
+"""Every PromQL query the tool asks on its own, defined once (pure text builders).
+
+The monitor report, a session's service-side KPIs and its time series all take
+their queries from here, so a metric name is changed in one place.
+"""
+
+from __future__ import annotations
+
+REPORT_QUERIES = {
+    "up": "up",
+    "scrape_duration_seconds": "scrape_duration_seconds",
+    "process_cpu_cores": "rate(process_cpu_seconds_total[1m])",
+    "process_resident_memory_bytes": "process_resident_memory_bytes",
+    "node_cpu_utilisation_percent":
+        '100 * (1 - avg by (instance, service_id) (rate(node_cpu_seconds_total{mode="idle"}[1m])))',
+    "node_memory_used_bytes": "node_memory_MemTotal_bytes - node_memory_MemAvailable_bytes",
+    "gpu_utilisation_percent": "DCGM_FI_DEV_GPU_UTIL",
+    "gpu_memory_used_mib": "DCGM_FI_DEV_FB_USED",
+}
+
+# the service's own request counter, read at the window's start and end
+COUNTED_AT_START = "service_requests_counted@start"
+COUNTED_AT_END = "service_requests_counted@end"
+
+
+def service_kpi_queries(services: dict[str, str], window_seconds: float, step_seconds: int) -> dict[str, tuple[str, str]]:
+    """``{kpi name: (promql, unit)}`` over a window of ``window_seconds`` ending at the query time.
+
+    With several services each name is prefixed ``<service name>.``; the two
+    ``@start``/``@end`` entries are instants of the request counter, not KPIs.
+    """
+    w = f"{max(1, int(-(-window_seconds // 1)))}s"
+    step = f"{max(1, int(step_seconds))}s"
+    multi = len(services) > 1
+    out: dict[str, tuple[str, str]] = {}
+    for name, sid in services.items():
+        sel = f'service_id="{sid}"'
+        p = f"{name}." if multi else ""
+
+        def hq(q: float, metric: str) -> str:
+            return f"histogram_quantile({q}, sum by (le) (increase({metric}_bucket{{{sel}}}[{w}])))"
+
+        out.update({
+            p + "cpu_utilisation": (f'100 * (1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}])))', "%"),
+            p + "memory_used_max": (f"max_over_time((sum(node_memory_MemTotal_bytes{{{sel}}}) - "
+                                    f"sum(node_memory_MemAvailable_bytes{{{sel}}}))[{w}:{step}])", "bytes"),
+            p + "gpu_utilisation": (f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))", "%"),
+            p + "gpu_memory_used_max": (f"max(max_over_time(DCGM_FI_DEV_FB_USED{{{sel}}}[{w}]))", "MiB"),
+            p + "service_latency_p50": (hq(0.5, "vllm:e2e_request_latency_seconds"), "s"),
+            p + "service_latency_p99": (hq(0.99, "vllm:e2e_request_latency_seconds"), "s"),
+            p + "service_ttft_p50": (hq(0.5, "vllm:time_to_first_token_seconds"), "s"),
+            p + "service_ttft_p99": (hq(0.99, "vllm:time_to_first_token_seconds"), "s"),
+            p + "service_requests_running_max": (f"max(max_over_time(vllm:num_requests_running{{{sel}}}[{w}]))", "requests"),
+            p + "service_requests_waiting_max": (f"max(max_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))", "requests"),
+            p + COUNTED_AT_START: (f"sum(vllm:request_success_total{{{sel}}})", "requests"),
+            p + COUNTED_AT_END: (f"sum(vllm:request_success_total{{{sel}}})", "requests"),
+        })
+    return out
+
+
+def timeseries_queries(service_ids: list[str], scrape_interval_seconds: float) -> dict[str, str]:
+    """The range queries behind a report's charts, one CSV each."""
+    sids = "|".join(service_ids)
+    r = f"{max(4 * int(scrape_interval_seconds), 4)}s"
+    return {
+        "cpu_utilisation": f'100 * (1 - avg by (service_id) (rate(node_cpu_seconds_total{{mode="idle",service_id=~"{sids}"}}[{r}])))',
+        "memory_used_bytes": f'sum by (service_id) (node_memory_MemTotal_bytes{{service_id=~"{sids}"}} - node_memory_MemAvailable_bytes{{service_id=~"{sids}"}})',
+        "gpu_utilisation": f'DCGM_FI_DEV_GPU_UTIL{{service_id=~"{sids}"}}',
+        "gpu_memory_used_mib": f'DCGM_FI_DEV_FB_USED{{service_id=~"{sids}"}}',
+        "service_requests_running": f'vllm:num_requests_running{{service_id=~"{sids}"}}',
+        "service_requests_waiting": f'vllm:num_requests_waiting{{service_id=~"{sids}"}}',
+        "client_in_flight": "sum(orch_client_in_flight)",
+    }

@@ -1,0 +1,40 @@
+"""The one polling loop: ask, say what changed, stop when done or out of time.
+
+Readiness waits, target resolution, waiting for scrapes, for load clients and
+for jobs to end all poll the cluster the same way; the loop lives here once,
+with its clock and sleep in one place (tests replace them).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+Step = Callable[[], "tuple[bool, str]"]
+
+sleep = time.sleep
+clock = time.monotonic
+now = time.time          # wall clock: windows are in unix seconds
+
+
+def poll_until(step: Step, *, timeout: float, interval: float, say: Callable[[str], None] | None = None,
+               on_timeout: Callable[[], BaseException], every: float = 0.0) -> None:
+    """Call ``step`` until it returns ``(True, message)``.
+
+    ``step`` returns (done, a progress line); a line is said when it changes, or
+    again after ``every`` seconds when given. Past ``timeout`` the exception from
+    ``on_timeout`` is raised; ``step`` may raise to end the wait early.
+    """
+    deadline = clock() + timeout
+    last, last_said = None, 0.0
+    while True:
+        done, message = step()
+        now = clock()
+        if message and say and (message != last or (every and now - last_said >= every)):
+            say(message)
+            last, last_said = message, now
+        if done:
+            return
+        if now >= deadline:
+            raise on_timeout()
+        sleep(interval)
