@@ -1,66 +1,82 @@
-"""Progress and event lines for every command: text for people, JSON lines for machines.
+"""Progress and event lines for every command, through the standard ``logging`` module.
 
-`--log-format json` makes each line an object with ts, level, msg and the IDs
-it concerns (session, service_id, job_id), found in the message when the
-caller did not pass them, so every existing progress line carries them.
+Text for people (``[12:00:01] message``), or with ``--log-format json`` one
+object per line with ts, level, msg and the IDs it concerns. Those IDs come
+from context variables (``log_context(session=..., service_id=...)``) and
+from the ``fields`` a caller passes; messages are never parsed for them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
-import re
+import logging
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Iterator
 
-_FORMAT = {"value": "text"}
-_CONTEXT: dict = {}  # fields every line carries while set (e.g. the session being run)
-_SERVICE = re.compile(r"\b([a-z][a-z0-9-]*_[0-9a-f]{8})\b")
-_JOB = re.compile(r"\bjob (\d+(?:_\d+|\+\d+)?)\b")
-_SESSION = re.compile(r"\bsession ([a-z0-9-]+-\d{8}T\d{6}Z-[0-9a-f]{4})\b")
+LOGGER = logging.getLogger("orchestrator")
+_context: contextvars.ContextVar[dict] = contextvars.ContextVar("orchestrator_log_context", default={})
+_ID_FIELDS = ("session", "service_id", "job_id")
 
 
-def set_format(fmt: str) -> None:
+class _ContextFilter(logging.Filter):
+    """Puts the context's fields and the caller's ``fields`` on every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = {**_context.get(), **{k: v for k, v in getattr(record, "fields", {}).items() if v is not None}}
+        record.orch_fields = fields
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"[{time.strftime('%H:%M:%S', time.localtime(record.created))}] {prefix}{record.getMessage()}"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+               "level": record.levelname.lower(), "msg": record.getMessage(), **getattr(record, "orch_fields", {})}
+        if record.exc_info:
+            doc["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure(fmt: str = "text", stream=None, debug: bool = False) -> None:
+    """One handler on the ``orchestrator`` logger (called once per command)."""
     if fmt not in ("text", "json"):
         raise ValueError(f"--log-format: expected text or json, got {fmt!r}")
-    _FORMAT["value"] = fmt
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(_ContextFilter())
+    for old in list(LOGGER.handlers):
+        LOGGER.removeHandler(old)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
+    LOGGER.propagate = False
+    LOGGER.orch_format = fmt  # type: ignore[attr-defined]
 
 
-def fields_from(message: str) -> dict:
-    out = {}
-    if m := _SERVICE.search(message):
-        out["service_id"] = m.group(1)
-    if m := _JOB.search(message):
-        out["job_id"] = m.group(1)
-    if m := _SESSION.search(message):
-        out["session"] = m.group(1)
-    return out
+def json_format() -> bool:
+    return getattr(LOGGER, "orch_format", "text") == "json"
 
 
-class log_context:
-    """``with log_context(session=ID):`` every line inside carries session=ID."""
-
-    def __init__(self, **fields):
-        self.fields = fields
-        self.saved: dict = {}
-
-    def __enter__(self):
-        self.saved = dict(_CONTEXT)
-        _CONTEXT.update(self.fields)
-        return self
-
-    def __exit__(self, *exc):
-        _CONTEXT.clear()
-        _CONTEXT.update(self.saved)
+@contextlib.contextmanager
+def log_context(**fields) -> Iterator[None]:
+    """``with log_context(session=ID):`` every line inside carries session=ID (threads started inside too,
+    when they copy the context)."""
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
-def log(message: str, level: str = "info", stream=None, **fields) -> None:
-    stream = stream or sys.stderr
-    if _FORMAT["value"] == "json":
-        doc = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level, "msg": message,
-               **_CONTEXT, **fields_from(message), **{k: v for k, v in fields.items() if v is not None}}
-        stream.write(json.dumps(doc) + "\n")
-    else:
-        prefix = "" if level == "info" else f"{level}: "
-        stream.write(f"[{time.strftime('%H:%M:%S')}] {prefix}{message}\n")
-    stream.flush()
+def log(message: str, level: str = "info", **fields) -> None:
+    if not LOGGER.handlers:
+        configure()
+    LOGGER.log(logging.getLevelName(level.upper()), message, extra={"fields": fields})

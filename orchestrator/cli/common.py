@@ -32,9 +32,9 @@ class Context:
             return
         if self.stats and self._orch._transport is not None:
             stats = self._orch._transport.stats
-            from orchestrator.logs import _FORMAT, log
-            if _FORMAT["value"] == "json":
-                log("orch-stats", level="debug", connections=stats.connections, commands=stats.commands,
+            from orchestrator.logs import json_format, log
+            if json_format():
+                log("orch-stats", connections=stats.connections, commands=stats.commands,
                     transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3))
             else:
                 click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f}", err=True)

@@ -12,6 +12,7 @@ from orchestrator.cli import bench, monitor, services, watch
 from orchestrator.cli import sandbox as sandbox_cli
 from orchestrator.cli.common import Context, common_options, emit
 from orchestrator.errors import OrchestratorError
+from orchestrator.resources import RECIPES
 from orchestrator.version import __version__
 
 
@@ -20,7 +21,7 @@ from orchestrator.version import __version__
 @click.option("--stats", is_flag=True, help="print SSH connections/commands used to stderr")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="progress and events as text (default) or JSON lines (also $ORCH_LOG_FORMAT)")
-@click.option("--recipe", metavar="NAME|FILE", help="start the service of this recipe")
+@click.option("--recipe", metavar="NAME|FILE", help=f"start the service of this recipe (names: config recipe_dirs, then {RECIPES})")
 @click.option("--dry-run", is_flag=True, help="with --recipe: print the sbatch script, submit nothing")
 @click.option("--wait", is_flag=True, help="with --recipe: wait until running and healthy")
 @click.option("--timeout", type=float, default=None, help="seconds to wait (default: the recipe's health.timeout)")
@@ -36,9 +37,13 @@ def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wai
     """Deploy AI services as SLURM jobs, monitor them with Prometheus, benchmark them.
 
     Everything runs on the cluster; this tool talks to the login node over SSH.
+    A recipe given by name is looked up in each of config.yaml's recipe_dirs
+    (DIR/services/NAME.yaml, DIR/benchmarks/NAME.yaml), then among the recipes
+    shipped with the tool; never in the current directory. --debug shows a
+    traceback with an error.
     """
-    from orchestrator.logs import set_format
-    set_format(log_format or os.environ.get("ORCH_LOG_FORMAT") or "text")
+    from orchestrator.logs import configure
+    configure(log_format or os.environ.get("ORCH_LOG_FORMAT") or "text")
     click_ctx.obj = ctx = Context(config_path, bool(as_json), stats)
     click_ctx.call_on_close(ctx.close)
     if click_ctx.invoked_subcommand is not None:
@@ -66,18 +71,31 @@ for command in (services.logs, services.doctor, sandbox_cli.sandbox, bench.bench
 
 
 def main() -> None:
+    debug = "--debug" in sys.argv[1:] or os.environ.get("ORCH_DEBUG") == "1"
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except OrchestratorError as exc:
-        from orchestrator.logs import _FORMAT, log
-        if _FORMAT["value"] == "json":
-            log(str(exc), level="error")
-        else:
-            click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc), debug)
+    except Exception as exc:  # a bug or an unforeseen failure: one line for users, the traceback with --debug
+        _fail(f"internal error: {type(exc).__name__}: {exc}" + ("" if debug else " (run with --debug for the traceback)"),
+              debug)
+
+
+def _fail(message: str, debug: bool) -> None:
+    from orchestrator.logs import json_format, log
+    if debug:
+        import traceback
+        traceback.print_exc()
+    if json_format():
+        log(message, level="error")
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(1)

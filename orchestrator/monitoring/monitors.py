@@ -10,11 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from orchestrator import waiting
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError
 from orchestrator.times import now_iso, parse_duration
@@ -43,35 +43,28 @@ class MonitorsModule:
     def resolve_targets(self, specs: list[TargetSpec], timeout: float = 600,
                         progress: Progress | None = None) -> list[ResolvedTarget]:
         """Service targets to node:port from their endpoint files; PENDING ones are waited for."""
-        say = progress or (lambda m: None)
         out = [host_target(s) for s in specs if s.host]
         pending = [s for s in specs if s.service_id]
-        deadline = time.monotonic() + timeout
-        last = ""
-        while pending:
-            probes = self.servers.probe_many([s.service_id for s in pending])
-            waiting = []
-            for spec, p in zip(pending, probes):
+
+        def step() -> tuple[bool, str]:
+            if not pending:
+                return True, ""
+            waiting_for = []
+            for spec, p in zip(list(pending), self.servers.probe_many([s.service_id for s in pending])):
                 state = p.job.state if p.job else "UNKNOWN"
                 if state in TERMINAL_STATES:
                     raise OrchestratorError(f"target {spec.service_id} ({p.service_id}) is {state}: cannot monitor it")
                 if p.endpoint and state == "RUNNING":
-                    out += targets_from_probe(replace(spec, service_id=p.service_id), p)
+                    out.extend(targets_from_probe(replace(spec, service_id=p.service_id), p))
                 else:
-                    waiting.append((spec, p))
-            pending = [spec for spec, _ in waiting]
-            if not pending:
-                break
-            msg = "waiting for targets: " + ", ".join(
+                    waiting_for.append((spec, p))
+            pending[:] = [spec for spec, _ in waiting_for]
+            return not pending, ("waiting for targets: " + ", ".join(
                 f"{p.service_id} {p.job.state if p.job else '?'}" + (f" ({p.job.reason})" if p.job and p.job.reason else "")
-                for _, p in waiting)
-            if msg != last:
-                say(msg)
-                last = msg
-            if time.monotonic() > deadline:
-                raise OrchestratorError(f"targets not running after {timeout:.0f}s: "
-                                        + ", ".join(s.service_id for s in pending))
-            time.sleep(1)
+                for _, p in waiting_for)) if waiting_for else ""
+
+        waiting.poll_until(step, timeout=timeout, interval=1, say=progress, on_timeout=lambda: OrchestratorError(
+            f"targets not running after {timeout:.0f}s: " + ", ".join(s.service_id for s in pending)))
         return out
 
     @staticmethod

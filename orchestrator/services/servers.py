@@ -23,6 +23,7 @@ from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.shell import command, heredoc, path as remote_path
 from orchestrator.cluster.slurm import TERMINAL_STATES, Job, JobPoller, parse_job_records, parse_sbatch
 from orchestrator.cluster.transport import Transport
+from orchestrator.logs import log_context
 from orchestrator.services.probe import JOB_ID_RE, SERVICE_ID_RE, Probe, endpoint_hosts, parse_probe
 from orchestrator.services.recipes import ServiceRecipe, load_recipe
 from orchestrator.state import StateStore
@@ -128,7 +129,8 @@ class ServersModule:
             raise
         self.store.update(sid, job_id=job_id, state="PENDING")
         if progress:
-            progress(f"submitted {sid} as job {job_id}")
+            with log_context(service_id=sid, job_id=job_id):
+                progress(f"submitted {sid} as job {job_id}")
         if wait:
             self.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
                                   progress=progress)
@@ -274,7 +276,9 @@ class ServersModule:
                                    f"({state}); the job was left running: stop it with "
                                    f"--stop-service {p.service_id}")
 
-        waiting.poll_until(step, timeout=timeout, interval=poll, say=progress, on_timeout=timed_out)
+        sid, job_id = self._ids(ident)
+        with log_context(service_id=sid, job_id=job_id):
+            waiting.poll_until(step, timeout=timeout, interval=poll, say=progress, on_timeout=timed_out)
         p = last[0]
         if p.service_id in self.store.load():
             self.store.update(p.service_id, ready_at=now_iso())

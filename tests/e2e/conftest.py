@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def sandbox_config_path():
     if os.geteuid() != 0:
-        pytest.fail("end-to-end tests need root to build the sandbox cluster (network namespaces)")
+        pytest.skip("end-to-end tests need root to build the sandbox cluster (network namespaces); "
+                    "the unit lane (tests/unit) runs as any user")
     was_up = sandbox.status().get("up", False)
     path = sandbox.up(nodes=2, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
     yield path

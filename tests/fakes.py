@@ -1,0 +1,169 @@
+"""A transport that replays what the sandbox cluster answered, and the recorder that captured it.
+
+A cassette (tests/data/cassettes/*.json) holds, in order, every remote call of
+a scenario run against the sandbox (command, exit code, stdout, stderr; file
+downloads with their bytes) and every random token the tool drew meanwhile.
+Replaying draws the same tokens, so the tool sends the same commands and
+parses the real answers: unit tests of the orchestration code without a
+cluster, as any user, in milliseconds. Commands are compared with digits and
+heredoc bodies blanked (times and shipped files differ between runs); any
+other difference fails the test, showing both commands.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import re
+import secrets
+from pathlib import Path
+
+from orchestrator import waiting
+from orchestrator.cluster.transport import CommandResult, TransportStats
+from orchestrator.errors import CommandTimeout, TransportError
+
+CASSETTES = Path(__file__).resolve().parent / "data" / "cassettes"
+_HEREDOC = re.compile(r"<<'(ORCH_EOF_[0-9a-f]+)'\n.*?\n\1\n", re.S)
+
+
+def normalise(command: str) -> str:
+    """What must match between recording and replay: the command's shape."""
+    command = _HEREDOC.sub("<<HEREDOC>>\n", command)
+    return re.sub(r"\d+", "0", command)
+
+
+class RecordingTransport:
+    """Wraps a real transport; every call and every drawn token goes into the cassette."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.stats = inner.stats
+        self.description = inner.description
+        self.calls: list[dict] = []
+        self.tokens: list[str] = []
+        self._token_hex = secrets.token_hex
+
+    @contextlib.contextmanager
+    def drawing_tokens(self):
+        def token_hex(n=None):
+            t = self._token_hex(n)
+            self.tokens.append(t)
+            return t
+        secrets.token_hex = token_hex
+        try:
+            yield self
+        finally:
+            secrets.token_hex = self._token_hex
+
+    def run(self, command, *, timeout=120, check=False, stdin=None, idempotent=True):
+        try:
+            r = self.inner.run(command, timeout=timeout, check=False, stdin=stdin, idempotent=idempotent)
+        except TransportError as exc:
+            self.calls.append({"op": "run", "command": command, "error": type(exc).__name__, "message": str(exc)})
+            raise
+        self.calls.append({"op": "run", "command": command, "exit_code": r.exit_code, "stdout": r.stdout,
+                           "stderr": r.stderr})
+        return r.check() if check else r
+
+    def get(self, remote_path, local_path):
+        try:
+            self.inner.get(remote_path, local_path)
+        except (OSError, TransportError) as exc:
+            self.calls.append({"op": "get", "remote": remote_path, "error": type(exc).__name__, "message": str(exc)})
+            raise
+        self.calls.append({"op": "get", "remote": remote_path,
+                           "content": base64.b64encode(Path(local_path).read_bytes()).decode()})
+
+    def put(self, local_path, remote_path):
+        self.inner.put(local_path, remote_path)
+        self.calls.append({"op": "put", "remote": remote_path})
+
+    def forward(self, *a, **k):
+        raise NotImplementedError("port forwards are not recorded")
+
+    def close(self):
+        self.inner.close()
+
+    def save(self, name: str, meta: dict) -> Path:
+        CASSETTES.mkdir(parents=True, exist_ok=True)
+        path = CASSETTES / f"{name}.json"
+        path.write_text(json.dumps({"meta": meta, "tokens": self.tokens, "calls": self.calls}, indent=1))
+        return path
+
+
+class ReplayMismatch(AssertionError):
+    pass
+
+
+class ReplayTransport:
+    """Answers each call with the next recorded one; a different command is a test failure."""
+
+    description = "replay"
+
+    def __init__(self, name: str):
+        doc = json.loads((CASSETTES / f"{name}.json").read_text())
+        self.meta = doc["meta"]
+        self.calls = list(doc["calls"])
+        self.tokens = list(doc["tokens"])
+        self.position = 0
+        self.stats = TransportStats()
+
+    def _next(self, op: str, what: str) -> dict:
+        if self.position >= len(self.calls):
+            raise ReplayMismatch(f"call {self.position + 1} ({op} {what[:200]!r}) beyond the recording's "
+                                 f"{len(self.calls)} calls")
+        call = self.calls[self.position]
+        self.position += 1
+        if call["op"] != op:
+            raise ReplayMismatch(f"call {self.position}: expected {call['op']}, the tool did {op} {what[:200]!r}")
+        return call
+
+    def run(self, command, *, timeout=120, check=False, stdin=None, idempotent=True):
+        self.stats.commands += 1
+        call = self._next("run", command)
+        if normalise(call["command"]) != normalise(command):
+            raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
+                                 f"recorded: {normalise(call['command'])[:1500]}\n"
+                                 f"sent:     {normalise(command)[:1500]}")
+        if "error" in call:
+            raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
+        r = CommandResult(command, call["exit_code"], call["stdout"], call["stderr"])
+        return r.check() if check else r
+
+    def get(self, remote_path, local_path):
+        self.stats.transfers += 1
+        call = self._next("get", remote_path)
+        if normalise(call["remote"]) != normalise(remote_path):
+            raise ReplayMismatch(f"call {self.position}: fetched {remote_path}, recorded {call['remote']}")
+        if "error" in call:
+            raise OSError(call["message"])
+        Path(local_path).write_bytes(base64.b64decode(call["content"]))
+
+    def put(self, local_path, remote_path):
+        self.stats.transfers += 1
+        self._next("put", remote_path)
+
+    def forward(self, *a, **k):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+    @property
+    def finished(self) -> bool:
+        return self.position == len(self.calls)
+
+    @contextlib.contextmanager
+    def replaying(self, monkeypatch):
+        """Draw the recorded tokens; never sleep (the recorded answers already say when things were done)."""
+        tokens = iter(self.tokens)
+
+        def token_hex(n=None):
+            try:
+                return next(tokens)
+            except StopIteration:
+                raise ReplayMismatch("the tool drew more random tokens than when recorded") from None
+        monkeypatch.setattr(secrets, "token_hex", token_hex)
+        monkeypatch.setattr(waiting, "sleep", lambda s: None)
+        yield self

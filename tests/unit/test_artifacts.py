@@ -1,0 +1,73 @@
+"""Artifacts are pure: records and gathered data in, files out, no cluster and no clock."""
+
+import csv
+import json
+
+from orchestrator.bench.kpi import KPI, Window
+from orchestrator.reports.artifacts import (PrometheusData, ReportContext, read_requests, rerender_session, window_for,
+                                            write_artifacts)
+
+
+def records(n=40, t0=1000.0):
+    out = []
+    for i in range(n):
+        ok = i % 10 != 9
+        out.append({"start": t0 + i * 0.25, "latency_s": 0.1 + (i % 5) * 0.01, "ttft_s": 0.02, "status": 200 if ok else 500,
+                    "ok": ok, "tokens_out": 8 if ok else 0, "error": "" if ok else "HTTP 500 <b>boom</b>"})
+    return out
+
+
+def context(tmp_path, **kw):
+    return ReportContext(session_id="s-1", benchmark="unit <script>", out_dir=tmp_path / "out", scrape_interval="1s",
+                         services={"svc": "svc_0123abcd"}, clients=["client-x_0123abcd"], monitor_id="prometheus_01234567",
+                         jobs=[{"role": "service", "service_id": "svc_0123abcd", "job_id": "7", "nodes": "n1",
+                                "recipe": "svc", "recipe_sha256": "x"}], **kw)
+
+
+def test_every_artifact_is_written_from_the_data_alone(tmp_path):
+    recs = records()
+    window = window_for(recs, 1002.0)
+    prom = PrometheusData(kpis=[KPI("cpu_utilisation", 42.0, "%", "prometheus", "")], promql={"cpu_utilisation": "q"},
+                          series={"cpu_utilisation": [("svc_0123abcd", [(1002.0, 40.0), (1003.0, 44.0)])]})
+    report = write_artifacts(context(tmp_path, prometheus=prom), recs, window)
+    out = tmp_path / "out"
+    for name in ("requests.jsonl", "metrics_summary.csv", "MANIFEST.json", "report.json", "report.html",
+                 "timeseries/throughput.csv", "timeseries/cpu_utilisation.csv"):
+        assert (out / name).exists(), name
+    assert len(read_requests(out / "requests.jsonl")) == len(recs)
+    measured = [r for r in recs if window.start <= r["start"] <= window.end]
+    assert report["records"] == {"total": len(recs), "measured": len(measured)}
+    by = {k["kpi"]: k for k in report["kpis"]}
+    assert by["cpu_utilisation"]["value"] == 42.0 and by["cpu_utilisation"]["source"] == "prometheus"
+    assert json.loads((out / "MANIFEST.json").read_text())["promql"] == {"cpu_utilisation": "q"}
+    rows = list(csv.DictReader(open(out / "timeseries" / "cpu_utilisation.csv")))
+    assert [r["value"] for r in rows] == ["40.0", "44.0"]
+
+
+def test_html_escapes_what_came_from_recipes_and_services(tmp_path):
+    write_artifacts(context(tmp_path), records(), window_for(records(), 1002.0))
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "unit &lt;script&gt;" in html and "<script>" not in html
+    assert "HTTP 500 &lt;b&gt;boom&lt;/b&gt;" in html
+    assert "<svg" in html  # our charts are inserted as markup
+
+
+def test_kpi_table_shows_each_value_in_the_unit_it_is_printed_in(tmp_path):
+    write_artifacts(context(tmp_path), records(), window_for(records(), 1002.0))
+    html = (tmp_path / "out" / "report.html").read_text()
+    row = next(line for line in html.splitlines() if "<td>latency_p50</td>" in line)
+    assert "<td>ms</td>" in row and "ms</td><td>s</td>" not in row
+
+
+def test_offline_rerender_keeps_prometheus_kpis_and_recomputes_client_ones(tmp_path):
+    recs = records()
+    prom = PrometheusData(kpis=[KPI("cpu_utilisation", 42.0, "%", "prometheus", "")])
+    first = write_artifacts(context(tmp_path, prometheus=prom), recs, window_for(recs, 1002.0))
+    again = rerender_session(tmp_path / "out")
+    assert again["kpis"] == first["kpis"]
+
+
+def test_interrupted_session_without_records_still_has_a_report(tmp_path):
+    report = write_artifacts(context(tmp_path, interrupted=True, errors=["stopped by the user"]), [], Window(0.0, 0.0))
+    assert report["interrupted"] and report["records"]["total"] == 0
+    assert "INTERRUPTED" in (tmp_path / "out" / "report.html").read_text()
