@@ -101,12 +101,6 @@ def expect_number(value: Any, path: str, minimum: float | None = None) -> float:
     return float(value)
 
 
-def expect_bool(value: Any, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise SchemaViolation(path, f"expected true or false, got {_type_name(value)} {value!r}")
-    return value
-
-
 def expect_pattern(value: Any, path: str, check: Callable[[str], bool], what: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)

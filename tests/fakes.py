@@ -2,7 +2,7 @@
 
 A cassette (tests/data/cassettes/*.json) holds, in order, every remote call of
 a scenario run against the sandbox (command, exit code, stdout, stderr; file
-downloads with their bytes) and every random token the tool drew meanwhile.
+downloads with their bytes) and every random token the tool drew and wall-clock time it read (``waiting.now``) meanwhile.
 Replaying draws the same tokens, so the tool sends the same commands and
 parses the real answers: unit tests of the orchestration code without a
 cluster, as any user, in milliseconds. Commands are compared with digits and
@@ -42,7 +42,9 @@ class RecordingTransport:
         self.description = inner.description
         self.calls: list[dict] = []
         self.tokens: list[str] = []
+        self.times: list[float] = []
         self._token_hex = secrets.token_hex
+        self._now = waiting.now
 
     @contextlib.contextmanager
     def drawing_tokens(self):
@@ -50,11 +52,17 @@ class RecordingTransport:
             t = self._token_hex(n)
             self.tokens.append(t)
             return t
+        def now():
+            t = self._now()
+            self.times.append(t)
+            return t
         secrets.token_hex = token_hex
+        waiting.now = now
         try:
             yield self
         finally:
             secrets.token_hex = self._token_hex
+            waiting.now = self._now
 
     def run(self, command, *, timeout=120, check=False, stdin=None, idempotent=True):
         try:
@@ -88,7 +96,8 @@ class RecordingTransport:
     def save(self, name: str, meta: dict) -> Path:
         CASSETTES.mkdir(parents=True, exist_ok=True)
         path = CASSETTES / f"{name}.json"
-        path.write_text(json.dumps({"meta": meta, "tokens": self.tokens, "calls": self.calls}, indent=1))
+        path.write_text(json.dumps({"meta": meta, "tokens": self.tokens, "times": self.times, "calls": self.calls},
+                                  indent=1))
         return path
 
 
@@ -106,6 +115,7 @@ class ReplayTransport:
         self.meta = doc["meta"]
         self.calls = list(doc["calls"])
         self.tokens = list(doc["tokens"])
+        self.times = list(doc.get("times", []))
         self.position = 0
         self.stats = TransportStats()
 
@@ -165,5 +175,16 @@ class ReplayTransport:
             except StopIteration:
                 raise ReplayMismatch("the tool drew more random tokens than when recorded") from None
         monkeypatch.setattr(secrets, "token_hex", token_hex)
-        monkeypatch.setattr(waiting, "sleep", lambda s: None)
+        times = iter(self.times)
+
+        def wall_clock():
+            try:
+                return next(times)
+            except StopIteration:
+                raise ReplayMismatch("the tool read the wall clock more often than when recorded") from None
+        monkeypatch.setattr(waiting, "now", wall_clock)
+        # a clock that moves only when the tool sleeps: waits end on what the recorded answers say
+        now = [0.0]
+        monkeypatch.setattr(waiting, "clock", lambda: now[0])
+        monkeypatch.setattr(waiting, "sleep", lambda s: now.__setitem__(0, now[0] + s))
         yield self

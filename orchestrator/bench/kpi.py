@@ -96,13 +96,3 @@ def throughput_series(records: list[dict], window: Window, bin_s: float = 1.0) -
     return [(window.start + (i + 0.5) * bin_s, c / bin_s) for i, c in enumerate(counts)]
 
 
-def interval_throughput_noise(records: list[dict], window: Window, bin_s: float = 1.0) -> float | None:
-    """Coefficient of variation of per-interval throughput: the run-to-run noise proxy."""
-    series = [v for _, v in throughput_series(records, window, bin_s)]
-    if len(series) < 3:
-        return None
-    mean = sum(series) / len(series)
-    if mean == 0:
-        return None
-    var = sum((v - mean) ** 2 for v in series) / (len(series) - 1)
-    return math.sqrt(var) / mean

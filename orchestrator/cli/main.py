@@ -48,6 +48,25 @@ def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wai
     click_ctx.call_on_close(ctx.close)
     if click_ctx.invoked_subcommand is not None:
         return
+    ident = service_endpoint or stop_service or (query_service_metrics[0] if query_service_metrics else None)
+    try:
+        _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_endpoint, stop_service,
+                  query_service_metrics)
+    except OrchestratorError as exc:
+        exc.log_fields = ident_fields(ident)  # the JSON error line says which service or job
+        raise
+
+
+def ident_fields(ident: str | None) -> dict:
+    from orchestrator.services.probe import JOB_ID_RE, SERVICE_ID_RE
+    ident = (ident or "").strip()
+    if SERVICE_ID_RE.match(ident):
+        return {"service_id": ident}
+    return {"job_id": ident} if JOB_ID_RE.match(ident) else {}
+
+
+def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_endpoint, stop_service,
+              query_service_metrics) -> None:
     if (dry_run or wait or timeout) and not recipe:
         raise click.UsageError("--dry-run, --wait and --timeout go with --recipe")
     if recipe:
@@ -83,19 +102,19 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except OrchestratorError as exc:
-        _fail(str(exc), debug)
+        _fail(str(exc), debug, getattr(exc, "log_fields", {}))
     except Exception as exc:  # a bug or an unforeseen failure: one line for users, the traceback with --debug
         _fail(f"internal error: {type(exc).__name__}: {exc}" + ("" if debug else " (run with --debug for the traceback)"),
               debug)
 
 
-def _fail(message: str, debug: bool) -> None:
+def _fail(message: str, debug: bool, fields: dict | None = None) -> None:
     from orchestrator.logs import json_format, log
     if debug:
         import traceback
         traceback.print_exc()
     if json_format():
-        log(message, level="error")
+        log(message, level="error", **(fields or {}))
     else:
         click.echo(f"error: {message}", err=True)
     sys.exit(1)

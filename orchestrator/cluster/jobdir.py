@@ -50,14 +50,16 @@ def file(work_dir: str, service_id: str, name: str) -> str:
 
 # -- scripts -----------------------------------------------------------------------------
 def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id: str | None, health: bool = False,
-                 log_lines: int = 0, health_timeout: int = 5, then: str = "") -> str:
+                 log_lines: int = 0, health_timeout: int = 5, then: str = "", cancel: bool = False) -> str:
     """One round trip about one service: job ID <-> service ID, job state, endpoint, health, log tail.
 
     ``then`` is a shell snippet run once the service's endpoint is known, with $BASE
-    (http://node:port), $node, $port, $ports and $D (its job dir) set.
+    (http://node:port), $node, $port, $ports and $D (its job dir) set. ``cancel`` runs scancel,
+    only if the job's name is a service ID of this tool (checked on the login node, first).
     """
     return render("probe.sh.j2", services=remote_path(services_root(work_dir)), mark=mark, service_id=service_id,
                   job_id=job_id, health=health, log_lines=log_lines, health_timeout=health_timeout, then=then,
+                  cancel=cancel,
                   job_state_function=JOB_STATE_FUNCTION, endpoint_file=ENDPOINT, log_file="slurm-$J.out")
 
 

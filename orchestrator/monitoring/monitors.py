@@ -238,9 +238,6 @@ class MonitorsModule:
             out.append(stitch([parse_response(a, q) for a in part]))
         return out
 
-    def show_metrics(self, monitor_id: str, promql: str = "up") -> QueryResult:
-        return self.query_metrics(monitor_id, promql)
-
     def collect_metrics_to_file(self, monitor_id: str, queries: list[str], start: float, end: float,
                                 step: float | str, path: str | Path, fmt: str | None = None) -> Path:
         path = Path(path)

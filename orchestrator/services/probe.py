@@ -24,6 +24,7 @@ class Probe:
     log: str = ""
     then_output: str | None = None     # what the `then` snippet printed; None: it did not run
     responses: list[str] = field(default_factory=list)   # answers the `then` snippet marked as responses
+    cancel_output: str | None = None   # "rc=N" after scancel, or "refused" (not a service of this tool)
 
     @property
     def healthy(self) -> bool:
@@ -51,11 +52,12 @@ def parse_probe(sections: list[Section]) -> Probe:
     health = [line for line in s.get("health", []) if line.strip()]
     if health:
         code, _, url = health[0].partition(" ")
-    then = "\n".join(s["then"]) + "\n" if s.get("then") else None
+    then = "\n".join(s["then"]) + "\n" if "then" in s else None   # absent: the service had no endpoint
     responses = [sec.text.strip() for sec in sections if sec.name == "response"]
     return Probe(job_id=job_id, service_id=service_id, job=jobs[0] if jobs else None,
                  endpoint=endpoint, health_code=code, health_url=url or None,
-                 log="\n".join(s.get("log", [])), then_output=then, responses=responses)
+                 log="\n".join(s.get("log", [])), then_output=then, responses=responses,
+                 cancel_output="\n".join(s["cancel"]) if "cancel" in s else None)
 
 
 def endpoint_hosts(endpoint: dict) -> list[str]:

@@ -20,7 +20,7 @@ from orchestrator.services.jobscript import render_service_script
 from orchestrator import waiting
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
-from orchestrator.cluster.shell import command, heredoc, path as remote_path
+from orchestrator.cluster.shell import heredoc, path as remote_path
 from orchestrator.cluster.slurm import TERMINAL_STATES, Job, JobPoller, parse_job_records, parse_sbatch
 from orchestrator.cluster.transport import Transport
 from orchestrator.logs import log_context
@@ -154,14 +154,14 @@ class ServersModule:
         sid, job_id = self._ids(ident)
         return jobdir.probe_script(self.config.remote.work_dir, mark, service_id=sid, job_id=job_id, **options)
 
-    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, then: str = "",
+    def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, then: str = "", cancel: bool = False,
               mark: Marker | None = None, timeout: float = 60) -> Probe:
         """Everything about one service in one remote command; ``then`` runs against its endpoint
         (a ``then`` that prints sections uses the ``mark`` it was built with)."""
         mark = mark or Marker()
-        script = self._probe_script(ident, mark, health=health, log_lines=log_lines, then=then)
-        result = self.transport.run(script, timeout=timeout, idempotent=True)
-        return self._checked(ident, parse_probe(mark.parse(result.stdout)))
+        script = self._probe_script(ident, mark, health=health, log_lines=log_lines, then=then, cancel=cancel)
+        result = self.transport.run(script, timeout=timeout, idempotent=not cancel)
+        return self._checked(ident, parse_probe(mark.parse(result.stdout)), refuse_foreign=not cancel)
 
     def probe_many(self, idents: list[str], health: bool = False) -> list[Probe]:
         """Several services in one remote command (each probe in its own subshell)."""
@@ -173,10 +173,10 @@ class ServersModule:
             raise OrchestratorError(f"probe of {len(idents)} services answered {len(groups)} (connection cut?)")
         return [self._checked(i, parse_probe(g)) for i, g in zip(idents, groups)]
 
-    def _checked(self, ident: str, p: Probe) -> Probe:
+    def _checked(self, ident: str, p: Probe, refuse_foreign: bool = True) -> Probe:
         if not p.job_id or (p.job is None and not p.endpoint):
             raise OrchestratorError(f"no service or job '{ident}' found on the cluster")
-        if p.service_id and not SERVICE_ID_RE.match(p.service_id):
+        if refuse_foreign and p.service_id and not SERVICE_ID_RE.match(p.service_id):
             raise OrchestratorError(f"job {p.job_id} ({p.service_id}) is not a service started by this tool")
         if p.job is not None:
             self._remember(p.service_id, p.job)
@@ -301,14 +301,16 @@ class ServersModule:
 
     # -- stop and logs ------------------------------------------------------------
     def stop_service(self, ident: str) -> ServiceStatus:
-        """scancel a service this tool started; anything else is refused before scancel runs."""
-        p = self.probe(ident)  # _checked refuses jobs that are not services of this tool
+        """scancel a service this tool started, in one remote command; anything else is refused on the
+        login node before scancel runs."""
+        p = self.probe(ident, cancel=True)
+        out = (p.cancel_output or "").strip()
         already = p.job is not None and p.job.state in TERMINAL_STATES
-        if not already:
-            result = self.transport.run(command("scancel", p.job_id), timeout=60, idempotent=True)
-            if not result.ok:
-                msg = (result.stderr.strip() or result.stdout.strip() or f"exit {result.exit_code}")
-                raise SlurmError(f"scancel of job {p.job_id} failed: {msg}")
+        if out == "refused":
+            raise OrchestratorError(f"job {p.job_id} ({p.service_id or 'no name'}) is not a service started by "
+                                    "this tool: refused, nothing was cancelled")
+        if "rc=0" not in out and not already:
+            raise SlurmError(f"scancel of job {p.job_id} failed: {out.replace('rc=', 'exit ')}")
         state = p.job.state if already else "CANCELLED"
         if p.service_id in self.store.load():
             self.store.update(p.service_id, state=state, stopped_at=now_iso(), stopped_by_user=not already,

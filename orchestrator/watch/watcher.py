@@ -21,6 +21,7 @@ from typing import Callable
 from orchestrator.watch.attribution import classify, needs_attribution
 from orchestrator.errors import OrchestratorError, SlurmError
 from orchestrator.services.probe import SERVICE_ID_RE
+from orchestrator import waiting
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
 from orchestrator.services.servers import ServersModule
@@ -155,7 +156,7 @@ class Watcher:
     def _check_unhealthy(self, ours: dict) -> list[dict]:
         """Services RUNNING past their health timeout: probe them (one command); say so once if unhealthy."""
         jobs = self.store.load()
-        now = time.time()
+        now = waiting.now()
         due = []
         for jid, rec in jobs.items():
             svc = ours.get(jid)

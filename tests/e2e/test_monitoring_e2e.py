@@ -151,7 +151,7 @@ def test_report_and_collect_cover_the_window(env, tmp_path):
 
 
 def test_report_on_a_monitor_over_a_time_window(env, tmp_path):
-    from orchestrator.reports.artifacts import monitor_window_report
+    from orchestrator.bench.collect import monitor_window_report
     orch, svc, mid, _ = env
     assert eventually(lambda: up_of(orch, mid, "svc-one") == [1.0])
     time.sleep(3)  # rate() over the window needs at least two scrapes

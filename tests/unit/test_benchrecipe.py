@@ -12,9 +12,16 @@ SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/benchmark
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_shipped_benchmarks_are_valid(path):
+def test_shipped_benchmarks_deploy_shipped_services_and_render_their_clients(path, tmp_path):
+    import subprocess
+    from orchestrator.services.recipes import load_recipe
     b = load_benchmark(str(path))
-    assert b.clients and b.services
+    for ref in b.services:
+        assert load_recipe(ref.recipe).name  # every service a shipped benchmark names is shipped too
+    for spec in b.clients:
+        script = render_service_script(client_recipe(spec, "http://n1:8000"), SlurmConfig(), "client-x_0123abcd")
+        (tmp_path / "c.sbatch").write_text(script)
+        assert subprocess.run(["bash", "-n", str(tmp_path / "c.sbatch")]).returncode == 0
 
 
 @pytest.mark.parametrize("body,message", [

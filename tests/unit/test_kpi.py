@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from orchestrator.bench.kpi import (Window, client_kpis, interval_throughput_noise, measured, percentile,
+from orchestrator.bench.kpi import (Window, client_kpis, measured, percentile,
                               throughput_series, window_of)
 
 
@@ -44,4 +44,3 @@ def test_throughput_series_bins_completions():
     records = [rec(10.0 + i * 0.25, 0.1) for i in range(8)]  # 8 completions over 2 s
     series = throughput_series(records, Window(10.0, 12.0))
     assert [v for _, v in series] == [4.0, 4.0]
-    assert interval_throughput_noise(records, Window(10.0, 12.0)) is None  # too few intervals to say

@@ -32,25 +32,20 @@ def test_requests_per_kind():
 
 
 def test_engine_serves_at_most_its_slots_and_queues_the_rest():
-    engine = Engine(slots=2, tokens_per_second=200, ttft=0.05, prefill_per_token=0, max_queue=10, model="m")
-    peak = {"running": 0, "waiting": 0}
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak["running"] = max(peak["running"], engine.running)
-            peak["waiting"] = max(peak["waiting"], engine.waiting)
-            time.sleep(0.002)
+    # slow tokens (5 at 10/s: 0.5 s a request), so the state with 2 running and 4 queued lasts long
+    # enough to be seen; waiting for that state (not sampling) cannot miss it on a busy machine
+    engine = Engine(slots=2, tokens_per_second=10, ttft=0.0, prefill_per_token=0, max_queue=10, model="m")
     threads = [threading.Thread(target=lambda: list(engine.generate("p", 5))) for _ in range(6)]
-    w = threading.Thread(target=watch)
-    w.start()
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 10
+    while (engine.running, engine.waiting) != (2, 4) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    seen = (engine.running, engine.waiting)
     for t in threads:
         t.join()
-    stop.set()
-    w.join()
-    assert peak["running"] == 2 and peak["waiting"] >= 3 and engine.success == 6
+    assert seen == (2, 4), "never saw 2 requests running and 4 queued"
+    assert engine.running == 0 and engine.waiting == 0 and engine.success == 6
     assert 'vllm:request_success_total{model_name="m",finished_reason="length"} 6' in engine.metrics()
 
 

@@ -1,0 +1,45 @@
+"""Record the replay cassettes of tests/scenarios.py against the sandbox (root):
+
+    .venv/bin/python -m tests.record_cassettes [NAME ...]
+
+Re-run after changing what the tool sends (a replay test then says which call differs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+
+from orchestrator import BenchmarkOrchestrator
+from orchestrator.cluster.ssh import SSHTransport
+from orchestrator.config import load_config
+from sandbox import cluster as sandbox
+from tests.fakes import RecordingTransport
+from tests.scenarios import SCENARIOS
+
+
+def record(name: str, config_path: Path) -> Path:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg = dataclasses.replace(load_config(config_path, env={}), state_dir=tmp / "state",
+                                  results_dir=tmp / "results")
+        rec = RecordingTransport(SSHTransport(cfg.ssh))
+        orch = BenchmarkOrchestrator(cfg, transport=rec)
+        with rec.drawing_tokens():
+            SCENARIOS[name](orch, tmp)
+        rec.close()
+        meta = {"work_dir": cfg.remote.work_dir, "slurm": dataclasses.asdict(cfg.slurm)}
+        return rec.save(name, meta)
+
+
+def main(names: list[str]) -> None:
+    path = sandbox.up(nodes=2, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
+    for name in names or list(SCENARIOS):
+        out = record(name, path)
+        print(f"{name}: {out} ({out.stat().st_size // 1024} KiB)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
