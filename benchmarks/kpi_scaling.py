@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.reports.artifacts import write_requests  # noqa: E402
 from orchestrator.bench.kpi import client_kpis, measured, throughput_series, window_of  # noqa: E402
+from orchestrator.reports.artifacts import write_requests  # noqa: E402
 from orchestrator.reports.html import render_report  # noqa: E402
 
 

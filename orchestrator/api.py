@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from orchestrator.config import Config, load_config
 from orchestrator.cluster.connect import open_transport
 from orchestrator.cluster.transport import Transport
+from orchestrator.config import Config, load_config
 
 
 class BenchmarkOrchestrator:

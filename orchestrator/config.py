@@ -14,8 +14,15 @@ from pathlib import Path
 from typing import Mapping
 
 from orchestrator.errors import ConfigError
-from orchestrator.schema import (SchemaViolation, check_keys, expect_int, expect_mapping, expect_pattern,
-                     expect_str, load_yaml_file)
+from orchestrator.schema import (
+    SchemaViolation,
+    check_keys,
+    expect_int,
+    expect_mapping,
+    expect_pattern,
+    expect_str,
+    load_yaml_file,
+)
 
 DEFAULT_CONFIG = "config.yaml"
 

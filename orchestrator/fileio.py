@@ -30,3 +30,12 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", newline: str | None = 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
+
+
+def sha256_file(path: str | os.PathLike) -> str | None:
+    """The file's SHA-256, or None when it cannot be read."""
+    import hashlib
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None

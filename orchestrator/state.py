@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from orchestrator.errors import StateError
+from orchestrator.fileio import atomic_open
 
 
 class StateStore:
@@ -63,17 +62,8 @@ class StateStore:
             self._write(data)
 
     def _write(self, data: dict) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True, default=str)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_open(self.path) as f:
+            json.dump(data, f, indent=2, sort_keys=True, default=str)
 
     def update(self, key: str, **fields) -> dict:
         with self.transaction() as data:

@@ -14,7 +14,6 @@ import jinja2
 from orchestrator.resources import TEMPLATES
 
 
-
 @lru_cache(maxsize=4)
 def environment(directory: str = str(TEMPLATES)) -> jinja2.Environment:
     env = jinja2.Environment(

@@ -12,7 +12,7 @@ from orchestrator.bench.collect import monitor_window_report
 from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.bench.session import BenchmarkSession
 from orchestrator.errors import OrchestratorError
-from orchestrator.watch.watcher import WatchOptions, Watcher
+from orchestrator.watch.watcher import Watcher, WatchOptions
 
 CRASH = "service:\n  name: crasher\n  command: 'echo loading; echo \"ERROR: weights missing\" >&2; exit 3'\n" \
         "  resources: {mem: 64M}\n  ports: [auto]\n  health: {path: /, timeout: 60}\n"

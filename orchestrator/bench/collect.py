@@ -11,10 +11,19 @@ from pathlib import Path
 from orchestrator import waiting
 from orchestrator.bench.kpi import KPI, Window
 from orchestrator.errors import OrchestratorError
-from orchestrator.monitoring.queries import (COUNTED_AT_END, COUNTED_AT_START, service_kpi_queries,
-                                             timeseries_queries)
-from orchestrator.reports.artifacts import (PrometheusData, ReportContext, context_from_dir, read_requests,
-                                            write_artifacts)
+from orchestrator.monitoring.queries import (
+    COUNTED_AT_END,
+    COUNTED_AT_START,
+    service_kpi_queries,
+    timeseries_queries,
+)
+from orchestrator.reports.artifacts import (
+    PrometheusData,
+    ReportContext,
+    context_from_dir,
+    read_requests,
+    write_artifacts,
+)
 from orchestrator.times import parse_duration
 
 ABSENT = "absent: no such series on the monitor"

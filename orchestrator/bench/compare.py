@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
-from orchestrator.reports.artifacts import read_requests
-from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.errors import OrchestratorError
 from orchestrator.bench.experiments import Comparison, compare, interval_noise
-from orchestrator.services.recipes import parse_recipe
+from orchestrator.errors import OrchestratorError
+from orchestrator.reports.artifacts import read_requests
 
 DEFAULT_THRESHOLDS = {"latency_p99": 0.10, "throughput": 0.10}
 NOISE_KPIS = ["throughput", "output_tokens_per_second", "latency_p50", "latency_p95", "latency_p99", "ttft_p50",
@@ -62,26 +58,3 @@ def _noise(report: dict, records: list[dict], unit: str) -> dict:
     if not window or not records:
         return {}
     return {k: interval_noise(records, window["start"], window["end"], k) for k in NOISE_KPIS}
-
-
-def rerun_recipes(session_dir: Path):
-    """The benchmark and service recipes exactly as MANIFEST.json recorded them."""
-    path = session_dir / "MANIFEST.json"
-    if not path.exists():
-        raise OrchestratorError(f"{session_dir}: no MANIFEST.json: not a session directory")
-    m = json.loads(path.read_text())
-    br = m.get("benchmark_recipe") or {}
-    if not br.get("text"):
-        raise OrchestratorError(f"{path}: no benchmark recipe text recorded: cannot rerun exactly")
-    bench = load_benchmark_text(br["text"], f"{br.get('source', '?')} (as recorded in {path})")
-    services = {}
-    warnings = []
-    for name, entry in (m.get("service_recipes") or {}).items():
-        services[name] = parse_recipe(yaml.safe_load(entry["text"]), source=entry["source"], text=entry["text"])
-        for fname, sha in (entry.get("files") or {}).items():
-            from orchestrator.bench.session import _sha256_file
-            now = _sha256_file(services[name].files.get(fname, ""))
-            if sha and now != sha:
-                warnings.append(f"{name}: shipped file {fname} changed since {m['session']} "
-                                f"(sha256 {sha[:12]} then, {str(now)[:12]} now): the rerun ships the current one")
-    return bench, services, m["session"], warnings

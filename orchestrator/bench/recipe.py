@@ -9,12 +9,19 @@ from pathlib import Path
 
 from orchestrator.bench.sweep import parse_slo, validate_sweep
 from orchestrator.errors import RecipeError
-from orchestrator.times import parse_duration
+from orchestrator.schema import (
+    SchemaViolation,
+    check_keys,
+    expect_int,
+    expect_list,
+    expect_mapping,
+    expect_number,
+    expect_pattern,
+    expect_str,
+    load_yaml_file,
+)
 from orchestrator.services.recipes import find_named, recipe_dirs
-
-
-from orchestrator.schema import (SchemaViolation, check_keys, expect_int, expect_list, expect_mapping, expect_number,
-                     expect_pattern, expect_str, load_yaml_file)
+from orchestrator.times import parse_duration
 
 CLIENT_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
 MAX_CLIENT_SECONDS = 24 * 3600

@@ -22,17 +22,37 @@ from typing import Callable
 
 import yaml
 
-from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
-from orchestrator.errors import OrchestratorError
-from orchestrator.resources import packaged
-from orchestrator.bench.sweep import Point, apply_to_client, grid, service_changes, set_path
-from orchestrator.times import parse_duration
-from orchestrator.services.recipes import Health, Metrics, Resources, ServiceRecipe, TargetSpec, load_recipe, parse_recipe
 from orchestrator import waiting
 from orchestrator.bench.collect import gather_prometheus
-from orchestrator.reports.artifacts import ReportContext, jobs_table, window_for, write_artifacts
+from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
+from orchestrator.bench.sweep import (
+    Point,
+    apply_to_client,
+    grid,
+    service_changes,
+    set_path,
+)
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.slurm import TERMINAL_STATES
+from orchestrator.errors import OrchestratorError
+from orchestrator.fileio import sha256_file
+from orchestrator.reports.artifacts import (
+    ReportContext,
+    jobs_table,
+    window_for,
+    write_artifacts,
+)
+from orchestrator.resources import packaged
+from orchestrator.services.recipes import (
+    Health,
+    Metrics,
+    Resources,
+    ServiceRecipe,
+    TargetSpec,
+    load_recipe,
+    parse_recipe,
+)
+from orchestrator.times import parse_duration
 
 Progress = Callable[[str], None]
 
@@ -389,12 +409,4 @@ class BenchmarkSession:
 
 def _recipe_entry(r: ServiceRecipe) -> dict:
     return {"source": r.source, "sha256": r.sha256, "text": r.text,
-            "files": {name: _sha256_file(p) for name, p in r.files.items()}}
-
-
-def _sha256_file(path: str) -> str | None:
-    import hashlib
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return None
+            "files": {name: sha256_file(p) for name, p in r.files.items()}}

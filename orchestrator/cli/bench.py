@@ -50,6 +50,7 @@ def bench_run(click_ctx, config_path, as_json, recipe, out, keep):
 def bench_collect(click_ctx, config_path, as_json, session_dir):
     """Query a kept session's monitor again for its window and rewrite its artifacts."""
     from pathlib import Path
+
     from orchestrator.bench.collect import recollect_session
     ctx = _ctx(click_ctx, config_path, as_json)
     report = recollect_session(ctx.orch, Path(session_dir))
@@ -68,6 +69,7 @@ def bench_collect(click_ctx, config_path, as_json, session_dir):
 def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start, end, out):
     """Re-render a session's report offline, or report on any monitor over --from/--to."""
     from pathlib import Path
+
     from orchestrator.bench.collect import monitor_window_report
     from orchestrator.reports.artifacts import rerender_session
     ctx = _ctx(click_ctx, config_path, as_json)
@@ -100,6 +102,7 @@ def report_group():
 def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
     """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise)."""
     from pathlib import Path
+
     from orchestrator.bench.compare import compare_sessions
     from orchestrator.bench.experiments import parse_thresholds
     ctx = _ctx(click_ctx, config_path, as_json)
@@ -131,7 +134,8 @@ def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
 def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
     """Run a session again from MANIFEST.json: the recipes as they were, not as they are on disk."""
     from pathlib import Path
-    from orchestrator.bench.compare import rerun_recipes
+
+    from orchestrator.bench.rerun import rerun_recipes
     from orchestrator.bench.session import BenchmarkSession
     ctx = _ctx(click_ctx, config_path, as_json)
     bench, services, previous, warnings = rerun_recipes(Path(session_dir))

@@ -11,9 +11,9 @@ import time
 import click
 
 from orchestrator.cli.common import _ctx, common_options, emit, progress
+from orchestrator.cli.table import render_table
 from orchestrator.monitoring.promql import QueryResult, format_value, label_text
 from orchestrator.times import parse_time
-from orchestrator.cli.table import render_table
 
 
 def result_table(r: QueryResult) -> str:

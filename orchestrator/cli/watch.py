@@ -23,7 +23,7 @@ from orchestrator.cli.table import render_table
 @click.pass_context
 def watch(click_ctx, config_path, as_json, interval, partitions, user, job_pattern, port, once, count):
     """Follow the tool's jobs (and optionally others) to their end and say why they ended."""
-    from orchestrator.watch.watcher import WatchOptions, Watcher
+    from orchestrator.watch.watcher import Watcher, WatchOptions
     ctx = _ctx(click_ctx, config_path, as_json)
     env = os.environ
     opts = WatchOptions.from_env(env, interval=interval, partitions=partitions.split(",") if partitions else None,

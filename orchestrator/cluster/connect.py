@@ -10,5 +10,7 @@ def open_transport(config) -> Transport:
     if config.ssh.local:
         from orchestrator.cluster.local import LocalTransport
         return LocalTransport()
-    from orchestrator.cluster.ssh import SSHTransport  # paramiko: imported only when needed
+    from orchestrator.cluster.ssh import (
+        SSHTransport,  # paramiko: imported only when needed
+    )
     return SSHTransport(config.ssh)

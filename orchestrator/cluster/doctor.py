@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.errors import TransportError
 from orchestrator.cluster.remote import Marker, by_name
 from orchestrator.cluster.shell import path as remote_path
 from orchestrator.cluster.slurm import SINFO_NODES_COMMAND, parse_sinfo_nodes
+from orchestrator.errors import TransportError
 
 SLURM_COMMANDS = ["sbatch", "squeue", "sinfo", "scontrol", "scancel"]
 # tool -> (required?, what it is for)

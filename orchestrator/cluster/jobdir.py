@@ -17,7 +17,8 @@ This module is the only place that knows those names; the rest of the code asks 
 from __future__ import annotations
 
 from orchestrator.cluster.remote import Marker
-from orchestrator.cluster.shell import path as remote_path, quote
+from orchestrator.cluster.shell import path as remote_path
+from orchestrator.cluster.shell import quote
 from orchestrator.cluster.slurm import JOB_STATE_FUNCTION
 from orchestrator.templating import render
 

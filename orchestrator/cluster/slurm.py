@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from orchestrator.errors import SlurmError
 from orchestrator.cluster.shell import command, quote
+from orchestrator.errors import SlurmError
 
 SEP = "\x1f"
 # job id, name, state, elapsed, node list, reason, partition, user, time limit, submit, start

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import paramiko
 
+from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.config import SSHConfig
 from orchestrator.errors import CommandTimeout, HostKeyError, TransportError
-from orchestrator.cluster.transport import CommandResult, TransportStats
 
 _DROPPED = (paramiko.SSHException, EOFError, OSError, socket.error)
 

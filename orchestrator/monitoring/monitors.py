@@ -15,19 +15,32 @@ from pathlib import Path
 from typing import Callable
 
 from orchestrator import waiting
+from orchestrator.cluster.remote import Marker
+from orchestrator.cluster.shell import heredoc
+from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError
-from orchestrator.times import now_iso, parse_duration
-from orchestrator.cluster.remote import Marker
+from orchestrator.fileio import atomic_open
+from orchestrator.monitoring.promql import (
+    QueryResult,
+    curl_query,
+    curl_range,
+    joined,
+    parse_response,
+    range_chunks,
+    stitch,
+)
 from orchestrator.monitoring.queries import REPORT_QUERIES
-from orchestrator.monitoring.promql import (QueryResult, curl_query, curl_range, joined, parse_response, range_chunks,
-                                            stitch)
+from orchestrator.monitoring.targets import (
+    ResolvedTarget,
+    host_target,
+    render_prometheus_config,
+    targets_from_probe,
+)
 from orchestrator.services.recipes import ServiceRecipe, TargetSpec, recipe_dirs
-from orchestrator.cluster.shell import heredoc
 from orchestrator.services.servers import ServersModule
-from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.state import StateStore
-from orchestrator.monitoring.targets import ResolvedTarget, host_target, render_prometheus_config, targets_from_probe
+from orchestrator.times import now_iso, parse_duration
 
 Progress = Callable[[str], None]
 PROMTOOL_CHECK = "if command -v promtool >/dev/null 2>&1; then promtool check config prometheus.yml; fi"
@@ -243,9 +256,7 @@ class MonitorsModule:
         path = Path(path)
         fmt = fmt or ("csv" if path.suffix == ".csv" else "json")
         results = self.query_range_many(monitor_id, queries, start, end, step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(path, "w", newline="") as f:
             if fmt == "json":
                 json.dump({"monitor": monitor_id, "start": start, "end": end, "step": parse_duration(step),
                            "results": [r.to_dict() for r in results]}, f, indent=1)
@@ -256,7 +267,6 @@ class MonitorsModule:
                     for s in r.series:
                         lab = json.dumps(s.labels, sort_keys=True)
                         w.writerows([r.query, lab, f"{t:.3f}", "" if math.isnan(v) else repr(v)] for t, v in s.values)
-        tmp.replace(path)
         return path
 
     # -- status and reports -------------------------------------------------------------

@@ -12,8 +12,8 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from orchestrator.errors import OrchestratorError
 from orchestrator.cluster.shell import command
+from orchestrator.errors import OrchestratorError
 from orchestrator.times import parse_duration, parse_time  # noqa: F401  (re-exported for callers of the PromQL API)
 
 MAX_POINTS = 11_000

@@ -15,12 +15,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.version import __version__, git_commit
+from orchestrator.bench.kpi import (
+    KPI,
+    Window,
+    client_kpis,
+    measured,
+    throughput_series,
+    window_of,
+)
 from orchestrator.errors import OrchestratorError
-from orchestrator.bench.kpi import KPI, Window, client_kpis, measured, throughput_series, window_of
 from orchestrator.fileio import atomic_open, write_atomic
-from orchestrator.times import iso
 from orchestrator.reports.html import render_report
+from orchestrator.times import iso
+from orchestrator.version import __version__, git_commit
 
 REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "status", "ok", "tokens_out", "error"]
 

@@ -12,7 +12,12 @@ from orchestrator.bench.experiments import knee, point_results, saturation, slo_
 from orchestrator.bench.kpi import KPI, Window
 from orchestrator.bench.sweep import Point
 from orchestrator.fileio import atomic_open, write_atomic
-from orchestrator.reports.artifacts import ReportContext, build_manifest, write_requests, write_summary
+from orchestrator.reports.artifacts import (
+    ReportContext,
+    build_manifest,
+    write_requests,
+    write_summary,
+)
 from orchestrator.reports.svg import line_chart
 from orchestrator.templating import render_html
 from orchestrator.times import iso

@@ -15,8 +15,16 @@ from typing import Iterable
 from orchestrator.config import is_slurm_time
 from orchestrator.errors import RecipeError
 from orchestrator.resources import RECIPES, packaged
-from orchestrator.schema import (SchemaViolation, check_keys, expect_int, expect_list, expect_mapping,
-                     expect_pattern, expect_str, load_yaml_file)
+from orchestrator.schema import (
+    SchemaViolation,
+    check_keys,
+    expect_int,
+    expect_list,
+    expect_mapping,
+    expect_pattern,
+    expect_str,
+    load_yaml_file,
+)
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)

@@ -10,21 +10,34 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from pathlib import Path
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
-from orchestrator.config import Config
-from orchestrator.errors import OrchestratorError, SlurmError
-from orchestrator.services.jobscript import render_service_script
 from orchestrator import waiting
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
-from orchestrator.cluster.shell import heredoc, path as remote_path
-from orchestrator.cluster.slurm import TERMINAL_STATES, Job, JobPoller, parse_job_records, parse_sbatch
+from orchestrator.cluster.shell import heredoc
+from orchestrator.cluster.shell import path as remote_path
+from orchestrator.cluster.slurm import (
+    TERMINAL_STATES,
+    Job,
+    JobPoller,
+    parse_job_records,
+    parse_sbatch,
+)
 from orchestrator.cluster.transport import Transport
+from orchestrator.config import Config
+from orchestrator.errors import OrchestratorError, SlurmError
 from orchestrator.logs import log_context
-from orchestrator.services.probe import JOB_ID_RE, SERVICE_ID_RE, Probe, endpoint_hosts, parse_probe
+from orchestrator.services.jobscript import render_service_script
+from orchestrator.services.probe import (
+    JOB_ID_RE,
+    SERVICE_ID_RE,
+    Probe,
+    endpoint_hosts,
+    parse_probe,
+)
 from orchestrator.services.recipes import ServiceRecipe, load_recipe
 from orchestrator.state import StateStore
 from orchestrator.times import now_iso

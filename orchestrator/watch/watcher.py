@@ -18,17 +18,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from orchestrator.watch.attribution import classify, needs_attribution
-from orchestrator.errors import OrchestratorError, SlurmError
-from orchestrator.services.probe import SERVICE_ID_RE
 from orchestrator import waiting
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
-from orchestrator.services.servers import ServersModule
-from orchestrator.times import now_iso
-from orchestrator.cluster.shell import path as remote_path, quote
+from orchestrator.cluster.shell import path as remote_path
+from orchestrator.cluster.shell import quote
 from orchestrator.cluster.slurm import TERMINAL_STATES, JobPoller, parse_job_ids
+from orchestrator.errors import OrchestratorError, SlurmError
+from orchestrator.services.probe import SERVICE_ID_RE
+from orchestrator.services.servers import ServersModule
 from orchestrator.state import StateStore
+from orchestrator.times import now_iso
+from orchestrator.watch.attribution import classify, needs_attribution
 
 Log = Callable[..., None]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import cluster as sandbox
 from orchestrator.config import load_config
+from sandbox import cluster as sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -80,7 +80,7 @@ def test_added_target_appears_after_hot_reload_without_restart(env):
     second = orch.servers.start_service(pinned(orch, "python-http", "n1"), wait=True, timeout=60)
     orch.monitors.add_targets(mid, [TargetSpec(service_id=second, job_name="svc-two", metrics_path="/endpoint.json")])
     # python-http serves no Prometheus text: the target exists, scraped and reported down (not missing)
-    assert eventually(lambda: orch.monitors.query_metrics(mid, 'up{job="svc-two"}').series)
+    assert eventually(lambda: up_of(orch, mid, "svc-two") == [0.0])
     after = orch.monitors.query_metrics(mid, 'process_start_time_seconds{job="prometheus"}').series[0].values[0][1]
     assert after == before, "Prometheus restarted instead of reloading"
     orch.monitors.remove_targets(mid, [second])
@@ -164,9 +164,13 @@ def test_report_on_a_monitor_over_a_time_window(env, tmp_path):
 
 
 def test_stopped_target_turns_to_up_zero(env):
-    orch, svc, mid, _ = env
-    orch.servers.stop_service(svc)
-    assert eventually(lambda: up_of(orch, mid, "svc-one") == [0.0])
+    orch, _, mid, _ = env
+    own = orch.servers.start_service(pinned(orch, "node-exporter", "n1"), wait=True, timeout=60)  # not the shared one
+    orch.monitors.add_targets(mid, [TargetSpec(service_id=own, job_name="svc-stopped")])
+    assert eventually(lambda: up_of(orch, mid, "svc-stopped") == [1.0])
+    orch.servers.stop_service(own)
+    assert eventually(lambda: up_of(orch, mid, "svc-stopped") == [0.0])
+    orch.monitors.remove_targets(mid, [own])
 
 
 def test_the_python_api_example_runs(sandbox_config_path, tmp_path):

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from orchestrator import BenchmarkOrchestrator
-from orchestrator.services.servers import ServiceNotReady
 from orchestrator.cluster.shell import command
+from orchestrator.services.servers import ServiceNotReady
 
 pytestmark = pytest.mark.e2e
 
@@ -77,11 +77,15 @@ def test_two_auto_port_copies_on_one_node_both_answer(orch, tmp_path):
 
 
 def test_recipe_error_is_clear_and_leaves_no_state(run_cli, sandbox_config, tmp_path):
+    from tests.e2e.conftest import config_with_state
+    cfg = config_with_state(sandbox_config, tmp_path / "cfg.yaml")
     bad = write(tmp_path, "bad.yaml", PINNED.replace("ports:", "prots:"))
-    proc = run_cli("--recipe", bad, check=False)
+    proc = run_cli("--config", str(cfg), "--recipe", bad, check=False)
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[0] == f"error: {bad}: service.prots: unknown key; did you mean 'ports'?"
     assert "connections=" not in proc.stderr  # refused before any connection
+    state = sandbox_config.state_dir / "services.json"
+    assert not state.exists() or json.loads(state.read_text()) == {}
 
 
 def test_sbatch_rejection_is_clear_and_leaves_nothing_behind(orch, tmp_path):

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
-from orchestrator.errors import HostKeyError, RemoteCommandError
-from sandbox.cluster import LOGIN_CLUSTER_ADDR, LOGIN_SSH_ADDR
 from orchestrator.cluster.shell import command
 from orchestrator.cluster.slurm import parse_sbatch, parse_squeue, squeue_command
 from orchestrator.cluster.ssh import SSHTransport
+from orchestrator.errors import HostKeyError, RemoteCommandError
+from sandbox.cluster import LOGIN_CLUSTER_ADDR, LOGIN_SSH_ADDR
 
 pytestmark = pytest.mark.e2e
 

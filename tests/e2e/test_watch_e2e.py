@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 
 from orchestrator import BenchmarkOrchestrator
-from sandbox import cluster as sandbox
 from orchestrator.config import load_config
-from orchestrator.watch.watcher import WatchOptions, Watcher
+from orchestrator.watch.watcher import Watcher, WatchOptions
+from sandbox import cluster as sandbox
 from tests.e2e.conftest import config_with_state
 
 pytestmark = pytest.mark.e2e
@@ -140,6 +140,9 @@ def test_a_restarted_watcher_reports_nothing_twice(world):
     again = Watcher(orch.config, orch.transport, orch.servers, WatchOptions(interval=1.0),
                     log=lambda msg, **f: fresh.append({"msg": msg, **f}))
     again.run(count=2)
+    assert again.stats.polls == 2 and again.stats.errors == 0, again.stats  # it did look, and saw them all
+    assert {verdict_of(again, ids[k]) for k in ("error-exit", "oom", "port-taker")} == {
+        EXPECTED["error-exit"], EXPECTED["oom"], EXPECTED["port-taker"]}
     assert not [e for e in fresh if e.get("verdict")], fresh
 
 

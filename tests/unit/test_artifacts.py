@@ -4,8 +4,14 @@ import csv
 import json
 
 from orchestrator.bench.kpi import KPI, Window
-from orchestrator.reports.artifacts import (PrometheusData, ReportContext, read_requests, rerender_session, window_for,
-                                            write_artifacts)
+from orchestrator.reports.artifacts import (
+    PrometheusData,
+    ReportContext,
+    read_requests,
+    rerender_session,
+    window_for,
+    write_artifacts,
+)
 
 
 def records(n=40, t0=1000.0):

@@ -1,7 +1,7 @@
 import pytest
 
-from orchestrator.watch.attribution import classify, needs_attribution
 from orchestrator.cluster.slurm import parse_job_ids
+from orchestrator.watch.attribution import classify, needs_attribution
 from orchestrator.watch.watcher import WatchOptions
 
 

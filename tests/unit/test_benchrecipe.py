@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench.recipe import load_benchmark, load_benchmark_text
-from orchestrator.errors import RecipeError
 from orchestrator.bench.session import client_recipe
-from orchestrator.services.jobscript import render_service_script
 from orchestrator.config import SlurmConfig
+from orchestrator.errors import RecipeError
+from orchestrator.services.jobscript import render_service_script
 
 SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/benchmarks").glob("*.yaml"))
 
@@ -14,6 +14,7 @@ SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/benchmark
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_shipped_benchmarks_deploy_shipped_services_and_render_their_clients(path, tmp_path):
     import subprocess
+
     from orchestrator.services.recipes import load_recipe
     b = load_benchmark(str(path))
     for ref in b.services:

@@ -78,3 +78,13 @@ def test_bad_time_from_environment_names_the_variable(tmp_path):
 def test_missing_ssh_host_is_reported(tmp_path):
     with pytest.raises(ConfigError, match=r"ssh\.host: required field is missing"):
         load_config(write(tmp_path, "ssh: {port: 22}\n"), env={})
+
+
+def test_recipe_dirs_are_a_list_of_paths(tmp_path):
+    from orchestrator.config import parse_config
+    from orchestrator.errors import ConfigError  # noqa: F401
+    from orchestrator.schema import SchemaViolation
+    cfg = parse_config({"ssh": {"host": "h"}, "recipe_dirs": ["~/r", "/opt/r"]}, env={})
+    assert [str(p) for p in cfg.recipe_dirs][1] == "/opt/r" and not str(cfg.recipe_dirs[0]).startswith("~")
+    with pytest.raises(SchemaViolation, match="expected a list of directories"):
+        parse_config({"ssh": {"host": "h"}, "recipe_dirs": "/opt/r"}, env={})

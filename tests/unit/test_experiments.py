@@ -1,10 +1,23 @@
 import pytest
 
+from orchestrator.bench.experiments import (
+    PointResult,
+    compare,
+    interval_noise,
+    knee,
+    parse_thresholds,
+    saturation,
+    slo_limit,
+)
 from orchestrator.bench.recipe import load_benchmark_text
+from orchestrator.bench.sweep import (
+    Point,
+    apply_to_client,
+    grid,
+    parse_slo,
+    service_changes,
+)
 from orchestrator.errors import RecipeError
-from orchestrator.bench.experiments import (PointResult, compare, interval_noise, knee, parse_thresholds, saturation,
-                                            slo_limit)
-from orchestrator.bench.sweep import Point, apply_to_client, grid, parse_slo, service_changes
 
 BASE = ("benchmark: {name: x, services: [{recipe: standin-llm}], clients: [{kind: openai-completions, "
         "target: standin-llm, duration: 5s, payload: {max_tokens: 8}}], %s}")

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.monitoring.exporters.nvidia_smi_exporter import parse_nvidia_smi, render_metrics
+from orchestrator.monitoring.exporters.nvidia_smi_exporter import (
+    parse_nvidia_smi,
+    render_metrics,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 EXPORTER = Path(__file__).resolve().parents[2] / "orchestrator" / "monitoring" / "exporters" / "nvidia_smi_exporter.py"

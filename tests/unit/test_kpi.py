@@ -3,8 +3,14 @@ import statistics
 
 import pytest
 
-from orchestrator.bench.kpi import (Window, client_kpis, measured, percentile,
-                              throughput_series, window_of)
+from orchestrator.bench.kpi import (
+    Window,
+    client_kpis,
+    measured,
+    percentile,
+    throughput_series,
+    window_of,
+)
 
 
 def test_percentiles_match_an_independent_implementation():

@@ -3,10 +3,21 @@ import math
 
 import pytest
 
-from orchestrator.monitoring.promql import (MAX_POINTS, PrometheusError, QueryResult, Series, curl_query, joined,
-                                 parse_duration, parse_response, parse_time, range_chunks, stitch)
-from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.local import LocalTransport
+from orchestrator.cluster.remote import Marker
+from orchestrator.monitoring.promql import (
+    MAX_POINTS,
+    PrometheusError,
+    QueryResult,
+    Series,
+    curl_query,
+    joined,
+    parse_duration,
+    parse_response,
+    parse_time,
+    range_chunks,
+    stitch,
+)
 
 
 def test_chunks_never_exceed_the_point_limit_and_cover_every_step():

@@ -57,3 +57,24 @@ def test_metrics_port_defaults_to_the_first_service_port():
 def test_unknown_recipe_name_lists_known_ones():
     with pytest.raises(RecipeError, match="no recipe named 'olama'; known recipes: .*ollama"):
         load_recipe("olama")
+
+
+def test_names_come_from_configured_dirs_then_the_package_never_the_current_dir(tmp_path, monkeypatch):
+    from orchestrator.resources import RECIPES
+    mine = tmp_path / "mine" / "services"
+    mine.mkdir(parents=True)
+    (mine / "python-http.yaml").write_text("service: {name: my-http, command: 'true'}\n")
+    cwd = tmp_path / "cwd" / "recipes" / "services"
+    cwd.mkdir(parents=True)
+    (cwd / "ollama.yaml").write_text("service: {name: impostor, command: 'true'}\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert load_recipe("python-http", [tmp_path / "mine"]).name == "my-http"
+    assert load_recipe("python-http").source == str(RECIPES / "services" / "python-http.yaml")
+    assert load_recipe("ollama").name == "ollama"  # ./recipes/services/ollama.yaml is not taken implicitly
+    assert load_recipe("./recipes/services/ollama.yaml").name == "impostor"  # a path is a path
+
+
+def test_a_package_file_reference_resolves_inside_the_installed_package():
+    from orchestrator.resources import packaged
+    r = load_recipe("standin-llm")
+    assert r.files["standin_llm.py"] == str(packaged("bench", "workloads", "standin_llm.py"))

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from orchestrator import BenchmarkOrchestrator
-from orchestrator.config import Config, RemoteConfig, SlurmConfig, SSHConfig
 from orchestrator.bench.kpi import percentile
+from orchestrator.config import Config, RemoteConfig, SlurmConfig, SSHConfig
 from tests.fakes import CASSETTES, ReplayTransport
 from tests.scenarios import SCENARIOS
 
@@ -27,13 +27,19 @@ def replay(name, tmp_path, monkeypatch):
     return out, t
 
 
-@pytest.fixture(scope="module")
-def services_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        yield replay("services", tmp_path_factory.mktemp("services"), mp)[0]
-    finally:
-        mp.undo()
+def replayed(name):
+    """A module-wide fixture: the scenario replayed once, its outcome shared by the tests that judge it."""
+    @pytest.fixture(scope="module")
+    def run(tmp_path_factory):
+        mp = pytest.MonkeyPatch()
+        try:
+            yield replay(name, tmp_path_factory.mktemp(name), mp)[0]
+        finally:
+            mp.undo()
+    return run
+
+
+services_run = replayed("services")
 
 
 def test_service_start_waits_through_pending_to_ready_and_is_tracked(services_run):
@@ -85,13 +91,7 @@ def test_stop_of_a_job_this_tool_did_not_start_is_refused_before_scancel(service
     assert r["foreign_state_after_refusal"] in ("RUNNING", "PENDING")
 
 
-@pytest.fixture(scope="module")
-def monitoring_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        yield replay("monitoring", tmp_path_factory.mktemp("monitoring"), mp)[0]
-    finally:
-        mp.undo()
+monitoring_run = replayed("monitoring")
 
 
 def test_monitor_scrapes_the_service_and_its_exporter(monitoring_run):
@@ -154,13 +154,7 @@ def test_monitor_refusals_and_listings(monitoring_run):
     assert r["after_stop"].startswith(("OrchestratorError", "PrometheusError")) and "monitor" in r["after_stop"]
 
 
-@pytest.fixture(scope="module")
-def session_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        yield replay("session", tmp_path_factory.mktemp("session"), mp)[0]
-    finally:
-        mp.undo()
+session_run = replayed("session")
 
 
 def test_session_kpis_are_computed_from_the_downloaded_records(session_run):
@@ -190,13 +184,7 @@ def test_session_stops_everything_it_started_and_writes_one_manifest(session_run
         assert session_run["tracked"][j["service_id"]]["state"] in ("CANCELLED", "COMPLETED")
 
 
-@pytest.fixture(scope="module")
-def sweep_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        yield replay("sweep", tmp_path_factory.mktemp("sweep"), mp)[0]
-    finally:
-        mp.undo()
+sweep_run = replayed("sweep")
 
 
 def test_sweep_has_a_report_per_point_and_verdicts(sweep_run):
@@ -209,13 +197,7 @@ def test_sweep_has_a_report_per_point_and_verdicts(sweep_run):
     assert [float(r["throughput_rps"]) for r in rows] == [p["throughput"] for p in report["points"]]
 
 
-@pytest.fixture(scope="module")
-def watcher_run(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    try:
-        yield replay("watcher", tmp_path_factory.mktemp("watcher"), mp)[0]
-    finally:
-        mp.undo()
+watcher_run = replayed("watcher")
 
 
 def test_watcher_attributes_each_end_from_the_real_log(watcher_run):

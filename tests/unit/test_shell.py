@@ -1,7 +1,7 @@
 import os
 
-from orchestrator.cluster.shell import command, path
 from orchestrator.cluster.local import LocalTransport
+from orchestrator.cluster.shell import command, path
 
 HOSTILE = "x'; touch /tmp/pwned_by_test; echo '"
 

@@ -1,8 +1,13 @@
 import pytest
 
+from orchestrator.cluster.slurm import (
+    expand_nodelist,
+    parse_sbatch,
+    parse_scontrol_jobs,
+    parse_sinfo_nodes,
+    parse_squeue,
+)
 from orchestrator.errors import SlurmError
-from orchestrator.cluster.slurm import (expand_nodelist, parse_sbatch, parse_scontrol_jobs, parse_sinfo_nodes,
-                                parse_squeue)
 
 
 def test_squeue_recorded_output_parses_every_job(data):

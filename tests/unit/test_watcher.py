@@ -10,7 +10,7 @@ from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.config import Config, RemoteConfig, SlurmConfig, SSHConfig
 from orchestrator.errors import OrchestratorError
 from orchestrator.services.servers import ServersModule
-from orchestrator.watch.watcher import WatchOptions, Watcher
+from orchestrator.watch.watcher import Watcher, WatchOptions
 
 
 class FailingSqueue:

@@ -8,7 +8,6 @@ import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-
 from orchestrator.bench.workloads.loadgen import _tokens_in_line, build_request
 from orchestrator.bench.workloads.standin_llm import Engine, make_handler
 
