@@ -61,6 +61,13 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Bounds on what one command may ask for, so a typo cannot exhaust memory or the cluster."""
+    range_points: int = 1_100_000     # points per series of one range query (100 Prometheus requests)
+    sweep_points: int = 100           # points of one sweep
+
+
+@dataclass(frozen=True)
 class Config:
     ssh: SSHConfig
     slurm: SlurmConfig
@@ -68,10 +75,11 @@ class Config:
     state_dir: Path
     results_dir: Path
     recipe_dirs: tuple[Path, ...] = ()   # searched before the packaged recipes (services/, benchmarks/)
+    limits: Limits = Limits()
     source: Path | None = None
 
 
-_TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir", "recipe_dirs"]
+_TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir", "recipe_dirs", "limits"]
 _SSH_KEYS = ["host", "port", "user", "key_file", "known_hosts", "ssh_config",
              "connect_timeout", "keepalive", "local"]
 _SLURM_KEYS = ["account", "partition", "qos", "time"]
@@ -154,5 +162,9 @@ def parse_config(raw, env: Mapping[str, str]) -> Config:
     if not isinstance(dirs, list):
         raise SchemaViolation("recipe_dirs", f"expected a list of directories, got {dirs!r}")
     recipe_dirs = tuple(Path(expect_str(d, f"recipe_dirs[{i}]")).expanduser() for i, d in enumerate(dirs))
+    limits_raw = expect_mapping(raw.get("limits") or {}, "limits")
+    check_keys(limits_raw, ["range_points", "sweep_points"], "limits")
+    limits = Limits(range_points=expect_int(limits_raw.get("range_points", Limits.range_points), "limits.range_points", 1),
+                    sweep_points=expect_int(limits_raw.get("sweep_points", Limits.sweep_points), "limits.sweep_points", 1))
     return Config(ssh=ssh, slurm=slurm, remote=remote, state_dir=state_dir, results_dir=results_dir,
-                  recipe_dirs=recipe_dirs)
+                  recipe_dirs=recipe_dirs, limits=limits)

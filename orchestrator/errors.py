@@ -39,9 +39,27 @@ class CommandTimeout(TransportError):
     """A remote command did not finish within its timeout."""
 
 
+class OutcomeUnknown(TransportError):
+    """The connection dropped while a command that is not safe to repeat was running: it may have run."""
+
+
 class SlurmError(OrchestratorError):
     """SLURM refused a request (sbatch rejection, unknown job, ...)."""
 
 
 class StateError(OrchestratorError):
     """The local state file is corrupt or cannot be written."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C (not an error of the tool), so that every
+    ``finally`` runs and cancels what was started; the CLI exits 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        import signal
+        self.signum = signum
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -23,6 +23,33 @@ class SchemaViolation(Exception):
         super().__init__(f"{path}: {message}" if path else message)
 
 
+MAX_ALIASES = 100          # a recipe needs a few; a "billion laughs" document needs many
+MAX_YAML_BYTES = 4 << 20
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents expanding through many aliases (a 1 KB file can otherwise
+    describe gigabytes once its references are followed)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > MAX_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_ALIASES} aliases (*name): refused")
+        return super().compose_node(parent, index)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with bounds; raises yaml.YAMLError."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES >> 20} MiB: refused")
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml_file(path: Path) -> Any:
     """Read a YAML file; missing or malformed files raise SchemaViolation."""
     try:
@@ -32,7 +59,7 @@ def load_yaml_file(path: Path) -> Any:
     except OSError as exc:
         raise SchemaViolation("", f"cannot read: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -41,11 +41,12 @@ class StateStore:
         return data
 
     def load(self) -> dict:
-        """A snapshot (no lock needed: files are only ever replaced whole)."""
-        return self._read()
+        """A snapshot of the records (no lock needed: files are only ever replaced whole). An entry that
+        is not a record (edited by hand, a foreign tool) is left in the file but not handed out."""
+        return {k: v for k, v in self._read().items() if isinstance(v, dict)}
 
     def get(self, key: str) -> dict | None:
-        return self._read().get(key)
+        return self.load().get(key)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict]:

@@ -10,6 +10,7 @@ import shlex
 from functools import lru_cache
 
 import jinja2
+import jinja2.sandbox
 
 from orchestrator.resources import TEMPLATES
 
@@ -32,9 +33,24 @@ def render(template: str, directory: str | None = None, **context) -> str:
     return environment(directory or str(TEMPLATES)).get_template(template).render(**context)
 
 
+@lru_cache(maxsize=1)
+def recipe_environment() -> jinja2.sandbox.ImmutableSandboxedEnvironment:
+    """For text from recipes: sandboxed (no attribute walk to Python internals, no globals such
+    as ``lipsum``/``cycler``), strict, and holding only the variables the tool documents."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                                                       autoescape=False)
+    env.globals.clear()
+    return env
+
+
 def render_string(text: str, **context) -> str:
-    """Render a user-supplied snippet (recipe command/environment) strictly."""
-    return environment().from_string(text).render(**context)
+    """Render a user-supplied snippet (recipe command/environment): nothing in it runs on this machine."""
+    return recipe_environment().from_string(text).render(**context)
+
+
+def literal(text: str) -> str:
+    """Text to put into a recipe snippet so that it renders as itself (data, never template code)."""
+    return "".join("{{ '{' }}" if c == "{" else c for c in text)
 
 
 @lru_cache(maxsize=1)

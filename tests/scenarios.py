@@ -12,6 +12,7 @@ from orchestrator.bench.collect import monitor_window_report
 from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.bench.session import BenchmarkSession
 from orchestrator.errors import OrchestratorError
+from orchestrator.services.recipes import TargetSpec
 from orchestrator.watch.watcher import Watcher, WatchOptions
 
 CRASH = "service:\n  name: crasher\n  command: 'echo loading; echo \"ERROR: weights missing\" >&2; exit 3'\n" \
@@ -105,7 +106,8 @@ def monitoring(orch, tmp: Path) -> dict:
     rng = ranges[0]
     end = rng.series[0].values[-1][0]
     bad_promql = _error(lambda: m.query_metrics(mid, "sum(rate(up[1m]"))
-    added = m.add_targets(mid, [plain])
+    # python-http declares no metrics: it is scraped only at a path the caller names (up 0: not Prometheus text)
+    added = m.add_targets(mid, [TargetSpec(service_id=plain, metrics_path="/endpoint.json")])
     seen = []
 
     def plain_scraped():  # the reload is applied at once; the new target is listed after its first scrape
@@ -124,7 +126,8 @@ def monitoring(orch, tmp: Path) -> dict:
     after_stop = _error(lambda: m.query_metrics(mid, "up"))
     prom = (orch.load_recipe("prometheus").text.replace("name: prometheus", "name: prom-node")
             .replace("monitoring_targets: []", "monitoring_targets: []\n  exporters: [node]"))
-    with_node = m.start_monitor(orch.load_recipe(_write(tmp, "prom-node.yaml", prom)), [plain], scrape_interval="1s")
+    with_node = m.start_monitor(orch.load_recipe(_write(tmp, "prom-node.yaml", prom)),
+                                [TargetSpec(service_id=plain, metrics_path="/endpoint.json")], scrape_interval="1s")
     node_record = m.store.get(with_node)
     m.stop_monitor(with_node)
     gpu_refused = _error(lambda: m.start_monitor(orch.load_recipe(_write(

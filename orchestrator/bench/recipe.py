@@ -19,6 +19,7 @@ from orchestrator.schema import (
     expect_pattern,
     expect_str,
     load_yaml_file,
+    safe_load,
 )
 from orchestrator.services.recipes import find_named, recipe_dirs
 from orchestrator.times import parse_duration
@@ -103,7 +104,7 @@ def load_benchmark_text(text: str, source: str) -> BenchmarkRecipe:
     import yaml
     try:
         try:
-            raw = yaml.safe_load(text)
+            raw = safe_load(text)
         except yaml.YAMLError as exc:
             raise SchemaViolation("", f"malformed YAML: {str(exc).splitlines()[0]}") from None
         return parse_benchmark(raw, source, text)

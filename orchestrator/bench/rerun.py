@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import sha256_file
+from orchestrator.schema import safe_load
 from orchestrator.services.recipes import parse_recipe
 
 
@@ -26,7 +25,7 @@ def rerun_recipes(session_dir: Path):
     services = {}
     warnings = []
     for name, entry in (m.get("service_recipes") or {}).items():
-        services[name] = parse_recipe(yaml.safe_load(entry["text"]), source=entry["source"], text=entry["text"])
+        services[name] = parse_recipe(safe_load(entry["text"]), source=entry["source"], text=entry["text"])
         for fname, sha in (entry.get("files") or {}).items():
             now = sha256_file(services[name].files.get(fname, ""))
             if sha and now != sha:

@@ -10,6 +10,7 @@ also on Ctrl-C, after which what was collected is still written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
@@ -33,9 +34,8 @@ from orchestrator.bench.sweep import (
     set_path,
 )
 from orchestrator.cluster import jobdir
-from orchestrator.cluster.slurm import TERMINAL_STATES
-from orchestrator.errors import OrchestratorError
-from orchestrator.fileio import sha256_file
+from orchestrator.errors import OrchestratorError, Terminated, TransportError
+from orchestrator.fileio import sha256_file, write_atomic
 from orchestrator.reports.artifacts import (
     ReportContext,
     jobs_table,
@@ -43,6 +43,7 @@ from orchestrator.reports.artifacts import (
     write_artifacts,
 )
 from orchestrator.resources import packaged
+from orchestrator.schema import safe_load
 from orchestrator.services.recipes import (
     Health,
     Metrics,
@@ -52,9 +53,12 @@ from orchestrator.services.recipes import (
     load_recipe,
     parse_recipe,
 )
+from orchestrator.templating import literal
 from orchestrator.times import parse_duration
 
 Progress = Callable[[str], None]
+LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how to
+CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
 
 def client_recipe(spec: ClientSpec, target_url: str) -> ServiceRecipe:
@@ -69,8 +73,8 @@ def client_recipe(spec: ClientSpec, target_url: str) -> ServiceRecipe:
         args += ["--duration", str(spec.duration)]
     if spec.requests is not None:
         args += ["--requests", str(spec.requests)]
-    # {% raw %}: the arguments are data, never Jinja
-    command = "{% raw %}" + shlex.join(args) + "{% endraw %} --metrics-port {{ port }}"
+    # the arguments are data (the URL comes from the cluster): rendered as themselves, never as Jinja
+    command = literal(shlex.join(args)) + " --metrics-port {{ port }}"
     r = spec.resources
     minutes = math.ceil((max_seconds + 900 + 300) / 60)  # + go-wait and linger margin
     return ServiceRecipe(
@@ -86,7 +90,7 @@ def with_changes(recipe: ServiceRecipe, changes: dict) -> ServiceRecipe:
     """The recipe with swept fields set (dotted paths under ``service``), validated again."""
     if not changes:
         return recipe
-    raw = yaml.safe_load(recipe.text) if recipe.text else None
+    raw = safe_load(recipe.text) if recipe.text else None
     if not isinstance(raw, dict):
         raise OrchestratorError(f"cannot sweep fields of {recipe.name}: its recipe text is not available")
     for dotted, value in changes.items():
@@ -133,6 +137,11 @@ class BenchmarkSession:
         sid = f"{recipe.name}-{stamp}-{secrets.token_hex(2)}"
         base = Path(out_dir) if out_dir else orch.config.results_dir / sid
         self.state = SessionState(sid, base)
+        limit = orch.config.limits.sweep_points
+        size = math.prod(len(v) for v in recipe.sweep.values()) if recipe.sweep else 1
+        if size > limit:
+            raise OrchestratorError(f"{recipe.source or recipe.name}: benchmark.sweep has {size} points, more than "
+                                    f"the limit of {limit} (config.yaml limits.sweep_points)")
         self.points = grid(recipe.sweep)
         self.base_recipes: dict[str, ServiceRecipe] = dict(service_recipes or {})
         self.service_recipes: dict[str, ServiceRecipe] = {}   # as deployed (for the manifest)
@@ -338,6 +347,7 @@ class BenchmarkSession:
         self.say(f"session {self.state.session_id} -> {self.state.out_dir}"
                  + (f" ({len(self.points)} points)" if self.is_sweep else ""))
         current = None
+        ended_by: BaseException | None = None
         try:
             self._deploy_services(self.points[0])
             self._start_monitor()
@@ -348,38 +358,89 @@ class BenchmarkSession:
                 self._run_point(current)
                 self._finish_point(current)
                 current = None
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Terminated) as exc:
             self.state.interrupted = True
-            self.say("interrupted: stopping what this session started, then writing what was collected")
+            ended_by = exc
+            self.say(f"{'interrupted' if isinstance(exc, KeyboardInterrupt) else exc}: stopping what this "
+                     "session started, then writing what was collected")
         except OrchestratorError as exc:
             self.state.errors.append(str(exc))
             self.say(f"error: {exc}")
+        except Exception as exc:  # a lost connection, a bug: the jobs must still go
+            self.state.errors.append(f"{type(exc).__name__}: {exc}")
+            self.say(f"error: {type(exc).__name__}: {exc}")
+            ended_by = exc
         result = None
         try:
-            if current is not None:
-                current.interrupted = self.state.interrupted
-                self._finish_point(current)
-            if not self.state.points:
-                self.state.points.append(PointRun(self.points[0], self.state.out_dir, interrupted=self.state.interrupted))
-                self._finish_point(self.state.points[0])
-            if self.is_sweep:
-                from orchestrator.reports.sweep import write_sweep_artifacts
-                result = write_sweep_artifacts(self.sweep_data())
-                self.say(f"sweep report: {self.state.out_dir / 'report.html'}")
-                for v in result["verdicts"]:
-                    self.say(v["text"])
-            else:
-                result = self.state.points[0].report
+            result = self._write_what_was_collected(current)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:
+            self.state.errors.append(f"writing the artifacts: {type(exc).__name__}: {exc}")
+            ended_by = ended_by or exc
         finally:
-            if not self.keep or self.state.interrupted:
-                self._stop(self.state.started)
+            if not self.keep or ended_by is not None:
+                self._cleanup()
             else:
                 self.say(f"kept running: {', '.join(self.state.started)}")
-        if self.state.interrupted:
-            raise KeyboardInterrupt
+        if ended_by is not None:
+            raise ended_by
         if self.state.errors and not any(p.records for p in self.state.points):
             raise OrchestratorError("; ".join(self.state.errors))
         return {**result, "out_dir": str(self.state.out_dir)}
+
+    def _write_what_was_collected(self, current: PointRun | None) -> dict:
+        if current is not None:
+            current.interrupted = self.state.interrupted
+            self._finish_point(current)
+        if not self.state.points:
+            self.state.points.append(PointRun(self.points[0], self.state.out_dir, interrupted=self.state.interrupted))
+            self._finish_point(self.state.points[0])
+        if not self.is_sweep:
+            return self.state.points[0].report
+        from orchestrator.reports.sweep import write_sweep_artifacts
+        result = write_sweep_artifacts(self.sweep_data())
+        self.say(f"sweep report: {self.state.out_dir / 'report.html'}")
+        for v in result["verdicts"]:
+            self.say(v["text"])
+        return result
+
+    def _cleanup(self) -> None:
+        """Cancel every job this session started, in one command; while the cluster cannot be reached,
+        retry with backoff (about a minute), then record what is left and the one command that cancels it."""
+        left = list(dict.fromkeys(self.state.started))
+        if not left:
+            return
+        delay, waited = 1.0, 0.0
+        while True:
+            try:
+                result = self.orch.servers.cancel_many(left)
+                refused = {sid: r for sid, r in result.items() if r.startswith("refused")}
+                for sid, r in refused.items():
+                    self.state.errors.append(f"{sid}: not cancelled: its job ID now names another job ({r})")
+                self._left_file().unlink(missing_ok=True)
+                return
+            except (TransportError, OSError) as exc:
+                if waited >= CLEANUP_PATIENCE:
+                    self._record_left(left, exc)
+                    return
+                self.say(f"cluster unreachable ({exc}); retrying the cleanup in {delay:.0f}s")
+                waiting.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 16.0)
+                with contextlib.suppress(Exception):
+                    self.orch.transport.close()  # the next call opens a fresh connection
+
+    def _left_file(self) -> Path:
+        return self.state.out_dir / LEFT_RUNNING
+
+    def _record_left(self, left: list[str], exc: BaseException) -> None:
+        tracked = self.orch.servers.store.load()
+        jobs = [{"service_id": sid, "job_id": (tracked.get(sid) or {}).get("job_id")} for sid in left]
+        self.state.out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._left_file(), json.dumps({"session": self.state.session_id, "reason": str(exc),
+                                                    "jobs": jobs}, indent=2))
+        self.say(f"could not reach the cluster to cancel {len(jobs)} job(s) ({exc}); they are recorded in "
+                 f"{self._left_file()}; cancel them with: orch bench cleanup {self.state.out_dir}")
+        self.state.errors.append(f"jobs left running (cluster unreachable): {', '.join(left)}")
 
     def _runtime_facts(self) -> dict:
         """What makes a rerun comparable: binary/image facts and sbatch options of each service job."""
@@ -393,18 +454,13 @@ class BenchmarkSession:
             return {}
 
     def _stop(self, ids: list[str], wait: bool = False) -> None:
-        """scancel what is still running; with ``wait``, until it has ended (bounded)."""
-        stopped = []
-        for sid in ids:
-            try:
-                st = self.orch.servers.probe(sid)
-                if st.job is None or st.job.state not in TERMINAL_STATES:
-                    self.orch.servers.stop_service(sid)
-                    stopped.append(sid)
-            except (OrchestratorError, OSError) as exc:
-                self.state.errors.append(f"could not stop {sid}: {exc}")
-        if wait and stopped:
-            self.orch.servers.wait_until_ended(stopped, timeout=30)
+        """scancel what is still running (one command); with ``wait``, until it has ended (bounded)."""
+        try:
+            self.orch.servers.cancel_many(ids)
+            if wait:
+                self.orch.servers.wait_until_ended(ids, timeout=30)
+        except OrchestratorError as exc:
+            self.state.errors.append(f"could not stop {', '.join(ids)}: {exc}")
 
 
 def _recipe_entry(r: ServiceRecipe) -> dict:

@@ -34,8 +34,16 @@ def grid(sweep: dict) -> list[Point]:
     return [Point(i, dict(zip(keys, combo))) for i, combo in enumerate(itertools.product(*(sweep[k] for k in keys)))]
 
 
+MAX_GRID = 10_000   # beyond any sweep a cluster runs; config.yaml limits.sweep_points is the usual bound
+
+
 def validate_sweep(sweep: dict, service_names: list[str], path: str = "benchmark.sweep") -> dict:
     from orchestrator.schema import SchemaViolation
+    size = 1
+    for values in sweep.values():
+        size *= len(values) if isinstance(values, list) else 1
+    if size > MAX_GRID:
+        raise SchemaViolation(path, f"{size:,} points (the product of the value lists); at most {MAX_GRID:,}")
     out = {}
     for key, values in sweep.items():
         where = f"{path}.{key}"

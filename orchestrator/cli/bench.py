@@ -8,6 +8,7 @@ import click
 
 from orchestrator.cli.common import _ctx, common_options, emit, progress
 from orchestrator.cli.table import render_table
+from orchestrator.errors import Terminated
 
 
 def kpi_table(kpis: list[dict]) -> str:
@@ -21,9 +22,11 @@ def kpi_table(kpis: list[dict]) -> str:
 def run_benchmark(ctx, recipe_ref: str, out: str | None, keep: bool) -> None:
     try:
         report = ctx.orch.start_benchmark_session(recipe_ref, out_dir=out, keep=keep, progress=progress)
-    except KeyboardInterrupt:
-        click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = exc.exit_code if isinstance(exc, Terminated) else 130
+        click.echo(f"{'interrupted' if code == 130 else exc}: the jobs the session started were cancelled "
+                   "(or recorded with the command that cancels them); partial results were written", err=True)
+        sys.exit(code)
     emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']}: {report['out_dir']}/report.html")
 
 
@@ -87,6 +90,31 @@ def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start
     emit(ctx, report, kpi_table(report["kpis"]))
 
 
+@bench.command("cleanup")
+@common_options
+@click.argument("session_dir", type=click.Path(file_okay=False, exists=True))
+@click.pass_context
+def bench_cleanup(click_ctx, config_path, as_json, session_dir):
+    """Cancel the jobs a session could not cancel itself (recorded in its LEFT_RUNNING.json)."""
+    import json
+    from pathlib import Path
+
+    from orchestrator.bench.session import LEFT_RUNNING
+    ctx = _ctx(click_ctx, config_path, as_json)
+    path = Path(session_dir) / LEFT_RUNNING
+    if not path.exists():
+        emit(ctx, {"cancelled": {}}, f"{session_dir}: nothing left running (no {LEFT_RUNNING})")
+        return
+    jobs = {j["service_id"]: j.get("job_id") for j in json.loads(path.read_text())["jobs"]}
+    servers = ctx.orch.servers
+    for sid, job_id in jobs.items():  # the session's state may be elsewhere: the file has the job IDs
+        if job_id and not (servers.store.get(sid) or {}).get("job_id"):
+            servers.store.update(sid, service_id=sid, job_id=job_id, state="UNKNOWN")
+    result = servers.cancel_many(list(jobs))
+    path.unlink()
+    emit(ctx, {"cancelled": result}, "\n".join(f"{sid}: {r}" for sid, r in result.items()))
+
+
 @click.group("report")
 def report_group():
     """Reports of sessions: compare two for regressions."""
@@ -145,8 +173,10 @@ def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
     try:
         report = BenchmarkSession(ctx.orch, bench, out, keep, progress, service_recipes=services,
                                   rerun_of=previous).run()
-    except KeyboardInterrupt:
-        click.echo("interrupted: every job the session started was stopped; partial results were written", err=True)
-        sys.exit(130)
+    except (KeyboardInterrupt, Terminated) as exc:
+        code = exc.exit_code if isinstance(exc, Terminated) else 130
+        click.echo(f"{'interrupted' if code == 130 else exc}: the jobs the session started were cancelled; "
+                   "partial results were written", err=True)
+        sys.exit(code)
     emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous}): "
                                                   f"{report['out_dir']}/report.html")

@@ -4,6 +4,7 @@ every subcommand lives in its own module and is registered here."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -11,7 +12,7 @@ import click
 from orchestrator.cli import bench, monitor, services, watch
 from orchestrator.cli import sandbox as sandbox_cli
 from orchestrator.cli.common import Context, common_options, emit
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, Terminated
 from orchestrator.resources import RECIPES
 from orchestrator.version import __version__
 
@@ -89,15 +90,26 @@ for command in (services.logs, services.doctor, sandbox_cli.sandbox, bench.bench
     cli.add_command(command)
 
 
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv[1:] or os.environ.get("ORCH_DEBUG") == "1"
     if "--debug" in sys.argv[1:]:
         sys.argv.remove("--debug")
+    # SIGTERM (timeout, a CI runner, kill) and SIGHUP (a closed terminal) unwind like Ctrl-C, so every
+    # `finally` that cancels jobs runs; the exit code says which signal it was
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     try:
         cli.main(standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -8,6 +8,7 @@ import click
 
 from orchestrator.cli.common import Context, _ctx, common_options, emit, progress
 from orchestrator.cli.table import render_table
+from orchestrator.errors import Terminated
 
 
 def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, timeout) -> None:
@@ -36,16 +37,35 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
     servers = ctx.orch.servers
     sid = servers.start_service(recipe, progress=progress)
     if wait:
-        ep = servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
-                                      progress=progress)
+        try:
+            ep = servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                          progress=progress)
+        except (KeyboardInterrupt, Terminated):
+            servers.cancel_many([sid])  # interrupted while waiting: the job does not outlive the command
+            raise
         emit(ctx, {"service_id": sid, **ep.to_dict()}, f"{sid} ready: {ep.url or ep.host}")
     else:
         rec = servers.store.get(sid)
         emit(ctx, {"service_id": sid, "job_id": rec["job_id"]}, sid)
 
 
+def explain_unexplained(ctx: Context) -> None:
+    """Jobs of ours that ended badly with no verdict yet (no watcher ran) are attributed on first sight:
+    one poll of the watcher, which reads each such job's log once."""
+    from orchestrator.watch.attribution import needs_attribution
+    from orchestrator.watch.watcher import Watcher, WatchOptions
+    servers = ctx.orch.servers
+    unexplained = [sid for sid, rec in servers.store.load().items()
+                   if rec.get("job_id") and not rec.get("verdict") and not rec.get("stopped_by_user")
+                   and (needs_attribution(rec.get("state", "")) or rec.get("exit_code", "0:0") not in ("0:0", ""))
+                   and rec.get("state") not in ("PENDING", "RUNNING", "SUBMITTING", "CANCELLED")]
+    if unexplained:
+        Watcher(ctx.orch.config, ctx.orch.transport, servers, WatchOptions(), log=progress).poll()
+
+
 def show_status(ctx: Context) -> None:
     rows = ctx.orch.servers.list_running_services()
+    explain_unexplained(ctx)
     tracked = ctx.orch.servers.store.load()
     verdicts = {sid: rec["verdict"] for sid, rec in tracked.items() if rec.get("verdict")}
     text = "\n".join(r.line() + (f" | {verdicts[r.service_id]}" if r.service_id in verdicts else "")
@@ -89,6 +109,8 @@ def logs(click_ctx, config_path, as_json, ident, lines, follow):
             progress(f"job {job.job_id} {job.state}")
         return
     p = servers.logs(ident, lines)
+    if p.job is not None and p.job.state not in ("PENDING", "RUNNING"):
+        explain_unexplained(ctx)
     rec = servers.store.get(p.service_id) or {}
     head = ""
     if rec.get("verdict"):

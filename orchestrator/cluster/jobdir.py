@@ -100,8 +100,25 @@ def log_tails_script(paths: dict[str, str], lines: int, mark: Marker) -> str:
 
 
 def follow_script(work_dir: str, service_id: str, job_id: str, offset: int, mark: Marker) -> str:
-    """The log from byte ``offset`` on (exactly: the echo ends a last line that has no newline,
-    and the parser's join drops it again), then the job's state."""
+    """The log's size in bytes, the log from byte ``offset`` up to that size (the echo ends a last line
+    that has no newline; the parser's join drops it again), then the job's state. The caller moves
+    its offset to the size it was told: bytes, whatever the text decodes to."""
     log = remote_path(f"{job_dir(work_dir, service_id)}/{log_name(job_id)}")
-    return (f"{JOB_STATE_FUNCTION}\n{mark.echo('log')}; tail -c +{int(offset) + 1} {log} 2>/dev/null; "
+    o = int(offset)
+    size_word = '"$size"'
+    return (f"{JOB_STATE_FUNCTION}\nsize=$(( $(wc -c < {log} 2>/dev/null || echo {o}) )); "
+            f"{mark.echo('log', size_word)}; "
+            f"[ \"$size\" -gt {o} ] && tail -c +{o + 1} {log} 2>/dev/null | head -c $((size - {o})); "
             f"echo; {mark.echo('job')}; orch_job_state {quote(job_id)}; true")
+
+
+def cancel_script(jobs: dict[str, str], mark: Marker) -> str:
+    """scancel, in one command, each ``{job ID: service ID}`` whose job still carries that service ID as its
+    name (so a job ID reused by someone else's job is never cancelled); prints what it did per job."""
+    parts = []
+    for job_id, sid in jobs.items():
+        j, n = quote(job_id), quote(sid)
+        parts.append(f"{mark.echo('job', j)}; name=$(squeue -h -j {j} -o %j 2>/dev/null); "
+                     f"if [ -z \"$name\" ]; then echo gone; elif [ \"$name\" = {n} ]; then "
+                     f"scancel {j} 2>&1 && echo cancelled; else echo \"refused: $name\"; fi")
+    return "; ".join(parts) + "; true"

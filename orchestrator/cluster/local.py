@@ -25,7 +25,7 @@ class LocalTransport:
         self.stats.log.append(command)
         try:
             proc = subprocess.run(["bash", "-c", command], input=stdin, capture_output=True,
-                                  text=True, timeout=timeout, cwd=os.path.expanduser("~"))
+                                  encoding="utf-8", errors="replace", timeout=timeout, cwd=os.path.expanduser("~"))
         except subprocess.TimeoutExpired:
             raise CommandTimeout(f"command timed out after {timeout}s: {command[:120]}") from None
         result = CommandResult(command, proc.returncode, proc.stdout, proc.stderr)

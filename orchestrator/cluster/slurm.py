@@ -74,14 +74,15 @@ def squeue_command(user: str | None = None, names: list[str] | None = None,
 
 # -- parsers ------------------------------------------------------------------
 def parse_squeue(text: str) -> list[Job]:
+    """Jobs of ``squeue --format=SQUEUE_FORMAT``; lines that are not whole records are skipped."""
     jobs = []
     for line in text.splitlines():
         if not line.strip():
             continue
         parts = line.split(SEP)
         if len(parts) != len(SQUEUE_FIELDS):
-            raise SlurmError(f"unexpected squeue line ({len(parts)} fields, expected "
-                             f"{len(SQUEUE_FIELDS)}): {line!r}")
+            # a job name with a newline or control character (anyone's job) must not break every poll
+            continue
         job_id, name, state, elapsed, nodelist, reason, partition, user, limit, submit, start = parts
         jobs.append(Job(job_id=job_id, name=name, state=state, elapsed=elapsed,
                         nodelist="" if nodelist == "(null)" else nodelist,

@@ -7,6 +7,8 @@ config.yaml, and explicit config.yaml values win, as on the ssh command line.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import getpass
 import os
 import select
@@ -16,9 +18,15 @@ from dataclasses import dataclass
 
 import paramiko
 
+from orchestrator.cluster.shell import path as shell_path
 from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.config import SSHConfig
-from orchestrator.errors import CommandTimeout, HostKeyError, TransportError
+from orchestrator.errors import (
+    CommandTimeout,
+    HostKeyError,
+    OutcomeUnknown,
+    TransportError,
+)
 
 _DROPPED = (paramiko.SSHException, EOFError, OSError, socket.error)
 
@@ -89,6 +97,7 @@ class SSHTransport:
         self._client: paramiko.SSHClient | None = None
         self._hops: list[paramiko.SSHClient] = []
         self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_ok = True
 
     # -- connection -------------------------------------------------------
     def _new_client(self, ep: Endpoint, sock=None) -> paramiko.SSHClient:
@@ -165,7 +174,7 @@ class SSHTransport:
             if isinstance(exc, (HostKeyError, CommandTimeout)) or self._client is None:
                 raise
             if not idempotent:
-                raise TransportError(f"connection lost while running a command that is not safe "
+                raise OutcomeUnknown(f"connection lost while running a command that is not safe "
                                      f"to repeat; it may or may not have run: {command[:120]}") from None
             self._reconnect()  # once, transparently: the command is safe to repeat
             result = self._exec(command, timeout, stdin)
@@ -205,9 +214,16 @@ class SSHTransport:
         return CommandResult(command, code, out.decode(errors="replace"), err.decode(errors="replace"))
 
     # -- files -------------------------------------------------------------
-    def _sftp_client(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            self._sftp = self._alive() and self._client.open_sftp()
+    # SFTP when the login node offers it, with a timeout on every operation; else (some sites
+    # disable the subsystem) the bytes go base64-encoded through the shell of the same connection.
+    def _sftp_client(self) -> paramiko.SFTPClient | None:
+        if self._sftp is None and self._sftp_ok:
+            try:
+                self._sftp = self._alive() and self._client.open_sftp()
+                self._sftp.get_channel().settimeout(self.cfg.connect_timeout * 4)
+            except (paramiko.SSHException, EOFError, OSError):
+                self._sftp_ok = False  # refused: this connection transfers over exec from now on
+                self._sftp = None
         return self._sftp
 
     @staticmethod
@@ -221,11 +237,38 @@ class SSHTransport:
 
     def put(self, local_path: str, remote_path: str) -> None:
         self.stats.transfers += 1
-        self._sftp_client().put(local_path, self._sftp_path(remote_path))
+        sftp = self._sftp_client()
+        if sftp is not None:
+            try:
+                sftp.put(local_path, self._sftp_path(remote_path))
+                return
+            except (socket.timeout, paramiko.SSHException, EOFError) as exc:
+                raise TransportError(f"upload of {remote_path} failed: {exc or type(exc).__name__}") from None
+        data = base64.b64encode(open(local_path, "rb").read()).decode()
+        self.run(f"base64 -d > {shell_path(remote_path)}", stdin=data, check=True, timeout=300)
 
     def get(self, remote_path: str, local_path: str) -> None:
+        """Download to ``local_path``; on any failure no local file is left behind."""
         self.stats.transfers += 1
-        self._sftp_client().get(self._sftp_path(remote_path), local_path)
+        sftp = self._sftp_client()
+        tmp = f"{local_path}.part"
+        try:
+            if sftp is not None:
+                try:
+                    sftp.get(self._sftp_path(remote_path), tmp)
+                except (socket.timeout, paramiko.SSHException, EOFError) as exc:
+                    raise TransportError(f"download of {remote_path} failed: {exc or type(exc).__name__}") from None
+            else:
+                r = self.run(f"base64 < {shell_path(remote_path)}", timeout=300)
+                if not r.ok:
+                    raise OSError(f"{remote_path}: {r.stderr.strip() or 'cannot read'}")
+                with open(tmp, "wb") as f:
+                    f.write(base64.b64decode(r.stdout))
+            os.replace(tmp, local_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     # -- port forwarding ---------------------------------------------------
     def forward(self, remote_host: str, remote_port: int, local_port: int = 0):

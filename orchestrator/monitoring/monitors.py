@@ -19,15 +19,15 @@ from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.shell import heredoc
 from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.config import Config
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, Terminated
 from orchestrator.fileio import atomic_open
 from orchestrator.monitoring.promql import (
     QueryResult,
+    checked_range,
     curl_query,
     curl_range,
     joined,
     parse_response,
-    range_chunks,
     stitch,
 )
 from orchestrator.monitoring.queries import REPORT_QUERIES
@@ -37,7 +37,12 @@ from orchestrator.monitoring.targets import (
     render_prometheus_config,
     targets_from_probe,
 )
-from orchestrator.services.recipes import ServiceRecipe, TargetSpec, recipe_dirs
+from orchestrator.services.recipes import (
+    DURATION_RE,
+    ServiceRecipe,
+    TargetSpec,
+    recipe_dirs,
+)
 from orchestrator.services.servers import ServersModule
 from orchestrator.state import StateStore
 from orchestrator.times import now_iso, parse_duration
@@ -95,14 +100,15 @@ class MonitorsModule:
                                     "possible: a GPU exporter must run in the job that holds the GPUs; put "
                                     "exporters: [gpu] on the service recipe instead")
         interval = scrape_interval or recipe.scrape_interval
+        if not DURATION_RE.match(str(interval)) or parse_duration(interval) <= 0:
+            raise OrchestratorError(f"--scrape-interval: expected a duration such as 5s or 1m, got {interval!r}")
         resolved = self.resolve_targets(list(recipe.monitoring_targets) + self.specs(list(targets)), progress=progress)
         exporter_jobs: list[str] = []
         if "node" in recipe.exporters:  # on the services' nodes, not in the monitor's own job
             try:
                 resolved += self._node_exporters(resolved, exporter_jobs, progress)
             except BaseException:
-                for sid in exporter_jobs:
-                    self.servers.stop_service(sid)
+                self.servers.cancel_many(exporter_jobs)  # one command; nothing left behind
                 raise
         recipe = replace(recipe, exporters=())
         mid = self.servers.new_service_id(recipe)
@@ -111,15 +117,18 @@ class MonitorsModule:
             self.servers.start_service(recipe, service_id=mid, extra_files={"prometheus.yml": config_text},
                                        precheck=PROMTOOL_CHECK, progress=progress, labels={"role": "monitor"})
         except BaseException:
-            for sid in exporter_jobs:  # nothing left behind when the monitor itself is refused
-                self.servers.stop_service(sid)
+            self.servers.cancel_many(exporter_jobs)  # nothing left behind when the monitor itself is refused
             raise
         self.store.update(mid, monitor_id=mid, job_id=self.servers.store.get(mid)["job_id"],
                           targets=[t.to_dict() for t in resolved], scrape_interval=interval,
                           retention_time=recipe.retention_time, submitted_at=now_iso(), exporter_jobs=exporter_jobs)
         if wait:
-            self.servers.wait_until_ready(mid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
-                                          progress=progress)
+            try:
+                self.servers.wait_until_ready(mid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                              progress=progress)
+            except (KeyboardInterrupt, Terminated):
+                self.servers.cancel_many([mid, *exporter_jobs])  # nothing outlives an interrupted start
+                raise
             self.store.update(mid, started_at=now_iso())
         return mid
 
@@ -241,8 +250,7 @@ class MonitorsModule:
     def query_range_many(self, monitor_id: str, queries: list[str], start: float, end: float,
                          step: float | str = 15) -> list[QueryResult]:
         """Several range queries over one window; every chunk of every query in one remote command."""
-        step_s = parse_duration(step)
-        chunks = range_chunks(start, end, step_s)
+        chunks, step_s = checked_range(start, end, step, self.config.limits.range_points)
         curls = [curl_range(q, s, e, step_s) for q in queries for s, e in chunks]
         answers = self._run_queries(monitor_id, curls, timeout=60 + 10 * len(curls))
         out = []
@@ -258,7 +266,8 @@ class MonitorsModule:
         results = self.query_range_many(monitor_id, queries, start, end, step)
         with atomic_open(path, "w", newline="") as f:
             if fmt == "json":
-                json.dump({"monitor": monitor_id, "start": start, "end": end, "step": parse_duration(step),
+                json.dump({"monitor": monitor_id, "start": start, "end": end, "step": checked_range(
+                           start, end, step, self.config.limits.range_points)[1],
                            "results": [r.to_dict() for r in results]}, f, indent=1)
             else:
                 w = csv.writer(f)

@@ -41,8 +41,14 @@ class QueryResult:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "resultType": self.result_type, "warnings": self.warnings,
-                "result": [{"metric": s.labels, "values": s.values} for s in self.series]}
+        """Prometheus's own JSON shape (``value: [ts, "1"]`` for instant results, ``values`` for ranges),
+        so tools that read the HTTP API read this too."""
+        if self.result_type == "matrix":
+            result = [{"metric": s.labels, "values": [[t, prom_str(v)] for t, v in s.values]} for s in self.series]
+        else:
+            result = [{"metric": s.labels, "value": [s.values[-1][0], prom_str(s.values[-1][1])]}
+                      for s in self.series if s.values]
+        return {"query": self.query, "resultType": self.result_type, "warnings": self.warnings, "result": result}
 
 
 # -- requests ---------------------------------------------------------------------
@@ -73,6 +79,25 @@ def range_chunks(start: float, end: float, step: float, max_points: int = MAX_PO
         chunks.append((s, e))
         s = e + step
     return chunks
+
+
+def checked_range(start: float, end: float, step, max_points: int) -> tuple[list[tuple[float, float]], float]:
+    """(chunks, step in seconds) for a range query, or a one-line error: the step must be a positive
+    duration, the window must not end before it starts, and the points must stay below ``max_points``
+    (config.yaml limits.range_points) — checked before anything is built or sent."""
+    try:
+        step_s = parse_duration(step)
+    except ValueError as exc:
+        raise OrchestratorError(f"--step: {exc}") from None
+    if not step_s > 0:
+        raise OrchestratorError(f"--step: expected a positive duration such as 15s, got {step!r}")
+    if end < start:
+        raise OrchestratorError("--from/--to: the window ends before it starts")
+    points = (end - start) / step_s + 1
+    if points > max_points:
+        raise OrchestratorError(f"--from/--to/--step: {points:,.0f} points per series, more than the limit of "
+                                f"{max_points:,} (config.yaml limits.range_points): widen --step or shorten the window")
+    return range_chunks(start, end, step_s), step_s
 
 
 def curl_range(promql: str, start: float, end: float, step: float, timeout: float = 60) -> str:
@@ -128,6 +153,21 @@ def stitch(parts: list[QueryResult]) -> QueryResult:
             merged.setdefault(key, {}).update(dict(s.values))
     series = [Series(labels[k], sorted(v.items())) for k, v in merged.items()]
     return QueryResult(parts[0].query if parts else "", "matrix", series, warnings)
+
+
+def prom_str(v: float) -> str:
+    """A sample value as Prometheus writes it: ``1``, ``0.25``, ``NaN``, ``+Inf``."""
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    text = repr(v)
+    if "e" in text:
+        from decimal import Decimal
+        text = format(Decimal(text), "f")
+    return text
 
 
 def format_value(v: float) -> str:

@@ -38,9 +38,11 @@ def targets_from_probe(spec: TargetSpec, probe: Probe) -> list[ResolvedTarget]:
     if port is not None and (spec.port or metrics):
         out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path or metrics.get("path", "/metrics"),
                                   labels, sid))
-    elif port is not None and not ep.get("exporters"):
-        # no metrics declared and no exporter: scrape the service port at the path asked for
-        out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path or "/metrics", labels, sid))
+    elif port is not None and spec.metrics_path:
+        # the recipe declares no metrics, but the caller named a path to scrape on the service port
+        out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path, labels, sid))
+    # else: no metrics (Ollama, Redis without its exporter, most HTTP services): nothing to scrape;
+    # its exporters below, if any, are still targets
     for kind, eport in (ep.get("exporters") or {}).items():
         out.append(ResolvedTarget(f"{job_name}-{kind}", f"{ep['node']}:{eport}", "/metrics",
                                   {**labels, "exporter": kind}, sid, kind))

@@ -41,6 +41,9 @@ def _segments(text: str, nports: int, field: str, source: str, static: dict | No
         raise RecipeError(f"{source}: {field}: {exc.message}{hint}; available: node, job_dir, "
                           "scrape_interval, retention_time"
                           + (", port, ports[0..%d]" % (nports - 1) if nports else "")) from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise RecipeError(f"{source}: {field}: not allowed in a recipe: {exc}; only the variables node, job_dir, "
+                          "port, ports[i], scrape_interval and retention_time may be used") from None
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{source}: {field}: template error: {exc}") from None
     parts = rendered.split(_MARK)

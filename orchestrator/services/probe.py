@@ -46,8 +46,8 @@ def parse_probe(sections: list[Section]) -> Probe:
             endpoint = json.loads(raw)
         except json.JSONDecodeError:
             endpoint = None  # being written right now: the next probe sees it whole
-        if not isinstance(endpoint, dict) or "node" not in endpoint:
-            endpoint = None
+        if not _valid_endpoint(endpoint):
+            endpoint = None  # values from the cluster are data: a malformed one is no endpoint
     code = url = None
     health = [line for line in s.get("health", []) if line.strip()]
     if health:
@@ -58,6 +58,16 @@ def parse_probe(sections: list[Section]) -> Probe:
                  endpoint=endpoint, health_code=code, health_url=url or None,
                  log="\n".join(s.get("log", [])), then_output=then, responses=responses,
                  cancel_output="\n".join(s["cancel"]) if "cancel" in s else None)
+
+
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+def _valid_endpoint(e) -> bool:
+    if not isinstance(e, dict) or not isinstance(e.get("node"), str) or not HOST_RE.match(e["node"]):
+        return False
+    ports = e.get("ports", [])
+    return isinstance(ports, list) and all(isinstance(p, int) and 0 < p < 65536 for p in ports)
 
 
 def endpoint_hosts(endpoint: dict) -> list[str]:

@@ -150,8 +150,14 @@ def load_recipe(name_or_path: str, configured: Iterable[str | Path] = ()) -> Ser
         raise RecipeError(f"{path}: {exc}" if exc.path else f"{path}: {exc.message}") from None
 
 
+URL_PATH_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$")
+IMAGE_RE = re.compile(r"^(docker|oras|library|shub|docker-archive|oci-archive)://[A-Za-z0-9._/:@+-]+$")
+
+
 def _path_str(value, path: str) -> str:
-    return expect_pattern(value, path, lambda s: s.startswith("/"), "a URL path starting with /")
+    # it ends up in URLs that curl fetches on the login node and in endpoint.json
+    return expect_pattern(value, path, lambda s: bool(URL_PATH_RE.match(s)),
+                          "a URL path starting with / (letters, digits and URL punctuation; no quotes or spaces)")
 
 
 def _container(raw) -> Container | None:
@@ -164,7 +170,9 @@ def _container(raw) -> Container | None:
         raise SchemaViolation("service.container.runtime", f"expected apptainer or singularity, got {runtime!r}")
     binds = tuple(expect_str(b, f"service.container.binds[{i}]")
                   for i, b in enumerate(expect_list(raw.get("binds", []), "service.container.binds")))
-    return Container(docker_source=expect_str(raw["docker_source"], "service.container.docker_source"),
+    docker_source = expect_pattern(raw["docker_source"], "service.container.docker_source",
+                                   lambda s: bool(IMAGE_RE.match(s)), "an image URI such as docker://vllm/vllm-openai:latest")
+    return Container(docker_source=docker_source,
                      image_path=expect_str(raw["image_path"], "service.container.image_path"),
                      runtime=runtime, binds=binds)
 
@@ -254,15 +262,21 @@ def _files(raw, source: str) -> dict[str, str]:
     out = {}
     for name, local in expect_mapping(raw or {}, "service.files").items():
         path = f"service.files.{name}"
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)) or name in ("job.sbatch", "endpoint.json"):
-            raise SchemaViolation(path, "expected a plain file name (no '/') other than job.sbatch and endpoint.json")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", str(name)) or name in ("job.sbatch", "endpoint.json"):
+            raise SchemaViolation(path, "expected a plain file name (letters, digits, '_', '-', '.'; not starting "
+                                        "with '.'; no '/') other than job.sbatch and endpoint.json")
         local = expect_str(local, path)
         if local.startswith("package:"):
             candidates = [packaged(*local[len("package:"):].split("/"))]
         else:
-            candidates = [Path(local).expanduser()]
-            if not candidates[0].is_absolute():
-                candidates = [Path(source).parent / local] if source else [Path(local)]
+            # only files beside the recipe (or below its folder) are shipped: a recipe from elsewhere
+            # must not copy ~/.ssh or /etc to the cluster
+            base = Path(source).parent.resolve() if source else Path.cwd().resolve()
+            target = (base / Path(local).expanduser()).resolve()
+            if base != target and base not in target.parents:
+                raise SchemaViolation(path, f"expected a file beside the recipe (in {base}) or package:PATH, "
+                                            f"got {local}")
+            candidates = [target]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise SchemaViolation(path, f"file not found: {local}")

@@ -28,7 +28,12 @@ from orchestrator.cluster.slurm import (
 )
 from orchestrator.cluster.transport import Transport
 from orchestrator.config import Config
-from orchestrator.errors import OrchestratorError, SlurmError
+from orchestrator.errors import (
+    CommandTimeout,
+    OrchestratorError,
+    OutcomeUnknown,
+    SlurmError,
+)
 from orchestrator.logs import log_context
 from orchestrator.services.jobscript import render_service_script
 from orchestrator.services.probe import (
@@ -128,7 +133,10 @@ class ServersModule:
         shipped = {name: Path(local).read_text() for name, local in recipe.files.items()}
         files = "".join(heredoc(name, text) for name, text in {**shipped, **(extra_files or {})}.items())
         check = f"{{ {precheck}; }} && " if precheck else ""
-        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && cat > {jobdir.JOB_SCRIPT} && {files}"
+        # the files are written in a subshell that stops at the first failure (a full disk, a quota):
+        # sbatch runs only when every file is whole; otherwise the job dir goes and the error is told
+        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && ( set -e\ncat > {jobdir.JOB_SCRIPT}\n{files}) "
+                  f"|| {{ rc=$?; cd / && rm -rf \"$d\"; echo \"writing the job files failed\" >&2; exit $rc; }}\n"
                   f"{{ out=$({{ {check}sbatch --parsable {jobdir.JOB_SCRIPT}; }} 2>&1); rc=$?; "
                   f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
         try:
@@ -137,6 +145,12 @@ class ServersModule:
                 msg = (result.stderr.strip() or result.stdout.strip()).replace("\n", "; ")
                 raise SlurmError(f"sbatch rejected service {sid} (recipe {recipe.source or recipe.name}): {msg}")
             job_id = parse_sbatch(result.stdout)
+        except (CommandTimeout, OutcomeUnknown) as exc:
+            # sbatch may have submitted the job: keep the record SUBMITTING; squeue finds the job by its
+            # name (the service ID) and --status completes the record, or shows that there is none
+            self.store.update(sid, submit_error=str(exc))
+            raise OrchestratorError(f"no answer from sbatch for {sid} ({exc}); the job may have been submitted: "
+                                    f"`--status` shows it once SLURM answers, `--stop-service {sid}` cancels it") from None
         except BaseException:
             self.store.remove(sid)  # no half-written state: the job does not exist
             raise
@@ -200,9 +214,11 @@ class ServersModule:
         rec = self.store.get(sid)
         if rec is None:
             return
-        if rec.get("state") != job.state or rec.get("nodelist") != job.nodelist or not rec.get("job_id"):
+        if (rec.get("state") != job.state or rec.get("nodelist") != job.nodelist or not rec.get("job_id")
+                or (job.exit_code and rec.get("exit_code") != job.exit_code)):
             # job_id too: a record left SUBMITTING (the process died right after sbatch) is completed from squeue
             self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed, job_id=job.job_id,
+                              **({"exit_code": job.exit_code} if job.exit_code else {}),
                               **({"finished_at": now_iso()} if job.state in TERMINAL_STATES else {}))
 
     def list_running_services(self) -> list[ServiceStatus]:
@@ -228,7 +244,9 @@ class ServersModule:
                 rows[sid] = ServiceStatus(rec["job_id"], sid, state, rec.get("elapsed", ""), rec.get("nodelist", ""))
         for sid, row in rows.items():
             if row.state != "LEFT_QUEUE":
-                self._remember(sid, Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist))
+                final = left.get(row.job_id)
+                self._remember(sid, Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist,
+                                        exit_code=final.exit_code if final else ""))
         return sorted(rows.values(), key=lambda r: int(re.sub(r"\D.*", "", r.job_id) or 0))
 
     def _endpoint(self, p: Probe) -> Endpoint:
@@ -331,6 +349,26 @@ class ServersModule:
         return ServiceStatus(p.job_id, p.service_id, state, p.job.elapsed if p.job else "",
                              p.job.nodelist if p.job else "")
 
+    def cancel_many(self, service_ids: list[str]) -> dict[str, str]:
+        """Cancel several tracked services in one remote command (ownership checked on the login node);
+        returns ``{service ID: cancelled | gone | refused: ... | unknown}``. Raises TransportError
+        when the cluster cannot be reached: the caller decides how to retry."""
+        tracked = self.store.load()
+        jobs = {tracked[sid]["job_id"]: sid for sid in service_ids
+                if isinstance(tracked.get(sid), dict) and tracked[sid].get("job_id")}
+        result = {sid: "unknown" for sid in service_ids if sid not in jobs.values()}
+        if not jobs:
+            return result
+        mark = Marker()
+        out = self.transport.run(jobdir.cancel_script(jobs, mark), timeout=60, idempotent=True).stdout
+        for sec in mark.parse(out):
+            if sec.name == "job" and sec.args and sec.args[0] in jobs:
+                sid = jobs[sec.args[0]]
+                result[sid] = (sec.lines[-1].strip() if sec.lines else "unknown") or "unknown"
+                if result[sid] == "cancelled" and sid in tracked:
+                    self.store.update(sid, state="CANCELLED", stopped_at=now_iso(), stopped_by_user=True)
+        return result
+
     def logs(self, ident: str, lines: int = 50) -> Probe:
         return self.probe(ident, log_lines=lines)
 
@@ -347,12 +385,12 @@ class ServersModule:
             mark = Marker()
             out = self.transport.run(jobdir.follow_script(self.config.remote.work_dir, sid, job_id, offset, mark),
                                      timeout=60).stdout
-            secs = {s.name: s.text for s in mark.parse(out)}
-            chunk = secs.get("log", "")
-            if chunk:
-                write(chunk)
-                offset += len(chunk.encode())
-            jobs = parse_job_records(secs.get("job", ""))
+            parsed = {s.name: s for s in mark.parse(out)}
+            log = parsed.get("log")
+            if log is not None and log.args and log.args[0].isdigit() and int(log.args[0]) > offset:
+                write(log.text)
+                offset = int(log.args[0])
+            jobs = parse_job_records(parsed["job"].text if "job" in parsed else "")
             final[0] = jobs[0] if jobs else None
             return final[0] is None or final[0].state in TERMINAL_STATES, ""
 

@@ -132,6 +132,12 @@ class Watcher:
             seen[jid] = {"name": job.name, "state": job.state, "nodelist": job.nodelist, "reason": job.reason,
                          "exit_code": job.exit_code, "stdout": job.stdout, "partition": job.partition,
                          "elapsed": job.elapsed, "user": job.user}
+        # a job of ours that ended while no watcher ran (seen FAILED by --status, say) is explained now
+        for jid, svc in ours.items():
+            if (jid not in seen and svc.get("state") in TERMINAL_STATES and not svc.get("verdict")
+                    and not (jobs.get(jid) or {}).get("attributed")):
+                seen[jid] = {"name": svc["service_id"], "state": svc["state"], "nodelist": svc.get("nodelist", ""),
+                             "exit_code": svc.get("exit_code", ""), "elapsed": svc.get("elapsed", "")}
         ended = []
         with self.store.transaction() as data:
             for jid, info in seen.items():
@@ -236,11 +242,12 @@ class Watcher:
         while not self.stop_event.is_set():
             try:
                 self.poll()
-            except OrchestratorError as exc:  # transient: logged, counted, retried next interval
+            except Exception as exc:  # transient (a controller restart, a dropped connection): retried next interval
+                msg = str(exc) if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {exc}"
                 with self.lock:
                     self.stats.errors += 1
-                    self.stats.last_error = str(exc)
-                self.log(f"poll failed (will retry in {self.options.interval:g}s): {exc}", level="error")
+                    self.stats.last_error = msg
+                self.log(f"poll failed (will retry in {self.options.interval:g}s): {msg}", level="error")
             n += 1
             if count is not None and n >= count:
                 return

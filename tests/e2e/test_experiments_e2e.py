@@ -41,8 +41,6 @@ def cli(config, cwd, *args, check=True):
 
 def service_recipe(path: Path, tokens_per_second: int) -> Path:
     text = STANDIN.replace("name: standin-llm", "name: standin").replace(
-        "standin_llm.py: package:bench/workloads/standin_llm.py",
-        f"standin_llm.py: {ROOT / 'orchestrator' / 'bench' / 'workloads' / 'standin_llm.py'}").replace(
         "--tokens-per-second 100", f"--tokens-per-second {tokens_per_second}")
     path.write_text(text)
     return path

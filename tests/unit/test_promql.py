@@ -93,3 +93,17 @@ def test_promql_with_quotes_braces_and_regex_reaches_curl_unharmed(tmp_path):
     assert len(parts) == 2
     assert f"query={q}" in parts[0].splitlines() and "http://n1:9090/api/v1/query" in parts[0].splitlines()
     assert "query=up" in parts[1].splitlines()
+
+
+def test_json_of_results_keeps_prometheus_shape():
+    import json as _json
+    doc = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"__name__": "up", "job": "a"}, "value": [1700000000.5, "1"]},
+        {"metric": {"job": "b"}, "value": [1700000000.5, "0.25"]},
+        {"metric": {"job": "c"}, "value": [1700000000.5, "NaN"]},
+        {"metric": {"job": "d"}, "value": [1700000000.5, "+Inf"]}]}}
+    r = parse_response(_json.dumps(doc), "up")
+    assert r.to_dict()["result"] == doc["data"]["result"]
+    m = {"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"job": "a"}, "values": [[1.0, "1"], [2.0, "0.000001"]]}]}}
+    assert parse_response(_json.dumps(m), "up").to_dict()["result"] == m["data"]["result"]

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,43 @@ def test_a_package_file_reference_resolves_inside_the_installed_package():
     from orchestrator.resources import packaged
     r = load_recipe("standin-llm")
     assert r.files["standin_llm.py"] == str(packaged("bench", "workloads", "standin_llm.py"))
+
+
+@pytest.mark.parametrize("files,message", [
+    ("{..: x.py}", "expected a plain file name"),
+    ("{.hidden: x.py}", "expected a plain file name"),
+    ("{key: ~/.ssh/id_rsa}", "expected a file beside the recipe"),
+    ("{key: ../outside.txt}", "expected a file beside the recipe"),
+    ("{key: /etc/passwd}", "expected a file beside the recipe"),
+])
+def test_shipped_files_stay_inside_the_recipes_folder(tmp_path, files, message):
+    (tmp_path / "x.py").write_text("print(1)\n")
+    path = tmp_path / "r.yaml"
+    path.write_text(f"service: {{name: r, command: 'true', files: {files}}}\n")
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(str(path))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("metrics", '{path: "/m\\"etrics", port: 9}'), ("health", "{path: '/a b'}"),
+    ("container", "{docker_source: 'docker://x$(id)', image_path: /i.sif}"),
+])
+def test_fields_that_are_not_shell_are_validated(tmp_path, field, value):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"service: {{name: r, command: 'true', ports: [8000], {field}: {value}}}\n")
+    with pytest.raises(RecipeError, match=f"service.{field}"):
+        load_recipe(str(path))
+
+
+def test_template_code_in_a_recipe_never_runs_here(tmp_path):
+    from orchestrator.config import SlurmConfig
+    from orchestrator.services.jobscript import render_service_script
+    marker = tmp_path / "pwned"
+    for command in ("echo {{ lipsum.__globals__['os'].popen('touch %s').read() }}" % marker,
+                    "echo {{ port.__class__.__mro__[1].__subclasses__() }}",
+                    "echo {{ cycler.__init__.__globals__.os.system('touch %s') }}" % marker):
+        path = tmp_path / "r.yaml"
+        path.write_text("service:\n  name: r\n  ports: [auto]\n  command: %s\n" % json.dumps(command))
+        with pytest.raises(RecipeError, match="service.command"):
+            render_service_script(load_recipe(str(path)), SlurmConfig(), "r_0123abcd")
+    assert not marker.exists()
