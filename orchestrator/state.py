@@ -58,6 +58,10 @@ class StateStore:
             raise StateError(f"{self.dir}: cannot create state dir: {exc.strerror}") from None
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            # temp files are only made under this lock: any found now was left by a writer that died
+            for stale in self.dir.glob(f".{self.path.name}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             data = self._read()
             yield data
             self._write(data)

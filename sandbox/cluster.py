@@ -39,6 +39,7 @@ LOGIN_CLUSTER_ADDR = "10.77.0.1"
 LAPTOP_VETH, LOGIN_VETH = "orch-laptop", "orch-uplink"
 LAPTOP_ADDR, LOGIN_SSH_ADDR = "10.78.0.1", "10.78.0.2"
 USER = "orch"
+NO_SFTP_PORT = 2222       # a second sshd on the login node without the SFTP subsystem
 HOSTS_MARK = "# orch-sandbox"
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
 NODE_CPUS, NODE_MEMORY_MB = 4, 3000
@@ -131,7 +132,8 @@ def _keys_and_user(d: Path) -> None:
     (d / "authorized_keys").mkdir(exist_ok=True)
     shutil.copyfile(d / "id_ed25519.pub", d / "authorized_keys" / USER)
     host_pub = (d / "ssh_host_ed25519_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"{LOGIN_SSH_ADDR} {host_pub[0]} {host_pub[1]}\n")
+    (d / "known_hosts").write_text(f"{LOGIN_SSH_ADDR} {host_pub[0]} {host_pub[1]}\n"
+                                   f"[{LOGIN_SSH_ADDR}]:{NO_SFTP_PORT} {host_pub[0]} {host_pub[1]}\n")
 
 
 def _network(nodes: list[Node]) -> None:
@@ -223,8 +225,12 @@ def _daemons(d: Path, nodes: list[Node]) -> None:
         _start_in_ns(n.name, n.name, d / f"slurmd-{n.name}.pid", ["slurmd", "-N", n.name])
     Path("/run/sshd").mkdir(exist_ok=True)
     (d / "sshd_config").write_text(render("sshd_config.j2", TEMPLATES, listen=[LOGIN_SSH_ADDR, LOGIN_CLUSTER_ADDR],
-                                          state_dir=str(d), user=USER))
+                                          state_dir=str(d), user=USER, port=22, pidfile="sshd.pid", sftp=True))
     _start_in_ns("login", "login", d / "sshd.pid", ["/usr/sbin/sshd", "-f", str(d / "sshd_config")])
+    # the same login node as some sites run it: no SFTP subsystem (transfers must go over exec)
+    (d / "sshd_nosftp_config").write_text(render("sshd_config.j2", TEMPLATES, listen=[LOGIN_SSH_ADDR], state_dir=str(d),
+                                                 user=USER, port=NO_SFTP_PORT, pidfile="sshd-nosftp.pid", sftp=False))
+    _start_in_ns("login", "login", d / "sshd-nosftp.pid", ["/usr/sbin/sshd", "-f", str(d / "sshd_nosftp_config")])
 
 
 def sinfo_nodes() -> dict[str, str]:
@@ -347,6 +353,7 @@ def status() -> dict:
         return {"up": False}
     nodes = compute_nodes(json.loads(meta.read_text())["nodes"])
     daemons = {"slurmctld": _pid_alive(d / "slurmctld.pid"), "sshd": _pid_alive(d / "sshd.pid"),
+               "sshd (no SFTP, port %d)" % NO_SFTP_PORT: _pid_alive(d / "sshd-nosftp.pid"),
                "munged": _sh("pgrep", "-x", "munged", check=False).returncode == 0}
     daemons.update({f"slurmd@{n.name}": _pid_alive(d / f"slurmd-{n.name}.pid") for n in nodes})
     return {"up": all(daemons.values()), "config": str(d / "config.yaml"), "login_ssh": LOGIN_SSH_ADDR,

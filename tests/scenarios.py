@@ -5,13 +5,14 @@ recording (tests/fakes.py). Each returns what happened; the tests judge it.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from orchestrator import waiting
 from orchestrator.bench.collect import monitor_window_report
 from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.bench.session import BenchmarkSession
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, Terminated
 from orchestrator.services.recipes import TargetSpec
 from orchestrator.watch.watcher import Watcher, WatchOptions
 
@@ -150,6 +151,26 @@ def session(orch, tmp: Path) -> dict:
     return {"report": report, "said": said, "dir": tmp / "session", "tracked": orch.servers.store.load()}
 
 
+def interrupted(orch, tmp: Path) -> dict:
+    """SIGTERM arrives once the load is under way (raised from the progress callback, as the CLI's
+    signal handler would raise it): everything started is cancelled, what was collected is written."""
+    said: list[str] = []
+
+    def say(message: str) -> None:
+        said.append(message)
+        if " load: " in message and not message.split(" load: ")[1].startswith("0 ok"):
+            raise Terminated(signal.SIGTERM)
+    recipe = load_benchmark_text(BENCH.replace("duration: 3s", "duration: 30s"), "replay-bench.yaml")
+    ended = None
+    try:
+        BenchmarkSession(orch, recipe, tmp / "interrupted", progress=say).run()
+    except Terminated as exc:
+        ended = exc
+    left = orch.transport.run("squeue --me -h -o %j", check=True).stdout.split()
+    return {"ended": ended, "said": said, "dir": tmp / "interrupted", "tracked": orch.servers.store.load(),
+            "squeue_after": left}
+
+
 def sweep(orch, tmp: Path) -> dict:
     said: list[str] = []
     recipe = load_benchmark_text(SWEEP, "replay-sweep.yaml")
@@ -179,4 +200,5 @@ def watcher(orch, tmp: Path) -> dict:
             "metrics": w.metrics_text(), "services": s.store.load()}
 
 
-SCENARIOS = {"services": services, "monitoring": monitoring, "session": session, "sweep": sweep, "watcher": watcher}
+SCENARIOS = {"services": services, "monitoring": monitoring, "session": session, "interrupted": interrupted,
+             "sweep": sweep, "watcher": watcher}

@@ -72,8 +72,11 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
             values[n] = None if v is None or math.isnan(v) else v
         data.kpis = prometheus_kpis_from(services, {n: q[1] for n, q in queries.items()}, values)
         data.promql = {n: q[0] for n, q in queries.items()}
-    except OrchestratorError as exc:
+    except OrchestratorError as exc:  # the monitor is gone (cancelled, its node failed): say so, keep going
         errors.append(f"Prometheus KPIs: {exc}")
+        data.kpis = [KPI(n, None, q[1], "prometheus", f"absent: the monitor did not answer ({exc})")
+                     for n, q in queries.items() if "@" not in n]
+        data.promql = {n: q[0] for n, q in queries.items()}
     series_q = timeseries_queries(list(services.values()), interval)
     start = min(go_time or window.start, window.start)
     try:  # every metric in one remote command

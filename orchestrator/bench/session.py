@@ -34,6 +34,7 @@ from orchestrator.bench.sweep import (
     set_path,
 )
 from orchestrator.cluster import jobdir
+from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.errors import OrchestratorError, Terminated, TransportError
 from orchestrator.fileio import sha256_file, write_atomic
 from orchestrator.reports.artifacts import (
@@ -55,6 +56,7 @@ from orchestrator.services.recipes import (
 )
 from orchestrator.templating import literal
 from orchestrator.times import parse_duration
+from orchestrator.watch.attribution import STATE_CAUSES
 
 Progress = Callable[[str], None]
 LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how to
@@ -229,20 +231,32 @@ class BenchmarkSession:
         self.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
 
     def _wait_clients(self, pr: PointRun) -> None:
+        """Until every client is done, or its job ended without finishing (its node failed, it was
+        cancelled): those are named in the report, their records so far kept."""
         specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
         budget = max((s.warmup + (s.duration or 3600)) for s in specs) + 120
+        lost: dict[str, str] = {}
 
         def step() -> tuple[bool, str]:
             found = self.orch.servers.read_progress(pr.clients)
+            for sid, f in found.items():
+                job = f["job"]
+                if not f["done"] and job is not None and job.state in TERMINAL_STATES and sid not in lost:
+                    cause = STATE_CAUSES.get(job.state, f"job {job.state}")
+                    lost[sid] = f"{sid}: client job {job.job_id} on {job.nodelist or '?'} ended {job.state} " \
+                                f"({cause}) before it finished; its records up to then are kept"
+                    self.say(lost[sid])
             docs = [f["progress"] for f in found.values() if f["progress"]]
             done = sum(f["done"] for f in found.values())
             ok, err, flight = (sum(d.get(k, 0) for d in docs) for k in ("ok", "errors", "in_flight"))
-            return done == len(pr.clients), (f"{pr.point.label}: load: {ok} ok, {err} errors, {flight} in flight, "
-                                             f"{time.time() - pr.go_time:.0f}s elapsed, "
-                                             f"{done}/{len(pr.clients)} clients done")
+            return done + len(lost) >= len(pr.clients), (
+                f"{pr.point.label}: load: {ok} ok, {err} errors, {flight} in flight, "
+                f"{time.time() - pr.go_time:.0f}s elapsed, {done}/{len(pr.clients)} clients done"
+                + (f", {len(lost)} lost" if lost else ""))
 
         waiting.poll_until(step, timeout=budget, interval=2, say=self.say, every=5, on_timeout=lambda: OrchestratorError(
             f"clients did not finish within {budget:.0f}s"))
+        self.state.errors.extend(lost.values())
 
     def _collect_records(self, pr: PointRun) -> None:
         """Download every client's records (partial ones too) and its warm-up end."""

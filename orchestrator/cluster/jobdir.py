@@ -73,14 +73,16 @@ def write_go_script(work_dir: str, service_ids: list[str]) -> str:
     return " && ".join(parts)
 
 
-def progress_script(work_dir: str, service_ids: list[str], mark: Marker) -> str:
-    """Each client's progress.json, and whether it is done."""
-    parts = []
-    for sid in service_ids:
+def progress_script(work_dir: str, jobs: dict[str, str], mark: Marker) -> str:
+    """For each ``{service ID: job ID}`` of a load client: its progress.json, whether it is done,
+    and its job's state (a client whose node failed never writes done.json)."""
+    parts = [JOB_STATE_FUNCTION]
+    for sid, job_id in jobs.items():
         d = remote_path(job_dir(work_dir, sid))
         parts.append(f"{mark.echo('client', quote(sid))}; cat {d}/{PROGRESS} 2>/dev/null; echo; "
-                     f"test -f {d}/{DONE} && {mark.echo('done', quote(sid))}")
-    return "; ".join(parts) + "; true"
+                     f"test -f {d}/{DONE} && {mark.echo('done', quote(sid))}; "
+                     f"{mark.echo('job', quote(sid))}; orch_job_state {quote(job_id)}")
+    return "\n".join(parts) + "\ntrue"
 
 
 def runtime_script(work_dir: str, service_ids: list[str], mark: Marker) -> str:

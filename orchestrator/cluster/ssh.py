@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import paramiko
 
+from orchestrator.cluster.hostkeys import KnownHosts, parse_known_hosts
 from orchestrator.cluster.shell import path as shell_path
 from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.config import SSHConfig
@@ -69,17 +70,47 @@ def resolve_endpoint(alias: str, ssh_config_path: str, port: int | None = None,
     )
 
 
+def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
+    """One ProxyJump hop in any OpenSSH form: ``host``, ``user@host``, ``host:port``, ``[v6addr]:port``,
+    ``ssh://user@host:port``; returns (user, host, port)."""
+    s = spec.strip()
+    if s.startswith("ssh://"):
+        s = s[len("ssh://"):].rstrip("/")
+    user = None
+    if "@" in s:
+        user, s = s.rsplit("@", 1)
+    port = None
+    if s.startswith("["):
+        host, _, rest = s[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif s.count(":") == 1:
+        host, _, p = s.partition(":")
+        port = int(p)
+    else:
+        host = s
+    if not host:
+        raise TransportError(f"ProxyJump {spec!r}: no host")
+    return user or None, host, port
+
+
 class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
     """Refuse unknown keys, but say exactly how the user can trust this one."""
 
-    def __init__(self, endpoint: Endpoint, known_hosts: str):
+    def __init__(self, endpoint: Endpoint, known_hosts: str, kh: KnownHosts | None = None):
         self.endpoint = endpoint
         self.known_hosts = known_hosts
+        self.kh = kh or KnownHosts()
 
     def missing_host_key(self, client, hostname, key):
         fp = key.fingerprint  # "SHA256:..." in paramiko >= 3
         ep = self.endpoint
         port_flag = f"-p {ep.port} " if ep.port != 22 else ""
+        if self.kh.has_ca_for(ep.known_hosts_name) or self.kh.has_ca_for(ep.hostname):
+            raise HostKeyError(
+                f"{ep.known_hosts_name} is trusted in {self.known_hosts} only through a @cert-authority line; "
+                f"this tool checks plain host keys. After checking its fingerprint ({key.get_name()} {fp}), "
+                f"add it with: ssh-keyscan {port_flag}{ep.hostname} >> {self.known_hosts}")
         raise HostKeyError(
             f"host key of {hostname} ({key.get_name()} {fp}) is not in {self.known_hosts}: refused. "
             f"If that fingerprint is the login node's, trust it with: "
@@ -100,12 +131,26 @@ class SSHTransport:
         self._sftp_ok = True
 
     # -- connection -------------------------------------------------------
+    def _known_hosts(self) -> KnownHosts:
+        known = os.path.expanduser(self.cfg.known_hosts)
+        try:
+            return parse_known_hosts(open(known).read())
+        except FileNotFoundError:
+            return KnownHosts()
+        except OSError as exc:
+            raise TransportError(f"{known}: cannot read: {exc.strerror}") from None
+
     def _new_client(self, ep: Endpoint, sock=None) -> paramiko.SSHClient:
         known = os.path.expanduser(self.cfg.known_hosts)
+        kh = self._known_hosts()
         client = paramiko.SSHClient()
-        if os.path.exists(known):
-            client.load_system_host_keys(known)  # read-only: we never write known_hosts
-        client.set_missing_host_key_policy(_RefuseUnknownKey(ep, known))
+        keys = client.get_host_keys()  # read-only: we never write known_hosts
+        for line in kh.plain_lines:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+            if entry is not None:  # lines paramiko cannot read (unknown key types) are skipped, as ssh does
+                for name in entry.hostnames:
+                    keys.add(name, entry.key.get_name(), entry.key)
+        client.set_missing_host_key_policy(_RefuseUnknownKey(ep, known, kh))
         try:
             client.connect(
                 ep.hostname, port=ep.port, username=ep.user, sock=sock,
@@ -130,6 +175,11 @@ class SSHTransport:
         except (OSError, paramiko.SSHException) as exc:
             client.close()
             raise TransportError(f"cannot connect to {ep.hostname}:{ep.port}: {exc}") from None
+        server_key = client.get_transport().get_remote_server_key()
+        if kh.is_revoked(server_key.get_name(), server_key.get_base64()):
+            client.close()
+            raise HostKeyError(f"host key of {ep.known_hosts_name} ({server_key.get_name()} "
+                               f"{server_key.fingerprint}) is marked @revoked in {known}: refused")
         self.stats.connections += 1
         transport = client.get_transport()
         if self.cfg.keepalive:
@@ -139,15 +189,22 @@ class SSHTransport:
     def _connect(self) -> paramiko.SSHClient:
         sock = None
         hops = []
-        targets = [resolve_endpoint(h, self.cfg.ssh_config) for h in self.endpoint.proxy_jump]
+        targets = [resolve_endpoint(host, self.cfg.ssh_config, port, user)
+                   for user, host, port in (parse_jump(h) for h in self.endpoint.proxy_jump)]
         targets.append(self.endpoint)
         for i, ep in enumerate(targets):
             client = self._new_client(ep, sock)
             hops.append(client)
             if i + 1 < len(targets):
                 nxt = targets[i + 1]
-                sock = client.get_transport().open_channel(
-                    "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0))
+                try:
+                    sock = client.get_transport().open_channel(
+                        "direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0), timeout=self.cfg.connect_timeout)
+                except (paramiko.SSHException, OSError) as exc:
+                    for c in hops:
+                        c.close()
+                    raise TransportError(f"jump host {ep.hostname} could not reach {nxt.hostname}:{nxt.port} "
+                                         f"within {self.cfg.connect_timeout:g}s: {exc}") from None
         self._hops = hops[:-1]
         return hops[-1]
 

@@ -408,17 +408,22 @@ class ServersModule:
                            idempotent=True)
 
     def read_progress(self, service_ids: list[str]) -> dict[str, dict]:
-        """{service ID: {"progress": parsed progress.json or None, "done": bool}} in one command."""
+        """{service ID: {"progress": parsed progress.json or None, "done": bool, "job": Job or None}},
+        in one command."""
+        tracked = self.store.load()
+        jobs = {sid: (tracked.get(sid) or {}).get("job_id") or "0" for sid in service_ids}
         mark = Marker()
-        out = self.transport.run(jobdir.progress_script(self.config.remote.work_dir, service_ids, mark),
-                                 timeout=60).stdout
-        found: dict[str, dict] = {sid: {"progress": None, "done": False} for sid in service_ids}
+        out = self.transport.run(jobdir.progress_script(self.config.remote.work_dir, jobs, mark), timeout=60).stdout
+        found: dict[str, dict] = {sid: {"progress": None, "done": False, "job": None} for sid in service_ids}
         for sec in mark.parse(out):
             sid = sec.args[0] if sec.args else ""
             if sid not in found:
                 continue
             if sec.name == "done":
                 found[sid]["done"] = True
+            elif sec.name == "job":
+                records = parse_job_records(sec.text)
+                found[sid]["job"] = records[0] if records else None
             elif sec.name == "client":
                 for line in sec.lines:
                     if line.startswith("{"):

@@ -184,6 +184,20 @@ def test_session_stops_everything_it_started_and_writes_one_manifest(session_run
         assert session_run["tracked"][j["service_id"]]["state"] in ("CANCELLED", "COMPLETED")
 
 
+interrupted_run = replayed("interrupted")
+
+
+def test_sigterm_mid_load_cancels_every_job_and_writes_what_was_collected(interrupted_run):
+    r = interrupted_run
+    assert r["ended"] is not None and r["ended"].exit_code == 143
+    manifest = json.loads((r["dir"] / "MANIFEST.json").read_text())
+    assert manifest["interrupted"] is True
+    started = {j["service_id"] for j in manifest["jobs"]}
+    assert len(started) == 3 and not started & set(r["squeue_after"])
+    assert all(r["tracked"][sid]["state"] == "CANCELLED" for sid in started)
+    assert (r["dir"] / "requests.jsonl").read_text().strip(), "the records collected before the signal are kept"
+
+
 sweep_run = replayed("sweep")
 
 
@@ -217,3 +231,4 @@ def test_watcher_reports_each_verdict_once_with_its_ids(watcher_run):
     assert all(e["service_id"] and e["job_id"] for e in reported)
     assert r["stats"]["reports"] == 1 and r["stats"]["polls"] >= 2
     assert "orch_watch_polls_total" in r["metrics"]
+

@@ -1,0 +1,67 @@
+"""known_hosts as OpenSSH reads it, for paramiko (pure apart from reading the file).
+
+paramiko's own loader stops at marker lines. Here ``@revoked`` keys are
+collected and refused even when another line lists them, and
+``@cert-authority`` lines are set aside: this tool verifies plain host keys,
+so a host known only through a CA gets an error that says so and how to add
+its key.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+
+@dataclass
+class KnownHosts:
+    plain_lines: list[str] = field(default_factory=list)        # what paramiko may load
+    revoked: set[tuple[str, str]] = field(default_factory=set)   # (key type, base64 key)
+    ca_patterns: list[str] = field(default_factory=list)         # host patterns of @cert-authority lines
+
+    def is_revoked(self, key_type: str, key_b64: str) -> bool:
+        return (key_type, key_b64) in self.revoked
+
+    def has_ca_for(self, host: str) -> bool:
+        return any(host_matches(host, p) for p in self.ca_patterns)
+
+
+def host_matches(host: str, patterns: str) -> bool:
+    """OpenSSH host pattern lists: ``a,*.b,!c.b``, ``[h]:2222``, and hashed ``|1|salt|hash`` names."""
+    ok = False
+    for pat in patterns.split(","):
+        neg = pat.startswith("!")
+        pat = pat[1:] if neg else pat
+        if pat.startswith("|1|"):
+            try:
+                _, _, salt, digest = pat.split("|")
+                mac = hmac.new(base64.b64decode(salt), host.encode(), hashlib.sha1).digest()
+                hit = base64.b64encode(mac).decode() == digest
+            except ValueError:
+                hit = False
+        else:
+            hit = fnmatch.fnmatchcase(host, pat)
+        if hit and neg:
+            return False
+        ok = ok or hit
+    return ok
+
+
+def parse_known_hosts(text: str) -> KnownHosts:
+    out = KnownHosts()
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("@"):
+            parts = line.split()
+            if parts[0] == "@revoked" and len(parts) >= 4:
+                out.revoked.add((parts[2], parts[3]))
+            elif parts[0] == "@cert-authority" and len(parts) >= 2:
+                out.ca_patterns.append(parts[1])
+            continue  # unknown markers are ignored, as OpenSSH does
+        out.plain_lines.append(line)
+    return out
