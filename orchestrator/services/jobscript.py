@@ -88,7 +88,9 @@ class SbatchOptions:
     nodelist: str | None = None
 
     def directives(self) -> list[str]:
-        items = [("job-name", self.job_name), ("output", "slurm-%j.out"), ("nodes", self.nodes),
+        # --no-requeue: after a node failure SLURM would otherwise start the job again later, somewhere
+        # else, as if nothing happened: a benchmark's service or load client must end and say why instead
+        items = [("job-name", self.job_name), ("output", "slurm-%j.out"), ("no-requeue", True), ("nodes", self.nodes),
                  ("ntasks-per-node", 1), ("cpus-per-task", self.cpus_per_task), ("mem", self.mem),
                  ("gres", f"gpu:{self.gpus}" if self.gpus else None), ("time", self.time),
                  ("partition", self.partition), ("account", self.account), ("qos", self.qos),
@@ -99,7 +101,7 @@ class SbatchOptions:
                 continue
             if re.search(r"\s", str(value)):
                 raise RecipeError(f"sbatch --{key} value {value!r} contains whitespace")
-            out.append(f"--{key}={value}")
+            out.append(f"--{key}" if value is True else f"--{key}={value}")
         return out
 
 
