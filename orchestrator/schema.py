@@ -25,6 +25,7 @@ class SchemaViolation(Exception):
 
 MAX_ALIASES = 100          # a recipe needs a few; a "billion laughs" document needs many
 MAX_YAML_BYTES = 4 << 20
+MAX_EXPANDED = 1_000_000  # values after aliases are followed
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -45,9 +46,34 @@ def safe_load(text: str) -> Any:
         raise yaml.YAMLError(f"larger than {MAX_YAML_BYTES >> 20} MiB: refused")
     loader = _BoundedLoader(text)
     try:
-        return loader.get_single_data()
+        data = loader.get_single_data()
     finally:
         loader.dispose()
+    if _expanded_size(data, {}, set()) > MAX_EXPANDED:
+        raise yaml.YAMLError(f"its aliases expand to more than {MAX_EXPANDED:,} values: refused")
+    return data
+
+
+def _expanded_size(obj, memo: dict, active: set) -> int:
+    """How many values the document holds once every alias is followed (shared nodes counted each time)."""
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise yaml.YAMLError("a recursive alias (a node that contains itself): refused")
+    if isinstance(obj, (list, dict)):
+        active.add(key)
+        items = list(obj.items()) if isinstance(obj, dict) else [(None, v) for v in obj]
+        size = 1
+        for k, v in items:
+            size += _expanded_size(v, memo, active) + (1 if k is not None else 0)
+            if size > MAX_EXPANDED:
+                break
+        active.discard(key)
+    else:
+        size = 1
+    memo[key] = size
+    return size
 
 
 def load_yaml_file(path: Path) -> Any:

@@ -21,7 +21,7 @@ from orchestrator.schema import (
     load_yaml_file,
     safe_load,
 )
-from orchestrator.services.recipes import find_named, recipe_dirs
+from orchestrator.services.recipes import find_named, parse_resources, recipe_dirs
 from orchestrator.times import parse_duration
 
 CLIENT_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
@@ -147,7 +147,9 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         raise SchemaViolation(path, "expected duration or requests (a load is always bounded)")
     payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
     resources = expect_mapping(raw.get("resources") or {}, f"{path}.resources")
-    check_keys(resources, ["partition", "cpus_per_task", "mem", "time", "account", "qos", "nodelist"], f"{path}.resources")
+    # checked like a service's, so "4x" is refused here, not by int() after the services are up
+    parse_resources(resources, f"{path}.resources",
+                    ["partition", "cpus_per_task", "mem", "time", "account", "qos", "nodelist"])
     return ClientSpec(
         kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
         concurrency=expect_int(raw.get("concurrency", 1), f"{path}.concurrency", 1, 4096),

@@ -177,10 +177,11 @@ def _container(raw) -> Container | None:
                      runtime=runtime, binds=binds)
 
 
-def _resources(raw) -> Resources:
-    raw = expect_mapping(raw or {}, "service.resources")
-    check_keys(raw, _RESOURCE_KEYS, "service.resources")
-    p = "service.resources."
+def _resources(raw, where: str = "service.resources", keys: list[str] = _RESOURCE_KEYS) -> Resources:
+    """Validated SLURM resources (service recipes, and load clients with ``where``/``keys`` of their own)."""
+    raw = expect_mapping(raw or {}, where)
+    check_keys(raw, keys, where)
+    p = where + "."
     mem = raw.get("mem")
     if mem is not None:
         mem = expect_pattern(mem, p + "mem", lambda s: bool(MEM_RE.match(s)), "a size like 4G or 512M")
@@ -196,6 +197,9 @@ def _resources(raw) -> Resources:
         qos=expect_str(raw.get("qos"), p + "qos", optional=True),
         constraint=expect_str(raw.get("constraint"), p + "constraint", optional=True),
         nodelist=expect_str(raw.get("nodelist"), p + "nodelist", optional=True))
+
+
+parse_resources = _resources
 
 
 def _ports(raw) -> tuple[int | str, ...]:

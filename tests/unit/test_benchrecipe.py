@@ -53,3 +53,33 @@ def test_client_job_script_is_valid_bash_and_keeps_arguments_literal():
     script = render_service_script(recipe, SlurmConfig(partition="cpu"), "client-openai-chat_0123abcd")
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     assert "--rate 5.0 --duration 10.0" in script and "--metrics-port ${ORCH_PORT}" in script
+
+
+@pytest.mark.parametrize("resources,message", [
+    ("{cpus_per_task: 4x}", "benchmark.clients[0].resources.cpus_per_task"),
+    ("{mem: lots}", "benchmark.clients[0].resources.mem: expected a size like 4G"),
+    ("{time: soon}", "benchmark.clients[0].resources.time"),
+    ("{gpus: 1}", "benchmark.clients[0].resources.gpus: unknown key"),
+])
+def test_client_resources_are_checked_before_anything_starts(resources, message):
+    body = ("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: http, target: a, duration: 1s, "
+            f"resources: {resources}}}]}}")
+    with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_benchmark_text(body, "b.yaml")
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    with pytest.raises(RecipeError, match="aliases expand to more than 1,000,000 values"):
+        load_benchmark_text("benchmark: {name: x}\n" + bomb, "bomb.yaml")
+    with pytest.raises(RecipeError, match="more than 100 aliases"):
+        load_benchmark_text("benchmark: {name: x}\na: &a 1\nb: [" + ", ".join(["*a"] * 101) + "]\n", "many.yaml")
+
+
+def test_a_sweep_too_large_to_run_is_refused_without_building_it():
+    values = "[" + ", ".join(str(i) for i in range(1, 11)) + "]"
+    sweep = ", ".join(f"{k}: {values}" for k in ("concurrency", "rate", "requests", "nodes", "payload.a"))
+    with pytest.raises(RecipeError, match="100,000 points"):
+        load_benchmark_text("benchmark: {name: x, services: [{recipe: a}], clients: [{kind: http, target: a, "
+                            f"duration: 1s}}], sweep: {{{sweep}}}}}", "b.yaml")
