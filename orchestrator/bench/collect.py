@@ -11,9 +11,9 @@ from pathlib import Path
 from orchestrator import waiting
 from orchestrator.bench.kpi import KPI, Window
 from orchestrator.errors import OrchestratorError
+from orchestrator.monitoring.engines import ENGINES, NONE
 from orchestrator.monitoring.queries import (
-    COUNTED_AT_END,
-    COUNTED_AT_START,
+    COUNTERS,
     service_kpi_queries,
     timeseries_queries,
 )
@@ -29,27 +29,45 @@ from orchestrator.times import parse_duration
 ABSENT = "absent: no such series on the monitor"
 
 
-def prometheus_kpis_from(services: dict[str, str], units: dict[str, str], values: dict[str, float | None]) -> list[KPI]:
-    """KPIs from the instant values (pure); the request counter becomes the count over the window."""
-    kpis = [KPI(n, values.get(n), unit, "prometheus", "" if values.get(n) is not None else ABSENT)
-            for n, unit in units.items() if "@" not in n]
+def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str | None, str]],
+                         values: dict[str, float | None], engines: dict[str, str] | None = None) -> list[KPI]:
+    """KPIs from the instant values (pure); each engine counter becomes its count over the session."""
+    kpis = []
+    for n, (q, unit) in queries.items():
+        if "@" in n:
+            continue
+        if q is None:
+            note = f"absent: {_engine_of(n, services, engines).name} has no such metric"
+        else:
+            note = "" if values.get(n) is not None else ABSENT
+        kpis.append(KPI(n, values.get(n), unit, "prometheus", note))
     multi = len(services) > 1
     for name in services:
         p = f"{name}." if multi else ""
-        a, b = values.get(p + COUNTED_AT_START), values.get(p + COUNTED_AT_END)
-        if b is None:
-            note = "absent: the service exposes no request counter"
-        elif a is None:
-            note = "absent: the counter has no sample at the window start (the service started later?)"
-        else:
-            note = "successful requests the service counted during the session (warm-up included)"
-        kpis.append(KPI(p + "service_requests_counted", b - a if a is not None and b is not None else None,
-                        "requests", "prometheus", note))
+        engine = ENGINES.get((engines or {}).get(name) or "", NONE)
+        for counter in COUNTERS:
+            a, b = values.get(f"{p}service_{counter}_counted@start"), values.get(f"{p}service_{counter}_counted@end")
+            metric = getattr(engine, counter)
+            if metric is None:
+                note = f"absent: {engine.name} has no {counter.replace('_', ' ')} counter"
+            elif b is None:
+                note = f"absent: no {metric} series on the monitor"
+            elif a is None:
+                note = f"absent: {metric} has no sample at the session's start (the service started later?)"
+            else:
+                note = f"{metric} over the session (warm-up included)"
+            kpis.append(KPI(f"{p}service_{counter}_counted", b - a if a is not None and b is not None else None,
+                            "requests" if counter == "requests" else "tokens", "prometheus", note))
     return kpis
 
 
+def _engine_of(kpi: str, services: dict[str, str], engines: dict[str, str] | None):
+    name = kpi.split(".", 1)[0] if len(services) > 1 else next(iter(services), "")
+    return ENGINES.get((engines or {}).get(name) or "", NONE)
+
+
 def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrape_interval: str, window: Window,
-                      go_time: float | None, errors: list[str]) -> PrometheusData:
+                      go_time: float | None, errors: list[str], engines: dict[str, str] | None = None) -> PrometheusData:
     """Service-side KPIs and time series over ``window`` (absent sources stay absent).
 
     Waits until the scrape after the load's end has landed, so the window's
@@ -59,24 +77,23 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
     delay = window.end + 2 * interval - waiting.now()
     if delay > 0:
         waiting.sleep(delay)
-    data = PrometheusData()
-    queries = service_kpi_queries(services, window.seconds, int(interval))
-    names = list(queries)
-    at = {n: (go_time or window.start) if n.endswith(COUNTED_AT_START) else
-          (window.end + 2 * interval if n.endswith(COUNTED_AT_END) else window.end) for n in names}
+    data = PrometheusData(engines=dict(engines or {}))
+    queries = service_kpi_queries(services, window.seconds, int(interval), engines)
+    asked = [n for n, (q, _) in queries.items() if q is not None]
+    at = {n: (go_time or window.start) if n.endswith("@start") else
+          (window.end + 2 * interval if n.endswith("@end") else window.end) for n in asked}
+    values: dict[str, float | None] = {}
     try:
-        results = monitors.query_many_at(monitor_id, [(queries[n][0], at[n]) for n in names])
-        values = {}
-        for n, r in zip(names, results):
+        results = monitors.query_many_at(monitor_id, [(queries[n][0], at[n]) for n in asked]) if asked else []
+        for n, r in zip(asked, results):
             v = r.series[0].values[0][1] if r.series else None
             values[n] = None if v is None or math.isnan(v) else v
-        data.kpis = prometheus_kpis_from(services, {n: q[1] for n, q in queries.items()}, values)
-        data.promql = {n: q[0] for n, q in queries.items()}
+        data.kpis = prometheus_kpis_from(services, queries, values, engines)
     except OrchestratorError as exc:  # the monitor is gone (cancelled, its node failed): say so, keep going
         errors.append(f"Prometheus KPIs: {exc}")
         data.kpis = [KPI(n, None, q[1], "prometheus", f"absent: the monitor did not answer ({exc})")
                      for n, q in queries.items() if "@" not in n]
-        data.promql = {n: q[0] for n, q in queries.items()}
+    data.promql = {n: q[0] for n, q in queries.items() if q is not None}
     series_q = timeseries_queries(list(services.values()), interval)
     start = min(go_time or window.start, window.start)
     try:  # every metric in one remote command

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.bench.datasets import DatasetSpec
+from orchestrator.bench.kpi import DEFAULT_PERCENTILES
 from orchestrator.bench.sweep import parse_slo, validate_sweep
 from orchestrator.errors import RecipeError
 from orchestrator.schema import (
@@ -55,6 +57,12 @@ class ClientSpec:
     warmup: float = 0.0
     payload: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
+    arrival: str = "constant"                       # constant | poisson | gamma (open loop)
+    burstiness: float = 1.0                         # gamma shape: 1 is Poisson, below 1 burstier
+    ramp_up: tuple[float, float, float] | None = None   # (from, to requests/s, over seconds)
+    dataset: DatasetSpec | None = None
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    slo: dict = field(default_factory=dict)         # per request, seconds: ttft, tpot, e2e (goodput)
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class BenchmarkRecipe:
 
 _KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo"]
 _CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup", "payload",
-                "resources"]
+                "resources", "arrival", "burstiness", "ramp_up", "dataset", "percentiles", "slo"]
 
 
 def is_benchmark_file(path: str) -> bool:
@@ -150,13 +158,63 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
     # checked like a service's, so "4x" is refused here, not by int() after the services are up
     parse_resources(resources, f"{path}.resources",
                     ["partition", "cpus_per_task", "mem", "time", "account", "qos", "nodelist"])
+    arrival = raw.get("arrival", "constant")
+    if arrival not in ("constant", "poisson", "gamma"):
+        raise SchemaViolation(f"{path}.arrival", f"expected constant, poisson or gamma, got {arrival!r}")
+    ramp = _ramp(raw.get("ramp_up"), f"{path}.ramp_up")
+    if (arrival != "constant" or ramp) and raw.get("rate") is None and not ramp:
+        raise SchemaViolation(f"{path}.rate", f"arrival: {arrival} is an open loop: a rate (requests/s) is needed")
+    percentiles = tuple(expect_number(v, f"{path}.percentiles[{j}]", 0.001) for j, v in
+                        enumerate(expect_list(raw.get("percentiles", list(DEFAULT_PERCENTILES)), f"{path}.percentiles")))
+    if any(p >= 100 for p in percentiles) or not percentiles:
+        raise SchemaViolation(f"{path}.percentiles", "expected percentiles between 0 and 100, such as [50, 90, 99]")
+    slo_raw = expect_mapping(raw.get("slo") or {}, f"{path}.slo")
+    check_keys(slo_raw, ["ttft", "tpot", "e2e"], f"{path}.slo")
+    slo = {k: _seconds(v, f"{path}.slo.{k}") for k, v in slo_raw.items()}
     return ClientSpec(
+        arrival=arrival, burstiness=expect_number(raw.get("burstiness", 1.0), f"{path}.burstiness", 0.001),
+        ramp_up=ramp, dataset=_dataset(raw.get("dataset"), f"{path}.dataset"), percentiles=percentiles, slo=slo,
         kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
         concurrency=expect_int(raw.get("concurrency", 1), f"{path}.concurrency", 1, 4096),
         rate=None if raw.get("rate") is None else expect_number(raw["rate"], f"{path}.rate", 0.001),
         duration=None if raw.get("duration") is None else _seconds(raw["duration"], f"{path}.duration"),
         requests=None if raw.get("requests") is None else expect_int(raw["requests"], f"{path}.requests", 1, 10_000_000),
         warmup=_seconds(raw.get("warmup", 0), f"{path}.warmup"), payload=payload, resources=resources)
+
+
+def _ramp(raw, path: str) -> tuple[float, float, float] | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, path)
+    check_keys(raw, ["from", "to", "over"], path, required=("from", "to", "over"))
+    return (expect_number(raw["from"], f"{path}.from", 0.001), expect_number(raw["to"], f"{path}.to", 0.001),
+            max(_seconds(raw["over"], f"{path}.over"), 0.001))
+
+
+def _stats(raw, path: str, default: float) -> tuple[float, float]:
+    if raw is None:
+        return (default, 0.0)
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return (expect_number(raw, path, 1), 0.0)
+    raw = expect_mapping(raw, path)
+    check_keys(raw, ["mean", "stddev"], path, required=("mean",))
+    return (expect_number(raw["mean"], f"{path}.mean", 1), expect_number(raw.get("stddev", 0), f"{path}.stddev", 0))
+
+
+def _dataset(raw, path: str) -> DatasetSpec | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, path)
+    check_keys(raw, ["kind", "input_tokens", "output_tokens", "seed", "path"], path)
+    kind = raw.get("kind", "synthetic")
+    if kind not in ("synthetic", "sharegpt"):
+        raise SchemaViolation(f"{path}.kind", f"expected synthetic or sharegpt, got {kind!r}")
+    if kind == "sharegpt" and not raw.get("path"):
+        raise SchemaViolation(f"{path}.path", "expected the path of a ShareGPT-format JSON file")
+    return DatasetSpec(kind=kind, input_tokens=_stats(raw.get("input_tokens"), f"{path}.input_tokens", 64),
+                       output_tokens=_stats(raw.get("output_tokens"), f"{path}.output_tokens", 32),
+                       seed=expect_int(raw.get("seed", 0), f"{path}.seed", 0),
+                       path=expect_str(raw.get("path"), f"{path}.path", optional=True))
 
 
 def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:

@@ -16,7 +16,7 @@ import math
 import secrets
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -25,6 +25,7 @@ import yaml
 
 from orchestrator import waiting
 from orchestrator.bench.collect import gather_prometheus
+from orchestrator.bench.datasets import build_rows
 from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
 from orchestrator.bench.sweep import (
     Point,
@@ -59,11 +60,12 @@ from orchestrator.times import parse_duration
 from orchestrator.watch.attribution import STATE_CAUSES
 
 Progress = Callable[[str], None]
+DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count
 LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how to
 CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
 
-def client_recipe(spec: ClientSpec, target_url: str) -> ServiceRecipe:
+def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0) -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes."""
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
     args = ["python3", "loadgen.py", "--url", target_url, "--kind", spec.kind,
@@ -75,6 +77,15 @@ def client_recipe(spec: ClientSpec, target_url: str) -> ServiceRecipe:
         args += ["--duration", str(spec.duration)]
     if spec.requests is not None:
         args += ["--requests", str(spec.requests)]
+    if spec.arrival != "constant":
+        args += ["--arrival", spec.arrival, "--burstiness", str(spec.burstiness)]
+    if spec.ramp_up:
+        args += ["--ramp-from", str(spec.ramp_up[0]), "--ramp-to", str(spec.ramp_up[1]),
+                 "--ramp-over", str(spec.ramp_up[2])]
+    if spec.dataset:
+        args += ["--dataset-file", "dataset.jsonl", "--seed", str(spec.dataset.seed + node_index)]
+    elif node_index:
+        args += ["--seed", str(node_index)]
     # the arguments are data (the URL comes from the cluster): rendered as themselves, never as Jinja
     command = literal(shlex.join(args)) + " --metrics-port {{ port }}"
     r = spec.resources
@@ -106,6 +117,7 @@ class PointRun:
     point: Point
     out_dir: Path
     clients: list[str] = field(default_factory=list)
+    targets: dict[str, str] = field(default_factory=dict)   # client service ID -> the service it loads
     go_time: float | None = None
     records: list[dict] = field(default_factory=list)
     warmup_until: float | None = None
@@ -214,16 +226,25 @@ class BenchmarkSession:
         for spec in self.recipe.clients:
             spec = apply_to_client(spec, pr.point)
             ep = servers.get_service_endpoint(self.state.services[spec.target])
-            recipe = client_recipe(spec, ep.url)
-            for _ in range(spec.nodes):
-                sid = servers.start_service(recipe, extra_files={"payload.json": json.dumps(spec.payload)},
-                                            progress=self.say)
+            files = {"payload.json": json.dumps(spec.payload)}
+            if spec.dataset:
+                files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
+                    self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
+            for node in range(spec.nodes):
+                sid = servers.start_service(client_recipe(spec, ep.url, node), extra_files=files, progress=self.say)
+                pr.targets[sid] = spec.target
                 self.state.started.append(sid)
                 pr.clients.append(sid)
         for sid in pr.clients:
             servers.wait_until_ready(sid, timeout=300, progress=self.say)
         self.orch.monitors.add_targets(self.state.monitor_id,
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
+
+    def _dataset_spec(self, ds):
+        """A ShareGPT path is relative to the benchmark recipe's folder."""
+        if ds.kind == "sharegpt" and ds.path and not Path(ds.path).expanduser().is_absolute() and self.recipe.source:
+            return replace(ds, path=str(Path(self.recipe.source).parent / ds.path))
+        return ds
 
     def _go(self, pr: PointRun) -> None:
         pr.go_time = time.time()
@@ -271,7 +292,8 @@ class BenchmarkSession:
                 lines = [line for line in local.read_text().splitlines() if line.strip()]
                 for i, line in enumerate(lines):
                     try:
-                        pr.records.append({**json.loads(line), **({"point": pr.point.label} if self.is_sweep else {})})
+                        pr.records.append({**json.loads(line), "target": pr.targets.get(sid),
+                                           **({"point": pr.point.label} if self.is_sweep else {})})
                     except json.JSONDecodeError:
                         if i != len(lines) - 1:
                             raise OrchestratorError(f"{local}: line {i + 1} is not a JSON record") from None
@@ -296,7 +318,8 @@ class BenchmarkSession:
         ctx = self.context(pr)
         if self.state.monitor_id and not pr.interrupted and window.end > 0:
             ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
-                                               self.recipe.scrape_interval, window, pr.go_time, self.state.errors)
+                                               self.recipe.scrape_interval, window, pr.go_time, self.state.errors,
+                                               ctx.engines)
         pr.report = write_artifacts(ctx, pr.records, window)
         self.say(f"report: {pr.out_dir / 'report.html'}")
         if pr.clients and self.state.monitor_id and not pr.interrupted:
@@ -328,7 +351,12 @@ class BenchmarkSession:
             services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
             jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.store.load()),
-            runtime=self._runtime_facts())
+            runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
+            client_slo=self.recipe.clients[0].slo, engines=self._engines())
+
+    def _engines(self) -> dict[str, str]:
+        """Service name -> engine, from the recipes deployed (a reused service has none declared here)."""
+        return {name: r.engine for name, r in self.base_recipes.items() if r.engine}
 
     def sweep_data(self):
         from orchestrator.reports.sweep import SweepData, SweepPoint

@@ -6,6 +6,8 @@ their queries from here, so a metric name is changed in one place.
 
 from __future__ import annotations
 
+from orchestrator.monitoring.engines import ENGINES, NONE
+
 REPORT_QUERIES = {
     "up": "up",
     "scrape_duration_seconds": "scrape_duration_seconds",
@@ -18,27 +20,35 @@ REPORT_QUERIES = {
     "gpu_memory_used_mib": "DCGM_FI_DEV_FB_USED",
 }
 
-# the service's own request counter, read at the window's start and end
-COUNTED_AT_START = "service_requests_counted@start"
+# the engine's own counters, read at the session's start and at its end: name@start / name@end
+COUNTERS = ("requests", "output_tokens", "input_tokens")
+COUNTED_AT_START = "service_requests_counted@start"   # (kept for callers of the older name)
 COUNTED_AT_END = "service_requests_counted@end"
 
 
-def service_kpi_queries(services: dict[str, str], window_seconds: float, step_seconds: int) -> dict[str, tuple[str, str]]:
-    """``{kpi name: (promql, unit)}`` over a window of ``window_seconds`` ending at the query time.
+def service_kpi_queries(services: dict[str, str], window_seconds: float, step_seconds: int,
+                        engines: dict[str, str] | None = None) -> dict[str, tuple[str | None, str]]:
+    """``{kpi name: (promql or None, unit)}`` over a window of ``window_seconds`` ending at the query time.
 
-    With several services each name is prefixed ``<service name>.``; the two
-    ``@start``/``@end`` entries are instants of the request counter, not KPIs.
+    Engine metrics come from monitoring/engines.py by each service's declared engine; a metric the
+    engine does not have is ``None`` (reported absent, with the reason). With several services each
+    name is prefixed ``<service name>.``; ``service_<counter>_counted@start|@end`` are instants of the
+    engine's counters (requests, output_tokens, input_tokens), not KPIs.
     """
     w = f"{max(1, int(-(-window_seconds // 1)))}s"
     step = f"{max(1, int(step_seconds))}s"
     multi = len(services) > 1
-    out: dict[str, tuple[str, str]] = {}
+    out: dict[str, tuple[str | None, str]] = {}
     for name, sid in services.items():
+        engine = ENGINES.get((engines or {}).get(name) or "", NONE)
         sel = f'service_id="{sid}"'
         p = f"{name}." if multi else ""
 
-        def hq(q: float, metric: str) -> str:
-            return f"histogram_quantile({q}, sum by (le) (increase({metric}_bucket{{{sel}}}[{w}])))"
+        def hq(q: float, metric: str | None) -> str | None:
+            return metric and f"histogram_quantile({q}, sum by (le) (increase({metric}_bucket{{{sel}}}[{w}])))"
+
+        def gauge_max(metric: str | None) -> str | None:
+            return metric and f"max(max_over_time({metric}{{{sel}}}[{w}]))"
 
         out.update({
             p + "cpu_utilisation": (f'100 * (1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}])))', "%"),
@@ -46,15 +56,18 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
                                     f"sum(node_memory_MemAvailable_bytes{{{sel}}}))[{w}:{step}])", "bytes"),
             p + "gpu_utilisation": (f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))", "%"),
             p + "gpu_memory_used_max": (f"max(max_over_time(DCGM_FI_DEV_FB_USED{{{sel}}}[{w}]))", "MiB"),
-            p + "service_latency_p50": (hq(0.5, "vllm:e2e_request_latency_seconds"), "s"),
-            p + "service_latency_p99": (hq(0.99, "vllm:e2e_request_latency_seconds"), "s"),
-            p + "service_ttft_p50": (hq(0.5, "vllm:time_to_first_token_seconds"), "s"),
-            p + "service_ttft_p99": (hq(0.99, "vllm:time_to_first_token_seconds"), "s"),
-            p + "service_requests_running_max": (f"max(max_over_time(vllm:num_requests_running{{{sel}}}[{w}]))", "requests"),
-            p + "service_requests_waiting_max": (f"max(max_over_time(vllm:num_requests_waiting{{{sel}}}[{w}]))", "requests"),
-            p + COUNTED_AT_START: (f"sum(vllm:request_success_total{{{sel}}})", "requests"),
-            p + COUNTED_AT_END: (f"sum(vllm:request_success_total{{{sel}}})", "requests"),
+            p + "service_latency_p50": (hq(0.5, engine.latency_histogram), "s"),
+            p + "service_latency_p99": (hq(0.99, engine.latency_histogram), "s"),
+            p + "service_ttft_p50": (hq(0.5, engine.ttft_histogram), "s"),
+            p + "service_ttft_p99": (hq(0.99, engine.ttft_histogram), "s"),
+            p + "service_requests_running_max": (gauge_max(engine.running), "requests"),
+            p + "service_requests_waiting_max": (gauge_max(engine.waiting), "requests"),
         })
+        for counter in COUNTERS:
+            metric = getattr(engine, counter)
+            unit = "requests" if counter == "requests" else "tokens"
+            for at in ("start", "end"):
+                out[f"{p}service_{counter}_counted@{at}"] = (metric and f"sum({metric}{{{sel}}})", unit)
     return out
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.bench.kpi import (
+    DEFAULT_PERCENTILES,
+    DEFINITIONS,
     KPI,
     Window,
     client_kpis,
@@ -25,11 +27,12 @@ from orchestrator.bench.kpi import (
 )
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
+from orchestrator.monitoring.engines import ENGINES, NONE
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso
 from orchestrator.version import __version__, git_commit
 
-REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "status", "ok", "tokens_out", "error"]
+REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "tpot_s", "status", "ok", "tokens_in", "tokens_out", "error"]
 
 
 @dataclass
@@ -38,6 +41,7 @@ class PrometheusData:
     kpis: list[KPI] = field(default_factory=list)
     promql: dict[str, str] = field(default_factory=dict)       # name -> the query that produced it
     series: dict = field(default_factory=dict)                 # chart name -> [(label, [(t, v)])]
+    engines: dict[str, str] = field(default_factory=dict)      # service name -> engine whose metrics were read
 
 
 @dataclass
@@ -57,6 +61,9 @@ class ReportContext:
     jobs: list[dict] = field(default_factory=list)   # role, service_id, job_id, nodes, recipe, recipe_sha256
     runtime: dict = field(default_factory=dict)     # service ID -> runtime.txt lines and sbatch options
     prometheus: PrometheusData | None = None        # None: no monitor, interrupted, or offline
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    client_slo: dict = field(default_factory=dict)  # per request, seconds (goodput)
+    engines: dict[str, str] = field(default_factory=dict)
 
 
 def write_requests(path: Path, records: list[dict]) -> None:
@@ -112,7 +119,7 @@ def write_artifacts(ctx: ReportContext, records: list[dict], window: Window,
     out = ctx.out_dir
     out.mkdir(parents=True, exist_ok=True)
     write_requests(out / "requests.jsonl", records)
-    kpis = client_kpis(records, window) if records else []
+    kpis = client_kpis(records, window, ctx.percentiles, ctx.client_slo) if records else []
     promql: dict = {}
     series: dict = {}
     if ctx.prometheus is not None:
@@ -136,6 +143,7 @@ def write_artifacts(ctx: ReportContext, records: list[dict], window: Window,
     in_window = measured(records, window)
     errors_by_msg = Counter(r["error"] for r in in_window if not r["ok"])
     report = {
+        "cross_check": cross_check(ctx, records, kpis), "definitions": DEFINITIONS,
         "session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted, "errors": ctx.errors,
         "window": {"start": window.start, "end": window.end, "seconds": window.seconds,
                    "start_iso": iso(window.start), "end_iso": iso(window.end)},
@@ -145,6 +153,42 @@ def write_artifacts(ctx: ReportContext, records: list[dict], window: Window,
     write_atomic(out / "report.json", json.dumps(report, indent=2))
     write_atomic(out / "report.html", render_report({**report, "kpi_objects": kpis}, in_window, series))
     return report
+
+
+def cross_check(ctx: ReportContext, records: list[dict], kpis: list[KPI]) -> list[dict]:
+    """The clients' own counts against the engine's counters over the same session (warm-up included):
+    requests and output/input tokens; they agree within one request, or the row says why not."""
+    by = {k.kpi: k for k in kpis}
+    rows = []
+    multi = len(ctx.services) > 1
+    for name in ctx.services:
+        engine = ENGINES.get(ctx.engines.get(name) or "", NONE)
+        p = f"{name}." if multi else ""
+        mine = records if not multi else [r for r in records if r.get("target") == name]
+        ok = [r for r in mine if r.get("ok")]
+        per_request = max((r.get("tokens_out") or 0 for r in ok), default=0)
+        client = {"requests": float(len(ok)),
+                  "output_tokens": float(sum(r.get("tokens_out") or 0 for r in ok)),
+                  "input_tokens": float(sum(r.get("tokens_in") or 0 for r in ok))}
+        tolerance = {"requests": 1.0, "output_tokens": float(per_request), "input_tokens": float(
+            max((r.get("tokens_in") or 0 for r in ok), default=0))}
+        for counter in ("requests", "output_tokens", "input_tokens"):
+            k = by.get(f"{p}service_{counter}_counted")
+            metric = getattr(engine, counter)
+            row = {"service": name, "engine": engine.name, "what": counter.replace("_", " "), "metric": metric,
+                   "client": client[counter], "engine_count": k.value if k else None}
+            if metric is None or k is None or k.value is None:
+                row.update(agree=None, note=k.note if k and k.note else f"absent: {engine.name} has no such counter")
+            elif counter != "requests" and not any(r.get("tokens_out" if counter == "output_tokens" else "tokens_in")
+                                                  is not None for r in ok):
+                row.update(agree=None, note="the API reported no token counts to compare")
+            else:
+                diff = abs(client[counter] - k.value)
+                row.update(agree=diff <= tolerance[counter], note="agree" if diff <= tolerance[counter] else (
+                    f"differ by {diff:g}: requests the engine finished after the clients gave up, or that failed "
+                    "on the way, count on one side only"))
+            rows.append(row)
+    return rows
 
 
 def jobs_table(services: dict[str, str], clients: list[str], monitor_id: str | None, tracked: dict) -> list[dict]:
@@ -165,6 +209,7 @@ def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:
         "jobs": ctx.jobs, "go_time": ctx.go_time,
         "window": {"start": window.start, "end": window.end, "start_iso": iso(window.start), "end_iso": iso(window.end)},
         "scrape_interval": ctx.scrape_interval, "promql": promql, "interrupted": ctx.interrupted,
+        "percentiles": list(ctx.percentiles), "client_slo": ctx.client_slo, "engines": ctx.engines,
         **({"runtime": ctx.runtime} if ctx.runtime else {}),
     }
 
@@ -185,7 +230,8 @@ def context_from_dir(session_dir: Path) -> tuple[ReportContext, dict]:
                         out_dir=session_dir, scrape_interval=m["scrape_interval"], services=m.get("services", {}),
                         clients=m.get("clients", []), monitor_id=m.get("monitor_id"), go_time=m.get("go_time"),
                         interrupted=m.get("interrupted", False), recipes=recipes, jobs=m.get("jobs") or [],
-                        runtime=m.get("runtime") or {})
+                        runtime=m.get("runtime") or {}, percentiles=tuple(m.get("percentiles") or DEFAULT_PERCENTILES),
+                        client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {})
     return ctx, m
 
 

@@ -94,6 +94,7 @@ class ServiceRecipe:
     scrape_interval: str = "15s"
     retention_time: str = "15d"
     files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
+    engine: str | None = None        # an inference engine of monitoring/engines.py: whose metric names
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
 
@@ -104,7 +105,7 @@ class ServiceRecipe:
 
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
-                 "retention_time", "files"]
+                 "retention_time", "files", "engine"]
 _TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
 DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
@@ -288,6 +289,13 @@ def _files(raw, source: str) -> dict[str, str]:
     return out
 
 
+def _engine(value) -> str | None:
+    from orchestrator.monitoring.engines import ENGINES
+    if value is None:
+        return None
+    return expect_pattern(value, "service.engine", lambda v: v in ENGINES, "one of " + ", ".join(ENGINES))
+
+
 def _duration(value, path: str) -> str:
     return expect_pattern(value, path, lambda v: bool(DURATION_RE.match(v)), "a duration such as 15s, 5m or 15d")
 
@@ -328,7 +336,7 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
                                  enumerate(expect_list(s.get("monitoring_targets") or [], "service.monitoring_targets"))),
         scrape_interval=_duration(s.get("scrape_interval", "15s"), "service.scrape_interval"),
         retention_time=_duration(s.get("retention_time", "15d"), "service.retention_time"),
-        files=_files(s.get("files"), source), source=source, text=text)
+        files=_files(s.get("files"), source), engine=_engine(s.get("engine")), source=source, text=text)
 
 
 __all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",

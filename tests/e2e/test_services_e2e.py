@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import shutil
+import time
 
 import pytest
 
@@ -166,3 +167,24 @@ def test_json_log_lines_carry_service_and_job_ids(run_cli):
     err = next(d for d in map(json.loads, bad.stderr.splitlines()) if d["level"] == "error")
     assert bad.returncode == 1 and "nosuch_0123abcd" in err["msg"] and err["service_id"] == "nosuch_0123abcd"
     run_cli("--stop-service", sid)
+
+
+def test_a_job_that_failed_while_no_watcher_ran_is_explained_on_first_sight(run_cli, sandbox_config, tmp_path):
+    from tests.e2e.conftest import config_with_state
+    cfg = str(config_with_state(sandbox_config, tmp_path / "cfg.yaml"))
+    recipe = write(tmp_path, "crash.yaml", "service:\n  name: crash-later\n  command: 'echo \"fatal: no model\" >&2; "
+                                           "exit 3'\n  resources: {mem: 64M}\n")
+    sid = run_cli("--config", cfg, "--recipe", recipe).stdout.split()[0]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = {r["service_id"]: r for r in json.loads(run_cli("--config", cfg, "--status", "--json").stdout)}
+        if rows[sid]["state"] == "FAILED":
+            break
+        time.sleep(1)
+    assert rows[sid]["state"] == "FAILED"
+    # no watcher ever ran: --status itself read the log once and said why
+    rows = {r["service_id"]: r for r in json.loads(run_cli("--config", cfg, "--status", "--json").stdout)}
+    assert rows[sid]["verdict"] == "non-zero exit: exit code 3"
+    assert any("fatal: no model" in e for e in rows[sid]["evidence"])
+    once = run_cli("--config", cfg, "watch", "--once", "--json")
+    assert sid in once.stdout and "no jobs watched" not in once.stdout

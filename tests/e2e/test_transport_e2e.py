@@ -2,6 +2,7 @@
 
 import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +60,50 @@ def test_changed_host_key_is_refused(sandbox_config, tmp_path):
     kh.write_text(f"{LOGIN_SSH_ADDR} ssh-ed25519 {other.get_base64()}\n")
     with pytest.raises(HostKeyError, match="CHANGED"):
         SSHTransport(dataclasses.replace(sandbox_config.ssh, known_hosts=str(kh))).run("true")
+
+
+def _real_key_line(sandbox_config) -> str:
+    return Path(sandbox_config.ssh.known_hosts).read_text().splitlines()[0]
+
+
+def test_known_hosts_with_cert_authority_lines_still_verifies_plain_keys(sandbox_config, tmp_path):
+    kh = tmp_path / "known_hosts"
+    kh.write_text("@cert-authority *.example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJunk0000000000000000000000000000000000000000\n"
+                  + _real_key_line(sandbox_config) + "\n")
+    t = SSHTransport(dataclasses.replace(sandbox_config.ssh, known_hosts=str(kh)))
+    assert t.run("echo ok", check=True).stdout == "ok\n"
+    t.close()
+
+
+def test_a_host_known_only_through_a_ca_gets_an_error_naming_it(sandbox_config, tmp_path):
+    kh = tmp_path / "known_hosts"
+    key = _real_key_line(sandbox_config).split()
+    kh.write_text(f"@cert-authority {LOGIN_SSH_ADDR} {key[1]} {key[2]}\n")
+    with pytest.raises(HostKeyError, match=f"{LOGIN_SSH_ADDR} is trusted in .* only through a @cert-authority line"):
+        SSHTransport(dataclasses.replace(sandbox_config.ssh, known_hosts=str(kh))).run("true")
+
+
+def test_a_revoked_host_key_is_refused_even_when_also_listed(sandbox_config, tmp_path):
+    kh = tmp_path / "known_hosts"
+    key = _real_key_line(sandbox_config).split()
+    kh.write_text(f"@revoked * {key[1]} {key[2]}\n" + " ".join(key) + "\n")
+    with pytest.raises(HostKeyError, match="marked @revoked"):
+        SSHTransport(dataclasses.replace(sandbox_config.ssh, known_hosts=str(kh))).run("true")
+
+
+def test_proxyjump_in_host_port_form_reaches_the_login_node(sandbox_config, tmp_path):
+    # the login node jumps to itself on its cluster address: a real hop, written host:port
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host via-jump\n  HostName {LOGIN_CLUSTER_ADDR}\n  ProxyJump {sandbox_config.ssh.user}@{LOGIN_SSH_ADDR}:22\n"
+                   f"Host *\n  IdentityFile {sandbox_config.ssh.key_file}\n")
+    kh = tmp_path / "known_hosts"
+    key = _real_key_line(sandbox_config).split()
+    kh.write_text(" ".join(key) + f"\n{LOGIN_CLUSTER_ADDR} {key[1]} {key[2]}\n")
+    t = SSHTransport(dataclasses.replace(sandbox_config.ssh, host="via-jump", port=None, ssh_config=str(cfg),
+                                         known_hosts=str(kh), key_file=None))
+    assert t.run("hostname", check=True).stdout.strip() == "login"
+    assert t.stats.connections == 2  # the hop and the target
+    t.close()
 
 
 def test_one_connection_is_reused_and_a_dropped_one_reopened_once(ssh):

@@ -232,3 +232,10 @@ def test_watcher_reports_each_verdict_once_with_its_ids(watcher_run):
     assert r["stats"]["reports"] == 1 and r["stats"]["polls"] >= 2
     assert "orch_watch_polls_total" in r["metrics"]
 
+
+
+def test_session_cross_check_agrees_with_the_engine_counters(session_run):
+    rows = {r["what"]: r for r in session_run["report"]["cross_check"]}
+    assert rows["requests"]["agree"] is True and rows["requests"]["metric"] == "vllm:request_success_total"
+    assert rows["output tokens"]["agree"] is True and rows["output tokens"]["client"] > 0
+    assert rows["requests"]["engine"].startswith("stand-in")

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from orchestrator.bench.workloads.loadgen import _tokens_in_line, build_request
@@ -17,10 +17,11 @@ LOADGEN = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "work
 def test_openai_stream_lines_count_tokens_and_usage():
     assert _tokens_in_line("openai-completions", b'data: {"choices": [{"text": " tok1"}]}\n') == (1, None)
     assert _tokens_in_line("openai-chat", b'data: {"choices": [{"delta": {"content": "x"}}]}\n') == (1, None)
-    assert _tokens_in_line("openai-completions", b'data: {"choices": [], "usage": {"completion_tokens": 32}}') == (0, 32)
+    assert _tokens_in_line("openai-completions", b'data: {"choices": [], "usage": {"prompt_tokens": 9, '
+                                                 b'"completion_tokens": 32}}') == (0, (9, 32))
     assert _tokens_in_line("openai-completions", b"data: [DONE]\n") == (0, None)
     assert _tokens_in_line("ollama-generate", b'{"response": "a", "done": false}\n') == (1, None)
-    assert _tokens_in_line("ollama-generate", b'{"done": true, "eval_count": 7}\n') == (0, 7)
+    assert _tokens_in_line("ollama-generate", b'{"done": true, "eval_count": 7, "prompt_eval_count": 3}\n') == (0, (3, 7))
 
 
 def test_requests_per_kind():
@@ -83,3 +84,68 @@ def test_full_queue_answers_503_before_streaming():
         assert resp.status == 503 and b"queue full" in resp.read()
     finally:
         server.shutdown()
+
+
+class ClosingSSE(BaseHTTPRequestHandler):
+    """Like llama.cpp's server: answers a streamed request, then closes the connection without saying so."""
+    protocol_version = "HTTP/1.1"
+    served = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        ClosingSSE.served += 1
+        body = (b'data: {"choices": [{"text": "a"}]}\n\ndata: {"choices": [{"text": "b"}]}\n\n'
+                b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 2}}\n\ndata: [DONE]\n\n')
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.close_connection = True  # and no "Connection: close" header
+
+    def log_message(self, *a):
+        pass
+
+
+def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
+    from orchestrator.bench.workloads.loadgen import one_request
+    import urllib.parse
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosingSSE)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = urllib.parse.urlsplit(f"http://127.0.0.1:{server.server_address[1]}")
+    box = [None]
+    try:
+        recs = [one_request(box, url, "openai-completions", {"stream": True}, 10) for _ in range(20)]
+    finally:
+        server.shutdown()
+    assert all(r["ok"] for r in recs), [r["error"] for r in recs if not r["ok"]]
+    assert ClosingSSE.served == 20  # each request reached the server exactly once
+    assert [r["tokens_in"] for r in recs] == [4] * 20 and [r["tokens_out"] for r in recs] == [2] * 20
+    assert sum(1 for r in recs if r.get("retried")) >= 19  # the stale kept-alive connection, noticed and counted
+    assert all(len(r["itl_s"]) == 1 for r in recs)  # two chunks: one gap
+
+
+def test_arrivals_follow_the_rate_and_the_seed():
+    import itertools
+    import statistics
+    from orchestrator.bench.workloads.loadgen import arrivals
+    const = list(itertools.islice(arrivals(0.0, 4.0), 5))
+    assert const == [0.0, 0.25, 0.5, 0.75, 1.0]
+    poisson = list(itertools.islice(arrivals(0.0, 10.0, "poisson", seed=3), 4001))
+    gaps = [b - a for a, b in zip(poisson, poisson[1:])]
+    assert abs(statistics.mean(gaps) - 0.1) < 0.01 and abs(statistics.stdev(gaps) - 0.1) < 0.01  # exponential
+    assert poisson == list(itertools.islice(arrivals(0.0, 10.0, "poisson", seed=3), 4001))  # reproducible
+    bursty = list(itertools.islice(arrivals(0.0, 10.0, "gamma", burstiness=0.25, seed=3), 4001))
+    bgaps = [b - a for a, b in zip(bursty, bursty[1:])]
+    assert abs(statistics.mean(bgaps) - 0.1) < 0.02 and statistics.stdev(bgaps) > 1.5 * statistics.stdev(gaps)
+    ramp = list(itertools.islice(arrivals(0.0, 0, ramp=(1.0, 10.0, 10.0)), 200))
+    assert ramp[1] - ramp[0] == 1.0 and abs((ramp[-1] - ramp[-2]) - 0.1) < 1e-9  # from 1/s up to 10/s
+
+
+def test_dataset_rows_set_prompt_and_max_tokens():
+    method, path, body, stream = build_request("openai-chat", {"model": "m", "ignore_eos": True},
+                                               {"row": 3, "prompt": "a b c", "max_tokens": 7})
+    assert body["messages"] == [{"role": "user", "content": "a b c"}] and body["max_tokens"] == 7
+    assert body["ignore_eos"] is True

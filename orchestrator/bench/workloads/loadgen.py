@@ -4,10 +4,19 @@
 Standard library only (the cluster's python3, nothing installed). Waits for
 its go file, runs the warm-up then the measured load (closed loop with
 `--concurrency` workers, or open loop at `--rate` requests/s with at most
-`--concurrency` in flight), and records every request as one JSON line:
-start, latency_s, ttft_s, itl_s, status, ok, tokens_out, error, warmup,
-client_cpu_s (this client's own CPU time for the request: its overhead).
-Live counters and latency histograms are served on /metrics.
+`--concurrency` in flight; arrivals constant, Poisson or gamma, optionally
+ramped), and records every request as one JSON line: start, latency_s,
+ttft_s, tpot_s, itl_s (the gaps between streamed chunks), status, ok,
+tokens_in and tokens_out (from the engine's usage), row (the dataset row),
+retried, error, warmup, client_cpu_s (this client's own CPU time for the
+request: its overhead). Definitions follow vLLM's benchmark (TTFT; TPOT =
+(latency - TTFT) / (tokens_out - 1); ITL between chunks). Live counters and
+latency histograms are served on /metrics.
+
+Servers that close the connection (llama.cpp does after a streamed response)
+are handled: `Connection: close` is honoured, and a request that finds its
+kept-alive connection closed before any byte of an answer is sent once more
+on a new connection, and marked ``retried``.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import signal
 import sys
 import threading
@@ -40,6 +50,7 @@ class Stats:
         self.ttft_sum = 0.0
         self.ttft_count = 0
         self.phase = "waiting"
+        self.retried = 0
 
     def record(self, rec: dict) -> None:
         with self.lock:
@@ -48,6 +59,7 @@ class Stats:
             else:
                 self.errors += 1
             self.tokens_out += rec["tokens_out"] or 0
+            self.retried += 1 if rec.get("retried") else 0
             self.cpu_sum += rec["client_cpu_s"]
             self.lat_sum += rec["latency_s"]
             for i, b in enumerate(LAT_BUCKETS):
@@ -68,6 +80,7 @@ class Stats:
                    f'orch_client_requests_total{{outcome="error"}} {self.errors}',
                    "# TYPE orch_client_in_flight gauge", f"orch_client_in_flight {self.in_flight}",
                    "# TYPE orch_client_tokens_out_total counter", f"orch_client_tokens_out_total {self.tokens_out}",
+                   "# TYPE orch_client_retried_total counter", f"orch_client_retried_total {self.retried}",
                    "# TYPE orch_client_overhead_seconds counter",
                    f"orch_client_overhead_seconds_sum {self.cpu_sum}", f"orch_client_overhead_seconds_count {n}",
                    "# TYPE orch_client_latency_seconds histogram"]
@@ -81,21 +94,27 @@ class Stats:
         return "\n".join(out) + "\n"
 
 
-def build_request(kind: str, payload: dict) -> tuple[str, str, dict | None, bool]:
-    """(method, path, body, streaming) for one request of this kind."""
+def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[str, str, dict | None, bool]:
+    """(method, path, body, streaming) for one request of this kind; a dataset ``row`` sets the prompt
+    and max_tokens (and ``ignore_eos``, so the engine generates exactly that many where it can)."""
     p = dict(payload)
+    if row:
+        p["prompt"] = row["prompt"]
+        if row.get("max_tokens"):
+            p["max_tokens"] = row["max_tokens"]
     stream = bool(p.get("stream", True))
     model = p.get("model", "standin")
     max_tokens = p.get("max_tokens", 16)
     prompt = p.get("prompt", "Hello")
+    extra = {k: p[k] for k in ("ignore_eos", "temperature", "seed") if k in p}
     if kind == "openai-completions":
-        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": stream}
+        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": stream, **extra}
         if stream:
             body["stream_options"] = {"include_usage": True}
         return "POST", "/v1/completions", body, stream
     if kind == "openai-chat":
         body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                "stream": stream}
+                "stream": stream, **extra}
         if stream:
             body["stream_options"] = {"include_usage": True}
         return "POST", "/v1/chat/completions", body, stream
@@ -107,15 +126,23 @@ def build_request(kind: str, payload: dict) -> tuple[str, str, dict | None, bool
     raise SystemExit(f"unknown client kind {kind!r}")
 
 
-def _tokens_in_line(kind: str, line: bytes) -> tuple[int, int | None]:
-    """(content pieces in this streamed line, usage-reported total or None)."""
+def _usage(kind: str, doc: dict) -> tuple[int | None, int | None]:
+    """(prompt tokens, completion tokens) the engine reported, or None each."""
+    if kind == "ollama-generate":
+        return doc.get("prompt_eval_count"), doc.get("eval_count")
+    usage = doc.get("usage") or {}
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
+def _tokens_in_line(kind: str, line: bytes) -> tuple[int, tuple[int | None, int | None] | None]:
+    """(content pieces in this streamed line, the usage it reports (in, out) or None)."""
     line = line.strip()
     if not line:
         return 0, None
     if kind == "ollama-generate":
         doc = json.loads(line)
         if doc.get("done"):
-            return 0, doc.get("eval_count")
+            return 0, _usage(kind, doc)
         return (1 if doc.get("response") else 0), None
     if not line.startswith(b"data:"):
         return 0, None
@@ -123,63 +150,123 @@ def _tokens_in_line(kind: str, line: bytes) -> tuple[int, int | None]:
     if data == b"[DONE]":
         return 0, None
     doc = json.loads(data)
-    usage = doc.get("usage")
     pieces = 0
     for ch in doc.get("choices") or []:
         if ch.get("text") or (ch.get("delta") or {}).get("content"):
             pieces += 1
-    return pieces, (usage or {}).get("completion_tokens")
+    return pieces, (_usage(kind, doc) if doc.get("usage") else None)
 
 
-def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payload: dict, timeout: float) -> dict:
-    method, path, body, stream = build_request(kind, payload)
+STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+         http.client.CannotSendRequest)
+
+
+def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeout: float):
+    """Send on the kept-alive connection; if the server had closed it (no byte of an answer came),
+    once more on a new one. Returns (response, retried)."""
+    headers = {"Content-Type": "application/json"} if data else {}
+    reused = conn_box[0] is not None
+    for attempt in (0, 1):
+        if conn_box[0] is None:
+            conn_box[0] = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+        conn = conn_box[0]
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            return conn.getresponse(), attempt == 1
+        except STALE:
+            conn.close()
+            conn_box[0] = None
+            if not reused or attempt == 1:
+                raise
+
+
+def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payload: dict, timeout: float,
+                row: dict | None = None) -> dict:
+    method, path, body, stream = build_request(kind, payload, row)
     cpu0 = time.thread_time()
     start = time.time()
     t0 = time.perf_counter()
     ttft = None
+    last_chunk = None
+    gaps: list[float] = []
     pieces = 0
-    usage_tokens = None
+    usage = (None, None)
     status = 0
     error = None
+    retried = False
     try:
-        if conn_box[0] is None:
-            conn_box[0] = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
-        conn = conn_box[0]
         data = json.dumps(body).encode() if body is not None else None
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-        resp = conn.getresponse()
+        resp, retried = _send(conn_box, url, method, path, data, timeout)
         status = resp.status
         if stream and status == 200:
             while True:
                 line = resp.readline()
                 if not line:
                     break
-                n, usage = _tokens_in_line(kind, line)
-                if n and ttft is None:
-                    ttft = time.perf_counter() - t0
+                n, reported = _tokens_in_line(kind, line)
+                if n:
+                    now = time.perf_counter()
+                    if ttft is None:
+                        ttft = now - t0
+                    else:
+                        gaps.append(now - last_chunk)
+                    last_chunk = now
                 pieces += n
-                usage_tokens = usage if usage is not None else usage_tokens
+                usage = reported if reported is not None else usage
+            resp.read()  # consume the end (and close the response), so the connection can carry the next
         else:
             raw = resp.read()
             if status == 200 and kind != "http":
-                doc = json.loads(raw)
-                usage_tokens = (doc.get("usage") or {}).get("completion_tokens") or doc.get("eval_count")
+                usage = _usage(kind, json.loads(raw))
             elif status != 200:
                 error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
+        if resp.will_close:  # Connection: close (or HTTP/1.0): the next request needs a new connection
+            conn_box[0].close()
+            conn_box[0] = None
     except Exception as exc:  # a failed request is data, not a crash
         error = f"{type(exc).__name__}: {exc}"
         if conn_box[0] is not None:
             conn_box[0].close()
         conn_box[0] = None
     latency = time.perf_counter() - t0
-    tokens = usage_tokens if usage_tokens is not None else (pieces or None)
-    itl = (latency - ttft) / (tokens - 1) if ttft is not None and tokens and tokens > 1 else None
+    tokens_in, tokens_out = usage
+    tokens = tokens_out if tokens_out is not None else (pieces or None)
+    tpot = (latency - ttft) / (tokens - 1) if ttft is not None and tokens and tokens > 1 else None
     ok = error is None and 200 <= status < 300
     if not ok and error is None:
         error = f"HTTP {status}"
-    return {"start": round(start, 6), "latency_s": round(latency, 6), "ttft_s": None if ttft is None else round(ttft, 6),
-            "itl_s": None if itl is None else round(itl, 6), "status": status, "ok": ok, "tokens_out": tokens,
-            "error": error, "client_cpu_s": round(time.thread_time() - cpu0, 6)}
+    rec = {"start": round(start, 6), "latency_s": round(latency, 6), "ttft_s": None if ttft is None else round(ttft, 6),
+           "tpot_s": None if tpot is None else round(tpot, 6), "status": status, "ok": ok, "tokens_out": tokens,
+           "tokens_in": tokens_in, "error": error, "client_cpu_s": round(time.thread_time() - cpu0, 6)}
+    if gaps:
+        rec["itl_s"] = [round(g, 6) for g in gaps]
+    if retried:
+        rec["retried"] = True
+    if row is not None:
+        rec["row"] = row.get("row")
+    return rec
+
+
+def arrivals(begin: float, rate: float, kind: str = "constant", burstiness: float = 1.0, seed: int = 0,
+             ramp: tuple[float, float, float] | None = None):
+    """Scheduled send times from ``begin``: constant gaps, Poisson (exponential gaps) or gamma gaps of shape
+    ``burstiness`` (1 is Poisson, below 1 burstier), as vLLM's benchmark draws them; with ``ramp``
+    (from, to, over seconds) the rate moves linearly from one to the other, then stays."""
+    rng = random.Random(seed)
+    t = begin
+    while True:
+        r = rate
+        if ramp:
+            lo, hi, over = ramp
+            r = hi if t - begin >= over else lo + (hi - lo) * (t - begin) / over
+        r = max(r, 1e-9)
+        yield t
+        if kind == "poisson":
+            t += rng.expovariate(r)
+        elif kind == "gamma":
+            t += rng.gammavariate(burstiness, 1.0 / (r * burstiness))
+        else:
+            t += 1.0 / r
 
 
 class Run:
@@ -188,23 +275,29 @@ class Run:
         self.stats = stats
         self.url = urllib.parse.urlsplit(args.url)
         self.payload = json.loads(args.payload)
+        self.rows = []
+        if args.dataset_file:
+            with open(args.dataset_file) as f:
+                self.rows = [json.loads(line) for line in f if line.strip()]
         self.out = open(args.out, "a", buffering=1)
         self.out_lock = threading.Lock()
         self.stop = threading.Event()
         self.sent = 0
         self.sent_lock = threading.Lock()
 
-    def take_ticket(self) -> bool:
+    def take_ticket(self) -> int | None:
+        """The request's sequence number (it picks the dataset row), or None when the count is reached."""
         with self.sent_lock:
             if self.args.requests and self.sent >= self.args.requests:
-                return False
+                return None
             self.sent += 1
-            return True
+            return self.sent - 1
 
-    def execute(self, conn_box: list, warmup_until: float, scheduled: float | None = None) -> None:
+    def execute(self, conn_box: list, warmup_until: float, ticket: int, scheduled: float | None = None) -> None:
         with self.stats.lock:
             self.stats.in_flight += 1
-        rec = one_request(conn_box, self.url, self.args.kind, self.payload, self.args.request_timeout)
+        row = self.rows[ticket % len(self.rows)] if self.rows else None
+        rec = one_request(conn_box, self.url, self.args.kind, self.payload, self.args.request_timeout, row)
         with self.stats.lock:
             self.stats.in_flight -= 1
         rec["warmup"] = rec["start"] < warmup_until
@@ -218,8 +311,11 @@ class Run:
     def closed_loop(self, end: float, warmup_until: float) -> None:
         def worker():
             box = [None]
-            while not self.stop.is_set() and time.time() < end and self.take_ticket():
-                self.execute(box, warmup_until)
+            while not self.stop.is_set() and time.time() < end:
+                ticket = self.take_ticket()
+                if ticket is None:
+                    break
+                self.execute(box, warmup_until, ticket)
         threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.args.concurrency)]
         for t in threads:
             t.start()
@@ -233,29 +329,33 @@ class Run:
         free_lock = threading.Lock()
         threads = []
 
-        def fire(scheduled):
+        def fire(scheduled, ticket):
             with free_lock:
                 i = free.pop()
             try:
-                self.execute(boxes[i], warmup_until, scheduled)
+                self.execute(boxes[i], warmup_until, ticket, scheduled)
             finally:
                 with free_lock:
                     free.append(i)
                 slots.release()
 
-        i = 0
+        a = self.args
+        ramp = (a.ramp_from, a.ramp_to, a.ramp_over) if a.ramp_over else None
+        schedule = arrivals(begin, a.rate, a.arrival, a.burstiness, a.seed, ramp)
         while not self.stop.is_set():
-            scheduled = begin + i / self.args.rate
-            if scheduled >= end or not self.take_ticket():
+            scheduled = next(schedule)
+            if scheduled >= end:
+                break
+            ticket = self.take_ticket()
+            if ticket is None:
                 break
             delay = scheduled - time.time()
             if delay > 0:
                 self.stop.wait(delay)
             slots.acquire()  # at most `concurrency` in flight: beyond it the client queues (recorded via `scheduled`)
-            t = threading.Thread(target=fire, args=(scheduled,), daemon=True)
+            t = threading.Thread(target=fire, args=(scheduled, ticket), daemon=True)
             t.start()
             threads.append(t)
-            i += 1
         for t in threads:
             t.join()
 
@@ -279,6 +379,13 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=float, default=0.0)
     ap.add_argument("--payload", default="{}")
     ap.add_argument("--payload-file", default=None, help="read the payload JSON from this file")
+    ap.add_argument("--dataset-file", default=None, help="JSON lines {row, prompt, max_tokens}: request i uses row i")
+    ap.add_argument("--arrival", default="constant", choices=["constant", "poisson", "gamma"])
+    ap.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1: Poisson; below 1: burstier)")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the arrival times")
+    ap.add_argument("--ramp-from", type=float, default=None)
+    ap.add_argument("--ramp-to", type=float, default=None)
+    ap.add_argument("--ramp-over", type=float, default=None, help="seconds to move the rate from --ramp-from to --ramp-to")
     ap.add_argument("--out", default="requests.jsonl")
     ap.add_argument("--metrics-port", type=int, default=0)
     ap.add_argument("--go-file", default=None, help="wait until this file exists (holds the start time)")
@@ -290,6 +397,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if not args.duration and not args.requests:
         ap.error("one of --duration or --requests is required")
+    if args.ramp_over and args.rate is None:
+        args.rate = args.ramp_to
     if args.payload_file:
         with open(args.payload_file) as f:
             args.payload = f.read()

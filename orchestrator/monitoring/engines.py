@@ -1,0 +1,39 @@
+"""Inference engines name their metrics differently: one table of what each one's counters are.
+
+The report cross-checks the client's requests and tokens against the engine's
+own counters over the same session, names the engine and the metrics it used,
+and says "absent" where an engine has no such counter (Ollama has no /metrics).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    requests: str | None = None          # counter of finished requests
+    output_tokens: str | None = None     # counter of generated tokens
+    input_tokens: str | None = None      # counter of prompt tokens
+    running: str | None = None           # gauge: requests being processed
+    waiting: str | None = None           # gauge: requests queued
+    latency_histogram: str | None = None  # e2e request latency (seconds)
+    ttft_histogram: str | None = None
+
+
+_VLLM = dict(requests="vllm:request_success_total", output_tokens="vllm:generation_tokens_total",
+             input_tokens="vllm:prompt_tokens_total", running="vllm:num_requests_running",
+             waiting="vllm:num_requests_waiting", latency_histogram="vllm:e2e_request_latency_seconds",
+             ttft_histogram="vllm:time_to_first_token_seconds")
+
+ENGINES: dict[str, Engine] = {
+    "vllm": Engine("vLLM", **_VLLM),
+    # the stand-in exposes vLLM's names (it is a stand-in, not an engine)
+    "standin": Engine("stand-in (vLLM metric names)", **_VLLM),
+    "llamacpp": Engine("llama.cpp server", output_tokens="llamacpp:tokens_predicted_total",
+                       input_tokens="llamacpp:prompt_tokens_total", running="llamacpp:requests_processing",
+                       waiting="llamacpp:requests_deferred"),
+    "ollama": Engine("Ollama (no metrics endpoint)"),
+}
+NONE = Engine("none declared")

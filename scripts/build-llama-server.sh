@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# llama.cpp's llama-server and a TEST MODEL for the sandbox, with no download beyond the package
+# registries: PyPI's llama-cpp-python source archive vendors the whole llama.cpp tree. Built once per
+# machine into $ORCH_LLAMA_CACHE (default /var/cache/orch-llama, where the sandbox's nodes see it) and
+# linked as /usr/local/bin/llama-server; a machine that built it reuses it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=0.3.36                      # llama-cpp-python release whose vendored llama.cpp is built
+CACHE=${ORCH_LLAMA_CACHE:-/var/cache/orch-llama}
+if [ -x "$CACHE/bin/llama-server" ] && [ "$(cat "$CACHE/VERSION" 2>/dev/null)" = "$VERSION" ] \
+   && [ -s "$CACHE/test-model.gguf" ]; then
+  ln -sf "$CACHE/bin/llama-server" /usr/local/bin/llama-server
+  echo "[llama] cached: $CACHE/bin/llama-server ($VERSION), $CACHE/test-model.gguf"
+  exit 0
+fi
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v ninja >/dev/null 2>&1 || need+=(ninja-build)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+work=$(mktemp -d /tmp/orch-llama-build.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+echo "[llama] fetching llama-cpp-python $VERSION (source) from PyPI"
+.venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+  "llama-cpp-python==$VERSION" -d "$work" 2>&1 | grep -v '^WARNING: Location' || true
+tar -xzf "$work"/llama_cpp_python-*.tar.gz -C "$work"
+src=$(echo "$work"/llama_cpp_python-*/vendor/llama.cpp)
+echo "[llama] building llama-server (CPU, static; several minutes on 2 cores)"
+start=$(date +%s)
+cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+  -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF > "$work/cmake.log" 2>&1 \
+  || { tail -n 30 "$work/cmake.log"; exit 1; }
+cmake --build "$work/build" --target llama-server -j "$(nproc)" > "$work/build.log" 2>&1 \
+  || { tail -n 30 "$work/build.log"; exit 1; }
+mkdir -p "$CACHE/bin"
+install -m 755 "$work/build/bin/llama-server" "$CACHE/bin/llama-server"
+cp "$src/models/ggml-vocab-llama-spm.gguf" "$CACHE/"
+.venv/bin/python -m sandbox.testmodel "$CACHE/ggml-vocab-llama-spm.gguf" "$CACHE/test-model.gguf"
+echo "$VERSION" > "$CACHE/VERSION"
+ln -sf "$CACHE/bin/llama-server" /usr/local/bin/llama-server
+echo "[llama] built in $(( $(date +%s) - start )) s: $CACHE/bin/llama-server ($("$CACHE/bin/llama-server" --version 2>&1 | head -n1))"
