@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command, fresh machine to report: install, bring the sandbox cluster up,
-# check it, and run a whole benchmark session against the stand-in inference
-# service, all through the login node's SSH.
+# check it, and run a whole benchmark session against a real inference engine (llama.cpp
+# serving a test model), all through the login node's SSH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,8 +10,8 @@ export ORCH_CONFIG=/var/lib/orch-sandbox/config.yaml
 echo "== doctor: is the cluster usable? =="
 .venv/bin/python main.py --stats doctor
 echo
-echo "== benchmark session: stand-in service + Prometheus + load client =="
-.venv/bin/python main.py --stats --recipe recipes/benchmarks/standin-smoke.yaml
+echo "== benchmark session: llama.cpp (test model) + Prometheus + load client =="
+.venv/bin/python main.py --stats --recipe recipes/benchmarks/llamacpp-chat.yaml
 echo
 echo "Artifacts (report.html, requests.jsonl, metrics_summary.csv, MANIFEST.json) are under results/."
 echo "The sandbox stays up: \`export ORCH_CONFIG=$ORCH_CONFIG\`; remove it with \`.venv/bin/python main.py sandbox down\`."

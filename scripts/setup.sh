@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tool and its tests need on a Debian/Ubuntu machine (root):
 # a virtualenv with the package, the Debian packages of the sandbox cluster,
-# and headless Chromium (the report's rendering test).
+# headless Chromium (the report's rendering test), and llama.cpp's llama-server with a
+# test model (a real engine for the sandbox; built once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,5 +13,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,sandbox]'
 .venv/bin/python -c 'from sandbox import cluster as s; s.install_packages(lambda m: print("[setup]", m))'
+# llama.cpp's server and a test model for the sandbox (built once per machine, then reused)
+scripts/build-llama-server.sh

@@ -16,6 +16,7 @@ class Engine:
     requests: str | None = None          # counter of finished requests
     output_tokens: str | None = None     # counter of generated tokens
     input_tokens: str | None = None      # counter of prompt tokens
+    input_tokens_cached: str | None = None  # prompt tokens served from the cache, where counted apart
     running: str | None = None           # gauge: requests being processed
     waiting: str | None = None           # gauge: requests queued
     latency_histogram: str | None = None  # e2e request latency (seconds)
@@ -31,9 +32,12 @@ ENGINES: dict[str, Engine] = {
     "vllm": Engine("vLLM", **_VLLM),
     # the stand-in exposes vLLM's names (it is a stand-in, not an engine)
     "standin": Engine("stand-in (vLLM metric names)", **_VLLM),
+    # llama.cpp counts the prompt tokens it processed and those it found in its cache apart;
+    # together they are the prompt tokens of the requests (what `usage` reports)
     "llamacpp": Engine("llama.cpp server", output_tokens="llamacpp:tokens_predicted_total",
-                       input_tokens="llamacpp:prompt_tokens_total", running="llamacpp:requests_processing",
-                       waiting="llamacpp:requests_deferred"),
+                       input_tokens="llamacpp:prompt_tokens_total",
+                       input_tokens_cached="llamacpp:prompt_tokens_cached_total",
+                       running="llamacpp:requests_processing", waiting="llamacpp:requests_deferred"),
     "ollama": Engine("Ollama (no metrics endpoint)"),
 }
 NONE = Engine("none declared")

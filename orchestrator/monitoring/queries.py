@@ -66,8 +66,11 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
         for counter in COUNTERS:
             metric = getattr(engine, counter)
             unit = "requests" if counter == "requests" else "tokens"
+            q = metric and f"sum({metric}{{{sel}}})"
+            if q and counter == "input_tokens" and engine.input_tokens_cached:
+                q += f" + (sum({engine.input_tokens_cached}{{{sel}}}) or vector(0))"
             for at in ("start", "end"):
-                out[f"{p}service_{counter}_counted@{at}"] = (metric and f"sum({metric}{{{sel}}})", unit)
+                out[f"{p}service_{counter}_counted@{at}"] = (q, unit)
     return out
 
 

@@ -1,0 +1,102 @@
+"""A real inference engine in the sandbox: llama.cpp's llama-server (built by scripts/build-llama-server.sh)
+serving the TEST MODEL (a real tokenizer with random weights), benchmarked as users benchmark vLLM."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+CHAT = """benchmark:
+  name: llamacpp-chat
+  services: [{recipe: llamacpp}]
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: openai-chat
+      target: llamacpp
+      rate: 6
+      arrival: poisson
+      concurrency: 16
+      requests: 60
+      warmup: 0s
+      dataset: {kind: synthetic, input_tokens: {mean: 48, stddev: 12}, output_tokens: {mean: 24, stddev: 6}, seed: 1}
+      payload: {model: test-model, stream: true, ignore_eos: true}
+      percentiles: [50, 90, 99]
+      slo: {ttft: 2s, tpot: 200ms, e2e: 10s}
+"""
+
+SWEEP = """benchmark:
+  name: llamacpp-sweep
+  services: [{recipe: %s}]
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: openai-completions
+      target: llamacpp
+      concurrency: 1
+      duration: 6s
+      warmup: 1s
+      payload: {model: test-model, prompt: "the quick brown fox", max_tokens: 48, stream: true, ignore_eos: true}
+  sweep: {concurrency: [1, 2, 4, 8]}
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_ready(sandbox_config_path):
+    if not shutil.which("llama-server"):
+        pytest.fail("llama-server is built by scripts/setup.sh (scripts/build-llama-server.sh)")
+    return sandbox_config_path
+
+
+def run_bench(config, text, tmp_path, name):
+    recipe = tmp_path / f"{name}.yaml"
+    recipe.write_text(text)
+    out = tmp_path / name
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**__import__("os").environ, "ORCH_CONFIG": str(config)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_streaming_chat_on_llamacpp_matches_the_engines_own_token_count(engine_ready, tmp_path):
+    out, report = run_bench(engine_ready, CHAT, tmp_path, "chat")
+    k = {x["kpi"]: x for x in report["kpis"]}
+    records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 60 and all(r["ok"] for r in records), [r["error"] for r in records if not r["ok"]][:3]
+    assert k["requests_error"]["value"] == 0
+    # the engine's usage, not an estimate: every request carries both counts, and its dataset row
+    assert all(r["tokens_in"] and r["tokens_out"] for r in records)
+    assert sorted(r["row"] for r in records) == list(range(60))
+    rows = {c["what"]: c for c in report["cross_check"]}
+    assert rows["output tokens"]["metric"] == "llamacpp:tokens_predicted_total"
+    assert rows["output tokens"]["engine_count"] == rows["output tokens"]["client"] == sum(r["tokens_out"] for r in records)
+    assert rows["requests"]["agree"] is None and "no requests counter" in rows["requests"]["note"]
+    for name in ("ttft_p90", "tpot_p50", "itl_p99", "goodput", "input_tokens_per_second"):
+        assert k[name]["value"] is not None, name
+    assert "llama.cpp server" in (out / "report.html").read_text()
+    # Poisson arrivals: the scheduled gaps are not constant
+    sched = sorted(r["scheduled"] for r in records)
+    gaps = [b - a for a, b in zip(sched, sched[1:])]
+    assert max(gaps) > 3 * min(gaps)
+
+
+def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_path):
+    two_slots = tmp_path / "llamacpp.yaml"  # the shipped recipe, with --parallel 2
+    two_slots.write_text((ROOT / "recipes/services/llamacpp.yaml").read_text().replace(
+        'LLAMA_PARALLEL: "4"', 'LLAMA_PARALLEL: "2"'))
+    out, report = run_bench(engine_ready, SWEEP % two_slots, tmp_path, "sweep")
+    points = {p["label"]: p for p in report["points"]}
+    assert set(points) == {"concurrency=1", "concurrency=2", "concurrency=4", "concurrency=8"}
+    t = {c: points[f"concurrency={c}"]["throughput"] for c in (1, 2, 4, 8)}
+    # two slots: more than one request at once helps, beyond two only queues (latency grows, throughput does not)
+    assert t[2] > 1.3 * t[1]
+    assert t[8] < 1.3 * t[2]
+    p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (2, 8)}
+    assert p99[8] > 2 * p99[2]
+    sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
+    assert sat["label"] in {"concurrency=2", "concurrency=4", "concurrency=8"}  # not 1: two slots were used
