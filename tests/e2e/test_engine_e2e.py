@@ -93,10 +93,10 @@ def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_pat
     points = {p["label"]: p for p in report["points"]}
     assert set(points) == {"concurrency=1", "concurrency=2", "concurrency=4", "concurrency=8"}
     t = {c: points[f"concurrency={c}"]["throughput"] for c in (1, 2, 4, 8)}
-    # two slots: more than one request at once helps, beyond two only queues (latency grows, throughput does not)
-    assert t[2] > 1.3 * t[1]
-    assert t[8] < 1.3 * t[2]
+    # two slots: a second request at once is batched in, beyond two they only queue (latency grows, throughput not)
+    assert t[2] > 1.05 * t[1]
+    assert t[8] < 1.1 * t[2] and t[4] < 1.1 * t[2]
     p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (2, 8)}
     assert p99[8] > 2 * p99[2]
     sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
-    assert sat["label"] in {"concurrency=2", "concurrency=4", "concurrency=8"}  # not 1: two slots were used
+    assert sat["label"] in {"concurrency=2", "concurrency=4"}  # where the two slots are full
