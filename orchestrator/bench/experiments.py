@@ -114,7 +114,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 def interval_noise(records: list[dict], window_start: float, window_end: float, kpi: str,
                    intervals: int = 6) -> float | None:
     """Relative standard error of a KPI from its spread across sub-intervals of the window."""
-    from orchestrator.bench.kpi import percentile
+    from orchestrator.bench.kpi import gaps, percentile
     span = (window_end - window_start) / intervals
     if span <= 0:
         return None
@@ -126,11 +126,14 @@ def interval_noise(records: list[dict], window_start: float, window_end: float, 
         if kpi in ("throughput", "output_tokens_per_second"):
             done = [r for r in records if r["ok"] and not r.get("warmup") and lo <= r["start"] + r["latency_s"] < hi]
             values.append((len(done) if kpi == "throughput" else sum(r.get("tokens_out") or 0 for r in done)) / span)
-        elif kpi.startswith(("latency_", "ttft_", "itl_")) and ok:
-            base, q = kpi.split("_")
-            field = {"latency": "latency_s", "ttft": "ttft_s", "itl": "itl_s"}[base]
-            vals = sorted(r[field] for r in ok if r.get(field) is not None)
-            qv = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}.get(q)
+        elif kpi.startswith(("latency_", "ttft_", "tpot_", "itl_")) and ok:
+            base, q = kpi.split("_", 1)
+            if base == "itl":  # every gap between chunks of every request
+                vals = sorted(g for r in ok for g in gaps(r))
+            else:
+                field = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s"}[base]
+                vals = sorted(r[field] for r in ok if r.get(field) is not None)
+            qv = 1.0 if q == "max" else (float(q[1:].replace("_", ".")) / 100 if q.startswith("p") else None)
             if qv is not None and vals:
                 values.append(percentile(vals, qv))
     values = [v for v in values if v is not None]

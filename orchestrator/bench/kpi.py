@@ -78,7 +78,8 @@ def _dist(name: str, values: list[float], unit: str, percentiles=DEFAULT_PERCENT
                   KPI(f"{name}_mean", sum(v) / len(v) if v else None, unit, "client", note)]
 
 
-def _gaps(r: dict) -> list[float]:
+def gaps(r: dict) -> list[float]:
+    """The gaps between streamed chunks of a request (ITL samples)."""
     itl = r.get("itl_s")
     if itl is None:
         return []
@@ -119,7 +120,7 @@ def client_kpis(records: list[dict], window: Window, percentiles=DEFAULT_PERCENT
     out += _dist("latency", [r["latency_s"] for r in ok], "s", percentiles)
     out += _dist("ttft", [r["ttft_s"] for r in ok if r.get("ttft_s") is not None], "s", percentiles)
     out += _dist("tpot", [r["tpot_s"] for r in ok if r.get("tpot_s") is not None], "s", percentiles)
-    out += _dist("itl", [g for r in ok for g in _gaps(r)], "s", percentiles)
+    out += _dist("itl", [g for r in ok for g in gaps(r)], "s", percentiles)
     retried = sum(1 for r in m if r.get("retried"))
     out.append(KPI("requests_retried", float(retried), "requests", "client",
                    "sent again once on a new connection: the server had closed the kept-alive one"))
