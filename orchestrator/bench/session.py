@@ -151,6 +151,7 @@ class BenchmarkSession:
         sid = f"{recipe.name}-{stamp}-{secrets.token_hex(2)}"
         base = Path(out_dir) if out_dir else orch.config.results_dir / sid
         self.state = SessionState(sid, base)
+        self._attempted_from = len(orch.servers.attempted)   # submissions before this session are not ours
         limit = orch.config.limits.sweep_points
         size = math.prod(len(v) for v in recipe.sweep.values()) if recipe.sweep else 1
         if size > limit:
@@ -447,8 +448,9 @@ class BenchmarkSession:
 
     def _cleanup(self) -> None:
         """Cancel every job this session started, in one command; while the cluster cannot be reached,
-        retry with backoff (about a minute), then record what is left and the one command that cancels it."""
-        left = list(dict.fromkeys(self.state.started))
+        retry with backoff (about a minute), then record what is left and the one command that cancels it.
+        Jobs whose submission got no answer count too (they may exist)."""
+        left = list(dict.fromkeys(self.state.started + self.orch.servers.attempted[self._attempted_from:]))
         if not left:
             return
         delay, waited = 1.0, 0.0

@@ -7,9 +7,12 @@ Each public call is one remote round trip, except waiting, which is one per poll
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import secrets
+import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,7 +20,6 @@ from typing import Callable
 from orchestrator import waiting
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
-from orchestrator.cluster.shell import heredoc
 from orchestrator.cluster.shell import path as remote_path
 from orchestrator.cluster.slurm import (
     TERMINAL_STATES,
@@ -48,6 +50,18 @@ from orchestrator.state import StateStore
 from orchestrator.times import now_iso
 
 Progress = Callable[[str], None]
+
+
+def job_bundle(files: dict[str, bytes]) -> str:
+    """The job dir's files as a base64 gzip tar (names are plain file names, checked by the recipe)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buf.getvalue()).decode() + "\n"
 
 
 def new_service_id(recipe: ServiceRecipe) -> str:
@@ -96,6 +110,7 @@ class ServersModule:
         self.config = config
         self.transport = transport
         self.store = StateStore(config.state_dir, "services")
+        self.attempted: list[str] = []   # every service ID this module tried to submit, in order
 
     # -- recipes and rendering ----------------------------------------------
     def load_recipe(self, name_or_path: str) -> ServiceRecipe:
@@ -130,17 +145,19 @@ class ServersModule:
                           recipe_sha256=recipe.sha256, job_dir=self.job_dir(sid), state="SUBMITTING",
                           submitted_at=now_iso(), health_timeout=recipe.health.timeout if recipe.health else None,
                           **(labels or {}))
-        shipped = {name: Path(local).read_text() for name, local in recipe.files.items()}
-        files = "".join(heredoc(name, text) for name, text in {**shipped, **(extra_files or {})}.items())
+        shipped = {name: Path(local).read_bytes() for name, local in recipe.files.items()}
+        bundle = job_bundle({jobdir.JOB_SCRIPT: script.encode(), **shipped,
+                             **{k: v.encode() for k, v in (extra_files or {}).items()}})
         check = f"{{ {precheck}; }} && " if precheck else ""
-        # the files are written in a subshell that stops at the first failure (a full disk, a quota):
-        # sbatch runs only when every file is whole; otherwise the job dir goes and the error is told
-        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && ( set -e\ncat > {jobdir.JOB_SCRIPT}\n{files}) "
+        # the job's files travel on stdin as one compressed archive (a command line has a size limit;
+        # a dataset may be megabytes); sbatch runs only when every file was unpacked whole
+        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && base64 -d | tar -xzf - "
                   f"|| {{ rc=$?; cd / && rm -rf \"$d\"; echo \"writing the job files failed\" >&2; exit $rc; }}\n"
                   f"{{ out=$({{ {check}sbatch --parsable {jobdir.JOB_SCRIPT}; }} 2>&1); rc=$?; "
                   f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
+        self.attempted.append(sid)  # from here the job may exist: whoever cleans up must consider it
         try:
-            result = self.transport.run(remote, stdin=script, idempotent=False, timeout=60)
+            result = self.transport.run(remote, stdin=bundle, idempotent=False, timeout=120)
             if not result.ok:
                 msg = (result.stderr.strip() or result.stdout.strip()).replace("\n", "; ")
                 raise SlurmError(f"sbatch rejected service {sid} (recipe {recipe.source or recipe.name}): {msg}")
