@@ -48,6 +48,8 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
         for counter in COUNTERS:
             a, b = values.get(f"{p}service_{counter}_counted@start"), values.get(f"{p}service_{counter}_counted@end")
             metric = getattr(engine, counter)
+            if metric and counter == "input_tokens" and engine.input_tokens_cached:
+                metric = f"{metric} + {engine.input_tokens_cached}"
             if metric is None:
                 note = f"absent: {engine.name} has no {counter.replace('_', ' ')} counter"
             elif b is None:

@@ -175,6 +175,8 @@ def cross_check(ctx: ReportContext, records: list[dict], kpis: list[KPI]) -> lis
         for counter in ("requests", "output_tokens", "input_tokens"):
             k = by.get(f"{p}service_{counter}_counted")
             metric = getattr(engine, counter)
+            if metric and counter == "input_tokens" and engine.input_tokens_cached:
+                metric = f"{metric} + {engine.input_tokens_cached}"
             row = {"service": name, "engine": engine.name, "what": counter.replace("_", " "), "metric": metric,
                    "client": client[counter], "engine_count": k.value if k else None}
             if metric is None or k is None or k.value is None:

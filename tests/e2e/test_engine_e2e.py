@@ -74,6 +74,7 @@ def test_streaming_chat_on_llamacpp_matches_the_engines_own_token_count(engine_r
     assert sorted(r["row"] for r in records) == list(range(60))
     rows = {c["what"]: c for c in report["cross_check"]}
     assert rows["output tokens"]["metric"] == "llamacpp:tokens_predicted_total"
+    assert rows["input tokens"]["agree"] is True  # processed + cached prompt tokens = the requests' usage
     assert rows["output tokens"]["engine_count"] == rows["output tokens"]["client"] == sum(r["tokens_out"] for r in records)
     assert rows["requests"]["agree"] is None and "no requests counter" in rows["requests"]["note"]
     for name in ("ttft_p90", "tpot_p50", "itl_p99", "goodput", "input_tokens_per_second"):
