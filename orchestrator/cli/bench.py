@@ -19,14 +19,19 @@ def kpi_table(kpis: list[dict]) -> str:
     return render_table(["kpi", "value", "unit", "source"], rows)
 
 
-def run_benchmark(ctx, recipe_ref: str, out: str | None, keep: bool) -> None:
+def run_session(run) -> dict:
+    """A session to its end; Ctrl-C or a signal exits 130 / 128+N after the session's own cleanup."""
     try:
-        report = ctx.orch.start_benchmark_session(recipe_ref, out_dir=out, keep=keep, progress=progress)
+        return run()
     except (KeyboardInterrupt, Terminated) as exc:
         code = exc.exit_code if isinstance(exc, Terminated) else 130
         click.echo(f"{'interrupted' if code == 130 else exc}: the jobs the session started were cancelled "
                    "(or recorded with the command that cancels them); partial results were written", err=True)
         sys.exit(code)
+
+
+def run_benchmark(ctx, recipe_ref: str, out: str | None, keep: bool) -> None:
+    report = run_session(lambda: ctx.orch.start_benchmark_session(recipe_ref, out_dir=out, keep=keep, progress=progress))
     emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']}: {report['out_dir']}/report.html")
 
 
@@ -170,13 +175,7 @@ def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     progress(f"rerun of {previous} with its recorded recipes")
-    try:
-        report = BenchmarkSession(ctx.orch, bench, out, keep, progress, service_recipes=services,
-                                  rerun_of=previous).run()
-    except (KeyboardInterrupt, Terminated) as exc:
-        code = exc.exit_code if isinstance(exc, Terminated) else 130
-        click.echo(f"{'interrupted' if code == 130 else exc}: the jobs the session started were cancelled; "
-                   "partial results were written", err=True)
-        sys.exit(code)
+    report = run_session(lambda: BenchmarkSession(ctx.orch, bench, out, keep, progress, service_recipes=services,
+                                                  rerun_of=previous).run())
     emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous}): "
                                                   f"{report['out_dir']}/report.html")
