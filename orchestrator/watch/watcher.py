@@ -75,6 +75,11 @@ class WatchStats:
     reports: int = 0
 
 
+class StatusServer(ThreadingHTTPServer):
+    request_queue_size = 128  # dashboards and probes polling together: above Python's default of 5
+    daemon_threads = True
+
+
 class Watcher:
     def __init__(self, config, transport, servers: ServersModule, options: WatchOptions, log: Log):
         self.config = config
@@ -312,7 +317,7 @@ class Watcher:
             def log_message(self, *a):
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)  # localhost only
+        server = StatusServer(("127.0.0.1", port), Handler)  # localhost only
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server

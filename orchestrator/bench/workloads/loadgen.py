@@ -416,6 +416,7 @@ def main(argv=None) -> None:
 
             def log_message(self, *a):
                 pass
+        ThreadingHTTPServer.request_queue_size = 128  # scrapes and probes, never a flood: above the default 5
         srv = ThreadingHTTPServer(("0.0.0.0", args.metrics_port), H)
         srv.daemon_threads = True
         threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -257,6 +257,9 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default="standin")
     args = ap.parse_args(argv)
     engine = Engine(args.slots, args.tokens_per_second, args.ttft, args.prefill_per_token, args.max_queue, args.model)
+    # a listen backlog for the load it takes: Python's default of 5 resets connections that hundreds of
+    # load-client workers open at once
+    ThreadingHTTPServer.request_queue_size = max(1024, args.max_queue)
     server = ThreadingHTTPServer((args.host, args.port), make_handler(engine))
     server.daemon_threads = True
     print(f"stand-in LLM server (not a model) on {args.host}:{args.port}: {args.slots} slots, "

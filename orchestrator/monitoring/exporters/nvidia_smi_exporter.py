@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         def log_message(self, *a):
             pass
 
+    ThreadingHTTPServer.request_queue_size = 128  # scrapes only, but more than Python's default of 5
     ThreadingHTTPServer((args.address, args.port), Handler).serve_forever()
 
 
