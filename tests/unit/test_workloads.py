@@ -149,3 +149,47 @@ def test_dataset_rows_set_prompt_and_max_tokens():
                                                {"row": 3, "prompt": "a b c", "max_tokens": 7})
     assert body["messages"] == [{"role": "user", "content": "a b c"}] and body["max_tokens"] == 7
     assert body["ignore_eos"] is True
+
+
+def test_the_stand_in_takes_hundreds_of_connections_opened_at_once(tmp_path):
+    # Python's default listen backlog (5) resets or times out connections that a load client's
+    # hundreds of workers open together; the stand-in listens with a backlog fit for that load
+    import socket
+    standin = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "workloads" / "standin_llm.py"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, str(standin), "--host", "127.0.0.1", "--port", str(port), "--slots", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        failures = []
+        barrier = threading.Barrier(300)
+
+        def hit():
+            barrier.wait()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                    c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    data = b""
+                    while chunk := c.recv(4096):
+                        data += chunk
+                    if not data.startswith(b"HTTP/1.0 200") and not data.startswith(b"HTTP/1.1 200"):
+                        failures.append(data[:40])
+            except OSError as exc:
+                failures.append(type(exc).__name__)
+        threads = [threading.Thread(target=hit) for _ in range(300)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert failures == []
