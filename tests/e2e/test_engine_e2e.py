@@ -99,5 +99,7 @@ def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_pat
     assert t[8] < 1.1 * t[2] and t[4] < 1.1 * t[2]
     p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (2, 8)}
     assert p99[8] > 2 * p99[2]
+    # saturation is the plateau that starts where the two slots are full: its best point (which one of
+    # 2, 4, 8 is the highest is noise) is on it, and is never the single-request point
     sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
-    assert sat["label"] in {"concurrency=2", "concurrency=4"}  # where the two slots are full
+    assert sat["label"] != "concurrency=1" and abs(points[sat["label"]]["throughput"] - t[2]) <= 0.1 * t[2]
