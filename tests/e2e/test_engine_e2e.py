@@ -96,7 +96,7 @@ def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_pat
     t = {c: points[f"concurrency={c}"]["throughput"] for c in (1, 2, 4, 8)}
     # two slots: a second request at once is batched in, beyond two they only queue (latency grows, throughput not)
     assert t[2] > 1.05 * t[1]
-    assert t[8] < 1.1 * t[2] and t[4] < 1.1 * t[2]
+    assert t[8] < 1.2 * t[2] and t[4] < 1.2 * t[2]
     p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (2, 8)}
     assert p99[8] > 2 * p99[2]
     # saturation is the plateau that starts where the two slots are full: its best point (which one of
