@@ -94,12 +94,11 @@ def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_pat
     points = {p["label"]: p for p in report["points"]}
     assert set(points) == {"concurrency=1", "concurrency=2", "concurrency=4", "concurrency=8"}
     t = {c: points[f"concurrency={c}"]["throughput"] for c in (1, 2, 4, 8)}
-    # two slots: a second request at once is batched in, beyond two they only queue (latency grows, throughput not)
-    assert t[2] > 1.05 * t[1]
-    assert t[8] < 1.2 * t[2] and t[4] < 1.2 * t[2]
-    p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (2, 8)}
-    assert p99[8] > 2 * p99[2]
-    # saturation is the plateau that starts where the two slots are full: its best point (which one of
-    # 2, 4, 8 is the highest is noise) is on it, and is never the single-request point
+    p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (1, 2, 4, 8)}
+    # two slots on one CPU thread: past them requests only queue. Throughput stays on a plateau (which of
+    # its points is highest is the machine's noise) while p99 latency climbs with every doubling
+    assert max(t.values()) < 1.7 * min(t.values())
+    assert p99[8] > 1.3 * p99[4] and p99[4] > 1.2 * p99[2] and p99[8] > 3 * p99[1]
     sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
-    assert sat["label"] != "concurrency=1" and abs(points[sat["label"]]["throughput"] - t[2]) <= 0.1 * t[2]
+    assert points[sat["label"]]["throughput"] == max(t.values())
+    assert f"{max(t.values()):.2f} requests/s" in sat["text"]
