@@ -240,7 +240,7 @@ class ServersModule:
 
     def list_running_services(self) -> list[ServiceStatus]:
         """All services: one remote command (squeue, plus the final record of tracked jobs that left the queue)."""
-        tracked = {sid: rec for sid, rec in self.store.load().items() if isinstance(rec, dict)}
+        tracked = self.store.load()
         open_jobs = [r["job_id"] for r in tracked.values()
                      if r.get("job_id") and r.get("state") not in TERMINAL_STATES]
         poll = JobPoller(self.transport).poll(open_jobs)
@@ -371,8 +371,7 @@ class ServersModule:
         returns ``{service ID: cancelled | gone | refused: ... | unknown}``. Raises TransportError
         when the cluster cannot be reached: the caller decides how to retry."""
         tracked = self.store.load()
-        jobs = {tracked[sid]["job_id"]: sid for sid in service_ids
-                if isinstance(tracked.get(sid), dict) and tracked[sid].get("job_id")}
+        jobs = {tracked[sid]["job_id"]: sid for sid in service_ids if tracked.get(sid, {}).get("job_id")}
         result = {sid: "unknown" for sid in service_ids if sid not in jobs.values()}
         if not jobs:
             return result

@@ -44,6 +44,11 @@ def needs_attribution(state: str) -> bool:
                          "REQUEUED", "RESIZING")
 
 
+def ended_badly(state: str, exit_code: str) -> bool:
+    """Ended in a way that deserves a verdict: a failing state, or a non-zero exit code."""
+    return needs_attribution(state) or (exit_code or "0:0") != "0:0"
+
+
 def classify(state: str, exit_code: str, log: str, ever_ready: bool | None = None) -> Verdict:
     """``exit_code`` as SLURM prints it (``3:0``, ``0:9``); ``ever_ready``: False for a
     service whose health check never passed, None when not a service."""

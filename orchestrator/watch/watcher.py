@@ -29,7 +29,7 @@ from orchestrator.services.probe import SERVICE_ID_RE
 from orchestrator.services.servers import ServersModule
 from orchestrator.state import StateStore
 from orchestrator.times import now_iso
-from orchestrator.watch.attribution import classify, needs_attribution
+from orchestrator.watch.attribution import classify, ended_badly
 
 Log = Callable[..., None]
 
@@ -153,7 +153,7 @@ class Watcher:
                     rec["ended_at"] = now
                 rec.update({k: v for k, v in info.items() if v not in (None, "")}, last_seen=now)
                 if (rec["state"] in TERMINAL_STATES and not rec.get("attributed")
-                        and (needs_attribution(rec["state"]) or rec.get("exit_code", "0:0") not in ("0:0", ""))):
+                        and ended_badly(rec["state"], rec.get("exit_code", ""))):
                     ended.append(jid)
                 elif rec["state"] in TERMINAL_STATES and not rec.get("attributed"):
                     rec.update(attributed=True, verdict="cancelled" if rec["state"] == "CANCELLED" else "completed",
