@@ -114,13 +114,18 @@ def follow_script(work_dir: str, service_id: str, job_id: str, offset: int, mark
             f"echo; {mark.echo('job')}; orch_job_state {quote(job_id)}; true")
 
 
-def cancel_script(jobs: dict[str, str], mark: Marker) -> str:
+def cancel_script(jobs: dict[str, str], mark: Marker, unnumbered: list[str] = ()) -> str:
     """scancel, in one command, each ``{job ID: service ID}`` whose job still carries that service ID as its
-    name (so a job ID reused by someone else's job is never cancelled); prints what it did per job."""
+    name (so a job ID reused by someone else's job is never cancelled), and each service of ``unnumbered``
+    (sbatch gave no answer, so no job ID is known) by its name among the user's jobs; prints what it did."""
     parts = []
     for job_id, sid in jobs.items():
         j, n = quote(job_id), quote(sid)
         parts.append(f"{mark.echo('job', j)}; name=$(squeue -h -j {j} -o %j 2>/dev/null); "
                      f"if [ -z \"$name\" ]; then echo gone; elif [ \"$name\" = {n} ]; then "
                      f"scancel {j} 2>&1 && echo cancelled; else echo \"refused: $name\"; fi")
+    for sid in unnumbered:
+        n = quote(sid)
+        parts.append(f"{mark.echo('job', n)}; ids=$(squeue -h --me --name={n} -o %i 2>/dev/null); "
+                     f"if [ -z \"$ids\" ]; then echo gone; else scancel $ids 2>&1 && echo cancelled; fi")
     return "; ".join(parts) + "; true"

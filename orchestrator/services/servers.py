@@ -368,18 +368,22 @@ class ServersModule:
 
     def cancel_many(self, service_ids: list[str]) -> dict[str, str]:
         """Cancel several tracked services in one remote command (ownership checked on the login node);
-        returns ``{service ID: cancelled | gone | refused: ... | unknown}``. Raises TransportError
+        returns ``{service ID: cancelled | gone | refused: ... | unknown}`` (a service whose sbatch never
+        answered is looked up by its name). Raises TransportError
         when the cluster cannot be reached: the caller decides how to retry."""
         tracked = self.store.load()
         jobs = {tracked[sid]["job_id"]: sid for sid in service_ids if tracked.get(sid, {}).get("job_id")}
-        result = {sid: "unknown" for sid in service_ids if sid not in jobs.values()}
-        if not jobs:
+        # a submission that got no answer has no job ID yet: its job, if any, is found by its name
+        unnumbered = [sid for sid in service_ids if sid not in jobs.values() and SERVICE_ID_RE.match(sid)]
+        result = {sid: "unknown" for sid in service_ids if sid not in jobs.values() and sid not in unnumbered}
+        if not jobs and not unnumbered:
             return result
         mark = Marker()
-        out = self.transport.run(jobdir.cancel_script(jobs, mark), timeout=60, idempotent=True).stdout
+        out = self.transport.run(jobdir.cancel_script(jobs, mark, unnumbered), timeout=60, idempotent=True).stdout
+        by_key = {**jobs, **{sid: sid for sid in unnumbered}}
         for sec in mark.parse(out):
-            if sec.name == "job" and sec.args and sec.args[0] in jobs:
-                sid = jobs[sec.args[0]]
+            if sec.name == "job" and sec.args and sec.args[0] in by_key:
+                sid = by_key[sec.args[0]]
                 result[sid] = (sec.lines[-1].strip() if sec.lines else "unknown") or "unknown"
                 if result[sid] == "cancelled" and sid in tracked:
                     self.store.update(sid, state="CANCELLED", stopped_at=now_iso(), stopped_by_user=True)
