@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator import waiting
 from orchestrator.bench.kpi import KPI, Window
+from orchestrator.bench.records import RequestTable
 from orchestrator.errors import OrchestratorError
 from orchestrator.monitoring.engines import ENGINES, NONE
 from orchestrator.monitoring.queries import (
@@ -21,7 +22,6 @@ from orchestrator.reports.artifacts import (
     PrometheusData,
     ReportContext,
     context_from_dir,
-    read_requests,
     write_artifacts,
 )
 from orchestrator.times import parse_duration
@@ -118,7 +118,8 @@ def recollect_session(orch, session_dir: Path) -> dict:
     window = Window(m["window"]["start"], m["window"]["end"])
     ctx.prometheus = gather_prometheus(orch.monitors, ctx.monitor_id, ctx.services, ctx.scrape_interval, window,
                                        ctx.go_time, ctx.errors)
-    return write_artifacts(ctx, read_requests(session_dir / "requests.jsonl"), window)
+    with RequestTable.from_jsonl(session_dir / "requests.jsonl") as table:
+        return write_artifacts(ctx, table, window)
 
 
 def monitor_window_report(orch, monitor_id: str, start: float, end: float, out_dir: Path) -> dict:
@@ -134,4 +135,5 @@ def monitor_window_report(orch, monitor_id: str, start: float, end: float, out_d
                         services=services, monitor_id=mid, go_time=start)
     window = Window(start, end)
     ctx.prometheus = gather_prometheus(orch.monitors, mid, services, ctx.scrape_interval, window, start, ctx.errors)
-    return write_artifacts(ctx, [], window)
+    with RequestTable.from_records([]) as table:
+        return write_artifacts(ctx, table, window)

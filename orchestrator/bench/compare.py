@@ -7,18 +7,18 @@ from pathlib import Path
 
 from orchestrator.bench.experiments import Comparison, compare, interval_noise
 from orchestrator.errors import OrchestratorError
-from orchestrator.reports.artifacts import read_requests
+from orchestrator.bench.records import RequestTable
 
 DEFAULT_THRESHOLDS = {"latency_p99": 0.10, "throughput": 0.10}
 NOISE_KPIS = ["throughput", "output_tokens_per_second", "latency_p50", "latency_p95", "latency_p99", "ttft_p50",
               "ttft_p99", "itl_p50", "itl_p99"]
 
 
-def _load(session_dir: Path) -> tuple[dict, list[dict]]:
+def _load(session_dir: Path) -> tuple[dict, Path]:
     report = session_dir / "report.json"
     if not report.exists():
         raise OrchestratorError(f"{session_dir}: no report.json: not a session directory")
-    return json.loads(report.read_text()), read_requests(session_dir / "requests.jsonl")
+    return json.loads(report.read_text()), session_dir / "requests.jsonl"
 
 
 def _units(report: dict) -> dict[str, tuple[dict, list[dict], dict]]:
@@ -49,12 +49,12 @@ def compare_sessions(dir_a: Path, dir_b: Path, thresholds: dict | None = None) -
     return rows, common
 
 
-def _noise(report: dict, records: list[dict], unit: str) -> dict:
+def _noise(report: dict, requests: Path, unit: str) -> dict:
     if unit:
-        records = [r for r in records if r.get("point") == unit]
         window = next((p for p in report["manifest"].get("points", []) if p["label"] == unit), {}).get("window")
     else:
         window = report["window"]
-    if not window or not records:
-        return {}
-    return {k: interval_noise(records, window["start"], window["end"], k) for k in NOISE_KPIS}
+    with RequestTable.from_jsonl(requests, point=unit or None) as table:
+        if not window or not len(table):
+            return {}
+        return {k: interval_noise(table, window["start"], window["end"], k) for k in NOISE_KPIS}

@@ -111,31 +111,37 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     return out
 
 
-def interval_noise(records: list[dict], window_start: float, window_end: float, kpi: str,
-                   intervals: int = 6) -> float | None:
-    """Relative standard error of a KPI from its spread across sub-intervals of the window."""
-    from orchestrator.bench.kpi import gaps, percentile
+def interval_noise(table, window_start: float, window_end: float, kpi: str, intervals: int = 6) -> float | None:
+    """Relative standard error of a KPI from its spread across sub-intervals of the window
+    (``table``: a ``RequestTable``)."""
+    from orchestrator.bench.kpi import summary_of
     span = (window_end - window_start) / intervals
     if span <= 0:
         return None
     values = []
     for i in range(intervals):
         lo, hi = window_start + i * span, window_start + (i + 1) * span
-        sub = [r for r in records if not r.get("warmup") and lo <= r["start"] < hi]
-        ok = [r for r in sub if r["ok"]]
         if kpi in ("throughput", "output_tokens_per_second"):
-            done = [r for r in records if r["ok"] and not r.get("warmup") and lo <= r["start"] + r["latency_s"] < hi]
-            values.append((len(done) if kpi == "throughput" else sum(r.get("tokens_out") or 0 for r in done)) / span)
-        elif kpi.startswith(("latency_", "ttft_", "tpot_", "itl_")) and ok:
+            done = tokens = 0
+            for c in table.chunks(["start", "latency_s", "ok", "warmup", "tokens_out"]):
+                end = c["start"] + c["latency_s"]
+                m = (c["ok"] == 1) & (c["warmup"] == 0) & (end >= lo) & (end < hi)
+                done += int(m.sum())
+                t = c["tokens_out"][m]
+                tokens += int(t[t >= 0].sum())
+            values.append((done if kpi == "throughput" else tokens) / span)
+        elif kpi.startswith(("latency_", "ttft_", "tpot_", "itl_")):
             base, q = kpi.split("_", 1)
-            if base == "itl":  # every gap between chunks of every request
-                vals = sorted(g for r in ok for g in gaps(r))
-            else:
-                field = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s"}[base]
-                vals = sorted(r[field] for r in ok if r.get(field) is not None)
             qv = 1.0 if q == "max" else (float(q[1:].replace("_", ".")) / 100 if q.startswith("p") else None)
-            if qv is not None and vals:
-                values.append(percentile(vals, qv))
+            if qv is None:
+                continue
+            column = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s", "itl": "gaps"}[base]
+
+            def keep(c, lo=lo, hi=hi):
+                return (c["ok"] == 1) & (c["warmup"] == 0) & (c["start"] >= lo) & (c["start"] < hi)
+            s = summary_of(table, column, keep, [qv])
+            if s.n:
+                values.append(s.percentiles[qv])
     values = [v for v in values if v is not None]
     if len(values) < 3:
         return None

@@ -1,8 +1,8 @@
 """KPIs of a measured window, computed exactly from the clients' raw records (pure).
 
-Percentiles use linear interpolation between closest ranks (numpy's default
-"linear" method): p = v[floor(h)] + (h - floor(h)) * (v[ceil(h)] - v[floor(h)])
-with h = (n - 1) * q over the sorted values.
+Percentiles are exact, with linear interpolation between closest ranks (numpy's
+default "linear" method; see ``quantiles``). The records are a ``RequestTable``
+read in chunks, so the memory needed does not grow with the number of requests.
 
 Definitions follow vLLM's benchmark (``vllm bench serve``): TTFT, time to the
 first streamed chunk; TPOT per request, (latency - TTFT) / (output tokens - 1);
@@ -13,7 +13,14 @@ met every per-request SLO given (ttft, tpot, e2e).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from orchestrator.bench.definitions import DEFAULT_PERCENTILES, DEFINITIONS  # noqa: F401 (re-exported)
+from orchestrator.bench.quantiles import Summary, summarise
+from orchestrator.bench.records import RequestTable
 
 
 @dataclass(frozen=True)
@@ -28,14 +35,6 @@ class KPI:
         return asdict(self)
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    h = (len(sorted_values) - 1) * q
-    lo, hi = math.floor(h), math.ceil(h)
-    return sorted_values[lo] + (h - lo) * (sorted_values[hi] - sorted_values[lo])
-
-
 @dataclass(frozen=True)
 class Window:
     start: float
@@ -46,98 +45,215 @@ class Window:
         return max(self.end - self.start, 1e-9)
 
 
-def measured(records: list[dict], window: Window) -> list[dict]:
-    """Requests of the measured window: not warm-up, started inside it."""
-    return [r for r in records if not r.get("warmup") and window.start <= r["start"] <= window.end]
-
-
-def window_of(records: list[dict], warmup_until: float) -> Window:
-    """From the end of the warm-up to the completion of the last measured request."""
-    ends = [r["start"] + r["latency_s"] for r in records if not r.get("warmup")]
-    return Window(warmup_until, max(ends) if ends else warmup_until)
-
-
-DEFAULT_PERCENTILES = (50, 90, 95, 99)
-DEFINITIONS = {
-    "ttft": "time to first token: from sending the request to the first streamed chunk",
-    "tpot": "time per output token, per request: (latency - TTFT) / (output tokens - 1)",
-    "itl": "inter-token latency: every gap between two streamed chunks",
-    "goodput": "requests/s of the window that met every per-request SLO",
-}
-
-
 def _label(p: float) -> str:
     return f"p{p:g}".replace(".", "_")
 
 
-def _dist(name: str, values: list[float], unit: str, percentiles=DEFAULT_PERCENTILES) -> list[KPI]:
-    v = sorted(values)
-    note = "" if v else "no samples"
-    out = [KPI(f"{name}_{_label(p)}", percentile(v, p / 100), unit, "client", note) for p in percentiles]
-    return out + [KPI(f"{name}_max", v[-1] if v else None, unit, "client", note),
-                  KPI(f"{name}_mean", sum(v) / len(v) if v else None, unit, "client", note)]
+def _in_window(c: dict, window: Window) -> np.ndarray:
+    """Requests of the measured window: not warm-up, started inside it."""
+    return (c["warmup"] == 0) & (c["start"] >= window.start) & (c["start"] <= window.end)
 
 
-def gaps(r: dict) -> list[float]:
-    """The gaps between streamed chunks of a request (ITL samples)."""
-    itl = r.get("itl_s")
-    if itl is None:
-        return []
-    return itl if isinstance(itl, list) else [itl]  # sessions before 0.2 stored one mean per request
+def window_of(table: RequestTable, warmup_until: float) -> Window:
+    """From the end of the warm-up to the completion of the last measured request."""
+    end = warmup_until
+    for c in table.chunks(["start", "latency_s", "warmup"]):
+        ends = (c["start"] + c["latency_s"])[c["warmup"] == 0]
+        if ends.size:
+            end = max(end, float(ends.max()))
+    return Window(warmup_until, end)
 
 
-def meets_slo(r: dict, slo: dict) -> bool:
+ROW_COLUMNS = ("start", "latency_s", "ok", "warmup")
+
+
+def _dist(name: str, summary: Summary, unit: str, percentiles) -> list[KPI]:
+    note = "" if summary.n else "no samples"
+    out = [KPI(f"{name}_{_label(p)}", summary.percentiles.get(p / 100), unit, "client", note) for p in percentiles]
+    return out + [KPI(f"{name}_max", summary.max, unit, "client", note),
+                  KPI(f"{name}_mean", summary.mean, unit, "client", note)]
+
+
+def meets_slo(c: dict, slo: dict) -> np.ndarray:
     """Every per-request SLO met (seconds: ttft, tpot, e2e); a request with no streamed chunks has no TTFT."""
-    if "ttft" in slo and (r.get("ttft_s") is None or r["ttft_s"] > slo["ttft"]):
-        return False
-    if "tpot" in slo and r.get("tpot_s") is not None and r["tpot_s"] > slo["tpot"]:
-        return False
-    return not ("e2e" in slo and r["latency_s"] > slo["e2e"])
+    good = np.ones(c["start"].size, dtype=bool)
+    if "ttft" in slo:
+        good &= ~np.isnan(c["ttft_s"]) & (c["ttft_s"] <= slo["ttft"])
+    if "tpot" in slo:
+        good &= np.isnan(c["tpot_s"]) | (c["tpot_s"] <= slo["tpot"])
+    if "e2e" in slo:
+        good &= c["latency_s"] <= slo["e2e"]
+    return good
 
 
-def client_kpis(records: list[dict], window: Window, percentiles=DEFAULT_PERCENTILES,
+def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENTILES,
                 slo: dict | None = None) -> list[KPI]:
-    m = measured(records, window)
-    ok = [r for r in m if r["ok"]]
-    n = len(m)
-    tokens = [r["tokens_out"] for r in ok if r.get("tokens_out") is not None]
-    tokens_in = [r["tokens_in"] for r in ok if r.get("tokens_in") is not None]
+    n = n_ok = good = retried = n_cpu = 0
+    tok_out = tok_in = 0
+    any_out = any_in = False
+    cpu = 0.0
+    for c in table.chunks(["start", "latency_s", "ok", "warmup", "tokens_out", "tokens_in", "retried",
+                           "client_cpu_s", "ttft_s", "tpot_s"]):
+        m = _in_window(c, window)
+        ok = m & (c["ok"] == 1)
+        n += int(m.sum())
+        n_ok += int(ok.sum())
+        out_ok, in_ok = c["tokens_out"][ok], c["tokens_in"][ok]
+        tok_out += int(out_ok[out_ok >= 0].sum())
+        tok_in += int(in_ok[in_ok >= 0].sum())
+        any_out |= bool((out_ok >= 0).any())
+        any_in |= bool((in_ok >= 0).any())
+        if slo:
+            good += int((ok & meets_slo(c, slo)).sum())
+        retried += int((m & (c["retried"] == 1)).sum())
+        v = c["client_cpu_s"][m]
+        v = v[~np.isnan(v)]
+        cpu += float(v.sum())
+        n_cpu += v.size
     out = [KPI("requests_total", float(n), "requests", "client"),
-           KPI("requests_ok", float(len(ok)), "requests", "client"),
-           KPI("requests_error", float(n - len(ok)), "requests", "client"),
+           KPI("requests_ok", float(n_ok), "requests", "client"),
+           KPI("requests_error", float(n - n_ok), "requests", "client"),
            KPI("window_seconds", window.seconds, "s", "client"),
-           KPI("throughput", len(ok) / window.seconds, "requests/s", "client"),
-           KPI("output_tokens_per_second", sum(tokens) / window.seconds if tokens else None, "tokens/s", "client",
-               "" if tokens else "the API reported no token counts"),
-           KPI("input_tokens_per_second", sum(tokens_in) / window.seconds if tokens_in else None, "tokens/s", "client",
-               "" if tokens_in else "the API reported no prompt token counts"),
-           KPI("success_rate", len(ok) / n if n else None, "ratio", "client"),
-           KPI("error_rate", (n - len(ok)) / n if n else None, "ratio", "client")]
+           KPI("throughput", n_ok / window.seconds, "requests/s", "client"),
+           KPI("output_tokens_per_second", tok_out / window.seconds if any_out else None, "tokens/s", "client",
+               "" if any_out else "the API reported no token counts"),
+           KPI("input_tokens_per_second", tok_in / window.seconds if any_in else None, "tokens/s", "client",
+               "" if any_in else "the API reported no prompt token counts"),
+           KPI("success_rate", n_ok / n if n else None, "ratio", "client"),
+           KPI("error_rate", (n - n_ok) / n if n else None, "ratio", "client")]
     if slo:
-        good = sum(1 for r in ok if meets_slo(r, slo))
         out.append(KPI("goodput", good / window.seconds, "requests/s", "client",
                        "requests meeting " + ", ".join(f"{k} <= {v * 1000:g} ms" for k, v in slo.items())))
-    out += _dist("latency", [r["latency_s"] for r in ok], "s", percentiles)
-    out += _dist("ttft", [r["ttft_s"] for r in ok if r.get("ttft_s") is not None], "s", percentiles)
-    out += _dist("tpot", [r["tpot_s"] for r in ok if r.get("tpot_s") is not None], "s", percentiles)
-    out += _dist("itl", [g for r in ok for g in gaps(r)], "s", percentiles)
-    retried = sum(1 for r in m if r.get("retried"))
+    qs = [p / 100 for p in percentiles]
+
+    def ok_in_window(c):
+        return _in_window(c, window) & (c["ok"] == 1)
+
+    for name, column in (("latency", "latency_s"), ("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "gaps")):
+        out += _dist(name, summary_of(table, column, ok_in_window, qs), "s", percentiles)
     out.append(KPI("requests_retried", float(retried), "requests", "client",
                    "sent again once on a new connection: the server had closed the kept-alive one"))
-    cpu = [r["client_cpu_s"] for r in m if r.get("client_cpu_s") is not None]
-    out.append(KPI("client_overhead_cpu_per_request", sum(cpu) / len(cpu) if cpu else None, "s", "client",
+    out.append(KPI("client_overhead_cpu_per_request", cpu / n_cpu if n_cpu else None, "s", "client",
                    "the load client's own CPU time per request"))
     return out
 
 
-def throughput_series(records: list[dict], window: Window, bin_s: float = 1.0) -> list[tuple[float, float]]:
+def summary_of(table: RequestTable, column: str, keep, qs) -> Summary:
+    """Count, mean, max and exact percentiles of ``column`` (or "gaps", the ITL samples) over the
+    records ``keep(chunk)`` selects; NaN (absent) values excluded."""
+    if column == "gaps":
+        def source():
+            for c in table.chunks(["gaps", *ROW_COLUMNS]):
+                yield c["gaps"][keep(c)[c["gap_row"]]]
+    else:
+        def source():
+            for c in table.chunks([column, *ROW_COLUMNS]):
+                v = c[column][keep(c)]
+                yield v[~np.isnan(v)]
+    return summarise(source, qs)
+
+
+def throughput_series(table: RequestTable, window: Window, bin_s: float = 1.0) -> list[tuple[float, float]]:
     """Completed OK requests per second, in bins from the window start."""
     nbins = max(1, math.ceil(window.seconds / bin_s))
-    counts = [0] * nbins
-    for r in measured(records, window):
-        if r["ok"]:
-            i = int((r["start"] + r["latency_s"] - window.start) / bin_s)
-            counts[min(max(i, 0), nbins - 1)] += 1
-    return [(window.start + (i + 0.5) * bin_s, c / bin_s) for i, c in enumerate(counts)]
+    counts = np.zeros(nbins, dtype=np.int64)
+    for c in table.chunks(ROW_COLUMNS):
+        ok = _in_window(c, window) & (c["ok"] == 1)
+        i = ((c["start"][ok] + c["latency_s"][ok] - window.start) / bin_s).astype(np.int64)
+        counts += np.bincount(np.clip(i, 0, nbins - 1), minlength=nbins)
+    return [(window.start + (i + 0.5) * bin_s, int(v) / bin_s) for i, v in enumerate(counts)]
 
 
+@dataclass
+class Totals:
+    """OK requests and their token counts (a target's, or every target's)."""
+    requests: int = 0
+    tokens_out: int = 0
+    tokens_in: int = 0
+    max_out: int = 0
+    max_in: int = 0
+    any_out: bool = False
+    any_in: bool = False
+
+    def add(self, other: Totals) -> None:
+        self.requests += other.requests
+        self.tokens_out += other.tokens_out
+        self.tokens_in += other.tokens_in
+        self.max_out, self.max_in = max(self.max_out, other.max_out), max(self.max_in, other.max_in)
+        self.any_out |= other.any_out
+        self.any_in |= other.any_in
+
+
+@dataclass
+class TargetTotals:
+    by_target: dict
+
+    def merged(self, target: str | None = None) -> Totals:
+        """One target's totals, or every target's together (None)."""
+        out = Totals()
+        for name, t in self.by_target.items():
+            if target is None or name == target:
+                out.add(t)
+        return out
+
+
+def ok_totals(table: RequestTable) -> TargetTotals:
+    """Per target, the OK requests of the whole run (warm-up included: the engine counted those too)."""
+    by: dict = {}
+    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in"]):
+        ok = c["ok"] == 1
+        for i in np.unique(c["target"][ok]).tolist():
+            sel = ok & (c["target"] == i)
+            out, inp = c["tokens_out"][sel], c["tokens_in"][sel]
+            t = Totals(int(sel.sum()), int(out[out >= 0].sum()), int(inp[inp >= 0].sum()),
+                       int(max(out.max(), 0)), int(max(inp.max(), 0)), bool((out >= 0).any()), bool((inp >= 0).any()))
+            by.setdefault(table.targets[i], Totals()).add(t)
+    return TargetTotals(by)
+
+
+def errors_in_window(table: RequestTable, window: Window, top: int = 10) -> list[tuple[str, int]]:
+    """The most frequent error messages of the window's failed requests."""
+    counts: Counter = Counter()
+    for c in table.chunks(["error", *ROW_COLUMNS]):
+        e = c["error"][_in_window(c, window) & (c["ok"] == 0)]
+        idx, n = np.unique(e, return_counts=True)
+        for i, k in zip(idx.tolist(), n.tolist()):
+            counts[table.errors[i] if i >= 0 else None] += k
+    return counts.most_common(top)
+
+
+def count_in_window(table: RequestTable, window: Window) -> int:
+    return sum(int(_in_window(c, window).sum()) for c in table.chunks(["start", "warmup"]))
+
+
+def latency_points(table: RequestTable, window: Window, limit: int = 20000) -> list[tuple[float, float]]:
+    """(start, latency) of at most ``limit`` OK requests of the window, evenly spread over them
+    (a scatter chart)."""
+    n_ok = sum(int((_in_window(c, window) & (c["ok"] == 1)).sum()) for c in table.chunks(ROW_COLUMNS))
+    step = max(1, math.ceil(n_ok / limit))
+    pts: list[tuple[float, float]] = []
+    seen = 0
+    for c in table.chunks(ROW_COLUMNS):
+        ok = _in_window(c, window) & (c["ok"] == 1)
+        s, lat = c["start"][ok], c["latency_s"][ok]
+        first = (-seen) % step
+        pts += list(zip(s[first::step].tolist(), lat[first::step].tolist()))
+        seen += s.size
+    return pts
+
+
+def histogram(table: RequestTable, window: Window, bins: int = 30) -> tuple[float, float, list[int]]:
+    """Latency of the window's OK requests in ``bins`` equal bins: (low, high, counts)."""
+    lo, hi = math.inf, -math.inf
+    for c in table.chunks(ROW_COLUMNS):
+        v = c["latency_s"][_in_window(c, window) & (c["ok"] == 1)]
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+    if lo > hi:
+        return 0.0, 0.0, []
+    width = (hi - lo) / bins or 1e-9
+    counts = np.zeros(bins, dtype=np.int64)
+    for c in table.chunks(ROW_COLUMNS):
+        v = c["latency_s"][_in_window(c, window) & (c["ok"] == 1)]
+        counts += np.bincount(np.clip(((v - lo) / width).astype(np.int64), 0, bins - 1), minlength=bins)
+    return lo, lo + width * bins, counts.tolist()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.bench.datasets import DatasetSpec
-from orchestrator.bench.kpi import DEFAULT_PERCENTILES
+from orchestrator.bench.definitions import DEFAULT_PERCENTILES
 from orchestrator.bench.sweep import parse_slo, validate_sweep
 from orchestrator.errors import RecipeError
 from orchestrator.schema import (

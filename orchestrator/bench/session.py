@@ -27,6 +27,7 @@ from orchestrator import waiting
 from orchestrator.bench.collect import gather_prometheus
 from orchestrator.bench.datasets import build_rows
 from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
+from orchestrator.bench.records import RequestTable, TableBuilder, jsonl_line
 from orchestrator.bench.sweep import (
     Point,
     apply_to_client,
@@ -37,7 +38,7 @@ from orchestrator.bench.sweep import (
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.errors import OrchestratorError, Terminated, TransportError
-from orchestrator.fileio import sha256_file, write_atomic
+from orchestrator.fileio import atomic_open, sha256_file, write_atomic
 from orchestrator.reports.artifacts import (
     ReportContext,
     jobs_table,
@@ -119,7 +120,7 @@ class PointRun:
     clients: list[str] = field(default_factory=list)
     targets: dict[str, str] = field(default_factory=dict)   # client service ID -> the service it loads
     go_time: float | None = None
-    records: list[dict] = field(default_factory=list)
+    records: int = 0                      # request records collected (in out_dir/requests.jsonl)
     warmup_until: float | None = None
     report: dict | None = None
     interrupted: bool = False
@@ -280,48 +281,71 @@ class BenchmarkSession:
             f"clients did not finish within {budget:.0f}s"))
         self.state.errors.extend(lost.values())
 
-    def _collect_records(self, pr: PointRun) -> None:
-        """Download every client's records (partial ones too) and its warm-up end."""
+    def _collect_records(self, pr: PointRun, builder: TableBuilder) -> None:
+        """Download every client's records (partial ones too) and its warm-up end; each record goes
+        to requests.jsonl and the table's columns as it is read, so none is held."""
         cdir = pr.out_dir / "clients"
         cdir.mkdir(parents=True, exist_ok=True)
-        for sid in pr.clients:
-            local, done = cdir / f"{sid}.jsonl", cdir / f"{sid}.done.json"
-            for name, dest in ((jobdir.REQUESTS, local), (jobdir.DONE, done)):
-                if not self.orch.servers.fetch_file(sid, name, dest):
-                    self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
-            if local.exists():
-                lines = [line for line in local.read_text().splitlines() if line.strip()]
-                for i, line in enumerate(lines):
+        extra = {"point": pr.point.label} if self.is_sweep else {}
+        with atomic_open(pr.out_dir / "requests.jsonl", "w") as out:
+            for sid in pr.clients:
+                local, done = cdir / f"{sid}.jsonl", cdir / f"{sid}.done.json"
+                for name, dest in ((jobdir.REQUESTS, local), (jobdir.DONE, done)):
+                    if not self.orch.servers.fetch_file(sid, name, dest):
+                        self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
+                if local.exists():
+                    self._read_client_file(sid, local, {"target": pr.targets.get(sid), **extra}, builder, out)
+                if done.exists():
                     try:
-                        pr.records.append({**json.loads(line), "target": pr.targets.get(sid),
-                                           **({"point": pr.point.label} if self.is_sweep else {})})
-                    except json.JSONDecodeError:
-                        if i != len(lines) - 1:
-                            raise OrchestratorError(f"{local}: line {i + 1} is not a JSON record") from None
-                        # the client was stopped mid-write: only its last line can be cut short
-                        self.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
-            if done.exists():
-                try:
-                    w = float(json.loads(done.read_text())["warmup_until"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
+                        w = float(json.loads(done.read_text())["warmup_until"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
+                        continue
+                    pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
+
+    def _read_client_file(self, sid: str, path: Path, extra: dict, builder: TableBuilder, out) -> None:
+        with open(path) as f:
+            pending = None  # a line that failed to parse: only the last one may (the client was stopped mid-write)
+            for i, line in enumerate(f, 1):
+                if not line.strip():
                     continue
-                pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
-        pr.records.sort(key=lambda r: r["start"])
-        if pr.warmup_until is None and pr.records:
-            pr.warmup_until = pr.records[0]["start"] + max(s.warmup for s in self.recipe.clients)
+                if pending is not None:
+                    raise OrchestratorError(f"{path}: line {pending} is not a JSON record")
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    pending = i
+                    continue
+                if not isinstance(rec, dict):
+                    raise OrchestratorError(f"{path}: line {i} is not a JSON object")
+                builder.add({**rec, **extra}, where=f"{path}: line {i}")
+                out.write(jsonl_line(rec, extra, line))
+            if pending is not None:
+                self.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
 
     def _finish_point(self, pr: PointRun) -> None:
-        if pr.clients:
-            self._stop(pr.clients, wait=True)  # no more load; files stay on the cluster
-            self._collect_records(pr)
-        window = window_for(pr.records, pr.warmup_until)
+        builder = TableBuilder()
+        with builder.abandon_on_error():
+            pr.out_dir.mkdir(parents=True, exist_ok=True)
+            if pr.clients:
+                self._stop(pr.clients, wait=True)  # no more load; files stay on the cluster
+                self._collect_records(pr, builder)
+            else:
+                write_atomic(pr.out_dir / "requests.jsonl", "")
+        with builder.finish() as table:
+            pr.records = len(table)
+            if pr.warmup_until is None and len(table):
+                pr.warmup_until = float(table.column("start").min()) + max(s.warmup for s in self.recipe.clients)
+            self._report_point(pr, table)
+
+    def _report_point(self, pr: PointRun, table: RequestTable) -> None:
+        window = window_for(table, pr.warmup_until)
         ctx = self.context(pr)
         if self.state.monitor_id and not pr.interrupted and window.end > 0:
             ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
                                                self.recipe.scrape_interval, window, pr.go_time, self.state.errors,
                                                ctx.engines)
-        pr.report = write_artifacts(ctx, pr.records, window)
+        pr.report = write_artifacts(ctx, table, window)
         self.say(f"report: {pr.out_dir / 'report.html'}")
         if pr.clients and self.state.monitor_id and not pr.interrupted:
             try:
@@ -369,7 +393,7 @@ class BenchmarkSession:
                             recipes=self.recipes_manifest(),
                             jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.store.load()),
                             runtime=self._runtime_facts())
-        points = [SweepPoint(p.point, p.report, p.records, p.go_time, p.clients) for p in st.points if p.report]
+        points = [SweepPoint(p.point, p.report, p.out_dir, p.go_time, p.clients) for p in st.points if p.report]
         return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
 
     def recipes_manifest(self) -> dict:

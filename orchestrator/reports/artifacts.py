@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,18 +20,21 @@ from orchestrator.bench.kpi import (
     KPI,
     Window,
     client_kpis,
-    measured,
+    count_in_window,
+    errors_in_window,
+    histogram,
+    latency_points,
+    ok_totals,
     throughput_series,
     window_of,
 )
+from orchestrator.bench.records import RequestTable
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
 from orchestrator.monitoring.engines import ENGINES, NONE
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso
 from orchestrator.version import __version__, git_commit
-
-REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "tpot_s", "status", "ok", "tokens_in", "tokens_out", "error"]
 
 
 @dataclass
@@ -66,21 +68,6 @@ class ReportContext:
     engines: dict[str, str] = field(default_factory=dict)
 
 
-def write_requests(path: Path, records: list[dict]) -> None:
-    lines = []
-    for r in records:
-        row = {k: r.get(k) for k in REQUEST_FIELDS}
-        row.update({k: v for k, v in r.items() if k not in row})
-        lines.append(json.dumps(row))
-    write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
-
-
-def read_requests(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-
-
 def write_summary(path: Path, kpis: list[KPI]) -> None:
     with atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -105,21 +92,22 @@ def read_series_csv(path: Path) -> list[tuple[str, list[tuple[float, float]]]]:
 
 
 # -- writing ---------------------------------------------------------------------------
-def window_for(records: list[dict], warmup_until: float | None) -> Window:
+def window_for(table: RequestTable, warmup_until: float | None) -> Window:
     """The measured window: warm-up excluded, ending at the last completion."""
-    return window_of(records, warmup_until) if warmup_until is not None and records else Window(0.0, 0.0)
+    return window_of(table, warmup_until) if warmup_until is not None and len(table) else Window(0.0, 0.0)
 
 
-def write_artifacts(ctx: ReportContext, records: list[dict], window: Window,
+def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
                     offline_kpis: list[KPI] | None = None) -> dict:
     """Every artifact of a session from data already gathered; returns report.json's content.
 
+    ``table``: the request records, already in requests.jsonl (written as they were read).
     ``offline_kpis``: Prometheus KPIs kept from an earlier run (re-rendering without the cluster).
     """
     out = ctx.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    write_requests(out / "requests.jsonl", records)
-    kpis = client_kpis(records, window, ctx.percentiles, ctx.client_slo) if records else []
+    records = len(table) > 0
+    kpis = client_kpis(table, window, ctx.percentiles, ctx.client_slo) if records else []
     promql: dict = {}
     series: dict = {}
     if ctx.prometheus is not None:
@@ -134,44 +122,40 @@ def write_artifacts(ctx: ReportContext, records: list[dict], window: Window,
         for csv_path in sorted((out / "timeseries").glob("*.csv")):
             if csv_path.stem != "throughput":
                 series[csv_path.stem] = read_series_csv(csv_path)
-    tput = throughput_series(records, window) if records else []
+    tput = throughput_series(table, window) if records else []
     write_series_csv(out / "timeseries" / "throughput.csv", [[f"{t:.3f}", "ok_requests_per_s", repr(v)] for t, v in tput])
     series["throughput"] = tput
     write_summary(out / "metrics_summary.csv", kpis)
     manifest = build_manifest(ctx, window, promql)
     write_atomic(out / "MANIFEST.json", json.dumps(manifest, indent=2))
-    in_window = measured(records, window)
-    errors_by_msg = Counter(r["error"] for r in in_window if not r["ok"])
     report = {
-        "cross_check": cross_check(ctx, records, kpis), "definitions": DEFINITIONS,
+        "cross_check": cross_check(ctx, table, kpis), "definitions": DEFINITIONS,
         "session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted, "errors": ctx.errors,
         "window": {"start": window.start, "end": window.end, "seconds": window.seconds,
                    "start_iso": iso(window.start), "end_iso": iso(window.end)},
-        "kpis": [k.to_dict() for k in kpis], "top_errors": errors_by_msg.most_common(10),
-        "records": {"total": len(records), "measured": len(in_window)}, "manifest": manifest,
+        "kpis": [k.to_dict() for k in kpis], "top_errors": errors_in_window(table, window),
+        "records": {"total": len(table), "measured": count_in_window(table, window)}, "manifest": manifest,
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2))
-    write_atomic(out / "report.html", render_report({**report, "kpi_objects": kpis}, in_window, series))
+    write_atomic(out / "report.html", render_report({**report, "kpi_objects": kpis}, {
+        **series, "latency": latency_points(table, window), "latency_histogram": histogram(table, window)}))
     return report
 
 
-def cross_check(ctx: ReportContext, records: list[dict], kpis: list[KPI]) -> list[dict]:
+def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> list[dict]:
     """The clients' own counts against the engine's counters over the same session (warm-up included):
     requests and output/input tokens; they agree within one request, or the row says why not."""
     by = {k.kpi: k for k in kpis}
     rows = []
     multi = len(ctx.services) > 1
+    totals = ok_totals(table)
     for name in ctx.services:
         engine = ENGINES.get(ctx.engines.get(name) or "", NONE)
         p = f"{name}." if multi else ""
-        mine = records if not multi else [r for r in records if r.get("target") == name]
-        ok = [r for r in mine if r.get("ok")]
-        per_request = max((r.get("tokens_out") or 0 for r in ok), default=0)
-        client = {"requests": float(len(ok)),
-                  "output_tokens": float(sum(r.get("tokens_out") or 0 for r in ok)),
-                  "input_tokens": float(sum(r.get("tokens_in") or 0 for r in ok))}
-        tolerance = {"requests": 1.0, "output_tokens": float(per_request), "input_tokens": float(
-            max((r.get("tokens_in") or 0 for r in ok), default=0))}
+        mine = totals.merged(None if not multi else name)
+        client = {"requests": float(mine.requests), "output_tokens": float(mine.tokens_out),
+                  "input_tokens": float(mine.tokens_in)}
+        tolerance = {"requests": 1.0, "output_tokens": float(mine.max_out), "input_tokens": float(mine.max_in)}
         for counter in ("requests", "output_tokens", "input_tokens"):
             k = by.get(f"{p}service_{counter}_counted")
             metric = getattr(engine, counter)
@@ -181,8 +165,7 @@ def cross_check(ctx: ReportContext, records: list[dict], kpis: list[KPI]) -> lis
                    "client": client[counter], "engine_count": k.value if k else None}
             if metric is None or k is None or k.value is None:
                 row.update(agree=None, note=k.note if k and k.note else f"absent: {engine.name} has no such counter")
-            elif counter != "requests" and not any(r.get("tokens_out" if counter == "output_tokens" else "tokens_in")
-                                                  is not None for r in ok):
+            elif counter != "requests" and not (mine.any_out if counter == "output_tokens" else mine.any_in):
                 row.update(agree=None, note="the API reported no token counts to compare")
             else:
                 diff = abs(client[counter] - k.value)
@@ -243,4 +226,5 @@ def rerender_session(session_dir: Path) -> dict:
     old = json.loads((session_dir / "report.json").read_text()) if (session_dir / "report.json").exists() else {}
     prom = [KPI(**k) for k in old.get("kpis", []) if k["source"] == "prometheus"]
     window = Window(m["window"]["start"], m["window"]["end"])
-    return write_artifacts(ctx, read_requests(session_dir / "requests.jsonl"), window, offline_kpis=prom)
+    with RequestTable.from_jsonl(session_dir / "requests.jsonl") as table:
+        return write_artifacts(ctx, table, window, offline_kpis=prom)

@@ -24,17 +24,16 @@ def display(k: KPI) -> tuple[str | None, str]:
     return (f"{v:,.4g}" if not float(v).is_integer() else f"{v:,.0f}"), k.unit
 
 
-def render_report(report: dict, records: list[dict], series: dict) -> str:
-    """report: report.json's content (with ``kpi_objects``); records: measured requests;
-    series: name -> [(label, points)]."""
+def render_report(report: dict, series: dict) -> str:
+    """report: report.json's content (with ``kpi_objects``); series: name -> [(label, points)], plus
+    "latency" [(start, latency)] of OK requests and "latency_histogram" (low, high, counts)."""
     w0 = report["window"]["start"]
-    ok = [r for r in records if r["ok"]]
     charts = [
-        line_chart("Latency over time", [("", [(r["start"] - w0, r["latency_s"]) for r in ok][:20000])],
+        line_chart("Latency over time", [("", [(t - w0, v) for t, v in series["latency"]])],
                    "seconds into the measured window", "latency (s)", scatter=True),
         line_chart("Throughput over time", [("ok requests/s", [(t - w0, v) for t, v in series["throughput"]])],
                    "seconds into the measured window", "requests/s"),
-        histogram_chart("Latency distribution", [r["latency_s"] for r in ok], "latency (s)"),
+        histogram_chart("Latency distribution", *series["latency_histogram"], "latency (s)"),
     ]
     for key, title, unit in (("cpu_utilisation", "CPU utilisation (node_exporter)", "%"),
                              ("gpu_utilisation", "GPU utilisation (DCGM / nvidia-smi exporter)", "%")):

@@ -85,15 +85,13 @@ def line_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], 
     return "".join(out)
 
 
-def histogram_chart(title: str, values: list[float], xlabel: str, bins: int = 30) -> str:
-    if not values:
+def histogram_chart(title: str, lo: float, hi: float, counts: list[int], xlabel: str) -> str:
+    """Equal bins from ``lo`` to ``hi`` (counted by the caller, who may hold millions of values)."""
+    if not counts or not any(counts):
         return empty_chart(title, "no data")
-    lo, hi = min(values), max(values)
-    width = (hi - lo) / bins or 1e-9
-    counts = [0] * bins
-    for v in values:
-        counts[min(int((v - lo) / width), bins - 1)] += 1
-    out, sx, sy = _frame(title, xlabel, "requests", lo, lo + width * bins, 0, max(counts) * 1.05)
+    bins = len(counts)
+    width = (hi - lo) / bins
+    out, sx, sy = _frame(title, xlabel, "requests", lo, hi, 0, max(counts) * 1.05)
     for i, c in enumerate(counts):
         x, x2 = sx(lo + i * width), sx(lo + (i + 1) * width)
         out.append(f'<rect x="{x:.1f}" y="{sy(c):.1f}" width="{max(x2 - x - 1, 1):.1f}" height="{sy(0) - sy(c):.1f}" fill="{COLORS[0]}"/>')

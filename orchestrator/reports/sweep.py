@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from markupsafe import Markup
 
@@ -15,7 +17,6 @@ from orchestrator.fileio import atomic_open, write_atomic
 from orchestrator.reports.artifacts import (
     ReportContext,
     build_manifest,
-    write_requests,
     write_summary,
 )
 from orchestrator.reports.svg import line_chart
@@ -27,7 +28,7 @@ from orchestrator.times import iso
 class SweepPoint:
     point: Point
     report: dict                         # the point's report.json
-    records: list[dict] = field(default_factory=list)
+    out_dir: Path                        # the point's directory (its requests.jsonl)
     go_time: float | None = None
     clients: list[str] = field(default_factory=list)
 
@@ -59,7 +60,10 @@ def write_sweep_artifacts(data: SweepData) -> dict:
     kpis_by_point = [{k["kpi"]: k["value"] for k in p.report["kpis"]} for p in done]
     results = point_results([p.point for p in done], kpis_by_point)
     found = verdicts(data.sweep, data.slo, results) if results else []
-    write_requests(out / "requests.jsonl", [r for p in done for r in p.records])
+    with atomic_open(out / "requests.jsonl", "w") as f:  # every point's, one after the other
+        for p in done:
+            with open(p.out_dir / "requests.jsonl") as src:
+                shutil.copyfileobj(src, f)
     kpis = [KPI(f"{p.point.label}/{k['kpi']}", k["value"], k["unit"], k["source"], k["note"])
             for p in done for k in p.report["kpis"]]
     write_summary(out / "metrics_summary.csv", kpis)

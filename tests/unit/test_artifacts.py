@@ -4,14 +4,22 @@ import csv
 import json
 
 from orchestrator.bench.kpi import KPI, Window
+from orchestrator.bench.records import RequestTable
 from orchestrator.reports.artifacts import (
     PrometheusData,
     ReportContext,
-    read_requests,
     rerender_session,
     window_for,
     write_artifacts,
 )
+
+
+def write(ctx, recs, warmup_until=1002.0):
+    """requests.jsonl as a session writes it (while reading the records), then every other artifact."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    with RequestTable.from_records(recs, jsonl=ctx.out_dir / "requests.jsonl") as t:
+        window = window_for(t, warmup_until)
+        return write_artifacts(ctx, t, window), window
 
 
 def records(n=40, t0=1000.0):
@@ -32,15 +40,14 @@ def context(tmp_path, **kw):
 
 def test_every_artifact_is_written_from_the_data_alone(tmp_path):
     recs = records()
-    window = window_for(recs, 1002.0)
     prom = PrometheusData(kpis=[KPI("cpu_utilisation", 42.0, "%", "prometheus", "")], promql={"cpu_utilisation": "q"},
                           series={"cpu_utilisation": [("svc_0123abcd", [(1002.0, 40.0), (1003.0, 44.0)])]})
-    report = write_artifacts(context(tmp_path, prometheus=prom), recs, window)
+    report, window = write(context(tmp_path, prometheus=prom), recs)
     out = tmp_path / "out"
     for name in ("requests.jsonl", "metrics_summary.csv", "MANIFEST.json", "report.json", "report.html",
                  "timeseries/throughput.csv", "timeseries/cpu_utilisation.csv"):
         assert (out / name).exists(), name
-    assert len(read_requests(out / "requests.jsonl")) == len(recs)
+    assert [json.loads(line)["start"] for line in open(out / "requests.jsonl")] == [r["start"] for r in recs]
     measured = [r for r in recs if window.start <= r["start"] <= window.end]
     assert report["records"] == {"total": len(recs), "measured": len(measured)}
     by = {k["kpi"]: k for k in report["kpis"]}
@@ -51,7 +58,7 @@ def test_every_artifact_is_written_from_the_data_alone(tmp_path):
 
 
 def test_html_escapes_what_came_from_recipes_and_services(tmp_path):
-    write_artifacts(context(tmp_path), records(), window_for(records(), 1002.0))
+    write(context(tmp_path), records())
     html = (tmp_path / "out" / "report.html").read_text()
     assert "unit &lt;script&gt;" in html and "<script>" not in html
     assert "HTTP 500 &lt;b&gt;boom&lt;/b&gt;" in html
@@ -59,7 +66,7 @@ def test_html_escapes_what_came_from_recipes_and_services(tmp_path):
 
 
 def test_kpi_table_shows_each_value_in_the_unit_it_is_printed_in(tmp_path):
-    write_artifacts(context(tmp_path), records(), window_for(records(), 1002.0))
+    write(context(tmp_path), records())
     html = (tmp_path / "out" / "report.html").read_text()
     row = next(line for line in html.splitlines() if "<td>latency_p50</td>" in line)
     assert "<td>ms</td>" in row and "ms</td><td>s</td>" not in row
@@ -68,12 +75,12 @@ def test_kpi_table_shows_each_value_in_the_unit_it_is_printed_in(tmp_path):
 def test_offline_rerender_keeps_prometheus_kpis_and_recomputes_client_ones(tmp_path):
     recs = records()
     prom = PrometheusData(kpis=[KPI("cpu_utilisation", 42.0, "%", "prometheus", "")])
-    first = write_artifacts(context(tmp_path, prometheus=prom), recs, window_for(recs, 1002.0))
+    first, _ = write(context(tmp_path, prometheus=prom), recs)
     again = rerender_session(tmp_path / "out")
     assert again["kpis"] == first["kpis"]
 
 
 def test_interrupted_session_without_records_still_has_a_report(tmp_path):
-    report = write_artifacts(context(tmp_path, interrupted=True, errors=["stopped by the user"]), [], Window(0.0, 0.0))
+    report, _ = write(context(tmp_path, interrupted=True, errors=["stopped by the user"]), [], None)
     assert report["interrupted"] and report["records"]["total"] == 0
     assert "INTERRUPTED" in (tmp_path / "out" / "report.html").read_text()

@@ -41,7 +41,9 @@ def test_goodput_counts_requests_meeting_every_slo():
     from orchestrator.bench.kpi import Window, client_kpis
     recs = [{"start": 1.0 + i, "latency_s": 0.5 if i % 2 else 3.0, "ttft_s": 0.1, "tpot_s": 0.01, "ok": True,
              "tokens_out": 10, "tokens_in": 5, "itl_s": [0.01, 0.02], "client_cpu_s": 0.001} for i in range(10)]
-    k = {x.kpi: x for x in client_kpis(recs, Window(1.0, 11.0), (50, 90), {"ttft": 0.2, "e2e": 1.0})}
+    from orchestrator.bench.records import RequestTable
+    with RequestTable.from_records(recs) as t:
+        k = {x.kpi: x for x in client_kpis(t, Window(1.0, 11.0), (50, 90), {"ttft": 0.2, "e2e": 1.0})}
     assert k["goodput"].value == 5 / 10.0
     assert k["input_tokens_per_second"].value == 50 / 10.0
     assert k["itl_p50"].value == pytest.approx(0.015) and "tpot_p90" in k and "latency_p95" not in k

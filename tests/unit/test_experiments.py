@@ -1,5 +1,6 @@
 import pytest
 
+from orchestrator.bench.records import RequestTable
 from orchestrator.bench.experiments import (
     PointResult,
     compare,
@@ -94,14 +95,17 @@ def test_regression_needs_the_threshold_and_to_exceed_the_noise():
 
 
 def test_interval_noise_is_small_for_steady_load_and_large_for_bursty():
-    steady = [{"start": i * 0.1, "latency_s": 0.05, "ok": True} for i in range(600)]
+    steady = RequestTable.from_records({"start": i * 0.1, "latency_s": 0.05, "ok": True} for i in range(600))
     assert interval_noise(steady, 0.0, 60.0, "throughput") < 0.01
-    bursty = [{"start": t, "latency_s": 0.05, "ok": True} for k in range(6) for t in [k * 10.0] * (5 if k % 2 else 50)]
+    bursty = RequestTable.from_records({"start": t, "latency_s": 0.05, "ok": True}
+                                       for k in range(6) for t in [k * 10.0] * (5 if k % 2 else 50))
     assert interval_noise(bursty, 0.0, 60.0, "throughput") > 0.2
 
 
 def test_noise_of_itl_uses_every_gap_and_any_percentile():
-    records = [{"start": 10.0 + i * 0.1, "latency_s": 0.05, "ok": True, "tpot_s": 0.01 + (i % 3) * 0.001,
-                "itl_s": [0.01 + (i % 5) * 0.001, 0.02]} for i in range(60)]
-    assert interval_noise(records, 10.0, 16.0, "itl_p90") is not None
+    records = RequestTable.from_records({"start": 10.0 + i * 0.1, "latency_s": 0.05, "ok": True,
+                                         "tpot_s": 0.01 + (i % 3) * 0.001, "itl_s": [0.01 + (i % 5) * 0.001, 0.02]}
+                                        for i in range(60))
+    assert interval_noise(records, 10.0, 16.0, "itl_p90") == 0.0  # every interval's p90 is the 0.02 s gap
+    assert interval_noise(records, 10.0, 16.0, "itl_p50") is not None
     assert interval_noise(records, 10.0, 16.0, "tpot_p50") is not None

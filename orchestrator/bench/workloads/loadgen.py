@@ -236,8 +236,8 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
     if not ok and error is None:
         error = f"HTTP {status}"
     rec = {"start": round(start, 6), "latency_s": round(latency, 6), "ttft_s": None if ttft is None else round(ttft, 6),
-           "tpot_s": None if tpot is None else round(tpot, 6), "status": status, "ok": ok, "tokens_out": tokens,
-           "tokens_in": tokens_in, "error": error, "client_cpu_s": round(time.thread_time() - cpu0, 6)}
+           "tpot_s": None if tpot is None else round(tpot, 6), "status": status, "ok": ok, "tokens_in": tokens_in,
+           "tokens_out": tokens, "error": error, "client_cpu_s": round(time.thread_time() - cpu0, 6)}
     if gaps:
         rec["itl_s"] = [round(g, 6) for g in gaps]
     if retried:

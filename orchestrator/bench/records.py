@@ -1,0 +1,224 @@
+"""Request records as columns on disk, so that KPIs of millions of requests run in bounded memory.
+
+A session reads each client's JSON lines once: every record goes to requests.jsonl (fields in
+a fixed order) and its numbers to one binary file per column; no list of dicts is ever held.
+KPIs, charts and cross-checks then read the columns back in chunks of ``CHUNK`` rows.
+
+Absent values: NaN in float columns, -1 in integer ones. The gaps between streamed chunks
+(ITL samples) are one flat float32 column, with each request's count in ``ngaps``: float32
+keeps the microsecond the client records exact for gaps under 8 s and halves the bytes of
+the largest column.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from array import array
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from orchestrator.errors import OrchestratorError
+
+# column -> (numpy dtype, array typecode)
+SCALARS = {
+    "start": ("f8", "d"), "latency_s": ("f8", "d"), "ttft_s": ("f8", "d"), "tpot_s": ("f8", "d"),
+    "client_cpu_s": ("f8", "d"), "tokens_in": ("i8", "q"), "tokens_out": ("i8", "q"),
+    "ok": ("u1", "B"), "warmup": ("u1", "B"), "retried": ("u1", "B"),
+    "target": ("i4", "i"), "error": ("i4", "i"), "ngaps": ("i4", "i"),
+}
+GAPS = ("f4", "f")
+CHUNK = 1 << 16
+FLUSH = 1 << 16
+REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "tpot_s", "status", "ok", "tokens_in", "tokens_out", "error"]
+_FLOATS = ("ttft_s", "tpot_s", "client_cpu_s")
+_NAN = float("nan")
+
+
+def normalise(rec: dict) -> dict:
+    """A record with the fields every report reads first, in one order."""
+    row = {k: rec.get(k) for k in REQUEST_FIELDS}
+    row.update({k: v for k, v in rec.items() if k not in row})
+    return row
+
+
+def jsonl_line(rec: dict, extra: dict, raw: str | None = None) -> str:
+    """requests.jsonl's line for ``{**rec, **extra}``. ``raw``, the line ``rec`` was parsed from, is
+    reused when its fields are already in order: serialising floats again costs as much as
+    parsing them."""
+    if raw is not None and list(rec)[:len(REQUEST_FIELDS)] == REQUEST_FIELDS and not any(k in rec for k in extra):
+        body = raw.rstrip()
+        if body.endswith("}"):
+            return body[:-1] + "".join(f", {json.dumps(k)}: {json.dumps(v)}" for k, v in extra.items()) + "}\n"
+    return json.dumps(normalise({**rec, **extra})) + "\n"
+
+
+class RecordError(OrchestratorError):
+    """A record that is not a request record (which file and line, which field, what was expected)."""
+
+
+class RequestTable:
+    """Columns of request records in a directory; ``close()`` removes a directory it owns."""
+
+    def __init__(self, directory: Path, n: int, ngaps: int, targets: list[str | None], errors: list[str],
+                 owned: bool) -> None:
+        self.dir, self.n, self.ngaps = directory, n, ngaps
+        self.targets, self.errors, self._owned = targets, errors, owned
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __enter__(self) -> RequestTable:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owned:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self._owned = False
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict], jsonl: Path | None = None) -> RequestTable:
+        b = TableBuilder()
+        with b.abandon_on_error(), (open(jsonl, "w") if jsonl else _Null()) as out:
+            for r in records:
+                b.add(r, out)
+        return b.finish()
+
+    @classmethod
+    def from_jsonl(cls, path: Path, point: str | None = None) -> RequestTable:
+        """requests.jsonl of a session (only one sweep point's records when ``point`` is given)."""
+        b = TableBuilder()
+        with b.abandon_on_error():
+            if path.exists():
+                with open(path) as f:
+                    for i, line in enumerate(f, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            rec = json.loads(line)
+                        except json.JSONDecodeError:
+                            raise RecordError(f"{path}: line {i} is not a JSON record") from None
+                        if point is None or rec.get("point") == point:
+                            b.add(rec, where=f"{path}: line {i}")
+        return b.finish()
+
+    def column(self, name: str) -> np.ndarray:
+        """One whole column (for small tables and tests; KPIs read chunks)."""
+        dtype = GAPS[0] if name == "gaps" else SCALARS[name][0]
+        return np.fromfile(self.dir / name, dtype=dtype) if self.n else np.empty(0, dtype=dtype)
+
+    def chunks(self, names: Iterable[str], rows: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """The named columns, ``rows`` records at a time; "gaps" brings each chunk's gaps and
+        "gap_row", the chunk row each gap belongs to."""
+        rows = rows or CHUNK
+        names = list(dict.fromkeys(names))
+        want_gaps = "gaps" in names
+        cols = [c for c in names if c not in ("gaps", "gap_row")]
+        if want_gaps and "ngaps" not in cols:
+            cols.append("ngaps")
+        files = {c: open(self.dir / c, "rb") for c in cols + (["gaps"] if want_gaps else [])}
+        try:
+            for start in range(0, self.n, rows):
+                count = min(rows, self.n - start)
+                out = {c: np.fromfile(files[c], dtype=SCALARS[c][0], count=count) for c in cols}
+                if want_gaps:
+                    k = out["ngaps"]
+                    out["gaps"] = np.fromfile(files["gaps"], dtype=GAPS[0], count=int(k.sum()))
+                    out["gap_row"] = np.repeat(np.arange(count, dtype=np.int32), k)
+                yield out
+        finally:
+            for f in files.values():
+                f.close()
+
+
+class TableBuilder:
+    """Appends records to column files (a new temporary directory unless one is given)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self._owned = directory is None
+        self.dir = Path(tempfile.mkdtemp(prefix="orch-records-")) if directory is None else directory
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._buf = {c: array(t) for c, (_, t) in SCALARS.items()}
+        self._gaps = array(GAPS[1])
+        self._files = {c: open(self.dir / c, "wb") for c in [*SCALARS, "gaps"]}
+        self._targets: dict[str | None, int] = {}
+        self._errors: dict[str, int] = {}
+        self.n = self.ngaps = 0
+
+    def add(self, rec: dict, out: IO[str] | None = None, where: str = "record") -> None:
+        """One record; written to ``out`` (requests.jsonl) as a normalised JSON line too, unless
+        the caller writes it (``jsonl_line``)."""
+        try:
+            start, latency = float(rec["start"]), float(rec["latency_s"])
+            ok = bool(rec["ok"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"{where}: needs numbers 'start' and 'latency_s' and a boolean 'ok' ({exc})") from None
+        b = self._buf
+        b["start"].append(start)
+        b["latency_s"].append(latency)
+        for c in _FLOATS:
+            v = rec.get(c)
+            b[c].append(_NAN if v is None else float(v))
+        for c in ("tokens_in", "tokens_out"):
+            v = rec.get(c)
+            b[c].append(-1 if v is None else int(v))
+        b["ok"].append(ok)
+        b["warmup"].append(bool(rec.get("warmup")))
+        b["retried"].append(bool(rec.get("retried")))
+        b["target"].append(self._targets.setdefault(rec.get("target"), len(self._targets)))
+        err = rec.get("error")
+        b["error"].append(-1 if err is None else self._errors.setdefault(str(err), len(self._errors)))
+        itl = rec.get("itl_s")
+        gaps = [] if itl is None else itl if isinstance(itl, list) else [itl]  # before 0.2: one mean per request
+        b["ngaps"].append(len(gaps))
+        self._gaps.extend(gaps)
+        self.n += 1
+        self.ngaps += len(gaps)
+        if out is not None:
+            out.write(jsonl_line(rec, {}))
+        if len(b["start"]) >= FLUSH:
+            self._flush()
+
+    @contextlib.contextmanager
+    def abandon_on_error(self) -> Iterator[None]:
+        """Removes the columns written so far (a directory it made) when the block fails."""
+        try:
+            yield
+        except BaseException:
+            self.finish().close()
+            raise
+
+    def _flush(self) -> None:
+        for c, buf in self._buf.items():
+            buf.tofile(self._files[c])
+            del buf[:]
+        self._gaps.tofile(self._files["gaps"])
+        del self._gaps[:]
+
+    def finish(self) -> RequestTable:
+        self._flush()
+        for f in self._files.values():
+            f.close()
+        targets = [None] * len(self._targets)
+        for name, i in self._targets.items():
+            targets[i] = name
+        errors = [""] * len(self._errors)
+        for text, i in self._errors.items():
+            errors[i] = text
+        return RequestTable(self.dir, self.n, self.ngaps, targets, errors, self._owned)
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
