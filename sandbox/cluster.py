@@ -45,9 +45,13 @@ SLURM_CONF = Path("/etc/slurm/slurm.conf")
 NODE_CPUS, NODE_MEMORY_MB = 4, 3000
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "openssh-server", "openssh-client",
             "prometheus", "prometheus-node-exporter", "curl", "iproute2", "procps", "util-linux",
-            "hostname", "python3"]
+            "hostname", "python3",
+            # data services the sandbox runs natively, with their exporters
+            "redis-server", "redis-tools", "prometheus-redis-exporter",
+            "postgresql", "postgresql-client", "prometheus-postgres-exporter"]
 REQUIRED_BINARIES = ["slurmctld", "slurmd", "sbatch", "munged", "sshd", "prometheus",
-                     "prometheus-node-exporter", "curl", "ip", "nsenter", "unshare", "ssh-keygen"]
+                     "prometheus-node-exporter", "curl", "ip", "nsenter", "unshare", "ssh-keygen",
+                     "redis-server", "prometheus-redis-exporter", "pgbench", "prometheus-postgres-exporter"]
 
 Progress = Callable[[str], None]
 

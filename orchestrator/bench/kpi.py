@@ -64,7 +64,7 @@ def window_of(table: RequestTable, warmup_until: float) -> Window:
     return Window(warmup_until, end)
 
 
-ROW_COLUMNS = ("start", "latency_s", "ok", "warmup")
+ROW_COLUMNS = ("start", "latency_s", "ok", "warmup", "op")
 
 
 def _dist(name: str, summary: Summary, unit: str, percentiles) -> list[KPI]:
@@ -89,20 +89,29 @@ def meets_slo(c: dict, slo: dict) -> np.ndarray:
 def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENTILES,
                 slo: dict | None = None) -> list[KPI]:
     n = n_ok = good = retried = n_cpu = 0
-    tok_out = tok_in = 0
-    any_out = any_in = False
+    tok_out = tok_in = nbytes = 0
+    any_out = any_in = any_bytes = has_requests = False
     cpu = 0.0
+    ops_ok = np.zeros(len(table.ops), dtype=np.int64)
+    ops_err = np.zeros(len(table.ops), dtype=np.int64)
     for c in table.chunks(["start", "latency_s", "ok", "warmup", "tokens_out", "tokens_in", "retried",
-                           "client_cpu_s", "ttft_s", "tpot_s"]):
+                           "client_cpu_s", "ttft_s", "tpot_s", "op", "bytes"]):
         m = _in_window(c, window)
         ok = m & (c["ok"] == 1)
         n += int(m.sum())
         n_ok += int(ok.sum())
-        out_ok, in_ok = c["tokens_out"][ok], c["tokens_in"][ok]
+        out_ok, in_ok, b_ok = c["tokens_out"][ok], c["tokens_in"][ok], c["bytes"][ok]
         tok_out += int(out_ok[out_ok >= 0].sum())
         tok_in += int(in_ok[in_ok >= 0].sum())
+        nbytes += int(b_ok[b_ok >= 0].sum())
         any_out |= bool((out_ok >= 0).any())
         any_in |= bool((in_ok >= 0).any())
+        any_bytes |= bool((b_ok >= 0).any())
+        has_requests |= bool((c["op"] < 0).any())
+        if table.ops:
+            op = c["op"]
+            ops_ok += np.bincount(op[ok & (op >= 0)], minlength=len(table.ops))
+            ops_err += np.bincount(op[m & ~ok & (op >= 0)], minlength=len(table.ops))
         if slo:
             good += int((ok & meets_slo(c, slo)).sum())
         retried += int((m & (c["retried"] == 1)).sum())
@@ -114,13 +123,17 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
            KPI("requests_ok", float(n_ok), "requests", "client"),
            KPI("requests_error", float(n - n_ok), "requests", "client"),
            KPI("window_seconds", window.seconds, "s", "client"),
-           KPI("throughput", n_ok / window.seconds, "requests/s", "client"),
-           KPI("output_tokens_per_second", tok_out / window.seconds if any_out else None, "tokens/s", "client",
-               "" if any_out else "the API reported no token counts"),
-           KPI("input_tokens_per_second", tok_in / window.seconds if any_in else None, "tokens/s", "client",
-               "" if any_in else "the API reported no prompt token counts"),
-           KPI("success_rate", n_ok / n if n else None, "ratio", "client"),
-           KPI("error_rate", (n - n_ok) / n if n else None, "ratio", "client")]
+           KPI("throughput", n_ok / window.seconds, "requests/s", "client")]
+    if has_requests or not table.ops:  # LLM and HTTP requests; a data service's operations have no tokens
+        out += [KPI("output_tokens_per_second", tok_out / window.seconds if any_out else None, "tokens/s", "client",
+                    "" if any_out else "the API reported no token counts"),
+                KPI("input_tokens_per_second", tok_in / window.seconds if any_in else None, "tokens/s", "client",
+                    "" if any_in else "the API reported no prompt token counts")]
+    if any_bytes:
+        out.append(KPI("bytes_per_second", nbytes / window.seconds, "bytes/s", "client",
+                       "values sent (SET) and received (GET) by OK operations"))
+    out += [KPI("success_rate", n_ok / n if n else None, "ratio", "client"),
+            KPI("error_rate", (n - n_ok) / n if n else None, "ratio", "client")]
     if slo:
         out.append(KPI("goodput", good / window.seconds, "requests/s", "client",
                        "requests meeting " + ", ".join(f"{k} <= {v * 1000:g} ms" for k, v in slo.items())))
@@ -129,8 +142,17 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
     def ok_in_window(c):
         return _in_window(c, window) & (c["ok"] == 1)
 
-    for name, column in (("latency", "latency_s"), ("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "gaps")):
+    dists = (("latency", "latency_s"),)
+    if has_requests or not table.ops:
+        dists += (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "gaps"))
+    for name, column in dists:
         out += _dist(name, summary_of(table, column, ok_in_window, qs), "s", percentiles)
+    for i, op in enumerate(table.ops):
+        def this_op(c, i=i):
+            return ok_in_window(c) & (c["op"] == i)
+        out += [KPI(f"{op}_operations_per_second", int(ops_ok[i]) / window.seconds, "operations/s", "client"),
+                KPI(f"{op}_errors", float(ops_err[i]), "operations", "client")]
+        out += _dist(f"{op}_latency", summary_of(table, "latency_s", this_op, qs), "s", percentiles)
     out.append(KPI("requests_retried", float(retried), "requests", "client",
                    "sent again once on a new connection: the server had closed the kept-alive one"))
     out.append(KPI("client_overhead_cpu_per_request", cpu / n_cpu if n_cpu else None, "s", "client",

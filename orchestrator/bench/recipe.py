@@ -26,7 +26,8 @@ from orchestrator.schema import (
 from orchestrator.services.recipes import find_named, parse_resources, recipe_dirs
 from orchestrator.times import parse_duration
 
-CLIENT_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
+LLM_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
+CLIENT_KINDS = (*LLM_KINDS, "redis", "pgbench")
 MAX_CLIENT_SECONDS = 24 * 3600
 
 
@@ -63,6 +64,7 @@ class ClientSpec:
     dataset: DatasetSpec | None = None
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     slo: dict = field(default_factory=dict)         # per request, seconds: ttft, tpot, e2e (goodput)
+    options: dict = field(default_factory=dict)     # the kind's own (redis: ratio, keys, value_bytes, ...)
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,14 @@ class BenchmarkRecipe:
 
 
 _KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo"]
-_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup", "payload",
-                "resources", "arrival", "burstiness", "ramp_up", "dataset", "percentiles", "slo"]
+_COMMON_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup",
+                       "resources", "percentiles", "slo"]
+# what each kind takes besides the common keys: anything else is refused, never ignored
+_KIND_KEYS = {**{k: ["payload", "arrival", "burstiness", "ramp_up", "dataset"] for k in LLM_KINDS},
+              "redis": ["ratio", "keys", "value_bytes", "pipeline", "preload"],
+              "pgbench": ["clients", "threads", "scale", "builtin", "script"]}
+REDIS_OPS = ("get", "set")
+PGBENCH_BUILTINS = ("tpcb-like", "simple-update", "select-only")
 
 
 def is_benchmark_file(path: str) -> bool:
@@ -144,13 +152,17 @@ def _service(raw, i: int) -> ServiceRef:
 def _client(raw, i: int, names: list[str]) -> ClientSpec:
     path = f"benchmark.clients[{i}]"
     raw = expect_mapping(raw, path)
-    check_keys(raw, _CLIENT_KEYS, path, required=("kind", "target"))
-    kind = raw["kind"]
+    kind = raw.get("kind")
     if kind not in CLIENT_KINDS:
         raise SchemaViolation(f"{path}.kind", f"expected one of {', '.join(CLIENT_KINDS)}, got {kind!r}")
+    check_keys(raw, _COMMON_CLIENT_KEYS + _KIND_KEYS[kind], path, required=("kind", "target"))
     target = expect_str(raw["target"], f"{path}.target")
     if target not in names:
         raise SchemaViolation(f"{path}.target", f"expected a service of this benchmark ({', '.join(names)}), got {target!r}")
+    if kind == "pgbench" and "clients" in raw:  # pgbench's own word for its connections
+        if "concurrency" in raw:
+            raise SchemaViolation(f"{path}.clients", "expected clients or concurrency (the same thing), not both")
+        raw = {**raw, "concurrency": raw["clients"]}
     if raw.get("duration") is None and raw.get("requests") is None:
         raise SchemaViolation(path, "expected duration or requests (a load is always bounded)")
     payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
@@ -171,7 +183,11 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
     slo_raw = expect_mapping(raw.get("slo") or {}, f"{path}.slo")
     check_keys(slo_raw, ["ttft", "tpot", "e2e"], f"{path}.slo")
     slo = {k: _seconds(v, f"{path}.slo.{k}") for k, v in slo_raw.items()}
+    if kind not in LLM_KINDS and set(slo) - {"e2e"}:
+        raise SchemaViolation(f"{path}.slo", f"a {kind} client has no tokens: only e2e applies, got "
+                              + ", ".join(sorted(set(slo) - {"e2e"})))
     return ClientSpec(
+        options=_redis_options(raw, path) if kind == "redis" else _pgbench_options(raw, path) if kind == "pgbench" else {},
         arrival=arrival, burstiness=expect_number(raw.get("burstiness", 1.0), f"{path}.burstiness", 0.001),
         ramp_up=ramp, dataset=_dataset(raw.get("dataset"), f"{path}.dataset"), percentiles=percentiles, slo=slo,
         kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
@@ -180,6 +196,38 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         duration=None if raw.get("duration") is None else _seconds(raw["duration"], f"{path}.duration"),
         requests=None if raw.get("requests") is None else expect_int(raw["requests"], f"{path}.requests", 1, 10_000_000),
         warmup=_seconds(raw.get("warmup", 0), f"{path}.warmup"), payload=payload, resources=resources)
+
+
+def _redis_options(raw, path: str) -> dict:
+    ratio = expect_mapping(raw.get("ratio") or {"get": 0.9, "set": 0.1}, f"{path}.ratio")
+    for op, share in ratio.items():
+        if op not in REDIS_OPS:
+            raise SchemaViolation(f"{path}.ratio.{op}", f"unknown operation {op!r}: expected {' or '.join(REDIS_OPS)}")
+        expect_number(share, f"{path}.ratio.{op}", 0)
+    if sum(ratio.values()) <= 0:
+        raise SchemaViolation(f"{path}.ratio", "expected shares that add up to more than 0, e.g. {get: 0.9, set: 0.1}")
+    preload = raw.get("preload", True)
+    if not isinstance(preload, bool):
+        raise SchemaViolation(f"{path}.preload", f"expected true or false, got {preload!r}")
+    return {"ratio": dict(ratio), "keys": expect_int(raw.get("keys", 100_000), f"{path}.keys", 1, 100_000_000),
+            "value_bytes": expect_int(raw.get("value_bytes", 1024), f"{path}.value_bytes", 1, 512 << 20),
+            "pipeline": expect_int(raw.get("pipeline", 1), f"{path}.pipeline", 1, 10_000), "preload": preload}
+
+
+def _pgbench_options(raw, path: str) -> dict:
+    builtin = raw.get("builtin", "tpcb-like")
+    if builtin not in PGBENCH_BUILTINS:
+        raise SchemaViolation(f"{path}.builtin", f"expected one of {', '.join(PGBENCH_BUILTINS)}, got {builtin!r}")
+    if "builtin" in raw and "script" in raw:
+        raise SchemaViolation(path, "expected builtin or script (a pgbench script file), not both")
+    return {"scale": expect_int(raw.get("scale", 10), f"{path}.scale", 1, 100_000),
+            "threads": expect_int(raw.get("threads", 1), f"{path}.threads", 1, 256), "builtin": builtin,
+            "script": expect_str(raw.get("script"), f"{path}.script", optional=True)}
+
+
+def pgbench_bytes(scale: int) -> int:
+    """pgbench's tables and indexes at a scale (measured with PostgreSQL 15: 86 MB at 5)."""
+    return int((7.5 + 15.1 * scale) * 2**20)
 
 
 def _ramp(raw, path: str) -> tuple[float, float, float] | None:

@@ -31,12 +31,14 @@ SCALARS = {
     "client_cpu_s": ("f8", "d"), "tokens_in": ("i8", "q"), "tokens_out": ("i8", "q"),
     "ok": ("u1", "B"), "warmup": ("u1", "B"), "retried": ("u1", "B"),
     "target": ("i4", "i"), "error": ("i4", "i"), "ngaps": ("i4", "i"),
+    "op": ("i4", "i"), "bytes": ("i8", "q"),     # data services: the operation (get, set, ...), its bytes
 }
 GAPS = ("f4", "f")
 CHUNK = 1 << 16
 FLUSH = 1 << 16
 REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "tpot_s", "status", "ok", "tokens_in", "tokens_out", "error"]
 _FLOATS = ("ttft_s", "tpot_s", "client_cpu_s")
+_INTS = ("tokens_in", "tokens_out", "bytes")
 _NAN = float("nan")
 
 
@@ -66,9 +68,10 @@ class RequestTable:
     """Columns of request records in a directory; ``close()`` removes a directory it owns."""
 
     def __init__(self, directory: Path, n: int, ngaps: int, targets: list[str | None], errors: list[str],
-                 owned: bool) -> None:
+                 owned: bool, ops: list[str] | None = None) -> None:
         self.dir, self.n, self.ngaps = directory, n, ngaps
         self.targets, self.errors, self._owned = targets, errors, owned
+        self.ops = ops or []                   # names of the "op" column's indices
 
     def __len__(self) -> int:
         return self.n
@@ -151,6 +154,7 @@ class TableBuilder:
         self._files = {c: open(self.dir / c, "wb") for c in [*SCALARS, "gaps"]}
         self._targets: dict[str | None, int] = {}
         self._errors: dict[str, int] = {}
+        self._ops: dict[str, int] = {}
         self.n = self.ngaps = 0
 
     def add(self, rec: dict, out: IO[str] | None = None, where: str = "record") -> None:
@@ -161,24 +165,30 @@ class TableBuilder:
             ok = bool(rec["ok"])
         except (KeyError, TypeError, ValueError) as exc:
             raise RecordError(f"{where}: needs numbers 'start' and 'latency_s' and a boolean 'ok' ({exc})") from None
+        try:  # every value converted before any column grows: a bad record leaves the columns aligned
+            floats = [_NAN if rec.get(c) is None else float(rec[c]) for c in _FLOATS]
+            ints = [-1 if rec.get(c) is None else int(rec[c]) for c in _INTS]
+            itl = rec.get("itl_s")
+            gaps = [] if itl is None else [float(g) for g in itl] if isinstance(itl, list) else [float(itl)]
+        except (TypeError, ValueError) as exc:
+            raise RecordError(f"{where}: {', '.join(_FLOATS + _INTS)} and itl_s must be numbers or null ({exc})") \
+                from None
         b = self._buf
         b["start"].append(start)
         b["latency_s"].append(latency)
-        for c in _FLOATS:
-            v = rec.get(c)
-            b[c].append(_NAN if v is None else float(v))
-        for c in ("tokens_in", "tokens_out"):
-            v = rec.get(c)
-            b[c].append(-1 if v is None else int(v))
+        for c, v in zip(_FLOATS, floats):
+            b[c].append(v)
+        for c, v in zip(_INTS, ints):
+            b[c].append(v)
         b["ok"].append(ok)
         b["warmup"].append(bool(rec.get("warmup")))
         b["retried"].append(bool(rec.get("retried")))
         b["target"].append(self._targets.setdefault(rec.get("target"), len(self._targets)))
+        op = rec.get("op")
+        b["op"].append(-1 if op is None else self._ops.setdefault(str(op), len(self._ops)))
         err = rec.get("error")
         b["error"].append(-1 if err is None else self._errors.setdefault(str(err), len(self._errors)))
-        itl = rec.get("itl_s")
-        gaps = [] if itl is None else itl if isinstance(itl, list) else [itl]  # before 0.2: one mean per request
-        b["ngaps"].append(len(gaps))
+        b["ngaps"].append(len(gaps))  # (before 0.2 itl_s was one mean per request)
         self._gaps.extend(gaps)
         self.n += 1
         self.ngaps += len(gaps)
@@ -210,10 +220,15 @@ class TableBuilder:
         targets = [None] * len(self._targets)
         for name, i in self._targets.items():
             targets[i] = name
-        errors = [""] * len(self._errors)
-        for text, i in self._errors.items():
-            errors[i] = text
-        return RequestTable(self.dir, self.n, self.ngaps, targets, errors, self._owned)
+        return RequestTable(self.dir, self.n, self.ngaps, targets, _names(self._errors), self._owned,
+                            _names(self._ops))
+
+
+def _names(index: dict[str, int]) -> list[str]:
+    out = [""] * len(index)
+    for name, i in index.items():
+        out[i] = name
+    return out
 
 
 class _Null:

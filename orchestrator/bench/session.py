@@ -16,6 +16,7 @@ import math
 import secrets
 import shlex
 import time
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 from orchestrator import waiting
 from orchestrator.bench.collect import gather_prometheus
 from orchestrator.bench.datasets import build_rows
-from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
+from orchestrator.bench.recipe import LLM_KINDS, BenchmarkRecipe, ClientSpec, pgbench_bytes
 from orchestrator.bench.records import RequestTable, TableBuilder, jsonl_line
 from orchestrator.bench.sweep import (
     Point,
@@ -37,7 +38,7 @@ from orchestrator.bench.sweep import (
 )
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.slurm import TERMINAL_STATES
-from orchestrator.errors import OrchestratorError, Terminated, TransportError
+from orchestrator.errors import OrchestratorError, RecipeError, Terminated, TransportError
 from orchestrator.fileio import atomic_open, sha256_file, write_atomic
 from orchestrator.reports.artifacts import (
     ReportContext,
@@ -54,6 +55,7 @@ from orchestrator.services.recipes import (
     ServiceRecipe,
     TargetSpec,
     load_recipe,
+    mem_bytes,
     parse_recipe,
 )
 from orchestrator.templating import literal
@@ -62,6 +64,7 @@ from orchestrator.watch.attribution import STATE_CAUSES
 
 Progress = Callable[[str], None]
 DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count
+PGBENCH_SCRIPT = "pgbench_script.sql"  # a custom pgbench script, shipped under this name
 LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how to
 CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
@@ -69,24 +72,39 @@ CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0) -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes."""
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
-    args = ["python3", "loadgen.py", "--url", target_url, "--kind", spec.kind,
-            "--concurrency", str(spec.concurrency), "--warmup", str(spec.warmup), "--payload-file", "payload.json",
-            "--out", "requests.jsonl", "--go-file", "go", "--max-seconds", str(max_seconds), "--linger", "15"]
+    workload = {"redis": "redisload.py", "pgbench": "pgbenchload.py"}.get(spec.kind, "loadgen.py")
+    job = ["--concurrency", str(spec.concurrency), "--warmup", str(spec.warmup), "--out", "requests.jsonl",
+           "--go-file", "go", "--max-seconds", str(max_seconds), "--linger", "15"]
     if spec.rate:
-        args += ["--rate", str(spec.rate)]
+        job += ["--rate", str(spec.rate)]
     if spec.duration is not None:
-        args += ["--duration", str(spec.duration)]
+        job += ["--duration", str(spec.duration)]
     if spec.requests is not None:
-        args += ["--requests", str(spec.requests)]
-    if spec.arrival != "constant":
-        args += ["--arrival", spec.arrival, "--burstiness", str(spec.burstiness)]
-    if spec.ramp_up:
-        args += ["--ramp-from", str(spec.ramp_up[0]), "--ramp-to", str(spec.ramp_up[1]),
-                 "--ramp-over", str(spec.ramp_up[2])]
-    if spec.dataset:
-        args += ["--dataset-file", "dataset.jsonl", "--seed", str(spec.dataset.seed + node_index)]
-    elif node_index:
-        args += ["--seed", str(node_index)]
+        job += ["--requests", str(spec.requests)]
+    if spec.kind == "redis":
+        o = spec.options
+        url = urllib.parse.urlsplit(target_url)
+        args = ["python3", workload, "--address", f"{url.hostname}:{url.port}",
+                "--ratio", ",".join(f"{op}={share:g}" for op, share in o["ratio"].items()), "--keys", str(o["keys"]),
+                "--value-bytes", str(o["value_bytes"]), "--pipeline", str(o["pipeline"]), "--seed", str(node_index),
+                *([] if o["preload"] else ["--no-preload"]), *job]
+    elif spec.kind == "pgbench":
+        o = spec.options
+        url = urllib.parse.urlsplit(target_url)
+        args = ["python3", workload, "--address", f"{url.hostname}:{url.port}", "--scale", str(o["scale"]),
+                "--threads", str(o["threads"]),
+                *(["--script", PGBENCH_SCRIPT] if o["script"] else ["--builtin", o["builtin"]]), *job]
+    else:
+        args = ["python3", workload, "--url", target_url, "--kind", spec.kind, "--payload-file", "payload.json", *job]
+        if spec.arrival != "constant":
+            args += ["--arrival", spec.arrival, "--burstiness", str(spec.burstiness)]
+        if spec.ramp_up:
+            args += ["--ramp-from", str(spec.ramp_up[0]), "--ramp-to", str(spec.ramp_up[1]),
+                     "--ramp-over", str(spec.ramp_up[2])]
+        if spec.dataset:
+            args += ["--dataset-file", "dataset.jsonl", "--seed", str(spec.dataset.seed + node_index)]
+        elif node_index:
+            args += ["--seed", str(node_index)]
     # the arguments are data (the URL comes from the cluster): rendered as themselves, never as Jinja
     command = literal(shlex.join(args)) + " --metrics-port {{ port }}"
     r = spec.resources
@@ -97,7 +115,9 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0) -> Ser
                             mem=str(r.get("mem", "256M")), time=str(r.get("time", minutes)),
                             account=r.get("account"), qos=r.get("qos"), nodelist=r.get("nodelist")),
         ports=("auto",), health=Health(path="/", timeout=300), metrics=Metrics(path="/metrics", port="port:0"),
-        files={"loadgen.py": str(packaged("bench", "workloads", "loadgen.py"))}, source="(generated client recipe)")
+        files={workload: str(packaged("bench", "workloads", workload)),
+               "clientjob.py": str(packaged("bench", "workloads", "clientjob.py"))},
+        source="(generated client recipe)")
 
 
 def with_changes(recipe: ServiceRecipe, changes: dict) -> ServiceRecipe:
@@ -228,7 +248,9 @@ class BenchmarkSession:
         for spec in self.recipe.clients:
             spec = apply_to_client(spec, pr.point)
             ep = servers.get_service_endpoint(self.state.services[spec.target])
-            files = {"payload.json": json.dumps(spec.payload)}
+            files = {"payload.json": json.dumps(spec.payload)} if spec.kind in LLM_KINDS else {}
+            if spec.kind == "pgbench" and spec.options["script"]:
+                files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
             if spec.dataset:
                 files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
                     self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
@@ -241,6 +263,30 @@ class BenchmarkSession:
             servers.wait_until_ready(sid, timeout=300, progress=self.say)
         self.orch.monitors.add_targets(self.state.monitor_id,
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
+
+    def _beside_recipe(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or not self.recipe.source else Path(self.recipe.source).parent / p
+
+    def preflight(self) -> None:
+        """What can be known wrong before any job is submitted: nothing is started when it fails."""
+        for i, spec in enumerate(self.recipe.clients):
+            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
+            if spec.kind != "pgbench":
+                continue
+            if spec.options["script"] and not self._beside_recipe(spec.options["script"]).is_file():
+                raise RecipeError(f"{where}.script: {self._beside_recipe(spec.options['script'])}: no such file")
+            ref = next(r for r in self.recipe.services if r.name == spec.target)
+            if ref.recipe is None:
+                continue  # a running service: its memory is what it is
+            mem = self._base_recipe(ref).resources.mem
+            limit = mem_bytes(mem) if mem else None
+            need = pgbench_bytes(spec.options["scale"])
+            if limit is not None and need > limit:
+                raise RecipeError(
+                    f"{where}.scale: pgbench at scale {spec.options['scale']} needs about {need / 2**30:.1f} GiB of "
+                    f"tables and indexes, more than the {spec.target} job's memory ({mem}); lower the scale or "
+                    f"raise {spec.target}'s resources.mem")
 
     def _dataset_spec(self, ds):
         """A ShareGPT path is relative to the benchmark recipe's folder."""
@@ -410,6 +456,7 @@ class BenchmarkSession:
             return self._run()
 
     def _run(self) -> dict:
+        self.preflight()
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"session {self.state.session_id} -> {self.state.out_dir}"
                  + (f" ({len(self.points)} points)" if self.is_sweep else ""))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Engine:
+    """Metric names, optionally with label matchers (``name{label="v"}``); queries add the service's."""
     name: str
     requests: str | None = None          # counter of finished requests
     output_tokens: str | None = None     # counter of generated tokens
@@ -21,6 +22,9 @@ class Engine:
     waiting: str | None = None           # gauge: requests queued
     latency_histogram: str | None = None  # e2e request latency (seconds)
     ttft_histogram: str | None = None
+    # a counter whose series appears at its first increment (Redis lists a command once it was
+    # called): absent reads as 0 while this metric says the exporter is up
+    up: str | None = None
 
 
 _VLLM = dict(requests="vllm:request_success_total", output_tokens="vllm:generation_tokens_total",
@@ -39,5 +43,13 @@ ENGINES: dict[str, Engine] = {
                        input_tokens_cached="llamacpp:prompt_tokens_cached_total",
                        running="llamacpp:requests_processing", waiting="llamacpp:requests_deferred"),
     "ollama": Engine("Ollama (no metrics endpoint)"),
+    # data services: an operation is a request (the load client's GETs and SETs; its preload is MSET)
+    "redis": Engine("Redis (redis_exporter)", requests='redis_commands_total{cmd=~"get|set"}',
+                    running="redis_connected_clients", up="redis_up"),
+    # pgbench's TPC-B-like and simple-update transactions insert one history row each: the rows
+    # the server counted inserted in the benchmark's database are its count of committed transactions
+    # (xact_commit also counts pgbench's own queries, one per connection and a few at its start)
+    "postgres": Engine("PostgreSQL (postgres_exporter)", requests='pg_stat_database_tup_inserted{datname="bench"}',
+                       running='pg_stat_activity_count{datname="bench",state="active"}', up="pg_up"),
 }
 NONE = Engine("none declared")

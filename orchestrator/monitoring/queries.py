@@ -26,6 +26,13 @@ COUNTED_AT_START = "service_requests_counted@start"   # (kept for callers of the
 COUNTED_AT_END = "service_requests_counted@end"
 
 
+def selected(metric: str, sel: str) -> str:
+    """``metric{sel}``, or the service's matcher added to the metric's own (``name{a="b",sel}``)."""
+    if metric.endswith("}"):
+        return f"{metric[:-1]},{sel}}}"
+    return f"{metric}{{{sel}}}"
+
+
 def service_kpi_queries(services: dict[str, str], window_seconds: float, step_seconds: int,
                         engines: dict[str, str] | None = None) -> dict[str, tuple[str | None, str]]:
     """``{kpi name: (promql or None, unit)}`` over a window of ``window_seconds`` ending at the query time.
@@ -48,7 +55,7 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
             return metric and f"histogram_quantile({q}, sum by (le) (increase({metric}_bucket{{{sel}}}[{w}])))"
 
         def gauge_max(metric: str | None) -> str | None:
-            return metric and f"max(max_over_time({metric}{{{sel}}}[{w}]))"
+            return metric and f"max(max_over_time({selected(metric, sel)}[{w}]))"
 
         out.update({
             p + "cpu_utilisation": (f'100 * (1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}])))', "%"),
@@ -66,9 +73,11 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
         for counter in COUNTERS:
             metric = getattr(engine, counter)
             unit = "requests" if counter == "requests" else "tokens"
-            q = metric and f"sum({metric}{{{sel}}})"
+            q = metric and f"sum({selected(metric, sel)})"
+            if q and engine.up:
+                q = f"({q} or 0 * sum({selected(engine.up, sel)}))"
             if q and counter == "input_tokens" and engine.input_tokens_cached:
-                q += f" + (sum({engine.input_tokens_cached}{{{sel}}}) or vector(0))"
+                q += f" + (sum({selected(engine.input_tokens_cached, sel)}) or vector(0))"
             for at in ("start", "end"):
                 out[f"{p}service_{counter}_counted@{at}"] = (q, unit)
     return out

@@ -159,6 +159,8 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> lis
         for counter in ("requests", "output_tokens", "input_tokens"):
             k = by.get(f"{p}service_{counter}_counted")
             metric = getattr(engine, counter)
+            if counter != "requests" and metric is None and not (mine.any_out or mine.any_in):
+                continue  # no tokens on either side (a data service): nothing to say
             if metric and counter == "input_tokens" and engine.input_tokens_cached:
                 metric = f"{metric} + {engine.input_tokens_cached}"
             row = {"service": name, "engine": engine.name, "what": counter.replace("_", " "), "metric": metric,

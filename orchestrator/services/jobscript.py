@@ -128,7 +128,8 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
                    "port": port if isinstance(port, int) else None}
     static = {"service_id": service_id, "recipe": recipe.name,
               "health_path": recipe.health.path if recipe.health else None,
-              "health_port_index": recipe.health.port if recipe.health else None}
+              "health_port_index": recipe.health.port if recipe.health else None,
+              **({"health_tcp": True} if recipe.health and recipe.health.tcp else {})}
     container = recipe.container
     return render(
         "service.sbatch.j2",

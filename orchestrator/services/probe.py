@@ -28,7 +28,7 @@ class Probe:
 
     @property
     def healthy(self) -> bool:
-        return bool(self.health_code) and self.health_code[0] in "23"
+        return bool(self.health_code) and (self.health_code[0] in "23" or self.health_code == "open")
 
 
 def parse_probe(sections: list[Section]) -> Probe:

@@ -28,7 +28,14 @@ from orchestrator.schema import (
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
-EXPORTERS = ("node", "gpu")
+
+
+def mem_bytes(mem: str) -> int:
+    """A SLURM memory size (``--mem``: no suffix means megabytes) in bytes."""
+    unit = mem[-1].upper() if mem[-1].isalpha() else "M"
+    return int(mem.rstrip("KMGTkmgt")) * 1024 ** "KMGT".index(unit) * 1024
+EXPORTERS = ("node", "gpu", "redis", "postgres")
+SERVICE_EXPORTERS = ("redis", "postgres")   # read the service itself on its first port
 AUTO = "auto"
 
 
@@ -56,9 +63,10 @@ class Resources:
 
 @dataclass(frozen=True)
 class Health:
-    path: str = "/"
+    path: str = "/"                  # HTTP GET answered 2xx/3xx; "" with tcp
     timeout: int = 300
     port: int = 0                    # index into ports
+    tcp: bool = False                # ready when the port accepts a connection (Redis, PostgreSQL: no HTTP)
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
 _RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint",
                   "nodelist"]
-_HEALTH_KEYS = ["path", "timeout", "port"]
+_HEALTH_KEYS = ["path", "timeout", "port", "tcp"]
 _METRICS_KEYS = ["path", "port"]
 
 
@@ -221,9 +229,14 @@ def _health(raw, nports: int) -> Health | None:
     check_keys(raw, _HEALTH_KEYS, "service.health")
     if nports == 0:
         raise SchemaViolation("service.health", "a health probe needs service.ports")
-    return Health(path=_path_str(raw.get("path", "/"), "service.health.path"),
+    tcp = raw.get("tcp", False)
+    if not isinstance(tcp, bool):
+        raise SchemaViolation("service.health.tcp", f"expected true or false, got {tcp!r}")
+    if tcp and "path" in raw:
+        raise SchemaViolation("service.health", "expected path (an HTTP probe) or tcp: true, not both")
+    return Health(path="" if tcp else _path_str(raw.get("path", "/"), "service.health.path"),
                   timeout=expect_int(raw.get("timeout", 300), "service.health.timeout", 1),
-                  port=expect_int(raw.get("port", 0), "service.health.port", 0, nports - 1))
+                  port=expect_int(raw.get("port", 0), "service.health.port", 0, nports - 1), tcp=tcp)
 
 
 def _metrics(raw, nports: int) -> Metrics | None:
@@ -321,6 +334,9 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
     for i, e in enumerate(exporters):
         if e not in EXPORTERS:
             raise SchemaViolation(f"service.exporters[{i}]", f"expected one of {', '.join(EXPORTERS)}, got {e!r}")
+        if e in SERVICE_EXPORTERS and not ports:
+            raise SchemaViolation(f"service.exporters[{i}]", f"the {e} exporter reads the service on its first "
+                                  "port: service.ports is needed")
     modules = tuple(expect_str(m, f"service.modules[{i}]")
                     for i, m in enumerate(expect_list(s.get("modules", []), "service.modules")))
     description = s.get("description", "")

@@ -308,7 +308,9 @@ class ServersModule:
                 tail = self.probe(ident, log_lines=20).log.rstrip()
                 raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) ended {state} "
                                       f"before it was ready; last lines of its log:\n{tail}")
-            if state == "RUNNING" and p.endpoint and (p.healthy or not p.endpoint["static"].get("health_path")):
+            static = p.endpoint["static"] if p.endpoint else {}
+            if state == "RUNNING" and p.endpoint and (p.healthy or not (static.get("health_path")
+                                                                        or static.get("health_tcp"))):
                 return True, f"{p.service_id} ready at {p.health_url or p.endpoint['node']}"
             if state == "PENDING":
                 return False, f"{p.service_id}: pending ({p.job.reason or 'queued'})"

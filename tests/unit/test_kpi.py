@@ -69,3 +69,17 @@ def test_every_percentile_of_every_distribution_matches_numpy_on_many_chunks(mon
         for p in (50, 99):
             assert k[f"{name}_p{p}"] == pytest.approx(float(np.percentile(np.asarray(values, "f8"), p)), rel=1e-12)
         assert k[f"{name}_max"] == pytest.approx(float(max(values)))
+
+
+def test_a_data_service_gets_kpis_per_operation_and_no_token_kpis():
+    recs = [{"start": 1.0 + i * 0.01, "latency_s": (0.001 if i % 4 else 0.004), "ok": i != 7,
+             "op": "set" if i % 4 == 0 else "get", "bytes": 100, "error": None if i != 7 else "redis: OOM"}
+            for i in range(400)]
+    with table(recs) as t:
+        assert t.ops == ["set", "get"]
+        k = {x.kpi: x for x in client_kpis(t, Window(1.0, 5.0), (50,))}
+    assert k["get_operations_per_second"].value == 299 / 4.0 and k["get_errors"].value == 1
+    assert k["set_operations_per_second"].value == 100 / 4.0
+    assert k["set_latency_p50"].value == 0.004 and k["get_latency_p50"].value == 0.001
+    assert k["bytes_per_second"].value == 399 * 100 / 4.0
+    assert not {"ttft_p50", "itl_p50", "output_tokens_per_second"} & set(k)

@@ -42,6 +42,12 @@ def write(tmp_path, text):
     ("service: {name: x, command: c, exporters: [disk]}", "service.exporters[0]: expected one of node, gpu"),
     ("service: {name: x, command: c, container: {image_path: /x.sif}}",
      "service.container.docker_source: required field is missing"),
+    ("service: {name: x, command: c, exporters: [redis]}",
+     "service.exporters[0]: the redis exporter reads the service on its first port: service.ports is needed"),
+    ("service: {name: x, command: c, ports: [auto], health: {tcp: true, path: /}}",
+     "service.health: expected path (an HTTP probe) or tcp: true, not both"),
+    ("service: {name: x, command: c, ports: [auto], health: {tcp: yes please}}",
+     "service.health.tcp: expected true or false"),
 ])
 def test_invalid_recipes_name_file_field_and_expectation(tmp_path, body, message):
     path = write(tmp_path, body)
@@ -119,3 +125,15 @@ def test_template_code_in_a_recipe_never_runs_here(tmp_path):
         with pytest.raises(RecipeError, match="service.command"):
             render_service_script(load_recipe(str(path)), SlurmConfig(), "r_0123abcd")
     assert not marker.exists()
+
+
+def test_a_service_without_http_is_ready_when_its_port_accepts_connections():
+    import subprocess
+
+    from orchestrator.config import SlurmConfig
+    from orchestrator.services.jobscript import render_service_script
+    r = load_recipe("redis")
+    assert r.health.tcp and r.health.path == "" and r.exporters == ("node", "redis") and r.engine == "redis"
+    script = render_service_script(r, SlurmConfig(partition="cpu"), "redis_0123abcd")
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    assert '"health_tcp": true' in script and '--redis.addr="redis://127.0.0.1:$ORCH_PORT"' in script

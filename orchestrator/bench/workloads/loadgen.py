@@ -24,14 +24,15 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
-import signal
-import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+try:  # shipped beside this file to the job dir; imported from the package in tests
+    from orchestrator.bench.workloads import clientjob
+except ImportError:
+    import clientjob
 
 LAT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
@@ -360,23 +361,11 @@ class Run:
             t.join()
 
 
-def write_json(path: str, doc: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", required=True, help="base URL of the service, e.g. http://n1:8000")
     ap.add_argument("--kind", default="openai-completions",
                     choices=["openai-completions", "openai-chat", "ollama-generate", "http"])
-    ap.add_argument("--concurrency", type=int, default=1)
-    ap.add_argument("--rate", type=float, default=None, help="requests/s (open loop); omit for closed loop")
-    ap.add_argument("--duration", type=float, default=None, help="seconds of measured load after the warm-up")
-    ap.add_argument("--requests", type=int, default=None, help="stop after this many requests (warm-up included)")
-    ap.add_argument("--warmup", type=float, default=0.0)
     ap.add_argument("--payload", default="{}")
     ap.add_argument("--payload-file", default=None, help="read the payload JSON from this file")
     ap.add_argument("--dataset-file", default=None, help="JSON lines {row, prompt, max_tokens}: request i uses row i")
@@ -386,14 +375,8 @@ def main(argv=None) -> None:
     ap.add_argument("--ramp-from", type=float, default=None)
     ap.add_argument("--ramp-to", type=float, default=None)
     ap.add_argument("--ramp-over", type=float, default=None, help="seconds to move the rate from --ramp-from to --ramp-to")
-    ap.add_argument("--out", default="requests.jsonl")
-    ap.add_argument("--metrics-port", type=int, default=0)
-    ap.add_argument("--go-file", default=None, help="wait until this file exists (holds the start time)")
-    ap.add_argument("--go-timeout", type=float, default=900)
-    ap.add_argument("--max-seconds", type=float, default=3600, help="hard cap on the whole run")
     ap.add_argument("--request-timeout", type=float, default=120)
-    ap.add_argument("--linger", type=float, default=0, help="keep /metrics up this long after the load")
-    ap.add_argument("--client-id", default=os.environ.get("ORCH_SERVICE_ID", "client"))
+    clientjob.add_job_arguments(ap)
     args = ap.parse_args(argv)
     if not args.duration and not args.requests:
         ap.error("one of --duration or --requests is required")
@@ -404,57 +387,26 @@ def main(argv=None) -> None:
             args.payload = f.read()
     stats = Stats()
     if args.metrics_port:
-        # (a tiny handler of its own: this file is shipped to the cluster alone, it imports nothing of ours)
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = stats.metrics().encode() if self.path.startswith("/metrics") else b"ok\n"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *a):
-                pass
-        ThreadingHTTPServer.request_queue_size = 128  # scrapes and probes, never a flood: above the default 5
-        srv = ThreadingHTTPServer(("0.0.0.0", args.metrics_port), H)
-        srv.daemon_threads = True
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        clientjob.serve_metrics(args.metrics_port, stats.metrics)
+    job = clientjob.Job(args)
     run = Run(args, stats)
-    signal.signal(signal.SIGTERM, lambda *a: run.stop.set())  # scancel: stop, keep what was recorded
-    if args.go_file:
-        waited = time.time()
-        while not os.path.exists(args.go_file):
-            if run.stop.wait(0.05) or time.time() - waited > args.go_timeout:
-                print("no go signal; exiting", file=sys.stderr)
-                sys.exit(2)
-    begin = time.time()
-    warmup_until = begin + args.warmup
-    end = min(begin + args.max_seconds, begin + args.warmup + args.duration if args.duration else float("inf"))
-    stats.phase = "running"
-    print(f"load: {args.kind} -> {args.url}, concurrency {args.concurrency}, "
-          f"{'rate %g/s' % args.rate if args.rate else 'closed loop'}, warm-up {args.warmup}s", flush=True)
+    run.stop = job.stop
 
-    def progress():
-        while stats.phase == "running":
-            with stats.lock:
-                doc = {"ok": stats.ok, "errors": stats.errors, "in_flight": stats.in_flight, "t": time.time(),
-                       "begin": begin, "warmup_until": warmup_until, "end": end}
-            write_json("progress.json", doc)
-            run.stop.wait(1.0)
-    threading.Thread(target=progress, daemon=True).start()
-    if args.rate:
-        run.open_loop(begin, end, warmup_until)
-    else:
-        run.closed_loop(end, warmup_until)
-    finished = time.time()
-    stats.phase = "done"
-    run.out.close()
-    write_json("done.json", {"begin": begin, "warmup_until": warmup_until, "end": finished, "ok": stats.ok,
-                             "errors": stats.errors, "interrupted": run.stop.is_set()})
-    print(f"done: {stats.ok} ok, {stats.errors} errors in {finished - begin:.1f}s", flush=True)
-    if args.linger and not run.stop.is_set():
-        run.stop.wait(args.linger)
+    def counts() -> dict:
+        with stats.lock:
+            return {"ok": stats.ok, "errors": stats.errors, "in_flight": stats.in_flight}
+
+    def load(begin: float, end: float, warmup_until: float) -> None:
+        stats.phase = "running"
+        if args.rate:
+            run.open_loop(begin, end, warmup_until)
+        else:
+            run.closed_loop(end, warmup_until)
+        stats.phase = "done"
+        run.out.close()
+
+    job.run(load, counts, f"load: {args.kind} -> {args.url}, concurrency {args.concurrency}, "
+            f"{'rate %g/s' % args.rate if args.rate else 'closed loop'}")
 
 
 if __name__ == "__main__":
