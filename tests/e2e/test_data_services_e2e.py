@@ -106,3 +106,51 @@ def test_a_connection_sweep_on_redis_finds_where_more_connections_only_add_laten
     for p in report["manifest"]["points"]:  # every point's count checked against the server's own
         rows = json.loads((d / p["dir"] / "report.json").read_text())["cross_check"]
         assert [r["agree"] for r in rows] == [True], rows
+
+
+PGBENCH = """benchmark:
+  name: e2e-pgbench
+  services:
+    - recipe: postgres
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: pgbench
+      target: postgres
+      clients: 4
+      threads: 2
+      scale: 2
+      duration: 5s
+      warmup: 1s
+      percentiles: [50, 99]
+"""
+
+
+def test_pgbench_transactions_are_the_records_and_the_server_counted_each(sandbox_config_path, tmp_path):
+    d = run_session(sandbox_config_path, tmp_path, PGBENCH, "e2e-pgbench")
+    report = json.loads((d / "report.json").read_text())
+    recs = records(d)
+    assert len(recs) > 500 and {r["op"] for r in recs} == {"tpcb-like"} and all(r["ok"] for r in recs)
+    row = report["cross_check"][0]
+    assert row["metric"] == 'pg_stat_database_tup_inserted{datname="bench"}'
+    assert row["client"] == len(recs) == row["engine_count"] and row["agree"] is True
+    k = {x["kpi"]: x["value"] for x in report["kpis"]}
+    w = report["window"]
+    lat = np.array([r["latency_s"] for r in recs if not r["warmup"] and w["start"] <= r["start"] <= w["end"]])
+    assert k["tpcb-like_latency_p99"] == pytest.approx(float(np.percentile(lat, 99)), rel=1e-12)
+    assert k["tpcb-like_operations_per_second"] == pytest.approx(lat.size / w["seconds"])
+    assert k["client_overhead_cpu_per_request"] > 0
+
+
+def test_a_scale_too_big_for_the_jobs_memory_is_refused_before_anything_is_submitted(sandbox_config_path, tmp_path,
+                                                                                    ssh):
+    recipe = tmp_path / "big.yaml"
+    recipe.write_text(PGBENCH.replace("scale: 2", "scale: 500"))
+    env = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path))
+    before = ssh.run("squeue -h -o %j", check=True).stdout.split()
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--recipe", str(recipe)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "benchmark.clients[0].scale: pgbench at scale 500 needs about 7.4 GiB" in proc.stderr
+    assert "more than the postgres job's memory (1G)" in proc.stderr
+    assert ssh.run("squeue -h -o %j", check=True).stdout.split() == before  # nothing was submitted
+    assert not (tmp_path / "results").exists()  # and nothing half-written

@@ -7,8 +7,9 @@ pgbench for the warm-up plus the measured time (or a number of transactions),
 with ``--clients`` connections on ``--threads`` threads, and per-transaction
 logging (``-l``). Each logged transaction becomes one JSON line: start (its
 completion time less its latency), latency_s, ok (pgbench logs a failed
-transaction as "failed"), op (the script), warmup. Live counts on /metrics
-come from pgbench's progress lines (``-P 1``).
+transaction as "failed"), op (the script), warmup, client_cpu_s (pgbench's CPU
+time over its transactions: an average, pgbench does not time itself per
+transaction). Live counts on /metrics come from pgbench's progress lines (``-P 1``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import glob
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -33,7 +35,7 @@ PROGRESS = re.compile(r"progress: ([\d.]+) s, ([\d.]+) tps, lat ([\d.]+) ms.*?(?
 LOG_PREFIX = "pgbench_log"
 
 
-def log_records(lines, script: str, warmup_until: float, client_id: str):
+def log_records(lines, script: str, warmup_until: float, client_id: str, cpu_each: float | None = None):
     """pgbench's per-transaction log lines (client_id transaction_no time script_no time_epoch time_us
     [schedule_lag] [retries]; time in microseconds, or "failed"/"skipped") as request records."""
     for line in lines:
@@ -48,7 +50,7 @@ def log_records(lines, script: str, warmup_until: float, client_id: str):
         start = round(end - latency, 6)
         yield {"start": start, "latency_s": round(latency, 6), "ttft_s": None, "tpot_s": None, "status": None,
                "ok": ok, "tokens_in": None, "tokens_out": None, "error": error, "op": script,
-               "warmup": start < warmup_until, "client": client_id}
+               "client_cpu_s": cpu_each, "warmup": start < warmup_until, "client": client_id}
 
 
 class Stats:
@@ -136,6 +138,8 @@ def main(argv=None) -> None:
             args += ["-t", str(max(1, a.requests // a.concurrency))]
         for old in glob.glob(f"{LOG_PREFIX}.*"):
             os.remove(old)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_before = before.ru_utime + before.ru_stime
         proc = subprocess.Popen(pg("pgbench", args, a.address, a.db), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         watcher = threading.Thread(target=lambda: job.stop.wait() or proc.terminate(), daemon=True)
@@ -145,11 +149,15 @@ def main(argv=None) -> None:
             stats.progress(line)
             tail = (tail + [line])[-20:]
         proc.wait()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # pgbench's (and createdb's, pgbench -i's) CPU
+        cpu = usage.ru_utime + usage.ru_stime - cpu_before
+        paths = sorted(glob.glob(f"{LOG_PREFIX}.*"))
+        total = sum(1 for path in paths for _ in open(path))
         with open(a.out, "a") as out:
             n = errors = 0
-            for path in sorted(glob.glob(f"{LOG_PREFIX}.*")):
+            for path in paths:
                 with open(path) as f:
-                    for rec in log_records(f, script, warmup_until, a.client_id):
+                    for rec in log_records(f, script, warmup_until, a.client_id, round(cpu / total, 7) if total else None):
                         out.write(json.dumps(rec) + "\n")
                         n += 1
                         errors += not rec["ok"]
