@@ -58,6 +58,13 @@ class SlurmConfig:
 @dataclass(frozen=True)
 class RemoteConfig:
     work_dir: str = "~/.orchestrator"
+    # a virtualenv on the cluster (numpy, chromadb) for client jobs that need more than the standard
+    # library (the vector client) and for Chroma; `doctor` checks it; default <work_dir>/venv
+    venv: str | None = None
+
+    @property
+    def venv_dir(self) -> str:
+        return self.venv or f"{self.work_dir.rstrip('/')}/venv"
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,7 @@ _TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir", "recipe_dirs"
 _SSH_KEYS = ["host", "port", "user", "key_file", "known_hosts", "ssh_config",
              "connect_timeout", "keepalive", "local"]
 _SLURM_KEYS = ["account", "partition", "qos", "time"]
-_REMOTE_KEYS = ["work_dir"]
+_REMOTE_KEYS = ["work_dir", "venv"]
 
 ENV_OVERRIDES = {
     "SLURM_ACCOUNT": "account",
@@ -155,7 +162,8 @@ def parse_config(raw, env: Mapping[str, str]) -> Config:
     slurm = _slurm_section(expect_mapping(raw.get("slurm") or {}, "slurm"), env)
     remote_raw = expect_mapping(raw.get("remote") or {}, "remote")
     check_keys(remote_raw, _REMOTE_KEYS, "remote")
-    remote = RemoteConfig(work_dir=expect_str(remote_raw.get("work_dir", "~/.orchestrator"), "remote.work_dir"))
+    remote = RemoteConfig(work_dir=expect_str(remote_raw.get("work_dir", "~/.orchestrator"), "remote.work_dir"),
+                          venv=expect_str(remote_raw.get("venv"), "remote.venv", optional=True))
     state_dir = Path(expect_str(raw.get("state_dir", "~/.orchestrator"), "state_dir")).expanduser()
     results_dir = Path(expect_str(raw.get("results_dir", "results"), "results_dir")).expanduser()
     dirs = raw.get("recipe_dirs") or []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -135,9 +136,27 @@ def _keys_and_user(d: Path) -> None:
     _sh("usermod", "-p", "*", USER)
     (d / "authorized_keys").mkdir(exist_ok=True)
     shutil.copyfile(d / "id_ed25519.pub", d / "authorized_keys" / USER)
+    _link_client_venv()
     host_pub = (d / "ssh_host_ed25519_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"{LOGIN_SSH_ADDR} {host_pub[0]} {host_pub[1]}\n"
                                    f"[{LOGIN_SSH_ADDR}]:{NO_SFTP_PORT} {host_pub[0]} {host_pub[1]}\n")
+
+
+CLIENT_VENV = Path(os.environ.get("ORCH_VENV_CACHE", "/var/cache/orch-venv"))
+
+
+def _link_client_venv() -> None:
+    """The cluster user's ~/.orchestrator/venv (the default remote.venv) is the one setup built
+    (scripts/build-venv.sh); without it, `doctor` says the vector client and Chroma cannot run."""
+    if not (CLIENT_VENV / "bin" / "python").exists():
+        return
+    home = Path(pwd.getpwnam(USER).pw_dir)
+    link = home / ".orchestrator" / "venv"
+    link.parent.mkdir(exist_ok=True)
+    shutil.chown(link.parent, USER, USER)
+    if link.is_symlink() or not link.exists():
+        link.unlink(missing_ok=True)
+        link.symlink_to(CLIENT_VENV)
 
 
 def _network(nodes: list[Node]) -> None:

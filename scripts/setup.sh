@@ -17,3 +17,5 @@ fi
 .venv/bin/python -c 'from sandbox import cluster as s; s.install_packages(lambda m: print("[setup]", m))'
 # llama.cpp's server and a test model for the sandbox (built once per machine, then reused)
 scripts/build-llama-server.sh
+# the cluster's client venv (numpy, chromadb) for the vector client and Chroma (built once per machine)
+scripts/build-venv.sh

@@ -92,10 +92,11 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
     tok_out = tok_in = nbytes = 0
     any_out = any_in = any_bytes = has_requests = False
     cpu = 0.0
-    ops_ok = np.zeros(len(table.ops), dtype=np.int64)
-    ops_err = np.zeros(len(table.ops), dtype=np.int64)
+    nops = len(table.ops)
+    ops_ok, ops_err, ops_items = (np.zeros(nops, dtype=np.int64) for _ in range(3))
+    recall_sum, recall_n = np.zeros(nops), np.zeros(nops, dtype=np.int64)
     for c in table.chunks(["start", "latency_s", "ok", "warmup", "tokens_out", "tokens_in", "retried",
-                           "client_cpu_s", "ttft_s", "tpot_s", "op", "bytes"]):
+                           "client_cpu_s", "ttft_s", "tpot_s", "op", "bytes", "items", "recall"]):
         m = _in_window(c, window)
         ok = m & (c["ok"] == 1)
         n += int(m.sum())
@@ -110,8 +111,13 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
         has_requests |= bool((c["op"] < 0).any())
         if table.ops:
             op = c["op"]
-            ops_ok += np.bincount(op[ok & (op >= 0)], minlength=len(table.ops))
-            ops_err += np.bincount(op[m & ~ok & (op >= 0)], minlength=len(table.ops))
+            ops_ok += np.bincount(op[ok & (op >= 0)], minlength=nops)
+            ops_err += np.bincount(op[m & ~ok & (op >= 0)], minlength=nops)
+            sel = ok & (op >= 0) & (c["items"] >= 0)
+            ops_items += np.bincount(op[sel], weights=c["items"][sel], minlength=nops).astype(np.int64)
+            sel = ok & (op >= 0) & ~np.isnan(c["recall"])
+            recall_sum += np.bincount(op[sel], weights=c["recall"][sel], minlength=nops)
+            recall_n += np.bincount(op[sel], minlength=nops)
         if slo:
             good += int((ok & meets_slo(c, slo)).sum())
         retried += int((m & (c["retried"] == 1)).sum())
@@ -147,17 +153,48 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
         dists += (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "gaps"))
     for name, column in dists:
         out += _dist(name, summary_of(table, column, ok_in_window, qs), "s", percentiles)
+    phases = op_phases(table, window)
     for i, op in enumerate(table.ops):
         def this_op(c, i=i):
             return ok_in_window(c) & (c["op"] == i)
-        out += [KPI(f"{op}_operations_per_second", int(ops_ok[i]) / window.seconds, "operations/s", "client"),
+        span, note = window.seconds, ""
+        if op in phases:
+            span = phases[op].seconds
+            note = f"over its phase, {span:.3g} s of the window"
+        out += [KPI(f"{op}_operations_per_second", int(ops_ok[i]) / span, "operations/s", "client", note),
                 KPI(f"{op}_errors", float(ops_err[i]), "operations", "client")]
+        if ops_items[i]:
+            out.append(KPI(f"{op}_items_per_second", int(ops_items[i]) / span, "items/s", "client",
+                           "vectors (or rows) the OK operations carried" + (f", {note}" if note else "")))
+        if recall_n[i]:
+            out.append(KPI(f"{op}_recall_mean", float(recall_sum[i] / recall_n[i]), "ratio", "client",
+                           "recall@k against the exact nearest neighbours, mean over the OK queries"))
         out += _dist(f"{op}_latency", summary_of(table, "latency_s", this_op, qs), "s", percentiles)
     out.append(KPI("requests_retried", float(retried), "requests", "client",
                    "sent again once on a new connection: the server had closed the kept-alive one"))
     out.append(KPI("client_overhead_cpu_per_request", cpu / n_cpu if n_cpu else None, "s", "client",
                    "the load client's own CPU time per request"))
     return out
+
+
+def op_phases(table: RequestTable, window: Window) -> dict[str, Window]:
+    """Operations that ran one after another (a vector client inserts, then queries) as phases: each
+    op's own window, from its first start to its last completion. Empty when the ops interleave
+    (a GET/SET mix): their rates are over the whole window."""
+    if len(table.ops) < 2:
+        return {}
+    first = np.full(len(table.ops), np.inf)
+    last = np.full(len(table.ops), -np.inf)
+    for c in table.chunks(ROW_COLUMNS):
+        m = _in_window(c, window) & (c["ok"] == 1) & (c["op"] >= 0)
+        op, start, end = c["op"][m], c["start"][m], c["start"][m] + c["latency_s"][m]
+        for i in np.unique(op).tolist():
+            first[i] = min(first[i], float(start[op == i].min()))
+            last[i] = max(last[i], float(end[op == i].max()))
+    seen = [i for i in np.argsort(first).tolist() if np.isfinite(first[i])]
+    if len(seen) < 2 or any(last[a] > first[b] for a, b in zip(seen, seen[1:])):
+        return {}
+    return {table.ops[i]: Window(float(first[i]), float(last[i])) for i in seen}
 
 
 def summary_of(table: RequestTable, column: str, keep, qs) -> Summary:
@@ -196,8 +233,10 @@ class Totals:
     max_in: int = 0
     any_out: bool = False
     any_in: bool = False
+    items: int = 0                  # vectors (rows) the OK operations carried
 
     def add(self, other: Totals) -> None:
+        self.items += other.items
         self.requests += other.requests
         self.tokens_out += other.tokens_out
         self.tokens_in += other.tokens_in
@@ -222,13 +261,14 @@ class TargetTotals:
 def ok_totals(table: RequestTable) -> TargetTotals:
     """Per target, the OK requests of the whole run (warm-up included: the engine counted those too)."""
     by: dict = {}
-    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in"]):
+    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in", "items"]):
         ok = c["ok"] == 1
         for i in np.unique(c["target"][ok]).tolist():
             sel = ok & (c["target"] == i)
-            out, inp = c["tokens_out"][sel], c["tokens_in"][sel]
+            out, inp, items = c["tokens_out"][sel], c["tokens_in"][sel], c["items"][sel]
             t = Totals(int(sel.sum()), int(out[out >= 0].sum()), int(inp[inp >= 0].sum()),
-                       int(max(out.max(), 0)), int(max(inp.max(), 0)), bool((out >= 0).any()), bool((inp >= 0).any()))
+                       int(max(out.max(), 0)), int(max(inp.max(), 0)), bool((out >= 0).any()), bool((inp >= 0).any()),
+                       int(items[items >= 0].sum()))
             by.setdefault(table.targets[i], Totals()).add(t)
     return TargetTotals(by)
 

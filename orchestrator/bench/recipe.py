@@ -27,7 +27,7 @@ from orchestrator.services.recipes import find_named, parse_resources, recipe_di
 from orchestrator.times import parse_duration
 
 LLM_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
-CLIENT_KINDS = (*LLM_KINDS, "redis", "pgbench")
+CLIENT_KINDS = (*LLM_KINDS, "redis", "pgbench", "vector")
 MAX_CLIENT_SECONDS = 24 * 3600
 
 
@@ -91,7 +91,9 @@ _COMMON_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "durati
 # what each kind takes besides the common keys: anything else is refused, never ignored
 _KIND_KEYS = {**{k: ["payload", "arrival", "burstiness", "ramp_up", "dataset"] for k in LLM_KINDS},
               "redis": ["ratio", "keys", "value_bytes", "pipeline", "preload"],
-              "pgbench": ["clients", "threads", "scale", "builtin", "script"]}
+              "pgbench": ["clients", "threads", "scale", "builtin", "script"],
+              "vector": ["dim", "vectors", "batch", "queries", "top_k", "collection", "engine"]}
+VECTOR_ENGINES = ("chroma", "qdrant")
 REDIS_OPS = ("get", "set")
 PGBENCH_BUILTINS = ("tpcb-like", "simple-update", "select-only")
 
@@ -163,7 +165,7 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         if "concurrency" in raw:
             raise SchemaViolation(f"{path}.clients", "expected clients or concurrency (the same thing), not both")
         raw = {**raw, "concurrency": raw["clients"]}
-    if raw.get("duration") is None and raw.get("requests") is None:
+    if raw.get("duration") is None and raw.get("requests") is None and kind != "vector":
         raise SchemaViolation(path, "expected duration or requests (a load is always bounded)")
     payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
     resources = expect_mapping(raw.get("resources") or {}, f"{path}.resources")
@@ -187,7 +189,8 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         raise SchemaViolation(f"{path}.slo", f"a {kind} client has no tokens: only e2e applies, got "
                               + ", ".join(sorted(set(slo) - {"e2e"})))
     return ClientSpec(
-        options=_redis_options(raw, path) if kind == "redis" else _pgbench_options(raw, path) if kind == "pgbench" else {},
+        options={"redis": _redis_options, "pgbench": _pgbench_options, "vector": _vector_options}.get(
+            kind, lambda raw, path: {})(raw, path),
         arrival=arrival, burstiness=expect_number(raw.get("burstiness", 1.0), f"{path}.burstiness", 0.001),
         ramp_up=ramp, dataset=_dataset(raw.get("dataset"), f"{path}.dataset"), percentiles=percentiles, slo=slo,
         kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
@@ -223,6 +226,26 @@ def _pgbench_options(raw, path: str) -> dict:
     return {"scale": expect_int(raw.get("scale", 10), f"{path}.scale", 1, 100_000),
             "threads": expect_int(raw.get("threads", 1), f"{path}.threads", 1, 256), "builtin": builtin,
             "script": expect_str(raw.get("script"), f"{path}.script", optional=True)}
+
+
+def _vector_options(raw, path: str) -> dict:
+    if "requests" in raw:
+        raise SchemaViolation(f"{path}.requests", "a vector client is bounded by vectors and queries (duration caps "
+                              "its time)")
+    collection = expect_pattern(raw.get("collection", "orch-bench"), f"{path}.collection",
+                                lambda v: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", v)),
+                                "3-512 letters, digits, '.', '_' or '-', starting and ending with a letter or digit")
+    engine = raw.get("engine")
+    if engine is not None and engine not in VECTOR_ENGINES:
+        raise SchemaViolation(f"{path}.engine", f"expected one of {', '.join(VECTOR_ENGINES)}, got {engine!r}")
+    vectors = expect_int(raw.get("vectors", 20_000), f"{path}.vectors", 1, 100_000_000)
+    top_k = expect_int(raw.get("top_k", 10), f"{path}.top_k", 1, 10_000)
+    if top_k > vectors:
+        raise SchemaViolation(f"{path}.top_k", f"expected at most vectors ({vectors}), got {top_k}")
+    return {"dim": expect_int(raw.get("dim", 128), f"{path}.dim", 1, 65_536), "vectors": vectors,
+            "batch": expect_int(raw.get("batch", 256), f"{path}.batch", 1, 100_000),
+            "queries": expect_int(raw.get("queries", 1000), f"{path}.queries", 0, 100_000_000), "top_k": top_k,
+            "collection": collection, "engine": engine}
 
 
 def pgbench_bytes(scale: int) -> int:

@@ -31,14 +31,15 @@ SCALARS = {
     "client_cpu_s": ("f8", "d"), "tokens_in": ("i8", "q"), "tokens_out": ("i8", "q"),
     "ok": ("u1", "B"), "warmup": ("u1", "B"), "retried": ("u1", "B"),
     "target": ("i4", "i"), "error": ("i4", "i"), "ngaps": ("i4", "i"),
-    "op": ("i4", "i"), "bytes": ("i8", "q"),     # data services: the operation (get, set, ...), its bytes
+    "op": ("i4", "i"), "bytes": ("i8", "q"),     # data services: the operation (get, set, ...), its bytes,
+    "items": ("i8", "q"), "recall": ("f8", "d"),  # the vectors in it, a query's recall@k
 }
 GAPS = ("f4", "f")
 CHUNK = 1 << 16
 FLUSH = 1 << 16
 REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "tpot_s", "status", "ok", "tokens_in", "tokens_out", "error"]
-_FLOATS = ("ttft_s", "tpot_s", "client_cpu_s")
-_INTS = ("tokens_in", "tokens_out", "bytes")
+_FLOATS = ("ttft_s", "tpot_s", "client_cpu_s", "recall")
+_INTS = ("tokens_in", "tokens_out", "bytes", "items")
 _NAN = float("nan")
 
 

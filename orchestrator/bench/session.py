@@ -58,6 +58,7 @@ from orchestrator.services.recipes import (
     mem_bytes,
     parse_recipe,
 )
+from orchestrator.services.jobscript import expand_home_word
 from orchestrator.templating import literal
 from orchestrator.times import parse_duration
 from orchestrator.watch.attribution import STATE_CAUSES
@@ -69,10 +70,13 @@ LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how 
 CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
 
-def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0) -> ServiceRecipe:
-    """A load client as a service recipe: its /metrics is what the monitor scrapes."""
+def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",
+                  engine: str | None = None) -> ServiceRecipe:
+    """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the
+    cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API)."""
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
-    workload = {"redis": "redisload.py", "pgbench": "pgbenchload.py"}.get(spec.kind, "loadgen.py")
+    workload = {"redis": "redisload.py", "pgbench": "pgbenchload.py", "vector": "vectorload.py"}.get(
+        spec.kind, "loadgen.py")
     job = ["--concurrency", str(spec.concurrency), "--warmup", str(spec.warmup), "--out", "requests.jsonl",
            "--go-file", "go", "--max-seconds", str(max_seconds), "--linger", "15"]
     if spec.rate:
@@ -94,6 +98,12 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0) -> Ser
         args = ["python3", workload, "--address", f"{url.hostname}:{url.port}", "--scale", str(o["scale"]),
                 "--threads", str(o["threads"]),
                 *(["--script", PGBENCH_SCRIPT] if o["script"] else ["--builtin", o["builtin"]]), *job]
+    elif spec.kind == "vector":
+        o = spec.options
+        args = [f"{venv.rstrip('/')}/bin/python", workload, "--url", target_url,
+                "--engine", o["engine"] or engine or "chroma", "--collection", o["collection"], "--dim", str(o["dim"]),
+                "--vectors", str(o["vectors"]), "--batch", str(o["batch"]), "--queries", str(o["queries"]),
+                "--top-k", str(o["top_k"]), "--seed", str(node_index), *job]
     else:
         args = ["python3", workload, "--url", target_url, "--kind", spec.kind, "--payload-file", "payload.json", *job]
         if spec.arrival != "constant":
@@ -106,7 +116,9 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0) -> Ser
         elif node_index:
             args += ["--seed", str(node_index)]
     # the arguments are data (the URL comes from the cluster): rendered as themselves, never as Jinja
-    command = literal(shlex.join(args)) + " --metrics-port {{ port }}"
+    # (the venv's python is a path on the node, where ~ and $VARS expand)
+    head = expand_home_word(args[0]) if spec.kind == "vector" else shlex.quote(args[0])
+    command = literal(head + " " + shlex.join(args[1:])) + " --metrics-port {{ port }}"
     r = spec.resources
     minutes = math.ceil((max_seconds + 900 + 300) / 60)  # + go-wait and linger margin
     return ServiceRecipe(
@@ -141,6 +153,8 @@ class PointRun:
     targets: dict[str, str] = field(default_factory=dict)   # client service ID -> the service it loads
     go_time: float | None = None
     records: int = 0                      # request records collected (in out_dir/requests.jsonl)
+    service_counts: dict[str, int] = field(default_factory=dict)  # target -> items it holds (vector clients)
+    monitored: bool = False               # its clients were added to the monitor's targets
     warmup_until: float | None = None
     report: dict | None = None
     interrupted: bool = False
@@ -255,7 +269,9 @@ class BenchmarkSession:
                 files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
                     self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
             for node in range(spec.nodes):
-                sid = servers.start_service(client_recipe(spec, ep.url, node), extra_files=files, progress=self.say)
+                recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
+                                       self._engines().get(spec.target))
+                sid = servers.start_service(recipe, extra_files=files, progress=self.say)
                 pr.targets[sid] = spec.target
                 self.state.started.append(sid)
                 pr.clients.append(sid)
@@ -263,6 +279,7 @@ class BenchmarkSession:
             servers.wait_until_ready(sid, timeout=300, progress=self.say)
         self.orch.monitors.add_targets(self.state.monitor_id,
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
+        pr.monitored = True
 
     def _beside_recipe(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -343,11 +360,16 @@ class BenchmarkSession:
                     self._read_client_file(sid, local, {"target": pr.targets.get(sid), **extra}, builder, out)
                 if done.exists():
                     try:
-                        w = float(json.loads(done.read_text())["warmup_until"])
+                        doc = json.loads(done.read_text())
+                        w = float(doc["warmup_until"])
                     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                         self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
                         continue
                     pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
+                    count = doc.get("service_count")  # what the service said it holds, asked after the load
+                    if isinstance(count, int) and not isinstance(count, bool):
+                        target = pr.targets.get(sid)
+                        pr.service_counts[target] = max(pr.service_counts.get(target, 0), count)
 
     def _read_client_file(self, sid: str, path: Path, extra: dict, builder: TableBuilder, out) -> None:
         with open(path) as f:
@@ -393,7 +415,7 @@ class BenchmarkSession:
                                                ctx.engines)
         pr.report = write_artifacts(ctx, table, window)
         self.say(f"report: {pr.out_dir / 'report.html'}")
-        if pr.clients and self.state.monitor_id and not pr.interrupted:
+        if pr.monitored and self.state.monitor_id and not pr.interrupted:
             try:
                 self.orch.monitors.remove_targets(self.state.monitor_id, pr.clients)
             except OrchestratorError as exc:
@@ -423,7 +445,7 @@ class BenchmarkSession:
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
             jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.store.load()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
-            client_slo=self.recipe.clients[0].slo, engines=self._engines())
+            client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts))
 
     def _engines(self) -> dict[str, str]:
         """Service name -> engine, from the recipes deployed (a reused service has none declared here)."""

@@ -51,5 +51,8 @@ ENGINES: dict[str, Engine] = {
     # (xact_commit also counts pgbench's own queries, one per connection and a few at its start)
     "postgres": Engine("PostgreSQL (postgres_exporter)", requests='pg_stat_database_tup_inserted{datname="bench"}',
                        running='pg_stat_activity_count{datname="bench",state="active"}', up="pg_up"),
+    # vector databases: the client asks for the collection's count after the load (report: items stored)
+    "chroma": Engine("Chroma (no Prometheus metrics)"),
+    "qdrant": Engine("Qdrant"),
 }
 NONE = Engine("none declared")

@@ -25,6 +25,7 @@ from orchestrator.bench.kpi import (
     histogram,
     latency_points,
     ok_totals,
+    op_phases,
     throughput_series,
     window_of,
 )
@@ -66,6 +67,7 @@ class ReportContext:
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     client_slo: dict = field(default_factory=dict)  # per request, seconds (goodput)
     engines: dict[str, str] = field(default_factory=dict)
+    service_counts: dict[str, int] = field(default_factory=dict)  # service name -> items it holds after the load
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -134,6 +136,8 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
         "window": {"start": window.start, "end": window.end, "seconds": window.seconds,
                    "start_iso": iso(window.start), "end_iso": iso(window.end)},
         "kpis": [k.to_dict() for k in kpis], "top_errors": errors_in_window(table, window),
+        "phases": [{"name": op, "start": w.start, "end": w.end, "seconds": w.seconds, "start_iso": iso(w.start),
+                    "end_iso": iso(w.end)} for op, w in op_phases(table, window).items()],
         "records": {"total": len(table), "measured": count_in_window(table, window)}, "manifest": manifest,
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2))
@@ -161,6 +165,8 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> lis
             metric = getattr(engine, counter)
             if counter != "requests" and metric is None and not (mine.any_out or mine.any_in):
                 continue  # no tokens on either side (a data service): nothing to say
+            if counter == "requests" and metric is None and name in ctx.service_counts:
+                continue  # no request counter, but the service's count of what it holds (below)
             if metric and counter == "input_tokens" and engine.input_tokens_cached:
                 metric = f"{metric} + {engine.input_tokens_cached}"
             row = {"service": name, "engine": engine.name, "what": counter.replace("_", " "), "metric": metric,
@@ -175,6 +181,14 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> lis
                     f"differ by {diff:g}: requests the engine finished after the clients gave up, or that failed "
                     "on the way, count on one side only"))
             rows.append(row)
+        if name in ctx.service_counts:  # a vector database: asked by the client after the load
+            held, sent = ctx.service_counts[name], mine.items
+            rows.append({"service": name, "engine": engine.name, "what": "items stored",
+                         "metric": "the collection's count, asked after the load", "client": float(sent),
+                         "engine_count": float(held), "agree": held == sent,
+                         "note": "agree" if held == sent else (
+                             f"differ by {abs(held - sent):g}: the collection held vectors before the session, or "
+                             "an upsert failed on the way after the service applied it")})
     return rows
 
 
@@ -197,6 +211,7 @@ def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:
         "window": {"start": window.start, "end": window.end, "start_iso": iso(window.start), "end_iso": iso(window.end)},
         "scrape_interval": ctx.scrape_interval, "promql": promql, "interrupted": ctx.interrupted,
         "percentiles": list(ctx.percentiles), "client_slo": ctx.client_slo, "engines": ctx.engines,
+        **({"service_counts": ctx.service_counts} if ctx.service_counts else {}),
         **({"runtime": ctx.runtime} if ctx.runtime else {}),
     }
 
@@ -218,7 +233,8 @@ def context_from_dir(session_dir: Path) -> tuple[ReportContext, dict]:
                         clients=m.get("clients", []), monitor_id=m.get("monitor_id"), go_time=m.get("go_time"),
                         interrupted=m.get("interrupted", False), recipes=recipes, jobs=m.get("jobs") or [],
                         runtime=m.get("runtime") or {}, percentiles=tuple(m.get("percentiles") or DEFAULT_PERCENTILES),
-                        client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {})
+                        client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {},
+                        service_counts=m.get("service_counts") or {})
     return ctx, m
 
 

@@ -154,3 +154,38 @@ def test_a_scale_too_big_for_the_jobs_memory_is_refused_before_anything_is_submi
     assert "more than the postgres job's memory (1G)" in proc.stderr
     assert ssh.run("squeue -h -o %j", check=True).stdout.split() == before  # nothing was submitted
     assert not (tmp_path / "results").exists()  # and nothing half-written
+
+
+CHROMA = """benchmark:
+  name: e2e-chroma
+  services:
+    - recipe: chroma
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: vector
+      target: chroma
+      dim: 32
+      vectors: 3000
+      batch: 200
+      queries: 300
+      top_k: 5
+      concurrency: 2
+"""
+
+
+def test_chroma_inserts_then_queries_in_two_phases_and_holds_every_vector(sandbox_config_path, tmp_path):
+    d = run_session(sandbox_config_path, tmp_path, CHROMA, "e2e-chroma")
+    report = json.loads((d / "report.json").read_text())
+    assert report["cross_check"] == [{
+        "service": "chroma", "engine": "Chroma (no Prometheus metrics)", "what": "items stored",
+        "metric": "the collection's count, asked after the load", "client": 3000.0, "engine_count": 3000.0,
+        "agree": True, "note": "agree"}]
+    insert, query = report["phases"]
+    assert (insert["name"], query["name"]) == ("upsert", "query") and insert["end"] <= query["start"]
+    k = {x["kpi"]: x["value"] for x in report["kpis"]}
+    recs = records(d)
+    recalls = [r["recall"] for r in recs if r["op"] == "query"]
+    assert len(recalls) == 300 and k["query_recall_mean"] == pytest.approx(sum(recalls) / 300)
+    assert k["upsert_items_per_second"] == pytest.approx(3000 / insert["seconds"])
+    assert k["query_operations_per_second"] == pytest.approx(300 / query["seconds"])
+    assert "Phases" in (d / "report.html").read_text()

@@ -80,8 +80,10 @@ class Job:
                 print("no go signal; exiting", file=sys.stderr)
                 sys.exit(2)
 
-    def run(self, load: Callable[[float, float, float], None], counts: Callable[[], dict], banner: str) -> None:
-        """``load(begin, end, warmup_until)`` runs the load; ``counts()`` gives ok, errors, in_flight."""
+    def run(self, load: Callable[[float, float, float], None], counts: Callable[[], dict], banner: str,
+            extra: Callable[[], dict] | None = None) -> None:
+        """``load(begin, end, warmup_until)`` runs the load; ``counts()`` gives ok, errors, in_flight;
+        ``extra()``, more for done.json (what the client learned from the service after the load)."""
         a = self.args
         self.wait_for_go()
         begin = time.time()
@@ -101,7 +103,7 @@ class Job:
         self.running = False
         c = counts()
         write_json("done.json", {"begin": begin, "warmup_until": warmup_until, "end": finished, "ok": c["ok"],
-                                 "errors": c["errors"], "interrupted": self.stop.is_set()})
+                                 "errors": c["errors"], "interrupted": self.stop.is_set(), **(extra() if extra else {})})
         print(f"done: {c['ok']} ok, {c['errors']} errors in {finished - begin:.1f}s", flush=True)
         if a.linger and not self.stop.is_set():
             self.stop.wait(a.linger)
