@@ -71,7 +71,7 @@ class BenchmarkOrchestrator:
 
     def doctor(self):
         from orchestrator.cluster.doctor import run_doctor
-        return run_doctor(self.transport, self.config.remote.work_dir)
+        return run_doctor(self.transport, self.config.remote.work_dir, self.config.remote.venv)
 
     def close(self) -> None:
         if self._transport is not None:

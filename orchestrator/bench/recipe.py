@@ -27,7 +27,7 @@ from orchestrator.services.recipes import find_named, parse_resources, recipe_di
 from orchestrator.times import parse_duration
 
 LLM_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
-CLIENT_KINDS = (*LLM_KINDS, "redis", "pgbench", "vector")
+CLIENT_KINDS = (*LLM_KINDS, "redis", "pgbench", "vector", "s3")
 MAX_CLIENT_SECONDS = 24 * 3600
 
 
@@ -92,7 +92,9 @@ _COMMON_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "durati
 _KIND_KEYS = {**{k: ["payload", "arrival", "burstiness", "ramp_up", "dataset"] for k in LLM_KINDS},
               "redis": ["ratio", "keys", "value_bytes", "pipeline", "preload"],
               "pgbench": ["clients", "threads", "scale", "builtin", "script"],
-              "vector": ["dim", "vectors", "batch", "queries", "top_k", "collection", "engine"]}
+              "vector": ["dim", "vectors", "batch", "queries", "top_k", "collection", "engine"],
+              "s3": ["ratio", "objects", "object_bytes", "bucket", "credentials"]}
+S3_OPS = ("put", "get")
 VECTOR_ENGINES = ("chroma", "qdrant")
 REDIS_OPS = ("get", "set")
 PGBENCH_BUILTINS = ("tpcb-like", "simple-update", "select-only")
@@ -189,7 +191,8 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         raise SchemaViolation(f"{path}.slo", f"a {kind} client has no tokens: only e2e applies, got "
                               + ", ".join(sorted(set(slo) - {"e2e"})))
     return ClientSpec(
-        options={"redis": _redis_options, "pgbench": _pgbench_options, "vector": _vector_options}.get(
+        options={"redis": _redis_options, "pgbench": _pgbench_options, "vector": _vector_options,
+                 "s3": _s3_options}.get(
             kind, lambda raw, path: {})(raw, path),
         arrival=arrival, burstiness=expect_number(raw.get("burstiness", 1.0), f"{path}.burstiness", 0.001),
         ramp_up=ramp, dataset=_dataset(raw.get("dataset"), f"{path}.dataset"), percentiles=percentiles, slo=slo,
@@ -201,18 +204,34 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         warmup=_seconds(raw.get("warmup", 0), f"{path}.warmup"), payload=payload, resources=resources)
 
 
-def _redis_options(raw, path: str) -> dict:
-    ratio = expect_mapping(raw.get("ratio") or {"get": 0.9, "set": 0.1}, f"{path}.ratio")
+def _ratio(raw, path: str, ops: tuple[str, ...], default: dict) -> dict:
+    ratio = expect_mapping(raw.get("ratio") or default, f"{path}.ratio")
     for op, share in ratio.items():
-        if op not in REDIS_OPS:
-            raise SchemaViolation(f"{path}.ratio.{op}", f"unknown operation {op!r}: expected {' or '.join(REDIS_OPS)}")
+        if op not in ops:
+            raise SchemaViolation(f"{path}.ratio.{op}", f"unknown operation {op!r}: expected {' or '.join(ops)}")
         expect_number(share, f"{path}.ratio.{op}", 0)
     if sum(ratio.values()) <= 0:
-        raise SchemaViolation(f"{path}.ratio", "expected shares that add up to more than 0, e.g. {get: 0.9, set: 0.1}")
+        example = ", ".join(f"{op}: {share}" for op, share in default.items())
+        raise SchemaViolation(f"{path}.ratio", f"expected shares that add up to more than 0, e.g. {{{example}}}")
+    return dict(ratio)
+
+
+def _s3_options(raw, path: str) -> dict:
+    bucket = expect_pattern(raw.get("bucket", "orch-bench"), f"{path}.bucket",
+                            lambda v: bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v)),
+                            "an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-'")
+    return {"ratio": _ratio(raw, path, S3_OPS, {"put": 0.5, "get": 0.5}), "bucket": bucket,
+            "objects": expect_int(raw.get("objects", 100), f"{path}.objects", 1, 10_000_000),
+            "object_bytes": expect_int(raw.get("object_bytes", 1 << 20), f"{path}.object_bytes", 1, 5 << 30),
+            "credentials": expect_str(raw.get("credentials", "~/.orchestrator/minio.env"), f"{path}.credentials")}
+
+
+def _redis_options(raw, path: str) -> dict:
+    ratio = _ratio(raw, path, REDIS_OPS, {"get": 0.9, "set": 0.1})
     preload = raw.get("preload", True)
     if not isinstance(preload, bool):
         raise SchemaViolation(f"{path}.preload", f"expected true or false, got {preload!r}")
-    return {"ratio": dict(ratio), "keys": expect_int(raw.get("keys", 100_000), f"{path}.keys", 1, 100_000_000),
+    return {"ratio": ratio, "keys": expect_int(raw.get("keys", 100_000), f"{path}.keys", 1, 100_000_000),
             "value_bytes": expect_int(raw.get("value_bytes", 1024), f"{path}.value_bytes", 1, 512 << 20),
             "pipeline": expect_int(raw.get("pipeline", 1), f"{path}.pipeline", 1, 10_000), "preload": preload}
 

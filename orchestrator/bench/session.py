@@ -75,8 +75,8 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
     """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the
     cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API)."""
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
-    workload = {"redis": "redisload.py", "pgbench": "pgbenchload.py", "vector": "vectorload.py"}.get(
-        spec.kind, "loadgen.py")
+    workload = {"redis": "redisload.py", "pgbench": "pgbenchload.py", "vector": "vectorload.py",
+                "s3": "s3load.py"}.get(spec.kind, "loadgen.py")
     job = ["--concurrency", str(spec.concurrency), "--warmup", str(spec.warmup), "--out", "requests.jsonl",
            "--go-file", "go", "--max-seconds", str(max_seconds), "--linger", "15"]
     if spec.rate:
@@ -98,6 +98,12 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
         args = ["python3", workload, "--address", f"{url.hostname}:{url.port}", "--scale", str(o["scale"]),
                 "--threads", str(o["threads"]),
                 *(["--script", PGBENCH_SCRIPT] if o["script"] else ["--builtin", o["builtin"]]), *job]
+    elif spec.kind == "s3":
+        o = spec.options
+        args = ["python3", workload, "--url", target_url, "--bucket", o["bucket"], "--objects", str(o["objects"]),
+                "--object-bytes", str(o["object_bytes"]), "--credentials", o["credentials"],
+                "--ratio", ",".join(f"{op}={share:g}" for op, share in o["ratio"].items()), "--seed", str(node_index),
+                *job]
     elif spec.kind == "vector":
         o = spec.options
         args = [f"{venv.rstrip('/')}/bin/python", workload, "--url", target_url,

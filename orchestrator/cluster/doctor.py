@@ -23,6 +23,17 @@ CLUSTER_TOOLS = {
 }
 
 
+# recipe -> the binaries a node needs to run it natively (first found of each "a|b" group)
+NATIVE_SERVICES = {
+    "redis": ["redis-server", "redis_exporter|prometheus-redis-exporter"],
+    "postgres": ["postgres", "pgbench", "postgres_exporter|prometheus-postgres-exporter"],
+    "llamacpp": ["llama-server"],
+    "chroma": ["venv:chroma"],
+}
+CONTAINER_ONLY = ["vllm", "ollama", "qdrant", "minio"]
+VENV_MODULES = ["numpy", "chromadb"]
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -36,9 +47,13 @@ class Check:
         return "ok" if self.ok else ("FAIL" if self.required else "warn")
 
 
-def doctor_script(work_dir: str, mark: Marker) -> str:
+def doctor_script(work_dir: str, mark: Marker, venv: str | None = None) -> str:
     wd = remote_path(work_dir)
+    vd = remote_path(venv or f"{work_dir.rstrip('/')}/venv")
     tools = " ".join(list(CLUSTER_TOOLS) + ["singularity"])
+    binaries = sorted({b for need in NATIVE_SERVICES.values() for group in need for b in group.split("|")
+                       if not b.startswith("venv:")})
+    probe = "; ".join(f"print({m!r}, __import__({m!r}).__version__)" for m in VENV_MODULES)
     return "\n".join([
         mark.echo("slurm"),
         f"for c in {' '.join(SLURM_COMMANDS)}; do command -v $c >/dev/null 2>&1 && echo \"$c ok\" || echo \"$c missing\"; done",
@@ -48,6 +63,15 @@ def doctor_script(work_dir: str, mark: Marker) -> str:
         f"mkdir -p {wd} 2>&1 && t=$(mktemp {wd}/.doctor.XXXXXX 2>&1) && rm -f \"$t\" && echo writable; echo {wd}",
         mark.echo("tools"),
         f"for c in {tools}; do p=$(command -v $c 2>/dev/null) && echo \"$c $p\" || echo \"$c -\"; done",
+        mark.echo("binaries"),
+        # PostgreSQL's server binaries live in a versioned directory on Debian-like systems
+        f'PATH="$PATH:$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"; '
+        f"for c in {' '.join(binaries)}; do p=$(command -v $c 2>/dev/null) && echo \"$c $p\" || echo \"$c -\"; done",
+        f'[ -x {vd}/bin/chroma ] && echo "venv:chroma "{vd}/bin/chroma || echo "venv:chroma -"',
+        mark.echo("venv"),
+        f"echo {vd}; if [ -x {vd}/bin/python ]; then for m in {' '.join(VENV_MODULES)}; do "
+        f"{vd}/bin/python -c \"import $m; print('$m', $m.__version__)\" 2>/dev/null || echo \"$m -\"; done; "
+        "else echo missing; fi",
         "true",
     ])
 
@@ -86,15 +110,45 @@ def parse_report(text: str, work_dir: str, mark: Marker) -> list[Check]:
         ok = where != "-"
         checks.append(Check(tool, ok, where if ok else f"not found; {why}",
                             f"install {tool} or `module load` it in ~/.bashrc", required))
+    checks.append(_venv_check(s.get("venv", [])))
+    checks.append(_services_check(dict(l.split(" ", 1) for l in s.get("binaries", []) if " " in l)))
     return checks
 
 
-def run_doctor(transport, work_dir: str) -> list[Check]:
+def _venv_check(lines: list[str]) -> Check:
+    where = lines[0] if lines else "?"
+    have = dict(l.split(" ", 1) for l in lines[1:] if " " in l)
+    missing = [m for m in VENV_MODULES if have.get(m, "-") == "-"]
+    fix = (f"on the login node: python3 -m venv {where} && {where}/bin/pip install {' '.join(VENV_MODULES)} "
+           "(or set remote.venv in config.yaml to one that has them)")
+    if "missing" in lines[1:2] or not lines:
+        return Check("client venv", False, f"{where}: none; the vector client (numpy) and Chroma need it", fix,
+                     required=False)
+    detail = f"{where}: " + ", ".join(f"{m} {have[m]}" for m in VENV_MODULES if m not in missing)
+    if missing:
+        detail += f"; missing {', '.join(missing)}"
+    return Check("client venv", not missing, detail, fix if missing else "", required=False)
+
+
+def _services_check(found: dict[str, str]) -> Check:
+    """Which service recipes this cluster can run natively (their binaries on the login node's PATH:
+    nodes are assumed to share the login node's software), and which need a container runtime."""
+    native, lacking = [], []
+    for name, need in NATIVE_SERVICES.items():
+        gone = [g.replace("venv:", "venv ") for g in need if all(found.get(b, "-") == "-" for b in g.split("|"))]
+        (lacking.append(f"{name} (no {', '.join(gone)})") if gone else native.append(name))
+    detail = (f"native: {', '.join(native) or 'none'}; " + (f"not here: {'; '.join(lacking)}; " if lacking else "")
+              + f"containers only: {', '.join(CONTAINER_ONLY)}")
+    return Check("services", bool(native), detail, "install the missing binaries, or run those recipes with a "
+                 "container: (apptainer)", required=False)
+
+
+def run_doctor(transport, work_dir: str, venv: str | None = None) -> list[Check]:
     try:
         mark = Marker()
-        result = transport.run(doctor_script(work_dir, mark), timeout=60)
+        result = transport.run(doctor_script(work_dir, mark, venv), timeout=60)
     except TransportError as exc:
-        skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS]
+        skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS, "client venv", "services"]
         return [Check("ssh", False, str(exc), "see the message: fix the SSH settings in config.yaml"),
                 *(Check(name, False, "not checked: no SSH connection", required=False) for name in skipped)]
     ssh = Check("ssh", True, f"{transport.description}: connected, host key trusted")

@@ -54,5 +54,7 @@ ENGINES: dict[str, Engine] = {
     # vector databases: the client asks for the collection's count after the load (report: items stored)
     "chroma": Engine("Chroma (no Prometheus metrics)"),
     "qdrant": Engine("Qdrant"),
+    # MinIO's cluster metrics (v2), public with MINIO_PROMETHEUS_AUTH_TYPE=public (recipes/services/minio.yaml)
+    "minio": Engine("MinIO", requests='minio_s3_requests_total{api=~"putobject|getobject"}'),
 }
 NONE = Engine("none declared")
