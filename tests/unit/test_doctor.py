@@ -22,6 +22,20 @@ apptainer -
 prometheus /usr/bin/prometheus
 python3 /usr/bin/python3
 singularity /opt/bin/singularity
+@@f00d binaries
+llama-server -
+pgbench /usr/bin/pgbench
+postgres /usr/lib/postgresql/15/bin/postgres
+postgres_exporter -
+prometheus-postgres-exporter /usr/bin/prometheus-postgres-exporter
+prometheus-redis-exporter /usr/bin/prometheus-redis-exporter
+redis-server /usr/bin/redis-server
+redis_exporter -
+venv:chroma /home/u/.orchestrator/venv/bin/chroma
+@@f00d venv
+/home/u/.orchestrator/venv
+numpy 2.4.6
+chromadb 1.5.9
 """
 
 
@@ -51,3 +65,21 @@ def test_sinfo_failure_is_reported_not_counted_as_nodes():
                              "sinfo: error: Unable to contact slurm controller\nrc=1")
     check = by_name(parse_report(text, "~", MARK))["partitions/nodes"]
     assert not check.ok and "Unable to contact" in check.detail
+
+
+def test_services_say_what_runs_natively_and_what_needs_a_container():
+    checks = by_name(parse_report(REPORT_OK, "~/.orchestrator", MARK))
+    assert checks["services"].detail == ("native: redis, postgres, chroma; not here: llamacpp (no llama-server); "
+                                         "containers only: vllm, ollama, qdrant, minio")
+    assert checks["client venv"].detail == "/home/u/.orchestrator/venv: numpy 2.4.6, chromadb 1.5.9"
+
+
+def test_a_missing_venv_is_a_warning_with_the_commands_that_build_it():
+    text = REPORT_OK.replace("numpy 2.4.6\nchromadb 1.5.9\n", "missing\n")
+    check = by_name(parse_report(text, "~/.orchestrator", MARK))["client venv"]
+    assert check.status == "warn" and "none; the vector client (numpy) and Chroma need it" in check.detail
+    assert "python3 -m venv /home/u/.orchestrator/venv && /home/u/.orchestrator/venv/bin/pip install numpy chromadb" \
+        in check.fix
+    text = REPORT_OK.replace("chromadb 1.5.9", "chromadb -")
+    check = by_name(parse_report(text, "~/.orchestrator", MARK))["client venv"]
+    assert check.status == "warn" and check.detail.endswith("missing chromadb")

@@ -136,9 +136,9 @@ ENGINES = {"chroma": Chroma, "qdrant": Qdrant}
 
 def exact_neighbours(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k nearest rows of ``data`` to each query (squared L2), by brute force in blocks:
-    |x - q|^2 = |x|^2 - 2 x.q + |q|^2, one matrix product per block of queries (at most 16 M distances
+    |x - q|^2 = |x|^2 - 2 x.q + |q|^2, one matrix product per block of queries (at most 2 M distances
     at a time)."""
-    block = max(1, (16 << 20) // max(1, len(data)))
+    block = max(1, (2 << 20) // max(1, len(data)))
     norms = (data * data).sum(axis=1)
     out = np.empty((len(queries), k), dtype=np.int64)
     for lo in range(0, len(queries), block):
