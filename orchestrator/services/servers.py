@@ -223,20 +223,28 @@ class ServersModule:
         if refuse_foreign and p.service_id and not SERVICE_ID_RE.match(p.service_id):
             raise OrchestratorError(f"job {p.job_id} ({p.service_id}) is not a service started by this tool")
         if p.job is not None:
-            self._remember(p.service_id, p.job)
+            self._remember({p.service_id: p.job})
         return p
 
-    def _remember(self, sid: str, job: Job) -> None:
-        """Record what SLURM says of a tracked service (untracked ones stay untracked)."""
-        rec = self.store.get(sid)
-        if rec is None:
-            return
-        if (rec.get("state") != job.state or rec.get("nodelist") != job.nodelist or not rec.get("job_id")
-                or (job.exit_code and rec.get("exit_code") != job.exit_code)):
-            # job_id too: a record left SUBMITTING (the process died right after sbatch) is completed from squeue
-            self.store.update(sid, state=job.state, nodelist=job.nodelist, elapsed=job.elapsed, job_id=job.job_id,
-                              **({"exit_code": job.exit_code} if job.exit_code else {}),
-                              **({"finished_at": now_iso()} if job.state in TERMINAL_STATES else {}))
+    def _remember(self, jobs: dict[str, Job], tracked: dict | None = None) -> None:
+        """Record what SLURM says of tracked services (untracked ones stay untracked): compared with
+        ``tracked`` (a snapshot of the store, read once) and written in one transaction, so a queue of
+        thousands of jobs costs one read and at most one write."""
+        tracked = self.store.load() if tracked is None else tracked
+        changed = {}
+        for sid, job in jobs.items():
+            rec = tracked.get(sid)
+            if rec is not None and (rec.get("state") != job.state or rec.get("nodelist") != job.nodelist
+                                    or not rec.get("job_id") or (job.exit_code and rec.get("exit_code") != job.exit_code)):
+                # job_id too: a record left SUBMITTING (the process died right after sbatch) is completed from squeue
+                changed[sid] = {"state": job.state, "nodelist": job.nodelist, "elapsed": job.elapsed,
+                                "job_id": job.job_id, **({"exit_code": job.exit_code} if job.exit_code else {}),
+                                **({"finished_at": now_iso()} if job.state in TERMINAL_STATES else {})}
+        if changed:
+            with self.store.transaction() as data:
+                for sid, fields in changed.items():
+                    if isinstance(data.get(sid), dict):  # removed meanwhile: stays removed
+                        data[sid].update(fields)
 
     def list_running_services(self) -> list[ServiceStatus]:
         """All services: one remote command (squeue, plus the final record of tracked jobs that left the queue)."""
@@ -259,11 +267,9 @@ class ServersModule:
             elif rec.get("job_id"):
                 state = rec.get("state") if rec.get("state") in TERMINAL_STATES else "LEFT_QUEUE"
                 rows[sid] = ServiceStatus(rec["job_id"], sid, state, rec.get("elapsed", ""), rec.get("nodelist", ""))
-        for sid, row in rows.items():
-            if row.state != "LEFT_QUEUE":
-                final = left.get(row.job_id)
-                self._remember(sid, Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist,
-                                        exit_code=final.exit_code if final else ""))
+        self._remember({sid: Job(row.job_id, sid, row.state, elapsed=row.elapsed, nodelist=row.nodelist,
+                                  exit_code=left[row.job_id].exit_code if row.job_id in left else "")
+                        for sid, row in rows.items() if row.state != "LEFT_QUEUE"}, tracked)
         return sorted(rows.values(), key=lambda r: int(re.sub(r"\D.*", "", r.job_id) or 0))
 
     def _endpoint(self, p: Probe) -> Endpoint:

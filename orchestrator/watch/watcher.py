@@ -151,7 +151,7 @@ class Watcher:
                     rec["service_id"] = ours[jid]["service_id"]
                 if info["state"] in TERMINAL_STATES and rec.get("state") not in TERMINAL_STATES:
                     rec["ended_at"] = now
-                rec.update({k: v for k, v in info.items() if v not in (None, "")}, last_seen=now)
+                rec.update({k: v for k, v in info.items() if v not in (None, "")})
                 if (rec["state"] in TERMINAL_STATES and not rec.get("attributed")
                         and ended_badly(rec["state"], rec.get("exit_code", ""))):
                     ended.append(jid)
@@ -169,6 +169,7 @@ class Watcher:
         """Services RUNNING past their health timeout: probe them (one command); say so once if unhealthy."""
         jobs = self.store.load()
         now = waiting.now()
+        starting = [jid for jid, rec in jobs.items() if rec.get("state") == "RUNNING" and "running_since" not in rec]
         due = []
         for jid, rec in jobs.items():
             svc = ours.get(jid)
@@ -179,10 +180,11 @@ class Watcher:
             since = rec.setdefault("running_since", now)
             if now - since > svc["health_timeout"]:
                 due.append((jid, svc["service_id"]))
-        with self.store.transaction() as data:  # remember when each was first seen running
-            for jid, rec in jobs.items():
-                if rec.get("state") == "RUNNING" and "running_since" not in data.get(jid, {}) and jid in data:
-                    data[jid]["running_since"] = now
+        if starting:
+            with self.store.transaction() as data:  # remember when each was first seen running
+                for jid in starting:
+                    if jid in data and "running_since" not in data[jid]:
+                        data[jid]["running_since"] = now
         if not due:
             return []
         probes = self.servers.probe_many([sid for _, sid in due], health=True)
