@@ -16,9 +16,8 @@ import socket
 import time
 from dataclasses import dataclass
 
-import paramiko
-
 from orchestrator.cluster.hostkeys import KnownHosts, parse_known_hosts
+from orchestrator.cluster.paramiko_lite import paramiko, ssh_config_from_text
 from orchestrator.cluster.shell import path as shell_path
 from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.config import SSHConfig
@@ -53,7 +52,8 @@ def resolve_endpoint(alias: str, ssh_config_path: str, port: int | None = None,
     looked: dict = {}
     cfg_path = os.path.expanduser(ssh_config_path)
     if os.path.exists(cfg_path):
-        looked = paramiko.SSHConfig.from_path(cfg_path).lookup(alias)
+        with open(cfg_path) as f:
+            looked = ssh_config_from_text(f.read()).lookup(alias)
     hop_user, hop_host = (alias.split("@", 1) if "@" in alias else (None, alias))
     hostname = looked.get("hostname", hop_host)
     if hostname == alias and hop_user:
