@@ -15,6 +15,7 @@ import json
 import math
 import secrets
 import shlex
+import tarfile
 import time
 import urllib.parse
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from orchestrator.reports.artifacts import (
     window_for,
     write_artifacts,
 )
+from orchestrator.reports.bottleneck import Load
 from orchestrator.resources import packaged
 from orchestrator.schema import safe_load
 from orchestrator.services.recipes import (
@@ -356,11 +358,19 @@ class BenchmarkSession:
         cdir = pr.out_dir / "clients"
         cdir.mkdir(parents=True, exist_ok=True)
         extra = {"point": pr.point.label} if self.is_sweep else {}
+        def dest(sid: str, name: str) -> Path:
+            return cdir / (f"{sid}.jsonl" if name == jobdir.REQUESTS else f"{sid}.done.json")
+        names = [jobdir.REQUESTS, jobdir.DONE]
+        try:  # every client's files in one compressed transfer
+            got = self.orch.servers.fetch_files(pr.clients, names, dest)
+        except (OrchestratorError, OSError, tarfile.TarError) as exc:
+            self.say(f"collecting the clients' files in one transfer failed ({exc}); fetching them one by one")
+            got = {(sid, n) for sid in pr.clients for n in names if self.orch.servers.fetch_file(sid, n, dest(sid, n))}
         with atomic_open(pr.out_dir / "requests.jsonl", "w") as out:
             for sid in pr.clients:
-                local, done = cdir / f"{sid}.jsonl", cdir / f"{sid}.done.json"
-                for name, dest in ((jobdir.REQUESTS, local), (jobdir.DONE, done)):
-                    if not self.orch.servers.fetch_file(sid, name, dest):
+                local, done = dest(sid, jobdir.REQUESTS), dest(sid, jobdir.DONE)
+                for name in names:
+                    if (sid, name) not in got:
                         self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
                 if local.exists():
                     self._read_client_file(sid, local, {"target": pr.targets.get(sid), **extra}, builder, out)
@@ -412,6 +422,31 @@ class BenchmarkSession:
                 pr.warmup_until = float(table.column("start").min()) + max(s.warmup for s in self.recipe.clients)
             self._report_point(pr, table)
 
+    def _collect_logs(self, pr: PointRun) -> list[dict]:
+        """Each job's SLURM output (its last 256 KiB) under logs/, in one transfer, with the watcher's
+        verdict where a watcher explained a job's end."""
+        from orchestrator.state import StateStore
+        jobs = {sid: "service" for sid in self.state.services.values()}
+        jobs.update({sid: "client" for sid in pr.clients})
+        if self.state.monitor_id:
+            jobs[self.state.monitor_id] = "monitor"
+        try:
+            got = self.orch.servers.fetch_logs(list(jobs), pr.out_dir / "logs")
+        except (OrchestratorError, OSError, tarfile.TarError) as exc:
+            self.state.errors.append(f"collecting the jobs' logs: {exc}")
+            return []
+        tracked = self.orch.servers.store.load()
+        watched = StateStore(self.orch.config.state_dir, "watch").load()
+        out = []
+        for sid, role in jobs.items():
+            if sid not in got:
+                continue
+            rec = tracked.get(sid, {})
+            w = watched.get(str(rec.get("job_id", "")), {})
+            out.append({"service_id": sid, "role": role, "job_id": rec.get("job_id"), "path": f"logs/{sid}.log",
+                        **({"verdict": w["verdict"], "evidence": w.get("evidence", [])} if w.get("verdict") else {})})
+        return out
+
     def _report_point(self, pr: PointRun, table: RequestTable) -> None:
         window = window_for(table, pr.warmup_until)
         ctx = self.context(pr)
@@ -419,6 +454,7 @@ class BenchmarkSession:
             ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
                                                self.recipe.scrape_interval, window, pr.go_time, self.state.errors,
                                                ctx.engines)
+        ctx.logs = self._collect_logs(pr)
         pr.report = write_artifacts(ctx, table, window)
         self.say(f"report: {pr.out_dir / 'report.html'}")
         if pr.monitored and self.state.monitor_id and not pr.interrupted:
@@ -451,7 +487,14 @@ class BenchmarkSession:
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
             jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.store.load()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
-            client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts))
+            client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
+            load=self._load(pr))
+
+    def _load(self, pr: PointRun) -> Load:
+        """What the point's clients offered (the first client's shape; jobs of every client)."""
+        specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
+        return Load(jobs=sum(s.nodes for s in specs), concurrency=specs[0].concurrency,
+                    rate=None if any(s.rate is None for s in specs) else sum(s.rate * s.nodes for s in specs))
 
     def _engines(self) -> dict[str, str]:
         """Service name -> engine, from the recipes deployed (a reused service has none declared here)."""

@@ -73,9 +73,13 @@ def bench_collect(click_ctx, config_path, as_json, session_dir):
 @click.option("--from", "start", default="-15m", show_default=True, help="with --monitor")
 @click.option("--to", "end", default="now", show_default=True, help="with --monitor")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="with --monitor: where to write")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["md", "pdf", "png"]),
+              help="also export: md (report.md, for a PR or a chat), pdf (report.pdf), png (charts/*.png); "
+                   "pdf and png through headless Chromium")
 @click.pass_context
-def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start, end, out):
-    """Re-render a session's report offline, or report on any monitor over --from/--to."""
+def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start, end, out, formats):
+    """Re-render a session's report offline, or report on any monitor over --from/--to; --format
+    exports it as Markdown, PDF or PNG charts."""
     from pathlib import Path
 
     from orchestrator.bench.collect import monitor_window_report
@@ -88,11 +92,31 @@ def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start
         report = monitor_window_report(ctx.orch, monitor_id, s, e, target)
         progress(f"report: {target / 'report.html'}")
     elif session_dir:
-        report = rerender_session(Path(session_dir))
-        progress(f"report: {Path(session_dir) / 'report.html'}")
+        target = Path(session_dir)
+        report = rerender_session(target)
+        progress(f"report: {target / 'report.html'}")
     else:
         raise click.UsageError("give a session directory, or --monitor ID with --from/--to")
+    exported = _export(report, target, formats)
+    if exported:
+        report = {**report, "exported": [str(p) for p in exported]}
     emit(ctx, report, kpi_table(report["kpis"]))
+
+
+def _export(report: dict, target, formats) -> list:
+    from orchestrator.fileio import write_atomic
+    from orchestrator.reports import export
+    written = []
+    if "md" in formats:
+        write_atomic(target / "report.md", export.markdown(report))
+        written.append(target / "report.md")
+    if "pdf" in formats:
+        written.append(export.pdf(target, target / "report.pdf"))
+    if "png" in formats:
+        written += export.pngs(target, target / "charts")
+    for p in written:
+        progress(f"exported: {p}")
+    return written
 
 
 @bench.command("cleanup")

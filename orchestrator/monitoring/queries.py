@@ -61,6 +61,7 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
             p + "cpu_utilisation": (f'100 * (1 - avg(rate(node_cpu_seconds_total{{mode="idle",{sel}}}[{w}])))', "%"),
             p + "memory_used_max": (f"max_over_time((sum(node_memory_MemTotal_bytes{{{sel}}}) - "
                                     f"sum(node_memory_MemAvailable_bytes{{{sel}}}))[{w}:{step}])", "bytes"),
+            p + "memory_total": (f"max(max_over_time(node_memory_MemTotal_bytes{{{sel}}}[{w}]))", "bytes"),
             p + "gpu_utilisation": (f"avg(avg_over_time(DCGM_FI_DEV_GPU_UTIL{{{sel}}}[{w}]))", "%"),
             p + "gpu_memory_used_max": (f"max(max_over_time(DCGM_FI_DEV_FB_USED{{{sel}}}[{w}]))", "MiB"),
             p + "service_latency_p50": (hq(0.5, engine.latency_histogram), "s"),

@@ -33,6 +33,7 @@ from orchestrator.bench.records import RequestTable
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
 from orchestrator.monitoring.engines import ENGINES, NONE
+from orchestrator.reports.bottleneck import Load, verdict
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso
 from orchestrator.version import __version__, git_commit
@@ -68,6 +69,8 @@ class ReportContext:
     client_slo: dict = field(default_factory=dict)  # per request, seconds (goodput)
     engines: dict[str, str] = field(default_factory=dict)
     service_counts: dict[str, int] = field(default_factory=dict)  # service name -> items it holds after the load
+    load: Load | None = None                        # what the clients offered (the bottleneck verdict reads it)
+    logs: list[dict] = field(default_factory=list)  # each job's log saved under logs/ (service_id, role, path, verdict)
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -130,8 +133,10 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     write_summary(out / "metrics_summary.csv", kpis)
     manifest = build_manifest(ctx, window, promql)
     write_atomic(out / "MANIFEST.json", json.dumps(manifest, indent=2))
+    values = {k.kpi: k.value for k in kpis}
     report = {
-        "cross_check": cross_check(ctx, table, kpis), "definitions": DEFINITIONS,
+        "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
+        "cross_check": cross_check(ctx, table, kpis), "logs": ctx.logs, "definitions": DEFINITIONS,
         "session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted, "errors": ctx.errors,
         "window": {"start": window.start, "end": window.end, "seconds": window.seconds,
                    "start_iso": iso(window.start), "end_iso": iso(window.end)},
@@ -212,6 +217,8 @@ def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:
         "scrape_interval": ctx.scrape_interval, "promql": promql, "interrupted": ctx.interrupted,
         "percentiles": list(ctx.percentiles), "client_slo": ctx.client_slo, "engines": ctx.engines,
         **({"service_counts": ctx.service_counts} if ctx.service_counts else {}),
+        **({"load": {"jobs": ctx.load.jobs, "concurrency": ctx.load.concurrency, "rate": ctx.load.rate}}
+           if ctx.load else {}),
         **({"runtime": ctx.runtime} if ctx.runtime else {}),
     }
 
@@ -234,7 +241,8 @@ def context_from_dir(session_dir: Path) -> tuple[ReportContext, dict]:
                         interrupted=m.get("interrupted", False), recipes=recipes, jobs=m.get("jobs") or [],
                         runtime=m.get("runtime") or {}, percentiles=tuple(m.get("percentiles") or DEFAULT_PERCENTILES),
                         client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {},
-                        service_counts=m.get("service_counts") or {})
+                        service_counts=m.get("service_counts") or {},
+                        load=Load(**m["load"]) if m.get("load") else None)
     return ctx, m
 
 

@@ -21,7 +21,7 @@ def display(k: KPI) -> tuple[str | None, str]:
         return f"{v * 100:.2f}", "%"
     if k.unit == "s":
         return (f"{v:,.2f}", "s") if v >= 10 else (f"{v * 1000:,.1f}", "ms")
-    return (f"{v:,.4g}" if not float(v).is_integer() else f"{v:,.0f}"), k.unit
+    return (f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 1000 else f"{v:,.4g}"), k.unit
 
 
 def render_report(report: dict, series: dict) -> str:

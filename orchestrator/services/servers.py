@@ -12,7 +12,9 @@ import io
 import json
 import re
 import secrets
+import shutil
 import tarfile
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,6 +22,7 @@ from typing import Callable
 from orchestrator import waiting
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
+from orchestrator.cluster.shell import command
 from orchestrator.cluster.shell import path as remote_path
 from orchestrator.cluster.slurm import (
     TERMINAL_STATES,
@@ -469,6 +472,50 @@ class ServersModule:
         except (OSError, OrchestratorError):
             local.unlink(missing_ok=True)
             return False
+
+    def fetch_files(self, service_ids: list[str], names: list[str], dest) -> set[tuple[str, str]]:
+        """The named files of many job dirs in one compressed transfer (one command makes a tar.gz of
+        those that exist, one download brings it, one command removes it). ``dest(sid, name)`` is
+        where each goes locally; returns the (sid, name) written."""
+        if not service_ids:
+            return set()
+        wanted = {f"{sid}/{name}": (sid, name) for sid in service_ids for name in names}
+        script = jobdir.bundle_script(self.config.remote.work_dir, service_ids, names)
+        return self._unbundle(script, wanted, lambda key: dest(*key))
+
+    def fetch_logs(self, service_ids: list[str], dest_dir: Path, max_bytes: int = 256 << 10) -> dict[str, Path]:
+        """The last ``max_bytes`` of each job's SLURM output, in one compressed transfer, as
+        ``dest_dir/<service ID>.log``."""
+        if not service_ids:
+            return {}
+        wanted = {f"./{sid}.log": sid for sid in service_ids}
+        script = jobdir.log_bundle_script(self.config.remote.work_dir, service_ids, max_bytes)
+        got = self._unbundle(script, wanted, lambda sid: dest_dir / f"{sid}.log")
+        return {sid: dest_dir / f"{sid}.log" for sid in got}
+
+    def _unbundle(self, script: str, wanted: dict, dest) -> set:
+        """Run ``script`` (it prints the path of a tar.gz it made), download that archive, remove it
+        remotely, and write the members named in ``wanted`` to ``dest(wanted[name])``. Only those
+        members are read (never extracted by the archive's own paths)."""
+        remote = self.transport.run(script, timeout=300).check().stdout.strip().splitlines()[-1]
+        got = set()
+        with tempfile.TemporaryDirectory(prefix="orch-collect-") as tmp:
+            local = Path(tmp) / "bundle.tar.gz"
+            try:
+                self.transport.get(remote, str(local))
+            finally:
+                self.transport.run(command("rm", "-f", remote), timeout=60)
+            with tarfile.open(local, "r:gz") as tar:
+                for member in tar:
+                    key = wanted.get(member.name)
+                    if key is None or not member.isfile():
+                        continue
+                    out = dest(key)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with open(out, "wb") as f:
+                        shutil.copyfileobj(tar.extractfile(member), f)
+                    got.add(key)
+        return got
 
     def runtime_facts(self, service_ids: list[str]) -> dict[str, dict]:
         """runtime.txt and the sbatch options of each job, in one command."""
