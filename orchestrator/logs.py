@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -50,7 +51,17 @@ def configure(fmt: str = "text", stream=None, debug: bool = False) -> None:
     """One handler on the ``orchestrator`` logger (called once per command)."""
     if fmt not in ("text", "json"):
         raise ValueError(f"--log-format: expected text or json, got {fmt!r}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    from orchestrator import waiting
+    out = stream or sys.stderr
+    waiting.live = None
+    if fmt == "text" and _is_terminal(out):
+        from rich.console import Console
+
+        from orchestrator.terminal import LiveWaits
+        waiting.live = LiveWaits(Console(file=out, stderr=out is sys.stderr))
+        handler: logging.Handler = _LiveHandler(waiting.live)
+    else:
+        handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_ContextFilter())
     for old in list(LOGGER.handlers):
@@ -59,6 +70,27 @@ def configure(fmt: str = "text", stream=None, debug: bool = False) -> None:
     LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
     LOGGER.propagate = False
     LOGGER.orch_format = fmt  # type: ignore[attr-defined]
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
+
+
+class _LiveHandler(logging.Handler):
+    """Lines printed above the live wait line (through the same console, so neither garbles the other)."""
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.live.print(self.format(record))
+        except Exception:  # a log line must never end a command
+            self.handleError(record)
 
 
 def json_format() -> bool:

@@ -15,26 +15,40 @@ Step = Callable[[], "tuple[bool, str]"]
 sleep = time.sleep
 clock = time.monotonic
 now = time.time          # wall clock: windows are in unix seconds
+live = None              # a terminal.LiveWaits when stderr is a terminal (logs.configure sets it)
 
 
 def poll_until(step: Step, *, timeout: float, interval: float, say: Callable[[str], None] | None = None,
-               on_timeout: Callable[[], BaseException], every: float = 0.0) -> None:
+               on_timeout: Callable[[], BaseException], every: float = 0.0, expected: float | None = None) -> None:
     """Call ``step`` until it returns ``(True, message)``.
 
     ``step`` returns (done, a progress line); a line is said when it changes, or
     again after ``every`` seconds when given. Past ``timeout`` the exception from
-    ``on_timeout`` is raised; ``step`` may raise to end the wait early.
+    ``on_timeout`` is raised; ``step`` may raise to end the wait early. On a terminal
+    the line is a live status instead (``expected``: the wait's usual length, for a
+    bar and the time left), and only the last one is said.
     """
-    deadline = clock() + timeout
+    start = clock()
+    deadline = start + timeout
     last, last_said = None, 0.0
-    while True:
-        done, message = step()
-        now = clock()
-        if message and say and (message != last or (every and now - last_said >= every)):
-            say(message)
-            last, last_said = message, now
-        if done:
-            return
-        if now >= deadline:
-            raise on_timeout()
-        sleep(interval)
+    try:
+        while True:
+            done, message = step()
+            now = clock()
+            if live is not None and say:
+                if message:
+                    live.update(message, now - start, expected)
+                if done and message:
+                    live.stop()
+                    say(message)
+            elif message and say and (message != last or (every and now - last_said >= every)):
+                say(message)
+                last, last_said = message, now
+            if done:
+                return
+            if now >= deadline:
+                raise on_timeout()
+            sleep(interval)
+    finally:
+        if live is not None:
+            live.stop()

@@ -11,7 +11,7 @@ work=$(mktemp -d /tmp/orch-unit.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 git ls-files -z | xargs -0 -I{} cp --parents -P {} "$work"/ 2>/dev/null || cp -a orchestrator sandbox tests pyproject.toml "$work"/
 /usr/bin/python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install -q --disable-pip-version-check paramiko pyyaml click jinja2 numpy pytest pytest-cov 2>&1 \
+"$work/venv/bin/pip" install -q --disable-pip-version-check paramiko pyyaml click jinja2 numpy rich pytest pytest-cov 2>&1 \
   | grep -v '^WARNING: Location' || true
 chown -R "$user" "$work"
 chmod 755 "$work"

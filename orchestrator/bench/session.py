@@ -72,6 +72,10 @@ LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how 
 CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
+
+
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",
                   engine: str | None = None) -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the
@@ -343,12 +347,18 @@ class BenchmarkSession:
             docs = [f["progress"] for f in found.values() if f["progress"]]
             done = sum(f["done"] for f in found.values())
             ok, err, flight = (sum(d.get(k, 0) for d in docs) for k in ("ok", "errors", "in_flight"))
+            elapsed = time.time() - pr.go_time
+            lat = "".join(f", {name} <= {_ms(max(vals))}" for name, vals in
+                          (("p50", [d["p50_le"] for d in docs if d.get("p50_le")]),
+                           ("p99", [d["p99_le"] for d in docs if d.get("p99_le")])) if vals)
             return done + len(lost) >= len(pr.clients), (
-                f"{pr.point.label}: load: {ok} ok, {err} errors, {flight} in flight, "
-                f"{time.time() - pr.go_time:.0f}s elapsed, {done}/{len(pr.clients)} clients done"
+                f"{pr.point.label}: load: {ok} ok, {err} errors, {ok / max(elapsed, 1e-9):.0f}/s{lat}, "
+                f"{flight} in flight, {elapsed:.0f}s elapsed, {done}/{len(pr.clients)} clients done"
                 + (f", {len(lost)} lost" if lost else ""))
 
-        waiting.poll_until(step, timeout=budget, interval=2, say=self.say, every=5, on_timeout=lambda: OrchestratorError(
+        expected = max((s.warmup + s.duration) for s in specs if s.duration) if any(s.duration for s in specs) else None
+        waiting.poll_until(step, timeout=budget, interval=2, say=self.say, every=5, expected=expected,
+                           on_timeout=lambda: OrchestratorError(
             f"clients did not finish within {budget:.0f}s"))
         self.state.errors.extend(lost.values())
 

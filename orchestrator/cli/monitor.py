@@ -45,19 +45,38 @@ def monitor():
 @click.option("--targets", multiple=True, metavar="ID", help="service or job IDs to scrape (repeatable; also space-separated)")
 @click.option("--scrape-interval", default=None, help="e.g. 5s (default: the recipe's)")
 @click.option("--no-wait", is_flag=True, help="return once submitted")
+@click.option("--grafana", is_flag=True, help="also deploy Grafana (the grafana recipe, a container) with this "
+              "monitor as its datasource and the tool's dashboards")
 @click.argument("more_targets", nargs=-1, metavar="[ID...]")
 @click.pass_context
-def monitor_start(click_ctx, config_path, as_json, recipe, targets, scrape_interval, no_wait, more_targets):
+def monitor_start(click_ctx, config_path, as_json, recipe, targets, scrape_interval, no_wait, grafana, more_targets):
     """Deploy Prometheus with the given services as targets."""
     ctx = _ctx(click_ctx, config_path, as_json)
+    if grafana and no_wait:
+        raise click.UsageError("--grafana needs the monitor's address: drop --no-wait")
     ids = [t for group in targets for t in group.split()] + list(more_targets)
     mid = ctx.orch.monitors.start_monitor(recipe, ids, wait=not no_wait, progress=progress,
                                           scrape_interval=scrape_interval)
     if no_wait:
         emit(ctx, {"monitor_id": mid}, mid)
-    else:
-        ep = ctx.orch.monitors.get_monitor_endpoint(mid)
-        emit(ctx, {"monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})")
+        return
+    ep = ctx.orch.monitors.get_monitor_endpoint(mid)
+    doc, text = {"monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})"
+    if grafana:
+        gid = _start_grafana(ctx, ep["url"])
+        gep = ctx.orch.servers.get_service_endpoint(gid)
+        doc["grafana"] = {"service_id": gid, "url": gep.url}
+        text += f"\n{gid} ready: {gep.url}; open it here with `tunnel {gid}` (dashboards: orchestrator: ...)"
+    emit(ctx, doc, text)
+
+
+def _start_grafana(ctx, prometheus_url: str) -> str:
+    """Grafana with its provisioning files (datasource: this monitor; the tool's dashboards) shipped
+    into its job dir."""
+    from orchestrator.monitoring.grafana import provisioning
+    recipe = ctx.orch.servers.load_recipe("grafana")
+    files = {f"provisioning/{name}": text for name, text in provisioning(prometheus_url).items()}
+    return ctx.orch.servers.start_service(recipe, extra_files=files, wait=True, progress=progress)
 
 
 @monitor.command("list")

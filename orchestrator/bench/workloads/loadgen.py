@@ -394,7 +394,12 @@ def main(argv=None) -> None:
 
     def counts() -> dict:
         with stats.lock:
-            return {"ok": stats.ok, "errors": stats.errors, "in_flight": stats.in_flight}
+            n = stats.ok + stats.errors
+            # latency so far, as the histogram's bucket bound that holds the quantile (for the live line)
+            le = {q: next((b for b, c in zip(LAT_BUCKETS, stats.lat) if c >= q * n), None) if n else None
+                  for q in (0.5, 0.99)}
+            return {"ok": stats.ok, "errors": stats.errors, "in_flight": stats.in_flight,
+                    "p50_le": le[0.5], "p99_le": le[0.99]}
 
     def load(begin: float, end: float, warmup_until: float) -> None:
         stats.phase = "running"

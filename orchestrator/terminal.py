@@ -1,0 +1,31 @@
+"""Waits on a terminal: one live line (a spinner, what is happening, a bar when the wait's length
+is known, elapsed time and time left) under the log lines, drawn with rich. ``logs.configure``
+installs it only when stderr is a terminal and the format is text; otherwise every wait prints
+plain lines as before (CI logs, pipes, ``--log-format json``)."""
+
+from __future__ import annotations
+
+
+class LiveWaits:
+    def __init__(self, console):
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        self.console = console
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+                                 TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self.task = None
+
+    def update(self, message: str, elapsed: float, expected: float | None) -> None:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(message, total=expected)
+        self.progress.update(self.task, description=message,
+                             completed=min(elapsed, expected) if expected else None)
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.progress.stop()
+            self.task = None
+
+    def print(self, line: str) -> None:
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
