@@ -243,3 +243,48 @@ def tunnel(click_ctx, config_path, as_json, ident, local_port, seconds):
         pass
     finally:
         fwd.close()
+
+
+@click.command()
+@common_options
+@click.argument("ident", metavar="SESSION_DIR|MONITOR_ID")
+@click.option("--port", default=0, help="local port (default: a free one, printed)")
+@click.option("--no-browser", is_flag=True, help="do not open a browser; print the URL")
+@click.option("--interval", default=None, type=float, help="seconds between refreshes (default: the scrape interval)")
+@click.option("--seconds", default=None, type=float, help="stop after this long (default: until Ctrl-C)")
+@click.pass_context
+def dashboard(click_ctx, config_path, as_json, ident, port, no_browser, interval, seconds):
+    """A live page on 127.0.0.1: throughput, latency, TTFT, running and waiting requests, CPU/GPU and
+    memory per target, for a running session (its directory) or any monitor, through this command's
+    one SSH connection."""
+    import json
+    import webbrowser
+    from pathlib import Path
+
+    from orchestrator.monitoring.dashboard import Dashboard, serve
+    from orchestrator.times import parse_duration
+    ctx = _ctx(click_ctx, config_path, as_json)
+    manifest = Path(ident) / "MANIFEST.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        if not m.get("monitor_id"):
+            raise click.UsageError(f"{ident}: the session had no monitor")
+        mid, title, scrape = m["monitor_id"], f"session {m['session']}", m.get("scrape_interval", "5s")
+    else:
+        mid = ctx.orch.monitors.monitor_for(ident)
+        title, scrape = f"monitor {mid}", (ctx.orch.monitors.store.get(mid) or {}).get("scrape_interval", "5s")
+    dash = Dashboard(ctx.orch.monitors, mid, title, interval=interval or max(1.0, parse_duration(scrape)))
+    srv = serve(dash, port)
+    url = f"http://127.0.0.1:{srv.server_address[1]}/"
+    emit(ctx, {"url": url, "monitor_id": mid}, f"dashboard of {title}: {url} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    if not no_browser:
+        webbrowser.open(url)
+    try:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        srv.shutdown()
