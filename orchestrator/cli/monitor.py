@@ -234,13 +234,8 @@ def tunnel(click_ctx, config_path, as_json, ident, local_port, seconds):
     url = f"http://127.0.0.1:{fwd.local_port}"
     emit(ctx, {"service_id": ep.service_id, "local_url": url, "remote": f"{ep.host}:{ep.port}"},
          f"{ep.service_id}: {ep.host}:{ep.port} -> {url}" + ("  (UI: " + url + "/graph)" if ep.service_id.startswith("prometheus") else ""))
-    sys.stdout.flush()
     try:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+        _hold(seconds)
     finally:
         fwd.close()
 
@@ -277,14 +272,20 @@ def dashboard(click_ctx, config_path, as_json, ident, port, no_browser, interval
     srv = serve(dash, port)
     url = f"http://127.0.0.1:{srv.server_address[1]}/"
     emit(ctx, {"url": url, "monitor_id": mid}, f"dashboard of {title}: {url} (Ctrl-C to stop)")
-    sys.stdout.flush()
     if not no_browser:
         webbrowser.open(url)
+    try:
+        _hold(seconds)
+    finally:
+        srv.shutdown()
+
+
+def _hold(seconds: float | None) -> None:
+    """Until ``seconds`` passed (None: until Ctrl-C), with what was printed flushed first."""
+    sys.stdout.flush()
     try:
         deadline = None if seconds is None else time.monotonic() + seconds
         while deadline is None or time.monotonic() < deadline:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    finally:
-        srv.shutdown()

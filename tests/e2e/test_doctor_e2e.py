@@ -5,7 +5,20 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 
-def test_doctor_shows_two_idle_nodes_with_one_connection_and_one_command(run_cli):
+def wait_idle(ssh, timeout=90):
+    """Jobs of earlier tests leave their nodes COMPLETING for a while after they are cancelled."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = ssh.run("sinfo -h -N -p cpu -o %t", check=True).stdout.split()
+        if states and all(s == "idle" for s in states):
+            return
+        time.sleep(1)
+    raise AssertionError(f"the sandbox's nodes did not become idle: {states}")
+
+
+def test_doctor_shows_two_idle_nodes_with_one_connection_and_one_command(run_cli, ssh):
+    wait_idle(ssh)
     proc = run_cli("doctor")
     assert "2 idle node(s)" in proc.stdout
     assert "orch-stats: connections=1 commands=1 " in proc.stderr

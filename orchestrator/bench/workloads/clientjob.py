@@ -44,6 +44,65 @@ def add_job_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--client-id", default=os.environ.get("ORCH_SERVICE_ID", "client"))
 
 
+def parse_job_arguments(ap: argparse.ArgumentParser, argv=None, bounded: bool = True):
+    """The client's own options plus every job option; a load must be bounded by time or count."""
+    add_job_arguments(ap)
+    args = ap.parse_args(argv)
+    if bounded and not args.duration and not args.requests:
+        ap.error("one of --duration or --requests is required")
+    return args
+
+
+LAT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10]
+
+
+class OpStats:
+    """Live counters of a data-service client, per operation (served on /metrics)."""
+
+    def __init__(self, ops: tuple[str, ...]):
+        self.lock = threading.Lock()
+        self.ok = {op: 0 for op in ops}
+        self.errors = {op: 0 for op in ops}
+        self.in_flight = 0
+        self.bytes = 0
+        self.cpu = 0.0
+        self.lat = [0] * len(LAT_BUCKETS)
+        self.lat_sum = 0.0
+
+    def add(self, op: str, ok: bool, latency: float, nbytes: int = 0, cpu: float = 0.0) -> None:
+        """One operation (the caller holds ``lock``)."""
+        (self.ok if ok else self.errors)[op] += 1
+        self.bytes += nbytes
+        self.cpu += cpu
+        self.lat_sum += latency
+        for i, b in enumerate(LAT_BUCKETS):
+            if latency <= b:
+                self.lat[i] += 1
+
+    def counts(self) -> dict:
+        with self.lock:
+            return {"ok": sum(self.ok.values()), "errors": sum(self.errors.values()), "in_flight": self.in_flight}
+
+    def metrics(self) -> str:
+        with self.lock:
+            n = sum(self.ok.values()) + sum(self.errors.values())
+            out = ["# TYPE orch_client_requests_total counter",
+                   f'orch_client_requests_total{{outcome="ok"}} {sum(self.ok.values())}',
+                   f'orch_client_requests_total{{outcome="error"}} {sum(self.errors.values())}',
+                   "# TYPE orch_client_operations_total counter"]
+            out += [f'orch_client_operations_total{{op="{op}",outcome="ok"}} {v}' for op, v in self.ok.items()]
+            out += [f'orch_client_operations_total{{op="{op}",outcome="error"}} {v}' for op, v in self.errors.items()]
+            out += ["# TYPE orch_client_bytes_total counter", f"orch_client_bytes_total {self.bytes}",
+                    "# TYPE orch_client_in_flight gauge", f"orch_client_in_flight {self.in_flight}",
+                    "# TYPE orch_client_overhead_seconds counter",
+                    f"orch_client_overhead_seconds_sum {self.cpu}", f"orch_client_overhead_seconds_count {n}",
+                    "# TYPE orch_client_latency_seconds histogram"]
+            out += [f'orch_client_latency_seconds_bucket{{le="{b}"}} {c}' for b, c in zip(LAT_BUCKETS, self.lat)]
+            out += [f'orch_client_latency_seconds_bucket{{le="+Inf"}} {n}',
+                    f"orch_client_latency_seconds_sum {self.lat_sum}", f"orch_client_latency_seconds_count {n}"]
+        return "\n".join(out) + "\n"
+
+
 def serve_metrics(port: int, render: Callable[[], str]) -> None:
     class H(BaseHTTPRequestHandler):
         def do_GET(self):

@@ -376,10 +376,7 @@ def main(argv=None) -> None:
     ap.add_argument("--ramp-to", type=float, default=None)
     ap.add_argument("--ramp-over", type=float, default=None, help="seconds to move the rate from --ramp-from to --ramp-to")
     ap.add_argument("--request-timeout", type=float, default=120)
-    clientjob.add_job_arguments(ap)
-    args = ap.parse_args(argv)
-    if not args.duration and not args.requests:
-        ap.error("one of --duration or --requests is required")
+    args = clientjob.parse_job_arguments(ap, argv)
     if args.ramp_over and args.rate is None:
         args.rate = args.ramp_to
     if args.payload_file:

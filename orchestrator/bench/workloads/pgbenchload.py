@@ -116,10 +116,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1, help="pgbench worker threads (-j)")
     ap.add_argument("--builtin", default="tpcb-like", choices=BUILTINS)
     ap.add_argument("--script", default=None, help="a custom pgbench script file (instead of --builtin)")
-    clientjob.add_job_arguments(ap)  # --concurrency is pgbench's --client
-    a = ap.parse_args(argv)
-    if not a.duration and not a.requests:
-        ap.error("one of --duration or --requests is required")
+    a = clientjob.parse_job_arguments(ap, argv)  # --concurrency is pgbench's --client
     job = clientjob.Job(a)
     stats = Stats()
     prepare(a)

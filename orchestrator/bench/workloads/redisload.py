@@ -28,7 +28,6 @@ try:  # shipped beside this file to the job dir; imported from the package in te
 except ImportError:
     import clientjob
 
-LAT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
 OPS = ("get", "set")
 
 
@@ -73,41 +72,6 @@ def parse_ratio(text: str) -> dict[str, float]:
     return {k: v / total for k, v in out.items()}
 
 
-class Stats:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.ok = {op: 0 for op in OPS}
-        self.errors = {op: 0 for op in OPS}
-        self.in_flight = 0
-        self.lat = [0] * len(LAT_BUCKETS)
-        self.lat_sum = 0.0
-        self.cpu = 0.0
-        self.bytes = 0
-
-    def counts(self) -> dict:
-        with self.lock:
-            return {"ok": sum(self.ok.values()), "errors": sum(self.errors.values()), "in_flight": self.in_flight}
-
-    def metrics(self) -> str:
-        with self.lock:
-            n = sum(self.ok.values()) + sum(self.errors.values())
-            out = ["# TYPE orch_client_requests_total counter",
-                   f'orch_client_requests_total{{outcome="ok"}} {sum(self.ok.values())}',
-                   f'orch_client_requests_total{{outcome="error"}} {sum(self.errors.values())}',
-                   "# TYPE orch_client_operations_total counter"]
-            out += [f'orch_client_operations_total{{op="{op}",outcome="ok"}} {self.ok[op]}' for op in OPS]
-            out += [f'orch_client_operations_total{{op="{op}",outcome="error"}} {self.errors[op]}' for op in OPS]
-            out += ["# TYPE orch_client_bytes_total counter", f"orch_client_bytes_total {self.bytes}",
-                    "# TYPE orch_client_in_flight gauge", f"orch_client_in_flight {self.in_flight}",
-                    "# TYPE orch_client_overhead_seconds counter",
-                    f"orch_client_overhead_seconds_sum {self.cpu}", f"orch_client_overhead_seconds_count {n}",
-                    "# TYPE orch_client_latency_seconds histogram"]
-            out += [f'orch_client_latency_seconds_bucket{{le="{b}"}} {c}' for b, c in zip(LAT_BUCKETS, self.lat)]
-            out += [f'orch_client_latency_seconds_bucket{{le="+Inf"}} {n}',
-                    f"orch_client_latency_seconds_sum {self.lat_sum}", f"orch_client_latency_seconds_count {n}"]
-        return "\n".join(out) + "\n"
-
-
 class Conn:
     """One connection and the batch it has in flight."""
 
@@ -122,7 +86,7 @@ class Conn:
 
 
 class Load:
-    def __init__(self, args, stats: Stats, stop: threading.Event):
+    def __init__(self, args, stats: clientjob.OpStats, stop: threading.Event):
         self.args, self.stats, self.stop = args, stats, stop
         self.host, _, port = args.address.rpartition(":")
         self.port = int(port)
@@ -192,13 +156,7 @@ class Load:
                     "error": None if ok else f"redis: {value}", "op": op, "bytes": nbytes,
                     "client_cpu_s": round(cpu_each, 7), "warmup": c.start < warmup_until,
                     "client": self.args.client_id}))
-                (st.ok if ok else st.errors)[op] += 1
-                st.bytes += nbytes
-                st.lat_sum += lat
-                st.cpu += cpu_each
-                for i, b in enumerate(LAT_BUCKETS):
-                    if lat <= b:
-                        st.lat[i] += 1
+                st.add(op, ok, lat, nbytes, cpu_each)
             st.in_flight -= len(c.batch)
         self.out.write("\n".join(lines) + "\n")
         c.batch = []
@@ -278,12 +236,9 @@ def main(argv=None) -> None:
     ap.add_argument("--pipeline", type=int, default=1, help="commands per round trip on a connection")
     ap.add_argument("--no-preload", action="store_true", help="do not write the keys before the load")
     ap.add_argument("--seed", type=int, default=0)
-    clientjob.add_job_arguments(ap)
-    args = ap.parse_args(argv)
-    if not args.duration and not args.requests:
-        ap.error("one of --duration or --requests is required")
+    args = clientjob.parse_job_arguments(ap, argv)
     job = clientjob.Job(args)
-    stats = Stats()
+    stats = clientjob.OpStats(OPS)
     load = Load(args, stats, job.stop)
     if not args.no_preload:
         load.preload()  # before /metrics answers: the session's readiness check waits for it

@@ -100,31 +100,8 @@ class S3:
         raise AssertionError("unreachable")
 
 
-class Stats:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.ok = {op: 0 for op in OPS}
-        self.errors = {op: 0 for op in OPS}
-        self.bytes = 0
-
-    def counts(self) -> dict:
-        with self.lock:
-            return {"ok": sum(self.ok.values()), "errors": sum(self.errors.values()), "in_flight": 0}
-
-    def metrics(self) -> str:
-        with self.lock:
-            out = ["# TYPE orch_client_requests_total counter",
-                   f'orch_client_requests_total{{outcome="ok"}} {sum(self.ok.values())}',
-                   f'orch_client_requests_total{{outcome="error"}} {sum(self.errors.values())}',
-                   "# TYPE orch_client_operations_total counter"]
-            out += [f'orch_client_operations_total{{op="{op}",outcome="ok"}} {self.ok[op]}' for op in OPS]
-            out += [f'orch_client_operations_total{{op="{op}",outcome="error"}} {self.errors[op]}' for op in OPS]
-            out += ["# TYPE orch_client_bytes_total counter", f"orch_client_bytes_total {self.bytes}"]
-        return "\n".join(out) + "\n"
-
-
 class Load:
-    def __init__(self, a, stats: Stats, stop: threading.Event):
+    def __init__(self, a, stats: clientjob.OpStats, stop: threading.Event):
         self.a, self.stats, self.stop = a, stats, stop
         self.keys = read_credentials(a.credentials)
         self.body = (b"%d-" % a.seed * a.object_bytes)[:a.object_bytes].ljust(a.object_bytes, b"o")
@@ -171,9 +148,9 @@ class Load:
                        "status": status, "ok": ok, "tokens_in": None, "tokens_out": None, "error": err, "op": op,
                        "bytes": nbytes if ok else 0, "client_cpu_s": round(time.thread_time() - cpu0, 7),
                        "warmup": start < warmup_until, "client": a.client_id}
+                with self.stats.lock:
+                    self.stats.add(op, ok, latency, rec["bytes"], rec["client_cpu_s"])
                 with self.lock:
-                    (self.stats.ok if ok else self.stats.errors)[op] += 1
-                    self.stats.bytes += rec["bytes"]
                     self.out.write(json.dumps(rec) + "\n")
         threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(a.concurrency)]
         for t in threads:
@@ -192,12 +169,9 @@ def main(argv=None) -> None:
     ap.add_argument("--ratio", default="put=0.5,get=0.5")
     ap.add_argument("--credentials", default="~/.orchestrator/minio.env")
     ap.add_argument("--seed", type=int, default=0)
-    clientjob.add_job_arguments(ap)
-    a = ap.parse_args(argv)
-    if not a.duration and not a.requests:
-        ap.error("one of --duration or --requests is required")
+    a = clientjob.parse_job_arguments(ap, argv)
     job = clientjob.Job(a)
-    stats = Stats()
+    stats = clientjob.OpStats(OPS)
     load = Load(a, stats, job.stop)
     try:
         load.prepare()  # before /metrics answers: the session's readiness check waits for it

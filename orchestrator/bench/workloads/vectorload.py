@@ -276,8 +276,7 @@ def main(argv=None) -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--top-k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    clientjob.add_job_arguments(ap)
-    a = ap.parse_args(argv)
+    a = clientjob.parse_job_arguments(ap, argv, bounded=False)  # bounded by its vectors and queries
     if not a.duration:
         a.duration = a.max_seconds  # bounded by the vectors and queries; the time is a cap
     job = clientjob.Job(a)
