@@ -12,6 +12,11 @@ echo "== doctor: is the cluster usable? =="
 echo
 echo "== benchmark session: llama.cpp (test model) + Prometheus + load client =="
 .venv/bin/python main.py --stats --recipe recipes/benchmarks/llamacpp-chat.yaml
+session=$(ls -td results/llamacpp-chat-* | head -n1)
+.venv/bin/python main.py bench report "$session" --format md >/dev/null
 echo
-echo "Artifacts (report.html, requests.jsonl, metrics_summary.csv, MANIFEST.json) are under results/."
+echo "== the summary for a PR or a chat ($session/report.md) =="
+cat "$session/report.md"
+echo
+echo "Artifacts (report.html, report.md, requests.jsonl, metrics_summary.csv, MANIFEST.json, logs/) are under $session."
 echo "The sandbox stays up: \`export ORCH_CONFIG=$ORCH_CONFIG\`; remove it with \`.venv/bin/python main.py sandbox down\`."

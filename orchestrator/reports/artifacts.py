@@ -217,6 +217,7 @@ def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:
         "scrape_interval": ctx.scrape_interval, "promql": promql, "interrupted": ctx.interrupted,
         "percentiles": list(ctx.percentiles), "client_slo": ctx.client_slo, "engines": ctx.engines,
         **({"service_counts": ctx.service_counts} if ctx.service_counts else {}),
+        **({"logs": ctx.logs} if ctx.logs else {}),
         **({"load": {"jobs": ctx.load.jobs, "concurrency": ctx.load.concurrency, "rate": ctx.load.rate}}
            if ctx.load else {}),
         **({"runtime": ctx.runtime} if ctx.runtime else {}),
@@ -242,7 +243,7 @@ def context_from_dir(session_dir: Path) -> tuple[ReportContext, dict]:
                         runtime=m.get("runtime") or {}, percentiles=tuple(m.get("percentiles") or DEFAULT_PERCENTILES),
                         client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {},
                         service_counts=m.get("service_counts") or {},
-                        load=Load(**m["load"]) if m.get("load") else None)
+                        load=Load(**m["load"]) if m.get("load") else None, logs=m.get("logs") or [])
     return ctx, m
 
 

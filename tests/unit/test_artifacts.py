@@ -84,3 +84,14 @@ def test_interrupted_session_without_records_still_has_a_report(tmp_path):
     report, _ = write(context(tmp_path, interrupted=True, errors=["stopped by the user"]), [], None)
     assert report["interrupted"] and report["records"]["total"] == 0
     assert "INTERRUPTED" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_job_logs_are_linked_with_a_watchers_verdict_where_there_is_one(tmp_path):
+    logs = [{"service_id": "svc_0123abcd", "role": "service", "job_id": "7", "path": "logs/svc_0123abcd.log"},
+            {"service_id": "client-x_0123abcd", "role": "client", "job_id": "8", "path": "logs/client-x_0123abcd.log",
+             "verdict": "OUT_OF_MEMORY: the job exceeded its memory", "evidence": []}]
+    report, _ = write(context(tmp_path, logs=logs), records())
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert '<a href="logs/svc_0123abcd.log">svc_0123abcd</a> (service, job 7)</li>' in html
+    assert "<strong>OUT_OF_MEMORY: the job exceeded its memory</strong>" in html
+    assert report["logs"] == logs and rerender_session(tmp_path / "out")["logs"] == logs  # kept offline too
