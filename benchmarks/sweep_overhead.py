@@ -52,7 +52,7 @@ def main() -> None:
                                        points=", ".join(str(i + 1) for i in range(a.points))))
         env = dict(os.environ, ORCH_CONFIG=a.config, ORCH_STATS="1")
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--recipe", str(recipe), "--out",
+        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out",
                                str(Path(d) / "out")], capture_output=True, text=True, env=env, cwd=d)
         wall = time.perf_counter() - t0
     if proc.returncode != 0:

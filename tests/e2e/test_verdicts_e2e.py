@@ -46,7 +46,7 @@ def verdict_of(sandbox_config_path, tmp_path, text):
     recipe = tmp_path / "bench.yaml"
     recipe.write_text(text)
     env = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path))
-    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--recipe", str(recipe), "--out",
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out",
                            str(tmp_path / "out")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
