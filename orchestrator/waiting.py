@@ -18,7 +18,8 @@ now = time.time          # wall clock: windows are in unix seconds
 live = None              # a terminal.LiveWaits when stderr is a terminal (logs.configure sets it)
 
 
-def poll_until(step: Step, *, timeout: float, interval: float, say: Callable[[str], None] | None = None,
+def poll_until(step: Step, *, timeout: float, interval: float | Callable[[], float],
+               say: Callable[[str], None] | None = None,
                on_timeout: Callable[[], BaseException], every: float = 0.0, expected: float | None = None) -> None:
     """Call ``step`` until it returns ``(True, message)``.
 
@@ -26,7 +27,8 @@ def poll_until(step: Step, *, timeout: float, interval: float, say: Callable[[st
     again after ``every`` seconds when given. Past ``timeout`` the exception from
     ``on_timeout`` is raised; ``step`` may raise to end the wait early. On a terminal
     the line is a live status instead (``expected``: the wait's usual length, for a
-    bar and the time left), and only the last one is said.
+    bar and the time left), and only the last one is said. ``interval`` may be a function
+    giving the next pause (a wait that knows when the end is due polls faster near it).
     """
     start = clock()
     deadline = start + timeout
@@ -48,7 +50,7 @@ def poll_until(step: Step, *, timeout: float, interval: float, say: Callable[[st
                 return
             if now >= deadline:
                 raise on_timeout()
-            sleep(interval)
+            sleep(interval() if callable(interval) else interval)
     finally:
         if live is not None:
             live.stop()

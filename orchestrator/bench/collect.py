@@ -76,14 +76,17 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
     last counters are in; failures are added to ``errors``, never raised.
     """
     interval = parse_duration(scrape_interval)
-    delay = window.end + 2 * interval - waiting.now()
+    # the first scrape after the end comes within one interval; half of one more (at most 1 s) for
+    # Prometheus to have it stored
+    settled = window.end + interval + min(1.0, interval / 2)
+    delay = settled - waiting.now()
     if delay > 0:
         waiting.sleep(delay)
     data = PrometheusData(engines=dict(engines or {}))
     queries = service_kpi_queries(services, window.seconds, int(interval), engines)
     asked = [n for n, (q, _) in queries.items() if q is not None]
     at = {n: (go_time or window.start) if n.endswith("@start") else
-          (window.end + 2 * interval if n.endswith("@end") else window.end) for n in asked}
+          (settled if n.endswith("@end") else window.end) for n in asked}
     values: dict[str, float | None] = {}
     try:
         results = monitors.query_many_at(monitor_id, [(queries[n][0], at[n]) for n in asked]) if asked else []

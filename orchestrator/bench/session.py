@@ -167,6 +167,8 @@ class PointRun:
     records: int = 0                      # request records collected (in out_dir/requests.jsonl)
     service_counts: dict[str, int] = field(default_factory=dict)  # target -> items it holds (vector clients)
     monitored: bool = False               # its clients were added to the monitor's targets
+    all_done: bool = False                # every client wrote done.json: its files are complete
+    redeployed: list[str] = field(default_factory=list)  # services this point deployed anew (swept fields)
     warmup_until: float | None = None
     report: dict | None = None
     interrupted: bool = False
@@ -253,10 +255,19 @@ class BenchmarkSession:
         self.state.monitor_id = mid
         self.orch.servers.wait_until_ready(mid, timeout=300, progress=self.say)
 
-    def _wait_scraped(self) -> None:
-        """The load starts only once every target has been scraped, so counters have a baseline."""
+    def _wait_scraped(self, pr: PointRun) -> None:
+        """The load starts only once the services' counters have a baseline: every target scraped
+        before the first point; later, only services the point redeployed (the others were scraped
+        all along, and a client's own counters are not what the report reads). Prometheus applies
+        new targets up to 5 s after a reload (its discovery throttle): not waiting for the clients
+        of later points saves that on every point of a sweep."""
         mid = self.state.monitor_id
-        expected = {t["address"] for t in self.orch.monitors.store.get(mid)["targets"]}
+        targets = self.orch.monitors.store.get(mid)["targets"]
+        if pr.point.index > 0:
+            targets = [t for t in targets if t.get("service_id") in set(pr.redeployed)]
+            if not targets:
+                return
+        expected = {t["address"] for t in targets}
         down: list[str] = []
 
         def step() -> tuple[bool, str]:
@@ -264,7 +275,8 @@ class BenchmarkSession:
             down[:] = sorted(a for a in expected if health.get(a) != "up")
             return (True, f"monitor {mid} scraping {len(expected) + 1} targets") if not down else (False, "")
 
-        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.recipe.scrape_interval), interval=1,
+        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.recipe.scrape_interval),
+                           interval=min(1.0, parse_duration(self.recipe.scrape_interval) / 4),
                            say=self.say, on_timeout=lambda: OrchestratorError(
                                f"monitor {mid}: targets not up: {', '.join(down)}"))
 
@@ -351,13 +363,18 @@ class BenchmarkSession:
             lat = "".join(f", {name} <= {_ms(max(vals))}" for name, vals in
                           (("p50", [d["p50_le"] for d in docs if d.get("p50_le")]),
                            ("p99", [d["p99_le"] for d in docs if d.get("p99_le")])) if vals)
+            pr.all_done = done >= len(pr.clients)
             return done + len(lost) >= len(pr.clients), (
                 f"{pr.point.label}: load: {ok} ok, {err} errors, {ok / max(elapsed, 1e-9):.0f}/s{lat}, "
                 f"{flight} in flight, {elapsed:.0f}s elapsed, {done}/{len(pr.clients)} clients done"
                 + (f", {len(lost)} lost" if lost else ""))
 
         expected = max((s.warmup + s.duration) for s in specs if s.duration) if any(s.duration for s in specs) else None
-        waiting.poll_until(step, timeout=budget, interval=2, say=self.say, every=5, expected=expected,
+        def pause() -> float:  # every 2 s during the load, every 0.25 s once its end is due
+            due = (pr.go_time + expected - time.time()) if expected else 0.0
+            return 2.0 if due > 2.0 else max(0.25, due)
+
+        waiting.poll_until(step, timeout=budget, interval=pause, say=self.say, every=5, expected=expected,
                            on_timeout=lambda: OrchestratorError(
             f"clients did not finish within {budget:.0f}s"))
         self.state.errors.extend(lost.values())
@@ -422,7 +439,9 @@ class BenchmarkSession:
         with builder.abandon_on_error():
             pr.out_dir.mkdir(parents=True, exist_ok=True)
             if pr.clients:
-                self._stop(pr.clients, wait=True)  # no more load; files stay on the cluster
+                # no more load (files stay on the cluster); a client that did not finish is waited for,
+                # so that its file is no longer written while it is read
+                self._stop(pr.clients, wait=not pr.all_done)
                 self._collect_records(pr, builder)
             else:
                 write_atomic(pr.out_dir / "requests.jsonl", "")
@@ -460,11 +479,11 @@ class BenchmarkSession:
     def _report_point(self, pr: PointRun, table: RequestTable) -> None:
         window = window_for(table, pr.warmup_until)
         ctx = self.context(pr)
+        ctx.logs = self._collect_logs(pr)  # (while the monitor's last scrape of the window lands)
         if self.state.monitor_id and not pr.interrupted and window.end > 0:
             ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
                                                self.recipe.scrape_interval, window, pr.go_time, self.state.errors,
                                                ctx.engines)
-        ctx.logs = self._collect_logs(pr)
         pr.report = write_artifacts(ctx, table, window)
         self.say(f"report: {pr.out_dir / 'report.html'}")
         if pr.monitored and self.state.monitor_id and not pr.interrupted:
@@ -473,18 +492,31 @@ class BenchmarkSession:
             except OrchestratorError as exc:
                 self.state.errors.append(f"removing clients from the monitor: {exc}")
 
-    def _run_point(self, pr: PointRun) -> None:
+    def _begin_point(self, pr: PointRun) -> None:
+        """The point's services (those it changes) and its clients, which wait for their go."""
         self.say(f"point {pr.point.index + 1}/{len(self.points)}: {pr.point.label}" if self.is_sweep else
                  "running the load")
         if pr.point.index > 0:
             new = self._deploy_services(pr.point, only_swept=True)
+            pr.redeployed = list(new)
             if new:
                 self.orch.monitors.add_targets(self.state.monitor_id, [
                     TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items() if sid in new])
         self._start_clients(pr)
-        self._wait_scraped()
+
+    def _run_load(self, pr: PointRun) -> None:
+        self._wait_scraped(pr)
         self._go(pr)
         self._wait_clients(pr)
+
+    def _point_run(self, point: Point) -> PointRun:
+        out = self.state.out_dir / "points" / point.dirname if self.is_sweep else self.state.out_dir
+        pr = PointRun(point, out)
+        self.state.points.append(pr)
+        return pr
+
+    def _changes_services(self, point: Point) -> bool:
+        return any(service_changes(point, ref.name) for ref in self.recipe.services)
 
     # -- the whole session ---------------------------------------------------------------
     def context(self, pr: PointRun) -> ReportContext:
@@ -498,9 +530,9 @@ class BenchmarkSession:
             jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.store.load()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
             client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
-            load=self._load(pr))
+            load=self._offered(pr))
 
-    def _load(self, pr: PointRun) -> Load:
+    def _offered(self, pr: PointRun) -> Load:
         """What the point's clients offered (the first client's shape; jobs of every client)."""
         specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
         return Load(jobs=sum(s.nodes for s in specs), concurrency=specs[0].concurrency,
@@ -546,11 +578,18 @@ class BenchmarkSession:
         try:
             self._deploy_services(self.points[0])
             self._start_monitor()
-            for point in self.points:
-                out = self.state.out_dir / "points" / point.dirname if self.is_sweep else self.state.out_dir
-                current = PointRun(point, out)
-                self.state.points.append(current)
-                self._run_point(current)
+            ready: PointRun | None = None
+            for i, point in enumerate(self.points):
+                current, ready = ready or self._point_run(point), None
+                if not current.clients:
+                    self._begin_point(current)
+                self._run_load(current)
+                following = self.points[i + 1] if i + 1 < len(self.points) else None
+                if following is not None and not self._changes_services(following):
+                    # the next point's clients start now and wait for their go: this point's
+                    # collection and report overlap their scheduling
+                    ready = self._point_run(following)
+                    self._begin_point(ready)
                 self._finish_point(current)
                 current = None
         except (KeyboardInterrupt, Terminated) as exc:
