@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from orchestrator.cluster.remote import Marker, by_name
 from orchestrator.cluster.shell import path as remote_path
+from orchestrator.cluster.shell import quote
 from orchestrator.cluster.slurm import SINFO_NODES_COMMAND, parse_sinfo_nodes
 from orchestrator.errors import TransportError
 
@@ -32,6 +33,13 @@ NATIVE_SERVICES = {
 }
 CONTAINER_ONLY = ["vllm", "ollama", "qdrant", "minio"]
 VENV_MODULES = ["numpy", "chromadb"]
+VENV_PROBE = """import sys
+from importlib.metadata import PackageNotFoundError, version
+for m in sys.argv[1:]:
+    try:
+        print(m, version(m))
+    except PackageNotFoundError:
+        print(m, "-")"""
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,6 @@ def doctor_script(work_dir: str, mark: Marker, venv: str | None = None) -> str:
     tools = " ".join(list(CLUSTER_TOOLS) + ["singularity"])
     binaries = sorted({b for need in NATIVE_SERVICES.values() for group in need for b in group.split("|")
                        if not b.startswith("venv:")})
-    probe = "; ".join(f"print({m!r}, __import__({m!r}).__version__)" for m in VENV_MODULES)
     return "\n".join([
         mark.echo("slurm"),
         f"for c in {' '.join(SLURM_COMMANDS)}; do command -v $c >/dev/null 2>&1 && echo \"$c ok\" || echo \"$c missing\"; done",
@@ -69,8 +76,8 @@ def doctor_script(work_dir: str, mark: Marker, venv: str | None = None) -> str:
         f"for c in {' '.join(binaries)}; do p=$(command -v $c 2>/dev/null) && echo \"$c $p\" || echo \"$c -\"; done",
         f'[ -x {vd}/bin/chroma ] && echo "venv:chroma "{vd}/bin/chroma || echo "venv:chroma -"',
         mark.echo("venv"),
-        f"echo {vd}; if [ -x {vd}/bin/python ]; then for m in {' '.join(VENV_MODULES)}; do "
-        f"{vd}/bin/python -c \"import $m; print('$m', $m.__version__)\" 2>/dev/null || echo \"$m -\"; done; "
+        # installed versions from the venv's metadata (importing chromadb would take a second)
+        f"echo {vd}; if [ -x {vd}/bin/python ]; then {vd}/bin/python -c {quote(VENV_PROBE)} {' '.join(VENV_MODULES)}; "
         "else echo missing; fi",
         "true",
     ])

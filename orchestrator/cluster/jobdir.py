@@ -20,7 +20,6 @@ from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.shell import path as remote_path
 from orchestrator.cluster.shell import quote
 from orchestrator.cluster.slurm import JOB_STATE_FUNCTION
-from orchestrator.templating import render
 
 SERVICES = "services"
 JOB_SCRIPT = "job.sbatch"
@@ -58,6 +57,7 @@ def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id:
     (http://node:port), $node, $port, $ports and $D (its job dir) set. ``cancel`` runs scancel,
     only if the job's name is a service ID of this tool (checked on the login node, first).
     """
+    from orchestrator.templating import render  # (Jinja2 costs 25 ms of start-up: only commands that probe pay it)
     return render("probe.sh.j2", services=remote_path(services_root(work_dir)), mark=mark, service_id=service_id,
                   job_id=job_id, health=health, log_lines=log_lines, health_timeout=health_timeout, then=then,
                   cancel=cancel,

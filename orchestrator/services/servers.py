@@ -40,7 +40,6 @@ from orchestrator.errors import (
     SlurmError,
 )
 from orchestrator.logs import log_context
-from orchestrator.services.jobscript import render_service_script
 from orchestrator.services.probe import (
     JOB_ID_RE,
     SERVICE_ID_RE,
@@ -125,6 +124,7 @@ class ServersModule:
 
     def render(self, recipe: ServiceRecipe, service_id: str | None = None) -> tuple[str, str]:
         sid = service_id or self.new_service_id(recipe)
+        from orchestrator.services.jobscript import render_service_script  # (Jinja2: only commands that submit)
         return sid, render_service_script(recipe, self.config.slurm, sid)
 
     def job_dir(self, service_id: str) -> str:
