@@ -67,18 +67,23 @@ def main() -> None:
     m = re.search(r"connections=(\d+) commands=(\d+)", err)
     print(f"started {sid} with --wait in {wall * 1000:.0f} ms "
           f"({m.group(1)} connection, {m.group(2)} commands: submit + one per readiness poll)")
-    print(f"{'command':<28} {'conns':>5} {'cmds':>5} {'wall ms':>8} {'vs ssh true':>11} {'vs ssh squeue':>13}")
-    for template in COMMANDS:
-        extra = [a.format(sid=sid) for a in template]
-        walls, stats = [], None
-        for _ in range(args.repeat):
-            wall, _, err = timed([sys.executable, str(ROOT / "main.py"), *extra], env)
-            walls.append(wall)
-            m = re.search(r"connections=(\d+) commands=(\d+)", err)
-            stats = (int(m.group(1)), int(m.group(2))) if m else ("?", "?")
-        med = statistics.median(walls)
-        print(f"{' '.join(template):<28} {stats[0]:>5} {stats[1]:>5} {med * 1000:>8.0f} "
-              f"{med / floors['ssh true']:>10.2f}x {med / floors['ssh squeue']:>12.2f}x")
+    timed([sys.executable, str(ROOT / "main.py"), "connect"], env)  # the optional agent, for the second table
+    for label, run_env in (("each command its own connection", env),
+                           ("through the local agent (ORCH_AGENT=1)", dict(env, ORCH_AGENT="1"))):
+        print(f"\n{label}")
+        print(f"{'command':<28} {'conns':>5} {'cmds':>5} {'wall ms':>8} {'vs ssh true':>11} {'vs ssh squeue':>13}")
+        for template in COMMANDS:
+            extra = [a.format(sid=sid) for a in template]
+            walls, stats = [], None
+            for _ in range(args.repeat):
+                wall, _, err = timed([sys.executable, str(ROOT / "main.py"), *extra], run_env)
+                walls.append(wall)
+                m = re.search(r"connections=(\d+) commands=(\d+)", err)
+                stats = (int(m.group(1)), int(m.group(2))) if m else ("?", "?")
+            med = statistics.median(walls)
+            print(f"{' '.join(template):<28} {stats[0]:>5} {stats[1]:>5} {med * 1000:>8.0f} "
+                  f"{med / floors['ssh true']:>10.2f}x {med / floors['ssh squeue']:>12.2f}x")
+    timed([sys.executable, str(ROOT / "main.py"), "connect", "--stop"], env)
 
     timed([sys.executable, str(ROOT / "main.py"), "--stop-service", sid], env)
 

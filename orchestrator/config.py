@@ -45,6 +45,7 @@ class SSHConfig:
     connect_timeout: float = 15.0
     keepalive: int = 30
     local: bool = False              # run commands here instead: we are on the login node
+    agent: bool = False              # keep the connection in a local agent between commands (cluster/agent.py)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Config:
 
 _TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir", "recipe_dirs", "limits"]
 _SSH_KEYS = ["host", "port", "user", "key_file", "known_hosts", "ssh_config",
-             "connect_timeout", "keepalive", "local"]
+             "connect_timeout", "keepalive", "local", "agent"]
 _SLURM_KEYS = ["account", "partition", "qos", "time"]
 _REMOTE_KEYS = ["work_dir", "venv"]
 
@@ -129,6 +130,9 @@ def _ssh_section(raw: dict) -> SSHConfig:
     bool_local = raw.get("local", False)
     if not isinstance(bool_local, bool):
         raise SchemaViolation("ssh.local", f"expected true or false, got {bool_local!r}")
+    agent = raw.get("agent", False)
+    if not isinstance(agent, bool):
+        raise SchemaViolation("ssh.agent", f"expected true or false, got {agent!r}")
     return SSHConfig(
         host=expect_str(raw["host"], "ssh.host"),
         port=None if raw.get("port") is None else expect_int(raw["port"], "ssh.port", 1, 65535),
@@ -139,6 +143,7 @@ def _ssh_section(raw: dict) -> SSHConfig:
         connect_timeout=float(expect_int(raw.get("connect_timeout", 15), "ssh.connect_timeout", 1)),
         keepalive=expect_int(raw.get("keepalive", 30), "ssh.keepalive", 0),
         local=bool_local,
+        agent=agent,
     )
 
 

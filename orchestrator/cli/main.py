@@ -85,7 +85,7 @@ def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_en
         click.echo(click_ctx.get_help())
 
 
-for command in (services.logs, services.doctor, sandbox_cli.sandbox, bench.bench, bench.report_group, bench.rerun,
+for command in (services.logs, services.doctor, services.connect, sandbox_cli.sandbox, bench.bench, bench.report_group, bench.rerun,
                 monitor.monitor, monitor.query_range, monitor.tunnel, monitor.dashboard, watch.watch, watch.health):
     cli.add_command(command)
 

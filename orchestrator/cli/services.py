@@ -132,3 +132,28 @@ def doctor(click_ctx, config_path, as_json):
          render_table(["check", "status", "detail"], rows))
     if any(not c.ok and c.required for c in checks):
         sys.exit(1)
+
+
+@click.command()
+@common_options
+@click.option("--stop", is_flag=True, help="stop the running agent")
+@click.pass_context
+def connect(click_ctx, config_path, as_json, stop):
+    """Start the local agent that keeps the SSH connection between commands (like ControlPersist),
+    or stop it. Commands use it with ssh.agent: true in config.yaml or ORCH_AGENT=1; it exits after
+    10 idle minutes."""
+    from orchestrator.cluster.agent import AgentTransport, socket_path, stop_agent
+    ctx = _ctx(click_ctx, config_path, as_json)
+    cfg = ctx.orch.config
+    if stop:
+        stopped = stop_agent(cfg)
+        emit(ctx, {"stopped": stopped}, "agent stopped" if stopped else "no agent was running")
+        return
+    t = AgentTransport(cfg)
+    try:
+        t.run("true", timeout=60, check=True)  # connected, host key checked
+    finally:
+        t.close()
+    path = socket_path(cfg)
+    emit(ctx, {"socket": str(path), "target": cfg.ssh.host},
+         f"agent connected to {cfg.ssh.host}: {path} (mode 600; exits after 10 idle minutes)")

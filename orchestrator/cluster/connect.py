@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 from orchestrator.cluster.transport import Transport
+
+
+def agent_wanted(config, env=None) -> bool:
+    """``ssh.agent: true`` or ORCH_AGENT=1 (ORCH_AGENT=0 wins: the agent itself connects directly)."""
+    env = os.environ if env is None else env
+    if env.get("ORCH_AGENT") == "0" or config.ssh.local:
+        return False
+    return env.get("ORCH_AGENT") == "1" or config.ssh.agent
 
 
 def open_transport(config) -> Transport:
@@ -10,6 +20,9 @@ def open_transport(config) -> Transport:
     if config.ssh.local:
         from orchestrator.cluster.local import LocalTransport
         return LocalTransport()
+    if agent_wanted(config):
+        from orchestrator.cluster.agent import AgentTransport  # no paramiko in this process
+        return AgentTransport(config)
     from orchestrator.cluster.ssh import (
         SSHTransport,  # paramiko: imported only when needed
     )

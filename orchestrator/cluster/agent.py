@@ -1,0 +1,266 @@
+"""An optional persistent connection, as OpenSSH's ControlPersist: a per-user local agent holds the
+SSH connection between invocations, and commands reach it over a Unix socket.
+
+Off by default; ``ssh.agent: true`` in config.yaml (or ``ORCH_AGENT=1``) turns it on, and
+``connect`` starts it ahead (else the first command does). Safety: the socket is in a directory
+only its user may enter (0700), is itself 0600, and the agent answers only peers of its own uid
+(SO_PEERCRED); it exits after ``idle`` seconds without a request, or on ``connect --stop``.
+Host keys are checked as always: the agent is an SSHTransport like any command's.
+
+Frames both ways: a 4-byte big-endian length, then JSON. Requests: run, get, put, ping, stop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from orchestrator import errors
+from orchestrator.cluster.transport import CommandResult, TransportStats
+from orchestrator.errors import TransportError
+
+IDLE = 600.0
+
+
+def socket_path(config) -> Path:
+    """One agent per login target and identity, under the laptop's state dir."""
+    s = config.ssh
+    key = json.dumps([s.host, s.port, s.user, s.key_file, s.known_hosts, s.ssh_config], sort_keys=True)
+    return Path(config.state_dir) / "agent" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
+
+
+def _send(sock: socket.socket, doc: dict) -> None:
+    data = json.dumps(doc).encode()
+    sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def _recv(sock: socket.socket) -> dict | None:
+    head = _exactly(sock, 4)
+    if head is None:
+        return None
+    body = _exactly(sock, struct.unpack(">I", head)[0])
+    return None if body is None else json.loads(body)
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+# -- the agent ----------------------------------------------------------------------
+def serve(config, idle: float = IDLE) -> None:
+    """Run the agent in this process until idle (``python -m orchestrator.cluster.agent CONFIG``)."""
+    path = socket_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    path.unlink(missing_ok=True)
+    if config.ssh.local:  # (the login node itself: what the tests use)
+        from orchestrator.cluster.local import LocalTransport
+        transport = LocalTransport()
+    else:
+        from orchestrator.cluster.ssh import SSHTransport
+        transport = SSHTransport(config.ssh)
+    lock = threading.Lock()
+    last = [time.monotonic()]
+    stop = threading.Event()
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)  # the socket is created 0600
+    try:
+        srv.bind(str(path))
+    finally:
+        os.umask(old)
+    srv.listen(16)
+    srv.settimeout(1.0)
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+            if uid != os.getuid():
+                return  # another user: not a word
+            while (req := _recv(conn)) is not None:
+                last[0] = time.monotonic()
+                with lock:
+                    _send(conn, _answer(transport, req, stop))
+
+    try:
+        while not stop.is_set() and time.monotonic() - last[0] < idle:
+            try:
+                conn, _ = srv.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    finally:
+        srv.close()
+        path.unlink(missing_ok=True)
+        transport.close()
+
+
+def _answer(transport, req: dict, stop: threading.Event) -> dict:
+    try:
+        op = req.get("op")
+        if op == "run":
+            r = transport.run(req["command"], timeout=req.get("timeout"), stdin=req.get("stdin"),
+                              idempotent=req.get("idempotent", True))
+            return {"exit_code": r.exit_code, "stdout": r.stdout, "stderr": r.stderr}
+        if op == "get":
+            transport.get(req["remote"], req["local"])
+            return {}
+        if op == "put":
+            transport.put(req["local"], req["remote"])
+            return {}
+        if op == "ping":
+            return {"description": transport.description}
+        if op == "stop":
+            stop.set()
+            return {}
+        return {"error": {"type": "OrchestratorError", "message": f"unknown request {op!r}"}}
+    except Exception as exc:  # sent back as what it was: the command's process raises it
+        return {"error": {"type": type(exc).__name__, "message": str(exc)}}
+
+
+# -- the client ---------------------------------------------------------------------
+class AgentTransport:
+    """A Transport whose calls go to the agent (started on demand); forwards open an SSH connection
+    of their own, as they carry traffic for as long as the command runs."""
+
+    def __init__(self, config, start_timeout: float = 20.0):
+        self.config = config
+        self.path = socket_path(config)
+        self.start_timeout = start_timeout
+        self.stats = TransportStats()
+        self.description = f"agent for {config.ssh.user + '@' if config.ssh.user else ''}{config.ssh.host}"
+        self._sock: socket.socket | None = None
+        self._direct = None
+
+    def _connect(self) -> socket.socket:
+        if self._sock is None:
+            self._sock = connect_or_start(self.config, self.start_timeout)
+        return self._sock
+
+    def _call(self, req: dict) -> dict:
+        sock = self._connect()
+        try:
+            _send(sock, req)
+            doc = _recv(sock)
+        except OSError as exc:
+            self.close()
+            raise TransportError(f"the local agent's connection broke: {exc}") from None
+        if doc is None:
+            self.close()
+            raise TransportError("the local agent closed the connection (it stopped?)")
+        if "error" in doc:
+            raise _rebuilt(doc["error"])
+        return doc
+
+    def run(self, command: str, *, timeout: float | None = 120, check: bool = False, stdin: str | None = None,
+            idempotent: bool = True) -> CommandResult:
+        doc = self._call({"op": "run", "command": command, "timeout": timeout, "stdin": stdin,
+                          "idempotent": idempotent})
+        self.stats.commands += 1
+        result = CommandResult(command, doc["exit_code"], doc["stdout"], doc["stderr"])
+        return result.check() if check else result
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        self._call({"op": "put", "local": os.path.abspath(local_path), "remote": remote_path})
+        self.stats.transfers += 1
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        self._call({"op": "get", "remote": remote_path, "local": os.path.abspath(local_path)})
+        self.stats.transfers += 1
+
+    def forward(self, remote_host: str, remote_port: int, local_port: int = 0):
+        if self._direct is None:
+            from orchestrator.cluster.ssh import SSHTransport
+            self._direct = SSHTransport(self.config.ssh)
+            self.stats.connections += 1
+        self.stats.forwards += 1
+        return self._direct.forward(remote_host, remote_port, local_port)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
+
+
+def _rebuilt(err: dict) -> Exception:
+    """The agent's exception as this process raises it: the same class where it takes a message."""
+    cls = getattr(errors, err.get("type", ""), None)
+    if isinstance(cls, type) and issubclass(cls, errors.OrchestratorError):
+        try:
+            return cls(err["message"])
+        except TypeError:
+            pass
+    return TransportError(err["message"])
+
+
+def _dial(path: Path) -> socket.socket | None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def connect_or_start(config, timeout: float = 20.0) -> socket.socket:
+    """A connection to the running agent, starting one (detached) when there is none."""
+    sock = _dial(socket_path(config))
+    if sock is not None:
+        return sock
+    if config.source is None:
+        raise TransportError("the local agent needs the config file's path to start (ssh.agent)")
+    path = socket_path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    log = path.with_suffix(".log")
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two commands at once start one agent, not two
+        sock = _dial(path)
+        if sock is not None:
+            return sock
+        with open(log, "w") as out:
+            subprocess.Popen([sys.executable, "-m", "orchestrator.cluster.agent", str(config.source)],
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "ORCH_AGENT": "0"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock = _dial(path)
+            if sock is not None:
+                return sock
+            time.sleep(0.05)
+    tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+    raise TransportError(f"the local agent did not start within {timeout:.0f}s" + (f": {tail[0]}" if tail else ""))
+
+
+def stop_agent(config) -> bool:
+    """Ask a running agent to exit; False when none ran."""
+    sock = _dial(socket_path(config))
+    if sock is None:
+        return False
+    with sock:
+        _send(sock, {"op": "stop"})
+        _recv(sock)
+    return True
+
+
+if __name__ == "__main__":
+    from orchestrator.config import load_config
+    serve(load_config(sys.argv[1]), idle=float(os.environ.get("ORCH_AGENT_IDLE", IDLE)))
