@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from session_run import run_bench  # noqa: E402
 
 SERVICE = """service:
   name: standin-wide
@@ -69,13 +69,7 @@ def main() -> None:
         recipe = Path(d) / "many-clients.yaml"
         recipe.write_text(BENCH.format(service=service, clients=a.clients, concurrency=a.concurrency,
                                        duration=a.duration, warmup=a.warmup))
-        env = dict(os.environ, ORCH_CONFIG=a.config, ORCH_STATS="1")
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out",
-                               str(Path(d) / "out")], capture_output=True, text=True, env=env, cwd=d)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.exit(f"session failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        proc, wall = run_bench(recipe, Path(d) / "out", a.config)
         report = json.loads((Path(d) / "out" / "report.json").read_text())
         k = {x["kpi"]: x["value"] for x in report["kpis"]}
         nodes = {j["nodes"] for j in report["manifest"]["jobs"] if j["role"] == "client"}

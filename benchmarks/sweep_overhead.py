@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from session_run import run_bench  # noqa: E402
 
 BENCH = """benchmark:
   name: sweep-overhead
@@ -50,13 +50,7 @@ def main() -> None:
         recipe = Path(d) / "sweep.yaml"
         recipe.write_text(BENCH.format(duration=a.duration, warmup=a.warmup,
                                        points=", ".join(str(i + 1) for i in range(a.points))))
-        env = dict(os.environ, ORCH_CONFIG=a.config, ORCH_STATS="1")
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out",
-                               str(Path(d) / "out")], capture_output=True, text=True, env=env, cwd=d)
-        wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"sweep failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        proc, wall = run_bench(recipe, Path(d) / "out", a.config)
     log = proc.stdout + proc.stderr
     starts = [datetime.strptime(m.group(1), "%H:%M:%S") for m in
               re.finditer(r"^\[(\d\d:\d\d:\d\d)\] point \d+/\d+:", log, re.M)]

@@ -3,7 +3,7 @@
 import csv
 import json
 
-from orchestrator.bench.kpi import KPI, Window
+from orchestrator.bench.kpi import KPI
 from orchestrator.bench.records import RequestTable
 from orchestrator.reports.artifacts import (
     PrometheusData,

@@ -3,7 +3,6 @@ present), and Qdrant against responses shaped as Qdrant's REST API documents the
 collection info, query points, count): no Qdrant runs here, so these are not recordings."""
 
 import json
-import shutil
 import socket
 import subprocess
 import threading
