@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.bench.experiments import Comparison, compare, interval_noise
+from orchestrator.bench.experiments import Comparison, compare, interval_noise, quantile_noise
 from orchestrator.errors import OrchestratorError
 from orchestrator.bench.records import RequestTable
 
@@ -57,4 +57,9 @@ def _noise(report: dict, requests: Path, unit: str) -> dict:
     with RequestTable.from_jsonl(requests, point=unit or None) as table:
         if not window or not len(table):
             return {}
-        return {k: interval_noise(table, window["start"], window["end"], k) for k in NOISE_KPIS}
+        out = {}
+        for k in NOISE_KPIS:  # the larger of the spread over intervals and a percentile's own uncertainty
+            found = [v for v in (interval_noise(table, window["start"], window["end"], k),
+                                 quantile_noise(table, window["start"], window["end"], k)) if v is not None]
+            out[k] = max(found) if found else None
+        return out

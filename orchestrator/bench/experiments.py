@@ -152,6 +152,31 @@ def interval_noise(table, window_start: float, window_end: float, kpi: str, inte
     return sd / mean / math.sqrt(len(values))
 
 
+def quantile_noise(table, window_start: float, window_end: float, kpi: str) -> float | None:
+    """Relative half-width of a percentile's 95% confidence interval from its order statistics: with
+    n samples the p-quantile's rank is uncertain by about 2 sqrt(n p (1 - p)), so the values that many
+    ranks either side bound it. A tail percentile of few samples (p99 of 80 requests is nearly the
+    maximum) is as noisy as the gap between its last values, which spread over intervals misses."""
+    from orchestrator.bench.kpi import summary_of
+    base, _, q = kpi.partition("_")
+    if not q.startswith("p") or base not in ("latency", "ttft", "tpot", "itl"):
+        return None
+    p = float(q[1:].replace("_", ".")) / 100
+    column = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s", "itl": "gaps"}[base]
+
+    def keep(c):
+        return (c["ok"] == 1) & (c["warmup"] == 0) & (c["start"] >= window_start) & (c["start"] <= window_end)
+    n = summary_of(table, column, keep, []).n
+    if n < 2:
+        return None
+    h = (n - 1) * p
+    spread = 2 * math.sqrt(n * p * (1 - p)) + 1
+    lo, hi = max(0.0, h - spread) / (n - 1), min(n - 1.0, h + spread) / (n - 1)
+    s = summary_of(table, column, keep, [lo, p, hi])
+    mid = s.percentiles[p]
+    return (s.percentiles[hi] - s.percentiles[lo]) / 2 / mid if mid else None
+
+
 @dataclass(frozen=True)
 class Comparison:
     kpi: str

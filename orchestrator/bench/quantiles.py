@@ -46,7 +46,9 @@ def summarise(source: Source, qs: Sequence[float], limit_bytes: int = LIMIT_BYTE
         return Summary(0, None, None, {})
     wanted = {q: (n - 1) * q for q in qs}
     ranks = sorted({r for h in wanted.values() for r in (math.floor(h), math.ceil(h))})
-    if n * dtype.itemsize <= limit_bytes:
+    if not ranks:
+        at = {}
+    elif n * dtype.itemsize <= limit_bytes:
         values = _gather(source, [], n, dtype)
         values.partition(ranks)
         at = {r: float(values[r]) for r in ranks}

@@ -109,3 +109,15 @@ def test_noise_of_itl_uses_every_gap_and_any_percentile():
     assert interval_noise(records, 10.0, 16.0, "itl_p90") == 0.0  # every interval's p90 is the 0.02 s gap
     assert interval_noise(records, 10.0, 16.0, "itl_p50") is not None
     assert interval_noise(records, 10.0, 16.0, "tpot_p50") is not None
+
+
+def test_a_tail_percentile_of_few_samples_is_as_noisy_as_its_last_values():
+    from orchestrator.bench.experiments import quantile_noise
+    # 80 requests at 290 ms and one at 324 ms: p99 is nearly the maximum, its noise the gap up to it
+    recs = [{"start": 10.0 + i * 0.07, "latency_s": 0.290 + (i % 5) * 0.0005, "ok": True} for i in range(80)]
+    recs.append({"start": 15.0, "latency_s": 0.324, "ok": True})
+    with RequestTable.from_records(recs) as t:
+        n99 = quantile_noise(t, 10.0, 16.0, "latency_p99")
+        n50 = quantile_noise(t, 10.0, 16.0, "latency_p50")
+    assert n99 > 0.05 and n50 < 0.01  # a 10% change of p99 here is not significant; of p50 it would be
+    assert quantile_noise(t, 10.0, 16.0, "throughput") is None
