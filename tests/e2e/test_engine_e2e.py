@@ -96,10 +96,9 @@ def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_pat
     t = {c: points[f"concurrency={c}"]["throughput"] for c in (1, 2, 4, 8)}
     p99 = {c: points[f"concurrency={c}"]["latency_p99"] for c in (1, 2, 4, 8)}
     # two slots on one CPU thread: a second request in flight fills the second slot (one batched decode
-    # step serves both), past two they only queue. Throughput stays on a plateau from two on (which of
-    # its points is highest is the machine's noise) while p99 latency climbs with every doubling
-    plateau = [t[2], t[4], t[8]]
-    assert max(plateau) < 1.6 * min(plateau) and t[2] > 0.9 * t[1], t
+    # step serves both), past two they only queue. Four times the requests in flight buy no throughput
+    # (on this shared 2-core machine it may even drop) while p99 latency climbs with every doubling
+    assert t[4] < 1.3 * t[2] and t[8] < 1.3 * t[2] and t[2] > 0.9 * t[1], t
     assert p99[8] > 1.3 * p99[4] and p99[4] > 1.2 * p99[2] and p99[8] > 3 * p99[1]
     sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
     assert points[sat["label"]]["throughput"] == max(t.values())
