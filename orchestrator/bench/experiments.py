@@ -111,10 +111,18 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _ok_started(lo: float, hi: float, closed: bool):
+    """Selects OK measured requests that started in [lo, hi] (``closed``) or [lo, hi)."""
+    def keep(c):
+        end_ok = c["start"] <= hi if closed else c["start"] < hi
+        return (c["ok"] == 1) & (c["warmup"] == 0) & (c["start"] >= lo) & end_ok
+    return keep
+
+
 def interval_noise(table, window_start: float, window_end: float, kpi: str, intervals: int = 6) -> float | None:
     """Relative standard error of a KPI from its spread across sub-intervals of the window
     (``table``: a ``RequestTable``)."""
-    from orchestrator.bench.kpi import summary_of
+    from orchestrator.bench.kpi import DIST_COLUMNS, summary_of
     span = (window_end - window_start) / intervals
     if span <= 0:
         return None
@@ -130,16 +138,12 @@ def interval_noise(table, window_start: float, window_end: float, kpi: str, inte
                 t = c["tokens_out"][m]
                 tokens += int(t[t >= 0].sum())
             values.append((done if kpi == "throughput" else tokens) / span)
-        elif kpi.startswith(("latency_", "ttft_", "tpot_", "itl_")):
+        elif kpi.split("_", 1)[0] in DIST_COLUMNS:
             base, q = kpi.split("_", 1)
             qv = 1.0 if q == "max" else (float(q[1:].replace("_", ".")) / 100 if q.startswith("p") else None)
             if qv is None:
                 continue
-            column = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s", "itl": "gaps"}[base]
-
-            def keep(c, lo=lo, hi=hi):
-                return (c["ok"] == 1) & (c["warmup"] == 0) & (c["start"] >= lo) & (c["start"] < hi)
-            s = summary_of(table, column, keep, [qv])
+            s = summary_of(table, DIST_COLUMNS[base], _ok_started(lo, hi, closed=False), [qv])
             if s.n:
                 values.append(s.percentiles[qv])
     values = [v for v in values if v is not None]
@@ -157,15 +161,13 @@ def quantile_noise(table, window_start: float, window_end: float, kpi: str) -> f
     n samples the p-quantile's rank is uncertain by about 2 sqrt(n p (1 - p)), so the values that many
     ranks either side bound it. A tail percentile of few samples (p99 of 80 requests is nearly the
     maximum) is as noisy as the gap between its last values, which spread over intervals misses."""
-    from orchestrator.bench.kpi import summary_of
+    from orchestrator.bench.kpi import DIST_COLUMNS, summary_of
     base, _, q = kpi.partition("_")
-    if not q.startswith("p") or base not in ("latency", "ttft", "tpot", "itl"):
+    if not q.startswith("p") or base not in DIST_COLUMNS:
         return None
     p = float(q[1:].replace("_", ".")) / 100
-    column = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s", "itl": "gaps"}[base]
-
-    def keep(c):
-        return (c["ok"] == 1) & (c["warmup"] == 0) & (c["start"] >= window_start) & (c["start"] <= window_end)
+    column = DIST_COLUMNS[base]
+    keep = _ok_started(window_start, window_end, closed=True)
     n = summary_of(table, column, keep, []).n
     if n < 2:
         return None

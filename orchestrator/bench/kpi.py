@@ -65,6 +65,8 @@ def window_of(table: RequestTable, warmup_until: float) -> Window:
 
 
 ROW_COLUMNS = ("start", "latency_s", "ok", "warmup", "op")
+# each latency distribution's column ("gaps": every ITL sample of every request)
+DIST_COLUMNS = {"latency": "latency_s", "ttft": "ttft_s", "tpot": "tpot_s", "itl": "gaps"}
 
 
 def _dist(name: str, summary: Summary, unit: str, percentiles) -> list[KPI]:
@@ -87,7 +89,8 @@ def meets_slo(c: dict, slo: dict) -> np.ndarray:
 
 
 def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENTILES,
-                slo: dict | None = None) -> list[KPI]:
+                slo: dict | None = None, phases: dict[str, Window] | None = None) -> list[KPI]:
+    """``phases``: ``op_phases(table, window)`` when the caller has it already (a pass over the table)."""
     n = n_ok = good = retried = n_cpu = 0
     tok_out = tok_in = nbytes = 0
     any_out = any_in = any_bytes = has_requests = False
@@ -148,12 +151,10 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
     def ok_in_window(c):
         return _in_window(c, window) & (c["ok"] == 1)
 
-    dists = (("latency", "latency_s"),)
-    if has_requests or not table.ops:
-        dists += (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "gaps"))
-    for name, column in dists:
-        out += _dist(name, summary_of(table, column, ok_in_window, qs), "s", percentiles)
-    phases = op_phases(table, window)
+    dists = ["latency"] + (["ttft", "tpot", "itl"] if has_requests or not table.ops else [])
+    for name in dists:
+        out += _dist(name, summary_of(table, DIST_COLUMNS[name], ok_in_window, qs), "s", percentiles)
+    phases = op_phases(table, window) if phases is None else phases
     for i, op in enumerate(table.ops):
         def this_op(c, i=i):
             return ok_in_window(c) & (c["op"] == i)

@@ -91,7 +91,7 @@ class RequestTable:
     @classmethod
     def from_records(cls, records: Iterable[dict], jsonl: Path | None = None) -> RequestTable:
         b = TableBuilder()
-        with b.abandon_on_error(), (open(jsonl, "w") if jsonl else _Null()) as out:
+        with b.abandon_on_error(), (open(jsonl, "w") if jsonl else contextlib.nullcontext()) as out:
             for r in records:
                 b.add(r, out)
         return b.finish()
@@ -218,23 +218,13 @@ class TableBuilder:
         self._flush()
         for f in self._files.values():
             f.close()
-        targets = [None] * len(self._targets)
-        for name, i in self._targets.items():
-            targets[i] = name
-        return RequestTable(self.dir, self.n, self.ngaps, targets, _names(self._errors), self._owned,
+        return RequestTable(self.dir, self.n, self.ngaps, _names(self._targets), _names(self._errors), self._owned,
                             _names(self._ops))
 
 
-def _names(index: dict[str, int]) -> list[str]:
-    out = [""] * len(index)
+def _names(index: dict) -> list:
+    """The keys of ``{name: index}`` in index order."""
+    out = [None] * len(index)
     for name, i in index.items():
         out[i] = name
     return out
-
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None

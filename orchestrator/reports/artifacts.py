@@ -112,7 +112,8 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     out = ctx.out_dir
     out.mkdir(parents=True, exist_ok=True)
     records = len(table) > 0
-    kpis = client_kpis(table, window, ctx.percentiles, ctx.client_slo) if records else []
+    phases = op_phases(table, window)
+    kpis = client_kpis(table, window, ctx.percentiles, ctx.client_slo, phases) if records else []
     promql: dict = {}
     series: dict = {}
     if ctx.prometheus is not None:
@@ -142,7 +143,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
                    "start_iso": iso(window.start), "end_iso": iso(window.end)},
         "kpis": [k.to_dict() for k in kpis], "top_errors": errors_in_window(table, window),
         "phases": [{"name": op, "start": w.start, "end": w.end, "seconds": w.seconds, "start_iso": iso(w.start),
-                    "end_iso": iso(w.end)} for op, w in op_phases(table, window).items()],
+                    "end_iso": iso(w.end)} for op, w in phases.items()],
         "records": {"total": len(table), "measured": count_in_window(table, window)}, "manifest": manifest,
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2))
