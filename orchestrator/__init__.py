@@ -7,7 +7,15 @@ into files without touching the cluster; ``watch/`` follows jobs; ``cli/``
 parses arguments and prints. ``api.BenchmarkOrchestrator`` wires them.
 """
 
-from orchestrator.api import BenchmarkOrchestrator
 from orchestrator.version import __version__
 
 __all__ = ["BenchmarkOrchestrator", "__version__"]
+
+
+def __getattr__(name: str):
+    # `from orchestrator import BenchmarkOrchestrator` works as ever, but importing any one module of
+    # the package (the CLI's fast commands, a job-side script) no longer loads the API and its config
+    if name == "BenchmarkOrchestrator":
+        from orchestrator.api import BenchmarkOrchestrator
+        return BenchmarkOrchestrator
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

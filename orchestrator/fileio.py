@@ -39,3 +39,12 @@ def sha256_file(path: str | os.PathLike) -> str | None:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+def unlink_if_same(path, inode: int) -> None:
+    """Remove the file (a socket) we created, not one another process put at the same path since."""
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass

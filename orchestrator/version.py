@@ -1,13 +1,12 @@
 """The package version (and commit, in a checkout), in a module of its own: anything may import it."""
 
-import subprocess
-from pathlib import Path
-
 __version__ = "0.2.0"
 
 
 def git_commit() -> str | None:
     """The commit of the tool that ran (a source checkout), with -dirty for local changes; None if installed."""
+    import subprocess
+    from pathlib import Path
     PROJECT_ROOT = Path(__file__).resolve().parents[1]
     if not (PROJECT_ROOT / ".git").exists():
         return None

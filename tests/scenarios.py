@@ -166,7 +166,8 @@ def interrupted(orch, tmp: Path) -> dict:
         BenchmarkSession(orch, recipe, tmp / "interrupted", progress=say).run()
     except Terminated as exc:
         ended = exc
-    left = orch.transport.run("squeue --me -h -o %j", check=True).stdout.split()
+    # jobs still alive; one in COMPLETING (CG) right after its scancel is on its way out
+    left = orch.transport.run("squeue --me -h -t PD,CF,R,S -o %j", check=True).stdout.split()
     return {"ended": ended, "said": said, "dir": tmp / "interrupted", "tracked": orch.servers.store.load(),
             "squeue_after": left}
 

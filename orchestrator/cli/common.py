@@ -10,6 +10,9 @@ import time
 import click
 
 
+RAN_IN = "here"  # "agent" in a command the local agent runs (cli/handoff.py); the stats line says which
+
+
 class Context:
     """Per-invocation state: one orchestrator (hence one SSH connection)."""
 
@@ -35,9 +38,10 @@ class Context:
             from orchestrator.logs import json_format, log
             if json_format():
                 log("orch-stats", connections=stats.connections, commands=stats.commands,
-                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3))
+                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3), ran_in=RAN_IN)
             else:
-                click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f}", err=True)
+                click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f} "
+                           f"ran_in={RAN_IN}", err=True)
         self._orch.close()
 
 

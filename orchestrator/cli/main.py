@@ -3,26 +3,45 @@ every subcommand lives in its own module and is registered here."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 
 import click
 
-from orchestrator.cli import bench, monitor, services, watch
-from orchestrator.cli import sandbox as sandbox_cli
 from orchestrator.cli.common import Context, common_options, emit
 from orchestrator.errors import OrchestratorError, Terminated
-from orchestrator.resources import RECIPES
 from orchestrator.version import __version__
 
+# Each subcommand's module is imported only when that command runs (or for --help): a command
+# pays for what it uses, so `--status` does not load the benchmark, monitor or sandbox code.
+SUBCOMMANDS = {
+    "bench": ("bench", "bench"), "connect": ("services", "connect"), "dashboard": ("monitor", "dashboard"),
+    "doctor": ("services", "doctor"), "health": ("watch", "health"), "logs": ("services", "logs"),
+    "monitor": ("monitor", "monitor"), "query-range": ("monitor", "query_range"), "report": ("bench", "report_group"),
+    "rerun": ("bench", "rerun"), "sandbox": ("sandbox", "sandbox"), "tunnel": ("monitor", "tunnel"),
+    "watch": ("watch", "watch"),
+}
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx, name: str):
+        if name not in SUBCOMMANDS:
+            return None
+        module, attr = SUBCOMMANDS[name]
+        return getattr(importlib.import_module(f"orchestrator.cli.{module}"), attr)
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @common_options
 @click.option("--stats", is_flag=True, help="print SSH connections/commands used to stderr")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
               help="progress and events as text (default) or JSON lines (also $ORCH_LOG_FORMAT)")
-@click.option("--recipe", metavar="NAME|FILE", help=f"start the service of this recipe (names: config recipe_dirs, then {RECIPES})")
+@click.option("--recipe", metavar="NAME|FILE", help="start the service of this recipe (names: config recipe_dirs, then the recipes shipped in the package)")
 @click.option("--dry-run", is_flag=True, help="with --recipe: print the sbatch script, submit nothing")
 @click.option("--wait", is_flag=True, help="with --recipe: wait until running and healthy")
 @click.option("--timeout", type=float, default=None, help="seconds to wait (default: the recipe's health.timeout)")
@@ -70,6 +89,7 @@ def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_en
               query_service_metrics) -> None:
     if (dry_run or wait or timeout) and not recipe:
         raise click.UsageError("--dry-run, --wait and --timeout go with --recipe")
+    from orchestrator.cli import services
     if recipe:
         services.start_service_cmd(ctx, recipe, dry_run, wait, timeout)
     elif status:
@@ -80,14 +100,10 @@ def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_en
         st = ctx.orch.servers.stop_service(stop_service)
         emit(ctx, st.__dict__, f"stopped: {st.line()}")
     elif query_service_metrics:
+        from orchestrator.cli import monitor
         monitor.show_query(ctx, *query_service_metrics)
     else:
         click.echo(click_ctx.get_help())
-
-
-for command in (services.logs, services.doctor, services.connect, sandbox_cli.sandbox, bench.bench, bench.report_group, bench.rerun,
-                monitor.monitor, monitor.query_range, monitor.tunnel, monitor.dashboard, watch.watch, watch.health):
-    cli.add_command(command)
 
 
 def _terminate(signum, frame):

@@ -53,13 +53,13 @@ def explain_unexplained(ctx: Context) -> None:
     """Jobs of ours that ended badly with no verdict yet (no watcher ran) are attributed on first sight:
     one poll of the watcher, which reads each such job's log once."""
     from orchestrator.watch.attribution import ended_badly
-    from orchestrator.watch.watcher import Watcher, WatchOptions
     servers = ctx.orch.servers
     unexplained = [sid for sid, rec in servers.store.load().items()
                    if rec.get("job_id") and not rec.get("verdict") and not rec.get("stopped_by_user")
                    and ended_badly(rec.get("state", ""), rec.get("exit_code", ""))
                    and rec.get("state") not in ("PENDING", "RUNNING", "SUBMITTING", "CANCELLED")]
     if unexplained:
+        from orchestrator.watch.watcher import Watcher, WatchOptions
         Watcher(ctx.orch.config, ctx.orch.transport, servers, WatchOptions(), log=progress).poll()
 
 

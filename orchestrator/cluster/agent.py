@@ -17,16 +17,17 @@ import hashlib
 import json
 import os
 import socket
-import struct
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from orchestrator import errors
+from orchestrator.cluster.frames import peer_uid, recv_frame, send_frame
 from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.errors import TransportError
+from orchestrator.fileio import unlink_if_same
 
 IDLE = 600.0
 
@@ -38,36 +39,16 @@ def socket_path(config) -> Path:
     return Path(config.state_dir) / "agent" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.sock"
 
 
-def _send(sock: socket.socket, doc: dict) -> None:
-    data = json.dumps(doc).encode()
-    sock.sendall(struct.pack(">I", len(data)) + data)
-
-
-def _recv(sock: socket.socket) -> dict | None:
-    head = _exactly(sock, 4)
-    if head is None:
-        return None
-    body = _exactly(sock, struct.unpack(">I", head)[0])
-    return None if body is None else json.loads(body)
-
-
-def _exactly(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
 # -- the agent ----------------------------------------------------------------------
-def serve(config, idle: float = IDLE) -> None:
-    """Run the agent in this process until idle (``python -m orchestrator.cluster.agent CONFIG``)."""
+def serve(config, idle: float = IDLE, fork_first: Callable[[], Callable[[], None] | None] | None = None) -> None:
+    """Run the agent in this process until idle (its process: ``python -m orchestrator.cli.agentd
+    CONFIG``). ``fork_first()`` runs before this process has a thread or a connection (the command
+    zygote forks there) and may return what stops the forked process, called on exit."""
     path = socket_path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     path.unlink(missing_ok=True)
+    stop_forked = fork_first() if fork_first is not None else None
     if config.ssh.local:  # (the login node itself: what the tests use)
         from orchestrator.cluster.local import LocalTransport
         transport = LocalTransport()
@@ -83,18 +64,18 @@ def serve(config, idle: float = IDLE) -> None:
         srv.bind(str(path))
     finally:
         os.umask(old)
+    inode = path.stat().st_ino
     srv.listen(16)
     srv.settimeout(1.0)
 
     def handle(conn: socket.socket) -> None:
         with conn:
-            uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
-            if uid != os.getuid():
+            if peer_uid(conn) != os.getuid():
                 return  # another user: not a word
-            while (req := _recv(conn)) is not None:
+            while (req := recv_frame(conn)) is not None:
                 last[0] = time.monotonic()
                 with lock:
-                    _send(conn, _answer(transport, req, stop))
+                    send_frame(conn, _answer(transport, req, stop))
 
     try:
         while not stop.is_set() and time.monotonic() - last[0] < idle:
@@ -105,8 +86,10 @@ def serve(config, idle: float = IDLE) -> None:
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
     finally:
         srv.close()
-        path.unlink(missing_ok=True)
+        unlink_if_same(path, inode)
         transport.close()
+        if stop_forked is not None:
+            stop_forked()
 
 
 def _answer(transport, req: dict, stop: threading.Event) -> dict:
@@ -154,8 +137,8 @@ class AgentTransport:
     def _call(self, req: dict) -> dict:
         sock = self._connect()
         try:
-            _send(sock, req)
-            doc = _recv(sock)
+            send_frame(sock, req)
+            doc = recv_frame(sock)
         except OSError as exc:
             self.close()
             raise TransportError(f"the local agent's connection broke: {exc}") from None
@@ -236,8 +219,9 @@ def connect_or_start(config, timeout: float = 20.0) -> socket.socket:
         sock = _dial(path)
         if sock is not None:
             return sock
+        import subprocess
         with open(log, "w") as out:
-            subprocess.Popen([sys.executable, "-m", "orchestrator.cluster.agent", str(config.source)],
+            subprocess.Popen([sys.executable, "-m", "orchestrator.cli.agentd", str(config.source)],
                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                              env={**os.environ, "ORCH_AGENT": "0"})
         deadline = time.monotonic() + timeout
@@ -256,11 +240,11 @@ def stop_agent(config) -> bool:
     if sock is None:
         return False
     with sock:
-        _send(sock, {"op": "stop"})
-        _recv(sock)
+        send_frame(sock, {"op": "stop"})
+        recv_frame(sock)
+    deadline = time.monotonic() + 5  # gone when this returns: a `connect` right after starts a new one
+    while time.monotonic() < deadline and (probe := _dial(socket_path(config))) is not None:
+        probe.close()
+        time.sleep(0.05)
     return True
 
-
-if __name__ == "__main__":
-    from orchestrator.config import load_config
-    serve(load_config(sys.argv[1]), idle=float(os.environ.get("ORCH_AGENT_IDLE", IDLE)))

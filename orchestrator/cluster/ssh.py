@@ -117,6 +117,15 @@ class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
             f"ssh-keyscan {port_flag}{ep.hostname} >> {self.known_hosts}")
 
 
+def _tcp_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """The first hop's socket, opened here rather than by paramiko so that Nagle is off. SSH sends
+    each message as a few small writes; with Nagle on, every request/reply exchange (auth, channel
+    open, exec) stalls on the server's 40 ms delayed ACK, as OpenSSH avoids with TCP_NODELAY too."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 class SSHTransport:
     """Implements transport.Transport over one lazily opened SSH connection."""
 
@@ -152,6 +161,8 @@ class SSHTransport:
                     keys.add(name, entry.key.get_name(), entry.key)
         client.set_missing_host_key_policy(_RefuseUnknownKey(ep, known, kh))
         try:
+            if sock is None:
+                sock = _tcp_socket(ep.hostname, ep.port, self.cfg.connect_timeout)
             client.connect(
                 ep.hostname, port=ep.port, username=ep.user, sock=sock,
                 key_filename=list(ep.key_files) or None,

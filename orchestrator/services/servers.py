@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from orchestrator import waiting
 from orchestrator.cluster import jobdir
@@ -47,9 +47,11 @@ from orchestrator.services.probe import (
     endpoint_hosts,
     parse_probe,
 )
-from orchestrator.services.recipes import ServiceRecipe, load_recipe
 from orchestrator.state import StateStore
 from orchestrator.times import now_iso
+
+if TYPE_CHECKING:  # recipes (validation, hashing) load only for commands that read one
+    from orchestrator.services.recipes import ServiceRecipe
 
 Progress = Callable[[str], None]
 
@@ -116,6 +118,7 @@ class ServersModule:
 
     # -- recipes and rendering ----------------------------------------------
     def load_recipe(self, name_or_path: str) -> ServiceRecipe:
+        from orchestrator.services.recipes import load_recipe
         return load_recipe(name_or_path, self.config.recipe_dirs)
 
     @staticmethod

@@ -1,7 +1,18 @@
 """The optional agent against the sandbox: commands through it answer as without it, over no
 connection of their own; a host key it cannot trust is refused as always."""
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -30,3 +41,82 @@ def test_an_untrusted_host_key_is_refused_through_the_agent_too(run_cli, sandbox
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "host key" in proc.stderr.lower()
     run_cli("connect", "--stop", "--config", str(cfg), check=False)
+
+
+@pytest.fixture
+def agent(run_cli):
+    assert "agent connected to" in run_cli("connect").stdout
+    yield
+    run_cli("connect", "--stop", check=False)
+
+
+def _cmd_socket(sandbox_config_path):
+    from orchestrator.cli.handoff import command_socket
+    return Path(command_socket(os.path.realpath(sandbox_config_path), os.environ))
+
+
+def test_whole_commands_run_in_the_agent_with_the_same_output_and_exit_codes(run_cli, agent):
+    for args in (["--status"], ["--status", "--json"], ["monitor", "list"]):
+        direct, via = run_cli(*args), run_cli(*args, env={"ORCH_AGENT": "1"})
+        assert via.stdout == direct.stdout
+        assert "ran_in=agent" in via.stderr and "connections=0 " in via.stderr
+        assert "ran_in=here" in direct.stderr
+    direct = run_cli("--service-endpoint", "nope_00000000", check=False)
+    via = run_cli("--service-endpoint", "nope_00000000", env={"ORCH_AGENT": "1"}, check=False)
+    assert via.returncode == direct.returncode == 1
+    error = [line for line in direct.stderr.splitlines() if line.startswith("error:")]
+    assert error and error == [line for line in via.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in via.stderr
+
+
+def _start_waiting(sandbox_config_path, tmp_path):
+    """`--recipe python-http --wait` through the agent, returned once its job is submitted."""
+    env = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path), ORCH_AGENT="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--recipe", "python-http", "--wait",
+                             "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path)
+    for line in proc.stderr:
+        m = re.search(r"submitted (\S+) as job", line)
+        if m:
+            return proc, m.group(1)
+    raise AssertionError(f"never submitted: exit {proc.wait()}")
+
+
+def _state(run_cli, sid):
+    rows = json.loads(run_cli("--status", "--json", env={"ORCH_AGENT": "0"}).stdout)
+    return next(r["state"] for r in rows if r["service_id"] == sid)
+
+
+def test_ctrl_c_reaches_the_command_in_the_agent_which_cancels_its_job(run_cli, agent, sandbox_config_path, tmp_path):
+    proc, sid = _start_waiting(sandbox_config_path, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130
+    assert "interrupted" in proc.stderr.read()
+    assert _state(run_cli, sid) == "CANCELLED"
+
+
+def test_a_killed_client_hangs_up_its_command_which_cancels_its_job(run_cli, agent, sandbox_config_path, tmp_path):
+    proc, sid = _start_waiting(sandbox_config_path, tmp_path)
+    proc.kill()  # SIGKILL: nothing of the client runs; the command in the agent sees its socket close
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    while _state(run_cli, sid) != "CANCELLED" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _state(run_cli, sid) == "CANCELLED"
+
+
+def test_once_the_code_changed_commands_run_in_process_and_the_agent_stops_taking_them(
+        run_cli, agent, sandbox_config_path):
+    assert "ran_in=agent" in run_cli("--status", env={"ORCH_AGENT": "1"}).stderr
+    touched = ROOT / "orchestrator" / "cli" / "common.py"
+    st = touched.stat()
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    try:
+        via = run_cli("--status", env={"ORCH_AGENT": "1"})
+        assert "ran_in=here" in via.stderr and "connections=0 " in via.stderr  # still the agent's connection
+        deadline = time.monotonic() + 5
+        while _cmd_socket(sandbox_config_path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _cmd_socket(sandbox_config_path).exists()
+    finally:
+        os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -48,3 +48,11 @@ def test_probe_script_quotes_identifiers_and_uses_the_calls_marker():
     script = jobdir.probe_script("~/w d", mark, service_id="x_0123abcd", job_id=None)
     assert "S=\"$HOME\"/'w d/services'" in script and "--name=x_0123abcd" in script
     assert f"'@@{mark.token} ids'" in script and "@@job" not in script
+
+
+def test_only_a_probe_that_checks_health_or_runs_on_the_endpoint_starts_python_on_the_login_node():
+    mark = Marker()
+    plain = jobdir.probe_script("~/w", mark, service_id="x_0123abcd", job_id="7", log_lines=20)
+    assert "python3" not in plain and 'cat "$E"' in plain  # the endpoint itself is parsed on the laptop
+    for options in ({"health": True}, {"then": 'curl -s "$BASE/metrics"'}):
+        assert "python3 -c" in jobdir.probe_script("~/w", mark, service_id="x_0123abcd", job_id="7", **options)
