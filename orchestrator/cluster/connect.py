@@ -23,6 +23,10 @@ def open_transport(config) -> Transport:
     if agent_wanted(config):
         from orchestrator.cluster.agent import AgentTransport  # no paramiko in this process
         return AgentTransport(config)
+    from orchestrator.cluster import early
+    taken = early.take(config.ssh)  # the connection the entry point began, if any
+    if taken is not None:
+        return taken
     from orchestrator.cluster.ssh import (
         SSHTransport,  # paramiko: imported only when needed
     )

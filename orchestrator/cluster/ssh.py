@@ -219,6 +219,10 @@ class SSHTransport:
         self._hops = hops[:-1]
         return hops[-1]
 
+    def connect(self) -> None:
+        """Open the connection now rather than at the first command (cluster/early.py)."""
+        self._alive()
+
     def _alive(self) -> paramiko.Transport:
         if self._client is None:
             self._client = self._connect()
