@@ -38,10 +38,10 @@ def _connect_early(argv: list[str]) -> None:
     from orchestrator.config import load_config
     try:
         config = load_config(config_argument(argv))
-    except Exception:  # the command reports it, in its own words
+        if not config.ssh.local and not agent_wanted(config):
+            early.start(config.ssh)
+    except Exception:  # a bad config or ~/.ssh/config: the command reports it, in its own words
         return
-    if not config.ssh.local and not agent_wanted(config):
-        early.start(config.ssh)
 
 
 def main() -> None:

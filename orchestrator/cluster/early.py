@@ -5,48 +5,30 @@ server's work after authentication (tens of milliseconds before a session can op
 remote command. The entry point knows from argv alone that a command will talk to the cluster
 (cli/entry.py); it imports paramiko first, starts the handshake on a thread, and only then imports
 the CLI, whose import time the handshake now hides. The command's transport (connect.open_transport)
-takes this connection if it is for the same SSH settings, or raises the error that opening it met.
+is this one if it is for the same SSH settings: its first remote call waits for the connection, or
+raises the error that opening it met.
 """
 
 from __future__ import annotations
 
-import threading
-
-_early: _Early | None = None
-
-
-class _Early:
-    def __init__(self, ssh_cfg):
-        from orchestrator.cluster.ssh import SSHTransport  # paramiko: imported here, before anything else
-        self.ssh_cfg = ssh_cfg
-        self.transport = SSHTransport(ssh_cfg)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._connect, name="ssh-early", daemon=True)
-        self.thread.start()
-
-    def _connect(self) -> None:
-        try:
-            self.transport.connect()
-        except BaseException as exc:  # raised in the command's thread, at its first remote call
-            self.error = exc
+_early = None  # (SSH settings, SSHTransport opening)
 
 
 def start(ssh_cfg) -> None:
     """Begin connecting with these settings (once per process)."""
     global _early
     if _early is None:
-        _early = _Early(ssh_cfg)
+        from orchestrator.cluster.ssh import SSHTransport  # paramiko: imported here, before anything else
+        transport = SSHTransport(ssh_cfg)
+        transport.connect_in_background()
+        _early = (ssh_cfg, transport)
 
 
 def take(ssh_cfg):
-    """The transport begun by ``start`` for the same settings, connected (None if there is none)."""
+    """The transport begun by ``start`` for the same settings (None if there is none); its first
+    remote call waits for the connection, or raises the error opening it met."""
     global _early
-    early = _early
-    if early is None or early.ssh_cfg != ssh_cfg:
+    if _early is None or _early[0] != ssh_cfg:
         return None
-    _early = None
-    early.thread.join()
-    if early.error is not None:
-        early.transport.close()
-        raise early.error
-    return early.transport
+    transport, _early = _early[1], None
+    return transport

@@ -49,6 +49,47 @@ def file(work_dir: str, service_id: str, name: str) -> str:
 
 
 # -- scripts -----------------------------------------------------------------------------
+# The endpoint file is read by a JSON parser on the login node; what it prints are shell-quoted
+# assignments. (A python3 start, 20-40 ms: only for a probe that uses them there.)
+_ENDPOINT_VARS = """  # endpoint.json is read by a JSON parser; what it prints are shell-quoted assignments (a python3
+  # start, 20-40 ms: only for a probe that uses them here)
+  eval "$(python3 -c 'import json, shlex, sys
+try:
+    e = json.load(open(sys.argv[1]))
+    ports = [int(p) for p in e.get("ports") or []]
+    s = e.get("static") or {}
+    hi = s.get("health_port_index") or 0
+    v = {"node": str(e["node"]), "ports": ",".join(map(str, ports)), "port": str(ports[0]) if ports else "",
+         "hp": str(s.get("health_path") or ""), "hport": str(ports[hi]) if ports and hi < len(ports) else "",
+         "htcp": "1" if s.get("health_tcp") else ""}
+    print("; ".join(k + "=" + shlex.quote(x) for k, x in v.items()))
+except Exception:
+    pass' "$E" 2>/dev/null)"
+  [ -n "$port" ] && BASE="http://$node:$port"
+"""
+
+_HEALTH = """if [ -n "$htcp" ] && [ -n "$hport" ]; then
+  # a service without HTTP (Redis, PostgreSQL): ready when its port accepts a connection
+  if timeout {timeout} bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$node" "$hport" 2>/dev/null; then
+    echo "open tcp://$node:$hport"
+  else
+    echo "closed tcp://$node:$hport"
+  fi
+elif [ -n "$hp" ] && [ -n "$hport" ]; then
+  code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time {timeout} "http://$node:$hport$hp")
+  echo "$code http://$node:$hport$hp"
+fi
+"""
+
+_CANCEL = """# scancel only a job whose name is a service ID of this tool: checked here, before it runs
+if [ -n "$J" ] && printf '%s\\n' "$N" | grep -Eq '^[a-z][a-z0-9-]*_[0-9a-f]{8}$'; then
+  scancel "$J" 2>&1; echo "rc=$?"
+else
+  echo "refused"
+fi
+"""
+
+
 def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id: str | None, health: bool = False,
                  log_lines: int = 0, health_timeout: int = 5, then: str = "", cancel: bool = False) -> str:
     """One round trip about one service: job ID <-> service ID, job state, endpoint, health, log tail.
@@ -56,12 +97,37 @@ def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id:
     ``then`` is a shell snippet run once the service's endpoint is known, with $BASE
     (http://node:port), $node, $port, $ports and $D (its job dir) set. ``cancel`` runs scancel,
     only if the job's name is a service ID of this tool (checked on the login node, first).
+    Built here rather than from a template: the fast commands (--service-endpoint, logs) would
+    otherwise import Jinja2 for it.
     """
-    from orchestrator.templating import render  # (Jinja2 costs 25 ms of start-up: only commands that probe pay it)
-    return render("probe.sh.j2", services=remote_path(services_root(work_dir)), mark=mark, service_id=service_id,
-                  job_id=job_id, health=health, log_lines=log_lines, health_timeout=health_timeout, then=then,
-                  cancel=cancel,
-                  job_state_function=JOB_STATE_FUNCTION, endpoint_file=ENDPOINT, log_file="slurm-$J.out")
+    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}"]
+    if job_id:
+        out.append(f"J={quote(job_id)}")
+    else:
+        name = quote(service_id)
+        out += [f"J=$(squeue -h -o %i --name={name} 2>/dev/null | head -n1)",
+                f"[ -n \"$J\" ] || J=$(scontrol show job --oneliner 2>/dev/null | grep -F \"JobName=\"{name}\" \" "
+                f"| tail -n1 | sed 's/^JobId=\\([0-9]*\\) .*/\\1/')",
+                f"[ -n \"$J\" ] || J=$(sacct -n -P -X --name={name} -o JobID 2>/dev/null | tail -n1)"]
+    if service_id:
+        out.append(f"N={quote(service_id)}")
+    else:
+        out += ["N=$(scontrol show job --oneliner \"$J\" 2>/dev/null | sed -n 's/^JobId=[^ ]* JobName=\\([^ ]*\\) .*/\\1/p')",
+                "[ -n \"$N\" ] || N=$(sacct -n -P -X -j \"$J\" -o JobName 2>/dev/null | head -n1)"]
+    out += [mark.echo("ids", '"$J"', '"$N"'), mark.echo("job"), '[ -n "$J" ] && orch_job_state "$J"',
+            'D="$S/$N"', f'E="$D/{ENDPOINT}"', 'node=""; ports=""; port=""; BASE=""; hp=""; hport=""; htcp=""',
+            mark.echo("endpoint"), 'if [ -n "$N" ] && [ -f "$E" ]; then', '  cat "$E"; echo']
+    text = "\n".join(out) + "\n" + (_ENDPOINT_VARS if health or then else "") + "fi\n"
+    if health:
+        text += mark.echo("health") + "\n" + _HEALTH.format(timeout=int(health_timeout))
+    if then:
+        text += f'if [ -n "$BASE" ]; then\n{mark.echo("then")}\n{then}\nfi\n'
+    if log_lines:
+        text += (f"{mark.echo('log')}\n"
+                 f'[ -n "$N" ] && [ -n "$J" ] && tail -n {int(log_lines)} "$D/{log_name("$J")}" 2>/dev/null\n')
+    if cancel:
+        text += mark.echo("cancel") + "\n" + _CANCEL
+    return text + "true\n"
 
 
 def write_go_script(work_dir: str, service_ids: list[str]) -> str:

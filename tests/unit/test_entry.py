@@ -61,8 +61,10 @@ def test_the_early_connection_goes_to_the_transport_with_the_same_settings_and_i
     early.start(cfg)
     try:
         assert early.take(SSHConfig(host="elsewhere")) is None  # another target: not this connection
-        with pytest.raises(TransportError, match=f"cannot connect to 127.0.0.1:{cfg.port}"):
-            early.take(cfg)  # raised where the command first needs the transport
+        transport = early.take(cfg)
         assert early.take(cfg) is None  # taken once
+        with pytest.raises(TransportError, match=f"cannot connect to 127.0.0.1:{cfg.port}"):
+            transport.run("true")  # raised where the command first needs the connection
+        transport.close()
     finally:
         early._early = None
