@@ -9,14 +9,14 @@ import os
 import sys
 
 from orchestrator.cli.handoff import start_zygote
-from orchestrator.cluster.agent import IDLE, serve
+from orchestrator.cluster.agent import IDLE, serve, socket_path
 from orchestrator.config import load_config
 
 
 def main(argv: list[str]) -> None:
     config = load_config(argv[1])
     serve(config, idle=float(os.environ.get("ORCH_AGENT_IDLE", IDLE)),
-          fork_first=lambda: start_zygote(str(config.source)))
+          fork_first=lambda: start_zygote(str(config.source), str(socket_path(config))))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def code_fingerprint(root: str = PACKAGE) -> list:
     return out
 
 
-def start_zygote(config_file: str):
+def start_zygote(config_file: str, agent_socket: str):
     """Fork the zygote of a config file's agent; call before the agent starts any thread or
     connection, so that forking it (and, in it, each command) copies a process holding no lock.
     Returns the function that stops it (its end of a pipe from the agent reads EOF), or None."""
@@ -178,7 +178,7 @@ def start_zygote(config_file: str):
         os.close(w)
         code = 0
         try:
-            _zygote(config_file, path, r)
+            _zygote(config_file, path, r, agent_socket)
         except BaseException:
             code = 1
         finally:
@@ -194,7 +194,7 @@ def start_zygote(config_file: str):
     return stop
 
 
-def _zygote(config_file: str, path: str, parent_alive: int) -> None:
+def _zygote(config_file: str, path: str, parent_alive: int, agent_socket: str) -> None:
     import importlib
     import select
 
@@ -225,11 +225,25 @@ def _zygote(config_file: str, path: str, parent_alive: int) -> None:
             if srv in ready:
                 conn, _ = srv.accept()
                 with conn:
-                    if not _serve_one(conn, srv, parent_alive, config_file, fingerprint):
-                        return  # the code changed: later commands run in-process until a new agent
+                    if not _serve_one(conn, srv, parent_alive, config_file, fingerprint, agent_socket):
+                        return  # the code changed: the agent is stopped, a new one runs the new code
     finally:
         srv.close()
         unlink_if_same(path, mine)
+
+
+def _stop_agent(agent_socket: str) -> None:
+    """Ask the agent to stop; it answers once its socket is gone, so the command this zygote just
+    refused, run in-process, starts a new agent rather than reaching the stopping one."""
+    from orchestrator.cluster.frames import send_frame
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5.0)
+            s.connect(agent_socket)
+            send_frame(s, {"op": "stop"})
+            recv_frame(s)
+    except OSError:
+        pass
 
 
 def _reap() -> None:
@@ -243,7 +257,7 @@ def _reap() -> None:
 
 
 def _serve_one(conn: socket.socket, srv: socket.socket, parent_alive: int, config_file: str,
-               fingerprint: list) -> bool:
+               fingerprint: list, agent_socket: str) -> bool:
     conn.settimeout(5.0)  # a client that stalls cannot hold the zygote
     if peer_uid(conn) != os.getuid():
         return True
@@ -258,6 +272,7 @@ def _serve_one(conn: socket.socket, srv: socket.socket, parent_alive: int, confi
             conn.sendall(frame({"declined": why}))
             return True
         if code_fingerprint() != fingerprint:
+            _stop_agent(agent_socket)  # first: the refused command, run in-process, starts a new agent
             conn.sendall(frame({"declined": "the tool's code changed since the agent started"}))
             return False
         pid = os.fork()

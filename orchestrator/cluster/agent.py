@@ -26,7 +26,7 @@ from typing import Callable
 from orchestrator import errors
 from orchestrator.cluster.frames import peer_uid, recv_frame, send_frame
 from orchestrator.cluster.transport import CommandResult, TransportStats
-from orchestrator.errors import TransportError
+from orchestrator.errors import OutcomeUnknown, TransportError
 from orchestrator.fileio import unlink_if_same
 
 IDLE = 600.0
@@ -75,7 +75,10 @@ def serve(config, idle: float = IDLE, fork_first: Callable[[], Callable[[], None
             while (req := recv_frame(conn)) is not None:
                 last[0] = time.monotonic()
                 with lock:
-                    send_frame(conn, _answer(transport, req, stop))
+                    answer = _answer(transport, req, stop)
+                if stop.is_set():
+                    unlink_if_same(path, inode)  # gone at once: the next command starts a new agent
+                send_frame(conn, answer)
 
     try:
         while not stop.is_set() and time.monotonic() - last[0] < idle:
@@ -106,7 +109,7 @@ def _answer(transport, req: dict, stop: threading.Event) -> dict:
             transport.put(req["local"], req["remote"])
             return {}
         if op == "ping":
-            return {"description": transport.description}
+            return {"description": transport.description, "pid": os.getpid()}
         if op == "stop":
             stop.set()
             return {}
@@ -134,17 +137,25 @@ class AgentTransport:
             self._sock = connect_or_start(self.config, self.start_timeout)
         return self._sock
 
-    def _call(self, req: dict) -> dict:
-        sock = self._connect()
-        try:
-            send_frame(sock, req)
-            doc = recv_frame(sock)
-        except OSError as exc:
+    def _call(self, req: dict, retry: bool = True) -> dict:
+        """One request; ``retry``: it is safe to send again, to a new agent, if this one went away
+        without answering (it was stopping: idle, `connect --stop`, the tool's code changed)."""
+        for attempt in (1, 2):
+            sock = self._connect()
+            try:
+                send_frame(sock, req)
+                doc = recv_frame(sock)
+                why = "the local agent closed the connection (it stopped?)"
+            except OSError as exc:
+                doc, why = None, f"the local agent's connection broke: {exc}"
+            if doc is not None:
+                break
             self.close()
-            raise TransportError(f"the local agent's connection broke: {exc}") from None
-        if doc is None:
-            self.close()
-            raise TransportError("the local agent closed the connection (it stopped?)")
+            if req.get("op") == "run" and not retry:
+                raise OutcomeUnknown(f"{why} while running a command that is not safe to repeat; it may or "
+                                     f"may not have run: {req['command'][:120]}")
+            if attempt == 2:
+                raise TransportError(why)
         if "error" in doc:
             raise _rebuilt(doc["error"])
         return doc
@@ -152,7 +163,7 @@ class AgentTransport:
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False, stdin: str | None = None,
             idempotent: bool = True) -> CommandResult:
         doc = self._call({"op": "run", "command": command, "timeout": timeout, "stdin": stdin,
-                          "idempotent": idempotent})
+                          "idempotent": idempotent}, retry=idempotent)
         self.stats.commands += 1
         result = CommandResult(command, doc["exit_code"], doc["stdout"], doc["stderr"])
         return result.check() if check else result

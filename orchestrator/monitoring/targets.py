@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass
 
 from orchestrator.services.probe import Probe
 from orchestrator.services.recipes import TargetSpec
-from orchestrator.templating import render
 
 
 @dataclass(frozen=True)
@@ -60,5 +59,6 @@ def render_prometheus_config(monitor_id: str, targets: list[ResolvedTarget], scr
         job = jobs.setdefault((t.job_name, t.metrics_path),
                               {"job_name": t.job_name, "metrics_path": t.metrics_path, "targets": []})
         job["targets"].append({"address": t.address, "labels": t.labels})
+    from orchestrator.templating import render  # Jinja2: only for commands that write a config
     return render("prometheus.yml.j2", monitor_id=monitor_id, scrape_interval=scrape_interval,
                   jobs=list(jobs.values()))

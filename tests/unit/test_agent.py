@@ -68,3 +68,55 @@ def test_off_unless_asked_and_never_for_the_agent_itself():
     on = Config(ssh=SSHConfig(host="login", agent=True), slurm=SlurmConfig(), remote=RemoteConfig(),
                 state_dir=Path("/s"), results_dir=Path("/r"))
     assert agent_wanted(on, {}) and not agent_wanted(on, {"ORCH_AGENT": "0"})
+
+
+def _flaky_agent(cfg, answers: list):
+    """An agent socket whose first connection closes unanswered (an agent stopping as a command
+    reaches it), then answers each request with the next of ``answers``."""
+    import socket
+
+    from orchestrator.cluster.frames import recv_frame, send_frame
+    path = socket_path(cfg)
+    path.parent.mkdir(parents=True, mode=0o700)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(4)
+
+    def run():
+        first, _ = srv.accept()
+        recv_frame(first)
+        first.close()
+        conn, _ = srv.accept()
+        with conn:
+            for answer in answers:
+                if recv_frame(conn) is None:
+                    return
+                send_frame(conn, answer)
+    threading.Thread(target=run, daemon=True).start()
+    return srv
+
+
+def test_a_safe_request_is_sent_again_when_the_agent_went_away_without_answering(tmp_path):
+    cfg = Config(ssh=SSHConfig(host="login"), slurm=SlurmConfig(), remote=RemoteConfig(),
+                 state_dir=tmp_path / "state", results_dir=tmp_path / "results")
+    srv = _flaky_agent(cfg, [{"exit_code": 0, "stdout": "ok\n", "stderr": ""}])
+    client = AgentTransport(cfg)
+    try:
+        assert client.run("squeue", check=True).stdout == "ok\n"
+    finally:
+        client.close()
+        srv.close()
+
+
+def test_a_request_not_safe_to_repeat_is_not_sent_twice(tmp_path):
+    from orchestrator.errors import OutcomeUnknown
+    cfg = Config(ssh=SSHConfig(host="login"), slurm=SlurmConfig(), remote=RemoteConfig(),
+                 state_dir=tmp_path / "state", results_dir=tmp_path / "results")
+    srv = _flaky_agent(cfg, [{"exit_code": 0, "stdout": "", "stderr": ""}])
+    client = AgentTransport(cfg)
+    try:
+        with pytest.raises(OutcomeUnknown, match="may or may not have run: sbatch job.sbatch"):
+            client.run("sbatch job.sbatch", idempotent=False)
+    finally:
+        client.close()
+        srv.close()
