@@ -91,13 +91,21 @@ def run_in_agent(argv: list[str], env=None) -> int | None:
 def _hand_over(sock: socket.socket, argv: list[str], env, config: str) -> int | None:
     umask = os.umask(0)
     os.umask(umask)
-    pid = None
-    pending: list[int] = []
+    # Until the child's pid is here, signals act as they would on any command: Ctrl-C interrupts,
+    # SIGTERM ends this process; either closes the socket, which hangs up a child that did start.
+    try:
+        request = {"config": config, "argv0": sys.argv[0], "argv": argv, "env": dict(env), "cwd": os.getcwd(),
+                   "umask": umask, "python": sys.executable, "package": PACKAGE,
+                   "stdio": [_stdio_spec(s) for s in (sys.stdin, sys.stdout, sys.stderr)]}
+        socket.send_fds(sock, [frame(request)], [0, 1, 2])
+        started = recv_frame(sock)
+    except OSError:
+        return None
+    if not started or "pid" not in started:
+        return None  # declined (the agent is not wanted, stale code, another Python): run here
+    pid = started["pid"]
 
-    def forward(signum, _frame):  # a signal before the child's pid is known waits for it
-        if pid is None:
-            pending.append(signum)
-            return
+    def forward(signum, _frame):
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
@@ -105,22 +113,6 @@ def _hand_over(sock: socket.socket, argv: list[str], env, config: str) -> int | 
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
-    request = {"config": config, "argv0": sys.argv[0], "argv": argv, "env": dict(env), "cwd": os.getcwd(), "umask": umask, "python": sys.executable,
-               "package": PACKAGE, "stdio": [_stdio_spec(s) for s in (sys.stdin, sys.stdout, sys.stderr)]}
-    try:
-        socket.send_fds(sock, [frame(request)], [0, 1, 2])
-        started = recv_frame(sock)
-    except OSError:
-        return None
-    if not started or "pid" not in started:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-        if pending:
-            raise KeyboardInterrupt
-        return None  # declined (the agent is not wanted, stale code, another Python): run here
-    pid = started["pid"]
-    for signum in pending:
-        forward(signum, None)
     try:
         ended = recv_frame(sock)
     except OSError:
@@ -312,6 +304,9 @@ def _child(conn: socket.socket, req: dict, fds: list[int]) -> None:
         conn.settimeout(None)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
         os.chdir(req["cwd"])
         os.umask(req["umask"])
         os.environ.clear()
@@ -327,8 +322,12 @@ def _child(conn: socket.socket, req: dict, fds: list[int]) -> None:
             code = 0
         except SystemExit as exc:
             code = _exit_code(exc.code)
-    except BaseException:
+    except BaseException as exc:  # before the command could start (its working directory is gone, ...)
         code = 1
+        try:
+            os.write(2, f"error: the agent could not run this command: {type(exc).__name__}: {exc}\n".encode())
+        except OSError:
+            pass
     finally:
         done = True
         for stream in (sys.stdout, sys.stderr):

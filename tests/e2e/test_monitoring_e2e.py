@@ -199,7 +199,8 @@ def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, 
         util = orch.monitors.query_metrics(mid, 'node_load1{job="node-n2"}')
         assert util.series and util.series[0].labels["exporter"] == "node"
         orch.monitors.stop_monitor(mid)
-        assert orch.servers.probe(exporters[0]).job.state == "CANCELLED"
+        # scancel'd with the monitor; COMPLETING for a moment before CANCELLED
+        assert eventually(lambda: orch.servers.probe(exporters[0]).job.state == "CANCELLED", timeout=20)
         with pytest.raises(OrchestratorError, match=r"exporters: \[gpu\] on the monitor is not possible"):
             orch.monitors.start_monitor(dataclasses.replace(mon, exporters=("gpu",)), [svc])
         orch.servers.stop_service(svc)

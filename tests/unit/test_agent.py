@@ -96,9 +96,13 @@ def _flaky_agent(cfg, answers: list):
     return srv
 
 
+def _remote_config(tmp_path) -> Config:
+    return Config(ssh=SSHConfig(host="login"), slurm=SlurmConfig(), remote=RemoteConfig(),
+                  state_dir=tmp_path / "state", results_dir=tmp_path / "results")
+
+
 def test_a_safe_request_is_sent_again_when_the_agent_went_away_without_answering(tmp_path):
-    cfg = Config(ssh=SSHConfig(host="login"), slurm=SlurmConfig(), remote=RemoteConfig(),
-                 state_dir=tmp_path / "state", results_dir=tmp_path / "results")
+    cfg = _remote_config(tmp_path)
     srv = _flaky_agent(cfg, [{"exit_code": 0, "stdout": "ok\n", "stderr": ""}])
     client = AgentTransport(cfg)
     try:
@@ -110,8 +114,7 @@ def test_a_safe_request_is_sent_again_when_the_agent_went_away_without_answering
 
 def test_a_request_not_safe_to_repeat_is_not_sent_twice(tmp_path):
     from orchestrator.errors import OutcomeUnknown
-    cfg = Config(ssh=SSHConfig(host="login"), slurm=SlurmConfig(), remote=RemoteConfig(),
-                 state_dir=tmp_path / "state", results_dir=tmp_path / "results")
+    cfg = _remote_config(tmp_path)
     srv = _flaky_agent(cfg, [{"exit_code": 0, "stdout": "", "stderr": ""}])
     client = AgentTransport(cfg)
     try:
