@@ -41,6 +41,11 @@ def env(sandbox_config_path, tmp_path_factory):
     mid = orch.monitors.start_monitor(pinned(orch, "prometheus", "n2"),
                                       [TargetSpec(service_id=svc, job_name="svc-one")], scrape_interval="1s")
     yield orch, svc, mid, cfg
+    stop_everything(orch)
+
+
+def stop_everything(orch) -> None:
+    """Cancel every job ``orch`` started that has not ended (a failed test leaves none behind)."""
     for sid, rec in orch.servers.store.load().items():
         if rec.get("state") not in ("CANCELLED", "COMPLETED", "FAILED"):
             try:
@@ -205,7 +210,7 @@ def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, 
             orch.monitors.start_monitor(dataclasses.replace(mon, exporters=("gpu",)), [svc])
         orch.servers.stop_service(svc)
     finally:
-        orch.close()
+        stop_everything(orch)
 
 
 def test_service_endpoint_of_a_monitor_prints_api_and_ui_urls(env, run_cli):
