@@ -156,3 +156,20 @@ def test_chroma_for_real_every_vector_stored_and_a_wrong_dimension_refused(tmp_p
     p = vectorload(tmp_path, chroma, "--dim", "16", "--vectors", "10", "--queries", "1", "--collection", "unit-coll")
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "collection 'unit-coll' holds vectors of dimension 8; this client sends 16" in p.stderr
+
+
+def test_the_vector_clients_counters_are_the_shared_ones_plus_vectors_recall_and_phase():
+    from orchestrator.bench.workloads.vectorload import Stats
+    stats = Stats()
+    with stats.lock:
+        stats.add("upsert", True, 0.004)
+        stats.add("query", False, 0.3)
+        stats.items += 64
+        stats.recall_sum += 0.9
+    stats.phase = "query"
+    assert stats.counts() == {"ok": 1, "errors": 1, "in_flight": 0, "phase": "query"}
+    text = stats.metrics()
+    assert 'orch_client_operations_total{op="upsert",outcome="ok"} 1' in text
+    assert 'orch_client_operations_total{op="query",outcome="error"} 1' in text
+    assert "orch_client_latency_seconds_count 2" in text  # the latency histogram the other clients serve
+    assert "orch_client_vectors_upserted_total 64" in text and "orch_client_recall_sum 0.9" in text

@@ -150,31 +150,25 @@ def exact_neighbours(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarra
     return out
 
 
-class Stats:
+class Stats(clientjob.OpStats):
+    """The data-service counters, plus vectors upserted, recall and the phase under way."""
+
     def __init__(self):
-        self.lock = threading.Lock()
-        self.ok = {"upsert": 0, "query": 0}
-        self.errors = {"upsert": 0, "query": 0}
+        super().__init__(("upsert", "query"))
         self.items = 0
         self.recall_sum = 0.0
         self.phase = "waiting"
 
     def counts(self) -> dict:
-        with self.lock:
-            return {"ok": sum(self.ok.values()), "errors": sum(self.errors.values()), "in_flight": 0,
-                    "phase": self.phase}
+        return {**super().counts(), "phase": self.phase}
 
     def metrics(self) -> str:
+        text = super().metrics()
         with self.lock:
-            out = ["# TYPE orch_client_requests_total counter",
-                   f'orch_client_requests_total{{outcome="ok"}} {sum(self.ok.values())}',
-                   f'orch_client_requests_total{{outcome="error"}} {sum(self.errors.values())}',
-                   "# TYPE orch_client_operations_total counter"]
-            out += [f'orch_client_operations_total{{op="{op}",outcome="ok"}} {n}' for op, n in self.ok.items()]
-            out += [f'orch_client_operations_total{{op="{op}",outcome="error"}} {n}' for op, n in self.errors.items()]
-            out += ["# TYPE orch_client_vectors_upserted_total counter", f"orch_client_vectors_upserted_total {self.items}",
-                    "# TYPE orch_client_recall_sum counter", f"orch_client_recall_sum {self.recall_sum}"]
-        return "\n".join(out) + "\n"
+            return text + ("# TYPE orch_client_vectors_upserted_total counter\n"
+                           f"orch_client_vectors_upserted_total {self.items}\n"
+                           "# TYPE orch_client_recall_sum counter\n"
+                           f"orch_client_recall_sum {self.recall_sum}\n")
 
 
 class Load:
@@ -197,7 +191,7 @@ class Load:
                "items": items, "recall": None if recall is None else round(recall, 6),
                "client_cpu_s": round(cpu, 7), "warmup": start < warmup_until, "client": self.a.client_id}
         with self.stats.lock:
-            (self.stats.ok if ok else self.stats.errors)[op] += 1
+            self.stats.add(op, ok, latency, cpu=cpu)
             if ok and op == "upsert":
                 self.stats.items += items
             if recall is not None:
