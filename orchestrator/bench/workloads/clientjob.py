@@ -56,6 +56,32 @@ def parse_job_arguments(ap: argparse.ArgumentParser, argv=None, bounded: bool = 
 LAT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10]
 
 
+class Histogram:
+    """A Prometheus histogram: each bucket counts the values at or under its bound."""
+
+    def __init__(self, bounds: list[float]):
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        self.count += 1
+        for i, b in enumerate(self.bounds):
+            if value <= b:
+                self.counts[i] += 1
+
+    def upper_bound(self, q: float) -> float | None:
+        """The smallest bound holding the q-quantile (None when empty or above every bound)."""
+        return next((b for b, c in zip(self.bounds, self.counts) if c >= q * self.count), None) if self.count else None
+
+    def lines(self, name: str) -> list[str]:
+        return ([f"# TYPE {name} histogram"]
+                + [f'{name}_bucket{{le="{b}"}} {c}' for b, c in zip(self.bounds, self.counts)]
+                + [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.sum}", f"{name}_count {self.count}"])
+
+
 class OpStats:
     """Live counters of a data-service client, per operation (served on /metrics)."""
 
@@ -66,18 +92,14 @@ class OpStats:
         self.in_flight = 0
         self.bytes = 0
         self.cpu = 0.0
-        self.lat = [0] * len(LAT_BUCKETS)
-        self.lat_sum = 0.0
+        self.latency = Histogram(LAT_BUCKETS)
 
     def add(self, op: str, ok: bool, latency: float, nbytes: int = 0, cpu: float = 0.0) -> None:
         """One operation (the caller holds ``lock``)."""
         (self.ok if ok else self.errors)[op] += 1
         self.bytes += nbytes
         self.cpu += cpu
-        self.lat_sum += latency
-        for i, b in enumerate(LAT_BUCKETS):
-            if latency <= b:
-                self.lat[i] += 1
+        self.latency.observe(latency)
 
     def counts(self) -> dict:
         with self.lock:
@@ -95,11 +117,8 @@ class OpStats:
             out += ["# TYPE orch_client_bytes_total counter", f"orch_client_bytes_total {self.bytes}",
                     "# TYPE orch_client_in_flight gauge", f"orch_client_in_flight {self.in_flight}",
                     "# TYPE orch_client_overhead_seconds counter",
-                    f"orch_client_overhead_seconds_sum {self.cpu}", f"orch_client_overhead_seconds_count {n}",
-                    "# TYPE orch_client_latency_seconds histogram"]
-            out += [f'orch_client_latency_seconds_bucket{{le="{b}"}} {c}' for b, c in zip(LAT_BUCKETS, self.lat)]
-            out += [f'orch_client_latency_seconds_bucket{{le="+Inf"}} {n}',
-                    f"orch_client_latency_seconds_sum {self.lat_sum}", f"orch_client_latency_seconds_count {n}"]
+                    f"orch_client_overhead_seconds_sum {self.cpu}", f"orch_client_overhead_seconds_count {n}"]
+            out += self.latency.lines("orch_client_latency_seconds")
         return "\n".join(out) + "\n"
 
 

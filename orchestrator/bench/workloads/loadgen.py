@@ -45,11 +45,8 @@ class Stats:
         self.in_flight = 0
         self.tokens_out = 0
         self.cpu_sum = 0.0
-        self.lat = [0] * len(LAT_BUCKETS)
-        self.lat_sum = 0.0
-        self.ttft = [0] * len(LAT_BUCKETS)
-        self.ttft_sum = 0.0
-        self.ttft_count = 0
+        self.latency = clientjob.Histogram(LAT_BUCKETS)
+        self.ttft = clientjob.Histogram(LAT_BUCKETS)
         self.phase = "waiting"
         self.retried = 0
 
@@ -62,16 +59,9 @@ class Stats:
             self.tokens_out += rec["tokens_out"] or 0
             self.retried += 1 if rec.get("retried") else 0
             self.cpu_sum += rec["client_cpu_s"]
-            self.lat_sum += rec["latency_s"]
-            for i, b in enumerate(LAT_BUCKETS):
-                if rec["latency_s"] <= b:
-                    self.lat[i] += 1
+            self.latency.observe(rec["latency_s"])
             if rec["ttft_s"] is not None:
-                self.ttft_count += 1
-                self.ttft_sum += rec["ttft_s"]
-                for i, b in enumerate(LAT_BUCKETS):
-                    if rec["ttft_s"] <= b:
-                        self.ttft[i] += 1
+                self.ttft.observe(rec["ttft_s"])
 
     def metrics(self) -> str:
         with self.lock:
@@ -83,15 +73,8 @@ class Stats:
                    "# TYPE orch_client_tokens_out_total counter", f"orch_client_tokens_out_total {self.tokens_out}",
                    "# TYPE orch_client_retried_total counter", f"orch_client_retried_total {self.retried}",
                    "# TYPE orch_client_overhead_seconds counter",
-                   f"orch_client_overhead_seconds_sum {self.cpu_sum}", f"orch_client_overhead_seconds_count {n}",
-                   "# TYPE orch_client_latency_seconds histogram"]
-            out += [f'orch_client_latency_seconds_bucket{{le="{b}"}} {c}' for b, c in zip(LAT_BUCKETS, self.lat)]
-            out += [f'orch_client_latency_seconds_bucket{{le="+Inf"}} {n}',
-                    f"orch_client_latency_seconds_sum {self.lat_sum}", f"orch_client_latency_seconds_count {n}",
-                    "# TYPE orch_client_ttft_seconds histogram"]
-            out += [f'orch_client_ttft_seconds_bucket{{le="{b}"}} {c}' for b, c in zip(LAT_BUCKETS, self.ttft)]
-            out += [f'orch_client_ttft_seconds_bucket{{le="+Inf"}} {self.ttft_count}',
-                    f"orch_client_ttft_seconds_sum {self.ttft_sum}", f"orch_client_ttft_seconds_count {self.ttft_count}"]
+                   f"orch_client_overhead_seconds_sum {self.cpu_sum}", f"orch_client_overhead_seconds_count {n}"]
+            out += self.latency.lines("orch_client_latency_seconds") + self.ttft.lines("orch_client_ttft_seconds")
         return "\n".join(out) + "\n"
 
 
@@ -391,12 +374,9 @@ def main(argv=None) -> None:
 
     def counts() -> dict:
         with stats.lock:
-            n = stats.ok + stats.errors
             # latency so far, as the histogram's bucket bound that holds the quantile (for the live line)
-            le = {q: next((b for b, c in zip(LAT_BUCKETS, stats.lat) if c >= q * n), None) if n else None
-                  for q in (0.5, 0.99)}
             return {"ok": stats.ok, "errors": stats.errors, "in_flight": stats.in_flight,
-                    "p50_le": le[0.5], "p99_le": le[0.99]}
+                    "p50_le": stats.latency.upper_bound(0.5), "p99_le": stats.latency.upper_bound(0.99)}
 
     def load(begin: float, end: float, warmup_until: float) -> None:
         stats.phase = "running"
