@@ -224,20 +224,6 @@ def _zygote(config_file: str, path: str, parent_alive: int, agent_socket: str) -
         unlink_if_same(path, mine)
 
 
-def _stop_agent(agent_socket: str) -> None:
-    """Ask the agent to stop; it answers once its socket is gone, so the command this zygote just
-    refused, run in-process, starts a new agent rather than reaching the stopping one."""
-    from orchestrator.cluster.frames import send_frame
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5.0)
-            s.connect(agent_socket)
-            send_frame(s, {"op": "stop"})
-            recv_frame(s)
-    except OSError:
-        pass
-
-
 def _reap() -> None:
     while True:
         try:
@@ -264,7 +250,11 @@ def _serve_one(conn: socket.socket, srv: socket.socket, parent_alive: int, confi
             conn.sendall(frame({"declined": why}))
             return True
         if code_fingerprint() != fingerprint:
-            _stop_agent(agent_socket)  # first: the refused command, run in-process, starts a new agent
+            from orchestrator.cluster.agent import stop_agent_at
+            try:  # first: the refused command, run in-process, then starts a new agent
+                stop_agent_at(agent_socket, timeout=5.0)
+            except OSError:
+                pass
             conn.sendall(frame({"declined": "the tool's code changed since the agent started"}))
             return False
         pid = os.fork()

@@ -247,15 +247,18 @@ def connect_or_start(config, timeout: float = 20.0) -> socket.socket:
 
 def stop_agent(config) -> bool:
     """Ask a running agent to exit; False when none ran."""
-    sock = _dial(socket_path(config))
+    return stop_agent_at(socket_path(config))
+
+
+def stop_agent_at(path, timeout: float | None = None) -> bool:
+    """Ask the agent listening at ``path`` to exit; False when none ran. It removes its socket before
+    it answers, so a command right after this starts a new agent."""
+    sock = _dial(path)
     if sock is None:
         return False
     with sock:
+        sock.settimeout(timeout)
         send_frame(sock, {"op": "stop"})
         recv_frame(sock)
-    deadline = time.monotonic() + 5  # gone when this returns: a `connect` right after starts a new one
-    while time.monotonic() < deadline and (probe := _dial(socket_path(config))) is not None:
-        probe.close()
-        time.sleep(0.05)
     return True
 
