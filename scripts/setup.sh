@@ -2,7 +2,7 @@
 # Installs what the tool and its tests need on a Debian/Ubuntu machine (root):
 # a virtualenv with the package, the Debian packages of the sandbox cluster,
 # headless Chromium (the report's rendering test), and llama.cpp's llama-server with a
-# test model (a real engine for the sandbox; built once per machine).
+# test model, and vLLM with its test model (real engines for the sandbox; built once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -19,5 +19,7 @@ fi
 .venv/bin/python -c 'from sandbox import cluster as s; s.install_packages(lambda m: print("[setup]", m))'
 # llama.cpp's server and a test model for the sandbox (built once per machine, then reused)
 scripts/build-llama-server.sh
+# vLLM (CPU build) with its test model, and aiperf, for the sandbox's nodes (built once per machine)
+scripts/build-vllm.sh
 # the cluster's client venv (numpy, chromadb) for the vector client and Chroma (built once per machine)
 scripts/build-venv.sh

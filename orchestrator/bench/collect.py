@@ -15,6 +15,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.monitoring.engines import ENGINES, NONE
 from orchestrator.monitoring.queries import (
     COUNTERS,
+    HISTOGRAM_KPIS,
     service_kpi_queries,
     timeseries_queries,
 )
@@ -36,10 +37,16 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
     for n, (q, unit) in queries.items():
         if "@" in n:
             continue
+        engine = _engine_of(n, services, engines)
         if q is None:
-            note = f"absent: {_engine_of(n, services, engines).name} has no such metric"
+            note = f"absent: {engine.name} has no such metric"
+        elif values.get(n) is None:
+            note = ABSENT
         else:
-            note = "" if values.get(n) is not None else ABSENT
+            base = n.split(".", 1)[-1].rsplit("_p", 1)[0]
+            metric = getattr(engine, HISTOGRAM_KPIS[base]) if base in HISTOGRAM_KPIS else None
+            # the engine's own measurement, from its histogram's buckets (interpolated within a bucket)
+            note = f"{engine.name}'s own {metric} histogram over the window" if metric else ""
         kpis.append(KPI(n, values.get(n), unit, "prometheus", note))
     multi = len(services) > 1
     for name in services:
@@ -55,9 +62,11 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
             elif b is None:
                 note = f"absent: no {metric} series on the monitor"
             elif a is None:
-                note = f"absent: {metric} has no sample at the session's start (the service started later?)"
+                note = f"absent: {metric} has no sample at the window's start (the service started later?)"
+            elif engine.window_counts:
+                note = f"{metric} between its scrapes that bound the measured window"
             else:
-                note = f"{metric} over the session (warm-up included)"
+                note = f"{metric} over the session (warm-up included: its counters are published late)"
             kpis.append(KPI(f"{p}service_{counter}_counted", b - a if a is not None and b is not None else None,
                             "requests" if counter == "requests" else "tokens", "prometheus", note))
     return kpis
@@ -85,7 +94,15 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
     data = PrometheusData(engines=dict(engines or {}))
     queries = service_kpi_queries(services, window.seconds, int(interval), engines)
     asked = [n for n, (q, _) in queries.items() if q is not None]
-    at = {n: (go_time or window.start) if n.endswith("@start") else
+    multi = len(services) > 1
+
+    def start_of(n: str) -> float:
+        """Counters are read at the first scrape inside the measured window (one interval after its
+        start, while the window lasts that long), or at the session's go for a late-publishing engine."""
+        if not _engine_of(n, services, engines).window_counts:
+            return go_time or window.start
+        return min(window.start + interval, window.end)
+    at = {n: start_of(n) if n.endswith("@start") else
           (settled if n.endswith("@end") else window.end) for n in asked}
     values: dict[str, float | None] = {}
     try:
@@ -94,6 +111,16 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
             v = r.series[0].values[0][1] if r.series else None
             values[n] = None if v is None or math.isnan(v) else v
         data.kpis = prometheus_kpis_from(services, queries, values, engines)
+        for name in services:
+            engine = ENGINES.get((engines or {}).get(name) or "", NONE)
+            p = f"{name}." if multi else ""
+            if not engine.window_counts:
+                continue
+            # the scrapes' own times; where a counter has no timestamp (no series yet), the query's
+            a = values.get(f"{p}service_counted_at@start") or at.get(f"{p}service_counted_at@start")
+            b = values.get(f"{p}service_counted_at@end") or at.get(f"{p}service_counted_at@end")
+            if a is not None and b is not None and b > a:
+                data.counted_between[name] = (a, b)
     except OrchestratorError as exc:  # the monitor is gone (cancelled, its node failed): say so, keep going
         errors.append(f"Prometheus KPIs: {exc}")
         data.kpis = [KPI(n, None, q[1], "prometheus", f"absent: the monitor did not answer ({exc})")

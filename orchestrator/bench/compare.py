@@ -14,11 +14,39 @@ NOISE_KPIS = ["throughput", "output_tokens_per_second", "latency_p50", "latency_
               "ttft_p99", "itl_p50", "itl_p99"]
 
 
-def _load(session_dir: Path) -> tuple[dict, Path]:
-    report = session_dir / "report.json"
-    if not report.exists():
-        raise OrchestratorError(f"{session_dir}: no report.json: not a session directory")
-    return json.loads(report.read_text()), session_dir / "requests.jsonl"
+def _load(path: Path) -> tuple[dict, Path]:
+    """A session directory's report and records; or a reference tool's own result (a `vllm bench serve
+    --save-detailed` JSON, or aiperf's profile_export.jsonl or its artifact folder), whose per-request
+    results are measured with the same definitions as a session's."""
+    report = path / "report.json"
+    if report.exists():
+        return json.loads(report.read_text()), path / "requests.jsonl"
+    if path.is_dir() and not any(path.rglob("profile_export.jsonl")):
+        raise OrchestratorError(f"{path}: no report.json: not a session directory (nor an aiperf artifact folder)")
+    return _reference_result(path)
+
+
+_TEMP: list = []   # the converted records of reference results, removed when the process ends
+
+
+def _reference_result(path: Path) -> tuple[dict, Path]:
+    import tempfile
+
+    from orchestrator.bench.kpi import Window, client_kpis
+    from orchestrator.bench.workloads.refclient import read_result
+    try:
+        records = read_result(path)
+    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise OrchestratorError(f"{path}: not a session, a `vllm bench serve` result or an aiperf export: {exc}") from None
+    if not records:
+        raise OrchestratorError(f"{path}: no requests in it")
+    _TEMP.append(tempfile.TemporaryDirectory(prefix="orch-compare-"))
+    jsonl = Path(_TEMP[-1].name) / "requests.jsonl"
+    measured = [r for r in records if not r["warmup"]] or records
+    window = Window(min(r["start"] for r in measured), max(r["start"] + (r["latency_s"] or 0) for r in measured))
+    with RequestTable.from_records(records, jsonl) as table:
+        kpis = client_kpis(table, window)
+    return {"kpis": [k.to_dict() for k in kpis], "window": {"start": window.start, "end": window.end}}, jsonl
 
 
 def _units(report: dict) -> dict[str, tuple[dict, list[dict], dict]]:

@@ -261,17 +261,40 @@ class TargetTotals:
 
 def ok_totals(table: RequestTable) -> TargetTotals:
     """Per target, the OK requests of the whole run (warm-up included: the engine counted those too)."""
-    by: dict = {}
-    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in", "items"]):
+    return ok_totals_between(table)[0]
+
+
+EDGE_SLOP_S = 0.05   # a completion this close to a counter's sample may land on either side of it
+
+
+def ok_totals_between(table: RequestTable, between: tuple[float, float] | None = None
+                      ) -> tuple[TargetTotals, TargetTotals]:
+    """Per target, the OK requests that completed in ``(a, b]`` (every one when ``between`` is None),
+    and the edge: the requests an engine's counter sampled at ``a`` and ``b`` may have counted in part
+    (in flight at a sample, or completed within ``EDGE_SLOP_S`` of it). Engines that count tokens as
+    they generate them (vLLM) count part of those; the edge bounds how far the two sides may differ."""
+    inside: dict = {}
+    edge: dict = {}
+    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in", "items", "start", "latency_s"]):
         ok = c["ok"] == 1
-        for i in np.unique(c["target"][ok]).tolist():
-            sel = ok & (c["target"] == i)
-            out, inp, items = c["tokens_out"][sel], c["tokens_in"][sel], c["items"][sel]
-            t = Totals(int(sel.sum()), int(out[out >= 0].sum()), int(inp[inp >= 0].sum()),
-                       int(max(out.max(), 0)), int(max(inp.max(), 0)), bool((out >= 0).any()), bool((inp >= 0).any()),
-                       int(items[items >= 0].sum()))
-            by.setdefault(table.targets[i], Totals()).add(t)
-    return TargetTotals(by)
+        if between is None:
+            sel_in, sel_edge = ok, np.zeros_like(ok)
+        else:
+            a, b = between
+            end = c["start"] + c["latency_s"]
+            sel_in = ok & (end > a) & (end <= b)
+            sel_edge = ok & np.zeros_like(ok)
+            for t in (a, b):
+                sel_edge |= ok & (((c["start"] < t) & (end > t)) | (np.abs(end - t) <= EDGE_SLOP_S))
+        for into, sel_all in ((inside, sel_in), (edge, sel_edge)):
+            for i in np.unique(c["target"][sel_all]).tolist():
+                sel = sel_all & (c["target"] == i)
+                out, inp, items = c["tokens_out"][sel], c["tokens_in"][sel], c["items"][sel]
+                t = Totals(int(sel.sum()), int(out[out >= 0].sum()), int(inp[inp >= 0].sum()),
+                           int(max(out.max(), 0)), int(max(inp.max(), 0)), bool((out >= 0).any()),
+                           bool((inp >= 0).any()), int(items[items >= 0].sum()))
+                into.setdefault(table.targets[i], Totals()).add(t)
+    return TargetTotals(inside), TargetTotals(edge)
 
 
 def errors_in_window(table: RequestTable, window: Window, top: int = 10) -> list[tuple[str, int]]:

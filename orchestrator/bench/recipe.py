@@ -26,8 +26,7 @@ from orchestrator.schema import (
 from orchestrator.services.recipes import find_named, parse_resources, recipe_dirs
 from orchestrator.times import parse_duration
 
-LLM_KINDS = ("openai-completions", "openai-chat", "ollama-generate", "http")
-CLIENT_KINDS = (*LLM_KINDS, "redis", "pgbench", "vector", "s3")
+from orchestrator.bench.kinds import CLIENT_KINDS, KINDS, LLM_KINDS  # noqa: E402,F401 (re-exported)
 MAX_CLIENT_SECONDS = 24 * 3600
 
 
@@ -88,18 +87,6 @@ class BenchmarkRecipe:
 _KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo"]
 _COMMON_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup",
                        "resources", "percentiles", "slo"]
-# what each kind takes besides the common keys: anything else is refused, never ignored
-_KIND_KEYS = {**{k: ["payload", "arrival", "burstiness", "ramp_up", "dataset"] for k in LLM_KINDS},
-              "redis": ["ratio", "keys", "value_bytes", "pipeline", "preload"],
-              "pgbench": ["clients", "threads", "scale", "builtin", "script"],
-              "vector": ["dim", "vectors", "batch", "queries", "top_k", "collection", "engine"],
-              "s3": ["ratio", "objects", "object_bytes", "bucket", "credentials"]}
-S3_OPS = ("put", "get")
-VECTOR_ENGINES = ("chroma", "qdrant")
-REDIS_OPS = ("get", "set")
-PGBENCH_BUILTINS = ("tpcb-like", "simple-update", "select-only")
-
-
 def is_benchmark_file(path: str) -> bool:
     p = Path(path)
     if not p.is_file():
@@ -159,7 +146,8 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
     kind = raw.get("kind")
     if kind not in CLIENT_KINDS:
         raise SchemaViolation(f"{path}.kind", f"expected one of {', '.join(CLIENT_KINDS)}, got {kind!r}")
-    check_keys(raw, _COMMON_CLIENT_KEYS + _KIND_KEYS[kind], path, required=("kind", "target"))
+    k = KINDS[kind]
+    check_keys(raw, _COMMON_CLIENT_KEYS + list(k.keys), path, required=("kind", "target"))
     target = expect_str(raw["target"], f"{path}.target")
     if target not in names:
         raise SchemaViolation(f"{path}.target", f"expected a service of this benchmark ({', '.join(names)}), got {target!r}")
@@ -167,9 +155,17 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         if "concurrency" in raw:
             raise SchemaViolation(f"{path}.clients", "expected clients or concurrency (the same thing), not both")
         raw = {**raw, "concurrency": raw["clients"]}
-    if raw.get("duration") is None and raw.get("requests") is None and kind != "vector":
+    if raw.get("duration") is None and raw.get("requests") is None and not k.duration_free:
         raise SchemaViolation(path, "expected duration or requests (a load is always bounded)")
+    if k.needs_requests and raw.get("requests") is None:
+        raise SchemaViolation(f"{path}.requests", f"a {kind} client is bounded by a request count: requests is needed")
     payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
+    if k.ships_payload:
+        from orchestrator.bench.workloads.loadgen import payload_problems
+        problems = payload_problems(kind, payload)
+        if problems:
+            field, _, why = problems[0].partition(": ")
+            raise SchemaViolation(f"{path}.payload.{field.split(' ')[0]}", f"a {kind} client cannot honour it: {why}")
     resources = expect_mapping(raw.get("resources") or {}, f"{path}.resources")
     # checked like a service's, so "4x" is refused here, not by int() after the services are up
     parse_resources(resources, f"{path}.resources",
@@ -190,10 +186,8 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
     if kind not in LLM_KINDS and set(slo) - {"e2e"}:
         raise SchemaViolation(f"{path}.slo", f"a {kind} client has no tokens: only e2e applies, got "
                               + ", ".join(sorted(set(slo) - {"e2e"})))
-    return ClientSpec(
-        options={"redis": _redis_options, "pgbench": _pgbench_options, "vector": _vector_options,
-                 "s3": _s3_options}.get(
-            kind, lambda raw, path: {})(raw, path),
+    spec = ClientSpec(
+        options=k.parse(raw, path),
         arrival=arrival, burstiness=expect_number(raw.get("burstiness", 1.0), f"{path}.burstiness", 0.001),
         ramp_up=ramp, dataset=_dataset(raw.get("dataset"), f"{path}.dataset"), percentiles=percentiles, slo=slo,
         kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
@@ -202,74 +196,8 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         duration=None if raw.get("duration") is None else _seconds(raw["duration"], f"{path}.duration"),
         requests=None if raw.get("requests") is None else expect_int(raw["requests"], f"{path}.requests", 1, 10_000_000),
         warmup=_seconds(raw.get("warmup", 0), f"{path}.warmup"), payload=payload, resources=resources)
-
-
-def _ratio(raw, path: str, ops: tuple[str, ...], default: dict) -> dict:
-    ratio = expect_mapping(raw.get("ratio") or default, f"{path}.ratio")
-    for op, share in ratio.items():
-        if op not in ops:
-            raise SchemaViolation(f"{path}.ratio.{op}", f"unknown operation {op!r}: expected {' or '.join(ops)}")
-        expect_number(share, f"{path}.ratio.{op}", 0)
-    if sum(ratio.values()) <= 0:
-        example = ", ".join(f"{op}: {share}" for op, share in default.items())
-        raise SchemaViolation(f"{path}.ratio", f"expected shares that add up to more than 0, e.g. {{{example}}}")
-    return dict(ratio)
-
-
-def _s3_options(raw, path: str) -> dict:
-    bucket = expect_pattern(raw.get("bucket", "orch-bench"), f"{path}.bucket",
-                            lambda v: bool(re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v)),
-                            "an S3 bucket name: 3-63 lowercase letters, digits, '.' or '-'")
-    return {"ratio": _ratio(raw, path, S3_OPS, {"put": 0.5, "get": 0.5}), "bucket": bucket,
-            "objects": expect_int(raw.get("objects", 100), f"{path}.objects", 1, 10_000_000),
-            "object_bytes": expect_int(raw.get("object_bytes", 1 << 20), f"{path}.object_bytes", 1, 5 << 30),
-            "credentials": expect_str(raw.get("credentials", "~/.orchestrator/minio.env"), f"{path}.credentials")}
-
-
-def _redis_options(raw, path: str) -> dict:
-    ratio = _ratio(raw, path, REDIS_OPS, {"get": 0.9, "set": 0.1})
-    preload = raw.get("preload", True)
-    if not isinstance(preload, bool):
-        raise SchemaViolation(f"{path}.preload", f"expected true or false, got {preload!r}")
-    return {"ratio": ratio, "keys": expect_int(raw.get("keys", 100_000), f"{path}.keys", 1, 100_000_000),
-            "value_bytes": expect_int(raw.get("value_bytes", 1024), f"{path}.value_bytes", 1, 512 << 20),
-            "pipeline": expect_int(raw.get("pipeline", 1), f"{path}.pipeline", 1, 10_000), "preload": preload}
-
-
-def _pgbench_options(raw, path: str) -> dict:
-    builtin = raw.get("builtin", "tpcb-like")
-    if builtin not in PGBENCH_BUILTINS:
-        raise SchemaViolation(f"{path}.builtin", f"expected one of {', '.join(PGBENCH_BUILTINS)}, got {builtin!r}")
-    if "builtin" in raw and "script" in raw:
-        raise SchemaViolation(path, "expected builtin or script (a pgbench script file), not both")
-    return {"scale": expect_int(raw.get("scale", 10), f"{path}.scale", 1, 100_000),
-            "threads": expect_int(raw.get("threads", 1), f"{path}.threads", 1, 256), "builtin": builtin,
-            "script": expect_str(raw.get("script"), f"{path}.script", optional=True)}
-
-
-def _vector_options(raw, path: str) -> dict:
-    if "requests" in raw:
-        raise SchemaViolation(f"{path}.requests", "a vector client is bounded by vectors and queries (duration caps "
-                              "its time)")
-    collection = expect_pattern(raw.get("collection", "orch-bench"), f"{path}.collection",
-                                lambda v: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", v)),
-                                "3-512 letters, digits, '.', '_' or '-', starting and ending with a letter or digit")
-    engine = raw.get("engine")
-    if engine is not None and engine not in VECTOR_ENGINES:
-        raise SchemaViolation(f"{path}.engine", f"expected one of {', '.join(VECTOR_ENGINES)}, got {engine!r}")
-    vectors = expect_int(raw.get("vectors", 20_000), f"{path}.vectors", 1, 100_000_000)
-    top_k = expect_int(raw.get("top_k", 10), f"{path}.top_k", 1, 10_000)
-    if top_k > vectors:
-        raise SchemaViolation(f"{path}.top_k", f"expected at most vectors ({vectors}), got {top_k}")
-    return {"dim": expect_int(raw.get("dim", 128), f"{path}.dim", 1, 65_536), "vectors": vectors,
-            "batch": expect_int(raw.get("batch", 256), f"{path}.batch", 1, 100_000),
-            "queries": expect_int(raw.get("queries", 1000), f"{path}.queries", 0, 100_000_000), "top_k": top_k,
-            "collection": collection, "engine": engine}
-
-
-def pgbench_bytes(scale: int) -> int:
-    """pgbench's tables and indexes at a scale (measured with PostgreSQL 15: 86 MB at 5)."""
-    return int((7.5 + 15.1 * scale) * 2**20)
+    k.check(spec, path)
+    return spec
 
 
 def _ramp(raw, path: str) -> tuple[float, float, float] | None:

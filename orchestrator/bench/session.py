@@ -17,7 +17,6 @@ import secrets
 import shlex
 import tarfile
 import time
-import urllib.parse
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,9 @@ import yaml
 from orchestrator import waiting
 from orchestrator.bench.collect import gather_prometheus
 from orchestrator.bench.datasets import build_rows
-from orchestrator.bench.recipe import LLM_KINDS, BenchmarkRecipe, ClientSpec, pgbench_bytes
+from orchestrator.bench.kinds import KINDS
+from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
+from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
 from orchestrator.bench.records import RequestTable, TableBuilder, jsonl_line
 from orchestrator.bench.sweep import (
     Point,
@@ -67,7 +68,6 @@ from orchestrator.watch.attribution import STATE_CAUSES
 
 Progress = Callable[[str], None]
 DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count
-PGBENCH_SCRIPT = "pgbench_script.sql"  # a custom pgbench script, shipped under this name
 LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how to
 CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
@@ -79,10 +79,10 @@ def _ms(seconds: float) -> str:
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",
                   engine: str | None = None) -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the
-    cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API)."""
+    cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API).
+    What the kind runs and with which arguments is its module's (``bench/kinds/``)."""
+    kind = KINDS[spec.kind]
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
-    workload = {"redis": "redisload.py", "pgbench": "pgbenchload.py", "vector": "vectorload.py",
-                "s3": "s3load.py"}.get(spec.kind, "loadgen.py")
     job = ["--concurrency", str(spec.concurrency), "--warmup", str(spec.warmup), "--out", "requests.jsonl",
            "--go-file", "go", "--max-seconds", str(max_seconds), "--linger", "15"]
     if spec.rate:
@@ -91,46 +91,17 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
         job += ["--duration", str(spec.duration)]
     if spec.requests is not None:
         job += ["--requests", str(spec.requests)]
-    if spec.kind == "redis":
-        o = spec.options
-        url = urllib.parse.urlsplit(target_url)
-        args = ["python3", workload, "--address", f"{url.hostname}:{url.port}",
-                "--ratio", ",".join(f"{op}={share:g}" for op, share in o["ratio"].items()), "--keys", str(o["keys"]),
-                "--value-bytes", str(o["value_bytes"]), "--pipeline", str(o["pipeline"]), "--seed", str(node_index),
-                *([] if o["preload"] else ["--no-preload"]), *job]
-    elif spec.kind == "pgbench":
-        o = spec.options
-        url = urllib.parse.urlsplit(target_url)
-        args = ["python3", workload, "--address", f"{url.hostname}:{url.port}", "--scale", str(o["scale"]),
-                "--threads", str(o["threads"]),
-                *(["--script", PGBENCH_SCRIPT] if o["script"] else ["--builtin", o["builtin"]]), *job]
-    elif spec.kind == "s3":
-        o = spec.options
-        args = ["python3", workload, "--url", target_url, "--bucket", o["bucket"], "--objects", str(o["objects"]),
-                "--object-bytes", str(o["object_bytes"]), "--credentials", o["credentials"],
-                "--ratio", ",".join(f"{op}={share:g}" for op, share in o["ratio"].items()), "--seed", str(node_index),
-                *job]
-    elif spec.kind == "vector":
-        o = spec.options
-        args = [f"{venv.rstrip('/')}/bin/python", workload, "--url", target_url,
-                "--engine", o["engine"] or engine or "chroma", "--collection", o["collection"], "--dim", str(o["dim"]),
-                "--vectors", str(o["vectors"]), "--batch", str(o["batch"]), "--queries", str(o["queries"]),
-                "--top-k", str(o["top_k"]), "--seed", str(node_index), *job]
-    else:
-        args = ["python3", workload, "--url", target_url, "--kind", spec.kind, "--payload-file", "payload.json", *job]
-        if spec.arrival != "constant":
-            args += ["--arrival", spec.arrival, "--burstiness", str(spec.burstiness)]
-        if spec.ramp_up:
-            args += ["--ramp-from", str(spec.ramp_up[0]), "--ramp-to", str(spec.ramp_up[1]),
-                     "--ramp-over", str(spec.ramp_up[2])]
-        if spec.dataset:
-            args += ["--dataset-file", "dataset.jsonl", "--seed", str(spec.dataset.seed + node_index)]
-        elif node_index:
-            args += ["--seed", str(node_index)]
+    python = f"{venv.rstrip('/')}/bin/python" if kind.venv_python else "python3"
+    own = kind.argv(spec, target_url, node_index, {"engine": engine})
+    # a wrapped tool's argv (after "--") comes last, after every option of the client job itself
+    tool = own[own.index("--"):] if "--" in own else []
+    args = [kind.program, *own[:len(own) - len(tool)], *job]
     # the arguments are data (the URL comes from the cluster): rendered as themselves, never as Jinja
     # (the venv's python is a path on the node, where ~ and $VARS expand)
-    head = expand_home_word(args[0]) if spec.kind == "vector" else shlex.quote(args[0])
-    command = literal(head + " " + shlex.join(args[1:])) + " --metrics-port {{ port }}"
+    head = expand_home_word(python) if kind.venv_python else shlex.quote(python)
+    command = literal(head + " " + shlex.join(args)) + " --metrics-port {{ port }}"
+    if tool:
+        command += " " + literal(shlex.join(tool))
     r = spec.resources
     minutes = math.ceil((max_seconds + 900 + 300) / 60)  # + go-wait and linger margin
     return ServiceRecipe(
@@ -139,8 +110,7 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
                             mem=str(r.get("mem", "256M")), time=str(r.get("time", minutes)),
                             account=r.get("account"), qos=r.get("qos"), nodelist=r.get("nodelist")),
         ports=("auto",), health=Health(path="/", timeout=300), metrics=Metrics(path="/metrics", port="port:0"),
-        files={workload: str(packaged("bench", "workloads", workload)),
-               "clientjob.py": str(packaged("bench", "workloads", "clientjob.py"))},
+        files={name: str(packaged("bench", "workloads", name)) for name in (kind.program, "clientjob.py", *kind.files)},
         source="(generated client recipe)")
 
 
@@ -286,10 +256,10 @@ class BenchmarkSession:
         for spec in self.recipe.clients:
             spec = apply_to_client(spec, pr.point)
             ep = servers.get_service_endpoint(self.state.services[spec.target])
-            files = {"payload.json": json.dumps(spec.payload)} if spec.kind in LLM_KINDS else {}
+            files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
             if spec.kind == "pgbench" and spec.options["script"]:
                 files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
-            if spec.dataset:
+            if spec.dataset and KINDS[spec.kind].ships_payload:
                 files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
                     self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
             for node in range(spec.nodes):
@@ -313,6 +283,13 @@ class BenchmarkSession:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""
         for i, spec in enumerate(self.recipe.clients):
             where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
+            for check in KINDS[spec.kind].preflight(spec):   # a wrapped tool: there, and taking its flags
+                self.say(f"checking {check.what} on the login node")
+                result = self.orch.transport.run(check.command, timeout=180)
+                if result.exit_code != 0:
+                    said = (result.stderr or result.stdout).strip()[-1500:]
+                    raise RecipeError(f"{where} ({spec.kind}): {check.what}: refused before any job was submitted:\n"
+                                      f"{said or f'exit {result.exit_code}'}")
             if spec.kind != "pgbench":
                 continue
             if spec.options["script"] and not self._beside_recipe(spec.options["script"]).is_file():

@@ -151,13 +151,16 @@ def report_group():
 
 @report_group.command("compare")
 @common_options
-@click.argument("a", type=click.Path(file_okay=False, exists=True))
-@click.argument("b", type=click.Path(file_okay=False, exists=True))
+@click.argument("a", type=click.Path(exists=True))
+@click.argument("b", type=click.Path(exists=True))
 @click.option("--threshold", "thresholds", multiple=True, metavar="KPI=PCT%",
               help="e.g. p99=10% throughput=10% (default: p99=10%, throughput=10%)")
 @click.pass_context
 def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
-    """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise)."""
+    """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise).
+
+    A and B are session directories, or a reference tool's own result: a `vllm bench serve
+    --save-detailed` JSON, or aiperf's profile_export.jsonl (or its artifact folder)."""
     from pathlib import Path
 
     from orchestrator.bench.compare import compare_sessions

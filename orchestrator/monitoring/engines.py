@@ -22,18 +22,33 @@ class Engine:
     waiting: str | None = None           # gauge: requests queued
     latency_histogram: str | None = None  # e2e request latency (seconds)
     ttft_histogram: str | None = None
+    queue_histogram: str | None = None    # time a request waited before it was scheduled
+    itl_histogram: str | None = None      # gaps between generated tokens
+    tpot_histogram: str | None = None     # per request: (latency - TTFT) / (output tokens - 1)
+    # the prompt-token counter already counts the prompt tokens served from the cache (a part of it)
+    input_tokens_cached_within: str | None = None
     # a counter whose series appears at its first increment (Redis lists a command once it was
     # called): absent reads as 0 while this metric says the exporter is up
     up: str | None = None
+    # the cross-check reads the counters at the scrapes that bound the measured window; an engine whose
+    # counters are published late (PostgreSQL flushes its statistics up to a second after a commit) is
+    # read over the whole session instead, where the lag falls before the load and after it
+    window_counts: bool = True
 
 
 _VLLM = dict(requests="vllm:request_success_total", output_tokens="vllm:generation_tokens_total",
              input_tokens="vllm:prompt_tokens_total", running="vllm:num_requests_running",
              waiting="vllm:num_requests_waiting", latency_histogram="vllm:e2e_request_latency_seconds",
              ttft_histogram="vllm:time_to_first_token_seconds")
+# vLLM's V1 engine (0.32 seen on the sandbox): its own latency histograms, and a prompt-token counter that
+# includes the prefix-cache hits (vllm:prompt_tokens_total = local_compute + local_cache_hit by source)
+_VLLM_V1 = dict(_VLLM, queue_histogram="vllm:request_queue_time_seconds",
+                itl_histogram="vllm:inter_token_latency_seconds",
+                tpot_histogram="vllm:request_time_per_output_token_seconds",
+                input_tokens_cached_within="vllm:prompt_tokens_cached_total")
 
 ENGINES: dict[str, Engine] = {
-    "vllm": Engine("vLLM", **_VLLM),
+    "vllm": Engine("vLLM", **_VLLM_V1),
     # the stand-in exposes vLLM's names (it is a stand-in, not an engine)
     "standin": Engine("stand-in (vLLM metric names)", **_VLLM),
     # llama.cpp counts the prompt tokens it processed and those it found in its cache apart;
@@ -50,7 +65,8 @@ ENGINES: dict[str, Engine] = {
     # the server counted inserted in the benchmark's database are its count of committed transactions
     # (xact_commit also counts pgbench's own queries, one per connection and a few at its start)
     "postgres": Engine("PostgreSQL (postgres_exporter)", requests='pg_stat_database_tup_inserted{datname="bench"}',
-                       running='pg_stat_activity_count{datname="bench",state="active"}', up="pg_up"),
+                       running='pg_stat_activity_count{datname="bench",state="active"}', up="pg_up",
+                       window_counts=False),
     # vector databases: the client asks for the collection's count after the load (report: items stored)
     "chroma": Engine("Chroma (no Prometheus metrics)"),
     "qdrant": Engine("Qdrant"),

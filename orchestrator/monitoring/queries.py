@@ -68,6 +68,12 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
             p + "service_latency_p99": (hq(0.99, engine.latency_histogram), "s"),
             p + "service_ttft_p50": (hq(0.5, engine.ttft_histogram), "s"),
             p + "service_ttft_p99": (hq(0.99, engine.ttft_histogram), "s"),
+            p + "service_tpot_p50": (hq(0.5, engine.tpot_histogram), "s"),
+            p + "service_tpot_p99": (hq(0.99, engine.tpot_histogram), "s"),
+            p + "service_itl_p50": (hq(0.5, engine.itl_histogram), "s"),
+            p + "service_itl_p99": (hq(0.99, engine.itl_histogram), "s"),
+            p + "service_queue_time_p50": (hq(0.5, engine.queue_histogram), "s"),
+            p + "service_queue_time_p99": (hq(0.99, engine.queue_histogram), "s"),
             p + "service_requests_running_max": (gauge_max(engine.running), "requests"),
             p + "service_requests_waiting_max": (gauge_max(engine.waiting), "requests"),
         })
@@ -81,7 +87,17 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
                 q += f" + (sum({selected(engine.input_tokens_cached, sel)}) or vector(0))"
             for at in ("start", "end"):
                 out[f"{p}service_{counter}_counted@{at}"] = (q, unit)
+        # when the counters above were scraped: the client's requests are counted between the same instants
+        stamp = engine.up or engine.requests or engine.output_tokens
+        for at in ("start", "end"):
+            out[f"{p}service_counted_at@{at}"] = (stamp and f"max(timestamp({selected(stamp, sel)}))", "s")
     return out
+
+
+# the engine histogram each service_<name>_p<q> KPI reads (its source, named in the report)
+HISTOGRAM_KPIS = {"service_latency": "latency_histogram", "service_ttft": "ttft_histogram",
+                  "service_tpot": "tpot_histogram", "service_itl": "itl_histogram",
+                  "service_queue_time": "queue_histogram"}
 
 
 def timeseries_queries(service_ids: list[str], scrape_interval_seconds: float) -> dict[str, str]:

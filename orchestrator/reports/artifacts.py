@@ -25,6 +25,7 @@ from orchestrator.bench.kpi import (
     histogram,
     latency_points,
     ok_totals,
+    ok_totals_between,
     op_phases,
     throughput_series,
     window_of,
@@ -46,6 +47,8 @@ class PrometheusData:
     promql: dict[str, str] = field(default_factory=dict)       # name -> the query that produced it
     series: dict = field(default_factory=dict)                 # chart name -> [(label, [(t, v)])]
     engines: dict[str, str] = field(default_factory=dict)      # service name -> engine whose metrics were read
+    # service name -> (a, b): the scrape times of its counters that bound the measured window
+    counted_between: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class ReportContext:
     service_counts: dict[str, int] = field(default_factory=dict)  # service name -> items it holds after the load
     load: Load | None = None                        # what the clients offered (the bottleneck verdict reads it)
     logs: list[dict] = field(default_factory=list)  # each job's log saved under logs/ (service_id, role, path, verdict)
+    counted_between: dict = field(default_factory=dict)  # offline: a report's earlier counter sample times
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -116,6 +120,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     kpis = client_kpis(table, window, ctx.percentiles, ctx.client_slo, phases) if records else []
     promql: dict = {}
     series: dict = {}
+    between = dict(ctx.prometheus.counted_between if ctx.prometheus is not None else ctx.counted_between)
     if ctx.prometheus is not None:
         kpis += ctx.prometheus.kpis
         promql = dict(ctx.prometheus.promql)
@@ -137,7 +142,9 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     values = {k.kpi: k.value for k in kpis}
     report = {
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
-        "cross_check": cross_check(ctx, table, kpis), "logs": ctx.logs, "definitions": DEFINITIONS,
+        "cross_check": cross_check(ctx, table, kpis, between), "counted_between": between, "logs": ctx.logs,
+        "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
+        "definitions": DEFINITIONS,
         "session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted, "errors": ctx.errors,
         "window": {"start": window.start, "end": window.end, "seconds": window.seconds,
                    "start_iso": iso(window.start), "end_iso": iso(window.end)},
@@ -152,9 +159,15 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     return report
 
 
-def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> list[dict]:
-    """The clients' own counts against the engine's counters over the same session (warm-up included):
-    requests and output/input tokens; they agree within one request, or the row says why not."""
+def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
+                between: dict[str, tuple[float, float]] | None = None) -> list[dict]:
+    """The clients' own counts against the engine's counters: requests and output/input tokens.
+
+    Where ``between`` has a service's counter sample times (a, b), both sides count the measured window:
+    the engine's counters from their scrape at a to their scrape at b, the clients' OK requests that
+    completed in (a, b]. Requests in flight at a sample (or completing within 50 ms of it) may be counted
+    on one side only, wholly or in part: they bound the difference. Otherwise the whole session is
+    compared (warm-up included), within one request."""
     by = {k.kpi: k for k in kpis}
     rows = []
     multi = len(ctx.services) > 1
@@ -162,21 +175,37 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> lis
     for name in ctx.services:
         engine = ENGINES.get(ctx.engines.get(name) or "", NONE)
         p = f"{name}." if multi else ""
-        mine = totals.merged(None if not multi else name)
+        window = (between or {}).get(name)
+        if window:
+            inside, edge = ok_totals_between(table, tuple(window))
+            mine, slack = inside.merged(None if not multi else name), edge.merged(None if not multi else name)
+            tolerance = {"requests": float(max(1, slack.requests)),
+                         "output_tokens": float(max(slack.tokens_out, mine.max_out)),
+                         "input_tokens": float(max(slack.tokens_in, mine.max_in))}
+            span = f"between the counter's scrapes at {iso(window[0])} and {iso(window[1])} (the measured window)"
+        else:
+            mine = totals.merged(None if not multi else name)
+            tolerance = {"requests": 1.0, "output_tokens": float(mine.max_out), "input_tokens": float(mine.max_in)}
+            span = "over the whole session (warm-up included)"
         client = {"requests": float(mine.requests), "output_tokens": float(mine.tokens_out),
                   "input_tokens": float(mine.tokens_in)}
-        tolerance = {"requests": 1.0, "output_tokens": float(mine.max_out), "input_tokens": float(mine.max_in)}
         for counter in ("requests", "output_tokens", "input_tokens"):
             k = by.get(f"{p}service_{counter}_counted")
             metric = getattr(engine, counter)
-            if counter != "requests" and metric is None and not (mine.any_out or mine.any_in):
+            if counter != "requests" and metric is None and not (totals.merged(None if not multi else name).any_out
+                                                                 or totals.merged(None if not multi else name).any_in):
                 continue  # no tokens on either side (a data service): nothing to say
             if counter == "requests" and metric is None and name in ctx.service_counts:
                 continue  # no request counter, but the service's count of what it holds (below)
             if metric and counter == "input_tokens" and engine.input_tokens_cached:
                 metric = f"{metric} + {engine.input_tokens_cached}"
+            if metric and counter == "input_tokens" and engine.input_tokens_cached_within:
+                metric = f"{metric} (cached prompt tokens included: {engine.input_tokens_cached_within} is part of it)"
+            if metric and counter == "requests" and metric.startswith("vllm:"):
+                metric += " (summed over finished_reason)"
             row = {"service": name, "engine": engine.name, "what": counter.replace("_", " "), "metric": metric,
-                   "client": client[counter], "engine_count": k.value if k else None}
+                   "client": client[counter], "engine_count": k.value if k else None, "span": span,
+                   "tolerance": tolerance[counter]}
             if metric is None or k is None or k.value is None:
                 row.update(agree=None, note=k.note if k and k.note else f"absent: {engine.name} has no such counter")
             elif counter != "requests" and not (mine.any_out if counter == "output_tokens" else mine.any_in):
@@ -184,17 +213,44 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI]) -> lis
             else:
                 diff = abs(client[counter] - k.value)
                 row.update(agree=diff <= tolerance[counter], note="agree" if diff <= tolerance[counter] else (
-                    f"differ by {diff:g}: requests the engine finished after the clients gave up, or that failed "
-                    "on the way, count on one side only"))
+                    f"differ by {diff:g} (more than the {tolerance[counter]:g} that requests at the window's edges "
+                    "explain): requests the engine finished after the clients gave up, or that failed on the way, "
+                    "count on one side only"))
             rows.append(row)
         if name in ctx.service_counts:  # a vector database: asked by the client after the load
-            held, sent = ctx.service_counts[name], mine.items
+            held, sent = ctx.service_counts[name], totals.merged(None if not multi else name).items
             rows.append({"service": name, "engine": engine.name, "what": "items stored",
                          "metric": "the collection's count, asked after the load", "client": float(sent),
                          "engine_count": float(held), "agree": held == sent,
                          "note": "agree" if held == sent else (
                              f"differ by {abs(held - sent):g}: the collection held vectors before the session, or "
                              "an upsert failed on the way after the service applied it")})
+    return rows
+
+
+# each latency measure as the clients saw it and as the engine's own histogram saw it
+_BESIDE = (("TTFT", "ttft", "service_ttft"), ("TPOT", "tpot", "service_tpot"), ("ITL", "itl", "service_itl"),
+           ("e2e latency", "latency", "service_latency"), ("queue time", None, "service_queue_time"))
+
+
+def client_beside_engine(kpis: list[KPI], services: list[str]) -> list[dict]:
+    """Rows {measure, quantile, client, engine, engine_source} where the engine has a histogram of its own:
+    the same measure from the two sides of the wire, each labelled with where it came from (pure)."""
+    by = {k.kpi: k for k in kpis}
+    rows = []
+    multi = len(services) > 1
+    for name in services:
+        p = f"{name}." if multi else ""
+        for label, mine, theirs in _BESIDE:
+            for q in ("p50", "p99"):
+                engine = by.get(f"{p}{theirs}_{q}")
+                if engine is None or engine.value is None:
+                    continue
+                client = by.get(f"{mine}_{q}") if mine else None
+                rows.append({"service": name, "measure": label, "quantile": q,
+                             "client": None if client is None else client.value,
+                             "client_source": "client records (exact)" if client is not None else
+                             "the client cannot see it", "engine": engine.value, "engine_source": engine.note})
     return rows
 
 
@@ -253,6 +309,7 @@ def rerender_session(session_dir: Path) -> dict:
     ctx, m = context_from_dir(session_dir)
     old = json.loads((session_dir / "report.json").read_text()) if (session_dir / "report.json").exists() else {}
     prom = [KPI(**k) for k in old.get("kpis", []) if k["source"] == "prometheus"]
+    ctx.counted_between = {k: tuple(v) for k, v in (old.get("counted_between") or {}).items()}
     window = Window(m["window"]["start"], m["window"]["end"])
     with RequestTable.from_jsonl(session_dir / "requests.jsonl") as table:
         return write_artifacts(ctx, table, window, offline_kpis=prom)

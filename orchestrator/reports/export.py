@@ -50,6 +50,13 @@ def markdown(report: dict) -> str:
         out += ["| KPI | value | source |", "|---|---:|---|"]
         out += [f"| {k['kpi']} | {_value(k)} | {k['source']} |" for k in rows]
         out.append("")
+    beside = report.get("client_beside_engine") or []
+    if beside:
+        out += ["| latency | client | engine (its own histogram) |", "|---|---:|---:|"]
+        ms = lambda v: "-" if v is None else f"{v * 1000:.2f} ms"
+        out += [f"| {r['service']}: {r['measure']} {r['quantile']} | {ms(r['client'])} | {ms(r['engine'])} |"
+                for r in beside]
+        out.append("")
     checks = report.get("cross_check") or []
     if checks:
         out += ["| cross-check | client | service | agree |", "|---|---:|---:|---|"]

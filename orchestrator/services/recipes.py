@@ -113,7 +113,8 @@ class ServiceRecipe:
 
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
-                 "retention_time", "files", "engine"]
+                 "retention_time", "files", "engine", "launch"]
+LAUNCHES = ("native", "container")
 _TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
 DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
@@ -342,9 +343,18 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
     description = s.get("description", "")
     if description is not None and not isinstance(description, str):
         raise SchemaViolation("service.description", "expected a string")
+    container = _container(s.get("container"))
+    # one declared field says how the command runs: the same recipe serves natively where the engine is
+    # installed (or a module provides it) and from its image where it is not
+    launch = s.get("launch", "container" if container else "native")
+    if launch not in LAUNCHES:
+        raise SchemaViolation("service.launch", f"expected native or container, got {launch!r}")
+    if launch == "container" and container is None:
+        raise SchemaViolation("service.launch", "launch: container needs a service.container (docker_source, "
+                                                "image_path)")
     return ServiceRecipe(
         name=name, command=expect_str(s["command"], "service.command"), description=description or "",
-        container=_container(s.get("container")), environment=environment,
+        container=container if launch == "container" else None, environment=environment,
         resources=_resources(s.get("resources")), ports=ports,
         health=_health(s.get("health"), len(ports)), metrics=_metrics(s.get("metrics"), len(ports)),
         exporters=exporters, modules=modules,

@@ -34,11 +34,41 @@ def test_recipe_settings_win_over_config_then_config_fills_the_rest():
     assert "#SBATCH --gres=gpu:2\n" in script and "#SBATCH --time=02:00:00\n" in script
 
 
-def test_container_recipe_pulls_once_and_uses_nv_with_gpus():
-    script = render_service_script(load_recipe("vllm"), SLURM, "vllm_0123abcd")
+def _vllm_on_gpus(tmp_path, launch: str):
+    """The packaged vllm recipe as a GPU-cluster user sets it: launch and GPU resources."""
+    text = load_recipe("vllm").text.replace("launch: native", f"launch: {launch}").replace(
+        "resources: {nodes: 1, cpus_per_task: 2, mem: 6G,", "resources: {nodes: 1, cpus_per_task: 8, gpus: 1, mem: 64G,")
+    path = tmp_path / "vllm.yaml"
+    path.write_text(text)
+    return load_recipe(str(path))
+
+
+def test_container_recipe_pulls_once_and_uses_nv_with_gpus(tmp_path):
+    script = render_service_script(_vllm_on_gpus(tmp_path, "container"), SLURM, "vllm_0123abcd")
     assert 'if [ ! -f "$ORCH_IMAGE" ]; then' in script and "pull \"$ORCH_IMAGE\" docker://vllm/vllm-openai:latest" in script
     assert 'exec "$ORCH_RUNTIME" exec --nv --bind "$ORCH_JOB_DIR"' in script
     assert 'ORCH_IMAGE="$HOME/containers/vllm-openai.sif"' in script
+    assert "exec vllm serve \"$VLLM_MODEL\"" in script
+
+
+def test_one_field_says_native_here_container_there(tmp_path):
+    native = render_service_script(load_recipe("vllm"), SLURM, "vllm_0123abcd")
+    assert "ORCH_RUNTIME" not in native and "exec /bin/bash -c" in native and "exec vllm serve" in native
+    assert 'export VLLM_MODEL="/var/cache/orch-vllm/test-model"' in native
+    # the API key reaches vLLM only when set, as its own word
+    out = subprocess.run(["bash", "-c", 'VLLM_API_KEY="a b"; printf "<%s>" ${VLLM_API_KEY:+--api-key "$VLLM_API_KEY"}'],
+                         capture_output=True, text=True).stdout
+    assert out == "<--api-key><a b>"
+    with pytest.raises(RecipeError, match=r"service.launch: launch: container needs a service.container"):
+        load_recipe(str(_write(tmp_path, "service:\n  name: x\n  command: c\n  launch: container\n")))
+    with pytest.raises(RecipeError, match=r"service.launch: expected native or container, got 'docker'"):
+        load_recipe(str(_write(tmp_path, "service:\n  name: x\n  command: c\n  launch: docker\n")))
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
 
 
 def test_environment_values_stay_literal_except_template_variables(tmp_path):

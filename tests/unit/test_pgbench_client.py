@@ -3,7 +3,8 @@ writes them with -l), and the checks a pgbench client's recipe gets."""
 
 import pytest
 
-from orchestrator.bench.recipe import load_benchmark_text, pgbench_bytes
+from orchestrator.bench.kinds.pgbench import pgbench_bytes
+from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.bench.workloads.pgbenchload import PROGRESS, Stats, log_records
 
 LOG = """0 1 2985 0 1795689357 619298

@@ -78,36 +78,74 @@ class Stats:
         return "\n".join(out) + "\n"
 
 
+# what the client itself must decide for each kind: a payload may set everything else of the body
+_NOT_HONOURED = {
+    "openai-chat": {"n": "the client measures one completion per request (n must be 1)",
+                    "best_of": "the client measures one completion per request"},
+    "openai-completions": {"messages": "a completions request has a prompt, not messages (use kind: openai-chat)",
+                           "n": "the client measures one completion per request (n must be 1)",
+                           "best_of": "the client measures one completion per request"},
+    "ollama-generate": {"messages": "/api/generate takes a prompt, not messages"},
+}
+
+
+def payload_problems(kind: str, payload: dict) -> list[str]:
+    """Fields of a payload this kind cannot honour, each with why (empty: the payload is sent as given)."""
+    out = []
+    for key, why in _NOT_HONOURED.get(kind, {}).items():
+        if key in payload and not (key == "n" and payload[key] == 1):
+            out.append(f"{key}: {why}")
+    if kind == "openai-chat" and "prompt" in payload and "messages" in payload:
+        out.append("prompt and messages: give one (prompt is sent as a single user message)")
+    if kind == "openai-chat" and "messages" in payload:
+        msgs = payload["messages"]
+        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
+            out.append("messages: expected a list of {role, content} objects")
+    if "stream_options" in payload and not isinstance(payload["stream_options"], dict):
+        out.append("stream_options: expected a mapping")
+    return out
+
+
 def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[str, str, dict | None, bool]:
-    """(method, path, body, streaming) for one request of this kind; a dataset ``row`` sets the prompt
-    and max_tokens (and ``ignore_eos``, so the engine generates exactly that many where it can)."""
+    """(method, path, body, streaming) for one request of this kind.
+
+    The body is the user's payload as given (``top_p``, ``stop``, ``messages``, ``response_format``,
+    ``logprobs``...): only what the workload decides is set over it. A dataset ``row`` sets the prompt
+    (for chat: the messages, as one user message) and ``max_tokens``; streaming requests ask for the
+    usage in their last chunk, which is how tokens are counted. ``prompt`` in a chat payload is a
+    shorthand for one user message."""
     p = dict(payload)
-    if row:
-        p["prompt"] = row["prompt"]
-        if row.get("max_tokens"):
-            p["max_tokens"] = row["max_tokens"]
-    stream = bool(p.get("stream", True))
-    model = p.get("model", "standin")
-    max_tokens = p.get("max_tokens", 16)
-    prompt = p.get("prompt", "Hello")
-    extra = {k: p[k] for k in ("ignore_eos", "temperature", "seed") if k in p}
-    if kind == "openai-completions":
-        body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": stream, **extra}
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        return "POST", "/v1/completions", body, stream
-    if kind == "openai-chat":
-        body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-                "stream": stream, **extra}
-        if stream:
-            body["stream_options"] = {"include_usage": True}
-        return "POST", "/v1/chat/completions", body, stream
-    if kind == "ollama-generate":
-        return "POST", "/api/generate", {"model": model, "prompt": prompt, "stream": stream,
-                                         "options": {"num_predict": max_tokens}}, stream
     if kind == "http":
         return p.get("method", "GET"), p.get("path", "/"), p.get("body"), False
-    raise SystemExit(f"unknown client kind {kind!r}")
+    if kind not in ("openai-completions", "openai-chat", "ollama-generate"):
+        raise SystemExit(f"unknown client kind {kind!r}")
+    body = dict(p)
+    body.setdefault("model", "standin")
+    stream = bool(body.get("stream", True))
+    body["stream"] = stream
+    if kind == "ollama-generate":
+        if row:
+            body["prompt"] = row["prompt"]
+        body.setdefault("prompt", "Hello")
+        options = dict(body.get("options") or {})
+        num_predict = (row or {}).get("max_tokens") or body.pop("max_tokens", None) or options.get("num_predict", 16)
+        body.pop("max_tokens", None)
+        body["options"] = {**options, "num_predict": num_predict}
+        return "POST", "/api/generate", body, stream
+    if row:
+        body["prompt"] = row["prompt"]
+        body.pop("messages", None)
+        if row.get("max_tokens"):
+            body["max_tokens"] = row["max_tokens"]
+    body.setdefault("max_tokens", 16)
+    if stream:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    if kind == "openai-chat":
+        if "messages" not in body:
+            body["messages"] = [{"role": "user", "content": body.pop("prompt", "Hello")}]
+        return "POST", "/v1/chat/completions", body, stream
+    body.setdefault("prompt", "Hello")
+    return "POST", "/v1/completions", body, stream
 
 
 def _usage(kind: str, doc: dict) -> tuple[int | None, int | None]:
@@ -259,6 +297,9 @@ class Run:
         self.stats = stats
         self.url = urllib.parse.urlsplit(args.url)
         self.payload = json.loads(args.payload)
+        problems = payload_problems(args.kind, self.payload)
+        if problems:
+            raise SystemExit(f"payload: {'; '.join(problems)}")
         self.rows = []
         if args.dataset_file:
             with open(args.dataset_file) as f:

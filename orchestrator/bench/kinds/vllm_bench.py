@@ -1,0 +1,63 @@
+"""vLLM's own benchmark client, ``vllm bench serve``, as a client job (``workloads/refclient.py`` runs it
+with ``--save-detailed`` and turns its per-request results into the session's records).
+
+TTFT, TPOT, ITL and e2e latency are then computed from its measurements by the same code as for
+every client; its failed requests (connection resets against llama.cpp, say) count as errors."""
+
+from __future__ import annotations
+
+from orchestrator.bench.kinds import ClientKind
+from orchestrator.bench.kinds.reference import ENDPOINTS, KEYS, fixed_lengths, parse_common, preflight
+from orchestrator.bench.workloads.refclient import VLLM_RESULT
+from orchestrator.schema import SchemaViolation
+
+RESERVED = ("--backend", "--base-url", "--endpoint", "--model", "--tokenizer", "--dataset-name",
+            "--random-input-len", "--random-output-len", "--random-range-ratio", "--num-prompts",
+            "--max-concurrency", "--request-rate", "--burstiness", "--seed", "--ignore-eos", "--save-result",
+            "--save-detailed", "--result-dir", "--result-filename", "--host", "--port")
+
+
+def _options(raw, path: str) -> dict:
+    if raw.get("duration") is not None:
+        raise SchemaViolation(f"{path}.duration", "vllm bench serve is bounded by a request count: use requests")
+    if raw.get("rate") and raw.get("arrival", "constant") == "constant":
+        raise SchemaViolation(f"{path}.arrival", "vllm bench serve draws Poisson or gamma arrivals: "
+                              "arrival: poisson (or gamma with burstiness)")
+    return parse_common(raw, path, "vllm", RESERVED)
+
+
+def tool_argv(spec, url: str, node_index: int) -> list[str]:
+    o = spec.options
+    (n_in, _), (n_out, _), seed = fixed_lengths(spec, "client", stddev_ok=False)
+    env = ["env", "HF_HUB_OFFLINE=1"] if o["tokenizer"].startswith(("/", "~", ".")) else ["env"]
+    argv = [*env, "VLLM_CACHE_ROOT=cache", o["program"], "bench", "serve",
+            "--backend", "openai-chat" if o["endpoint"] == "chat" else "openai", "--base-url", url,
+            "--endpoint", ENDPOINTS[o["endpoint"]], "--model", o["model"], "--tokenizer", o["tokenizer"],
+            "--dataset-name", "random", "--random-input-len", str(int(n_in)), "--random-output-len", str(int(n_out)),
+            "--random-range-ratio", "0", "--num-prompts", str(spec.requests), "--max-concurrency", str(spec.concurrency),
+            "--request-rate", str(spec.rate) if spec.rate else "inf", "--seed", str(seed + node_index),
+            "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result", "--save-detailed", "--result-dir", ".",
+            "--result-filename", VLLM_RESULT]
+    if spec.rate:
+        argv += ["--burstiness", str(spec.burstiness if spec.arrival == "gamma" else 1.0)]
+    if o["ignore_eos"]:
+        argv.append("--ignore-eos")
+    return argv + o["args"]
+
+
+def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
+    return ["--tool", "vllm-bench", "--", *tool_argv(spec, url, node_index)]
+
+
+def _check(spec, path: str) -> None:
+    fixed_lengths(spec, path, stddev_ok=False)
+
+
+def _preflight(spec):
+    probe = tool_argv(spec, "http://127.0.0.1:9", 0)
+    probe[probe.index("--num-prompts") + 1] = "1"
+    return preflight(spec, ["bench", "serve"], probe)
+
+
+KINDS = (ClientKind("vllm-bench", "refclient.py", KEYS, _options, _argv, tokens=True, needs_requests=True,
+                    preflight=_preflight, check=_check),)

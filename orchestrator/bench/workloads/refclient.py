@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""A reference benchmark client as a client job: vLLM's ``vllm bench serve`` or NVIDIA's ``aiperf``.
+
+Standard library only (the cluster's python3; the tool runs from its own venv).
+Waits for the session's go file, runs the tool with the argv it was given (after
+``--``), then turns the tool's per-request results into the session's request
+records (requests.jsonl), so the same KPIs, cross-check, verdict and report are
+computed from them as from the tool's own client. Failed requests stay records
+(``ok: false`` with the tool's error): they are never dropped.
+
+- ``vllm bench serve --save-detailed``: its result JSON lists every request
+  (start_times, latencies, ttfts, itls, input_lens, output_lens, errors). Its
+  start times are ``time.perf_counter()`` readings, which on Linux are the
+  system-wide CLOCK_MONOTONIC: this job reads the offset to wall time in its
+  own process, and the records get wall-clock starts.
+- ``aiperf profile``: ``profile_export.jsonl``, one request a line, with
+  wall-clock nanoseconds (request_start_ns) and its metrics in milliseconds.
+
+SIGTERM (scancel) stops the tool and keeps what it wrote. The converters are
+pure and also read a result file given to ``report compare``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+try:  # shipped beside this file to the job dir; imported from the package in tests
+    from orchestrator.bench.workloads import clientjob
+except ImportError:
+    import clientjob
+
+VLLM_RESULT = "vllm-bench-result.json"
+AIPERF_DIR = "aiperf-artifacts"
+AIPERF_RECORDS = "profile_export.jsonl"
+
+
+def _record(start, latency, ttft, itls, tokens_in, tokens_out, error, warmup=False) -> dict:
+    ok = not error
+    tpot = None
+    if ok and ttft is not None and latency is not None and tokens_out and tokens_out > 1:
+        tpot = (latency - ttft) / (tokens_out - 1)   # vLLM's definition, per request
+    rec = {"start": round(start, 6), "latency_s": None if latency is None else round(latency, 6),
+           "ttft_s": None if ttft is None or not ok else round(ttft, 6),
+           "tpot_s": None if tpot is None else round(tpot, 6), "status": 200 if ok else 0, "ok": ok,
+           "tokens_in": tokens_in, "tokens_out": tokens_out if ok else None,
+           "error": None if ok else str(error).strip().splitlines()[-1][:300] if str(error).strip() else "failed",
+           "client_cpu_s": None, "warmup": warmup}
+    if ok and itls:
+        rec["itl_s"] = [round(g, 6) for g in itls]
+    return rec
+
+
+def vllm_bench_records(doc: dict, monotonic_offset: float | None = None) -> list[dict]:
+    """Records from a ``vllm bench serve --save-detailed`` result. ``monotonic_offset`` (wall time minus
+    perf_counter, read on the same machine during the run) turns its start times into wall time; without
+    it (a result read later) the run is placed to end at its ``date``, which has one-second resolution."""
+    starts = doc.get("start_times")
+    if not isinstance(starts, list) or "latencies" not in doc:
+        raise ValueError("not a `vllm bench serve` result saved with --save-detailed (no start_times/latencies)")
+    n = len(starts)
+    col = {k: doc.get(k) or [None] * n for k in ("latencies", "ttfts", "itls", "input_lens", "output_lens", "errors")}
+    if monotonic_offset is None:
+        ends = [s + (lat or 0) for s, lat in zip(starts, col["latencies"])]
+        finished = time.mktime(time.strptime(doc["date"], "%Y%m%d-%H%M%S")) if doc.get("date") else time.time()
+        monotonic_offset = finished - max(ends, default=0)
+    out = []
+    for i in range(n):
+        error = col["errors"][i] or ""
+        out.append(_record(starts[i] + monotonic_offset, col["latencies"][i], col["ttfts"][i], col["itls"][i],
+                           col["input_lens"][i], col["output_lens"][i], error))
+    return out
+
+
+def _ms(metrics: dict, name: str) -> float | list | None:
+    m = metrics.get(name)
+    if not isinstance(m, dict) or m.get("value") is None:
+        return None
+    v = m["value"]
+    scale = {"ms": 1e-3, "ns": 1e-9, "us": 1e-6, "sec": 1.0, "s": 1.0}.get(m.get("unit", "ms"), 1e-3)
+    return [x * scale for x in v] if isinstance(v, list) else v * scale
+
+
+def aiperf_records(lines) -> list[dict]:
+    """Records from aiperf's ``profile_export.jsonl`` (one JSON object a line)."""
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        doc = json.loads(line)
+        meta, metrics = doc.get("metadata") or {}, doc.get("metrics") or {}
+        if "request_start_ns" not in meta:
+            raise ValueError(f"line {i}: not an aiperf profile_export.jsonl record (no metadata.request_start_ns)")
+        error = doc.get("error")
+        if isinstance(error, dict):
+            error = error.get("message") or error.get("type") or json.dumps(error)
+        if meta.get("was_cancelled") and not error:
+            error = "cancelled by aiperf"
+        latency = _ms(metrics, "request_latency")
+        if latency is None and meta.get("request_end_ns"):
+            latency = (meta["request_end_ns"] - meta["request_start_ns"]) / 1e9
+
+        def count(name):
+            m = metrics.get(name)
+            return int(m["value"]) if isinstance(m, dict) and m.get("value") is not None else None
+        out.append(_record(meta["request_start_ns"] / 1e9, latency, _ms(metrics, "time_to_first_token"),
+                           _ms(metrics, "inter_chunk_latency"),
+                           count("usage_prompt_tokens") or count("input_sequence_length"),
+                           count("usage_completion_tokens") or count("output_sequence_length"), error,
+                           warmup=meta.get("benchmark_phase") == "warmup"))
+    return out
+
+
+def read_result(path: Path) -> list[dict]:
+    """Records from a reference tool's result: a vllm bench result JSON, or aiperf's export (the
+    profile_export.jsonl file, or the artifact folder that holds it)."""
+    if path.is_dir():
+        found = sorted(path.rglob(AIPERF_RECORDS))
+        if not found:
+            raise ValueError(f"{path}: no {AIPERF_RECORDS} inside (an aiperf artifact folder has one)")
+        path = found[0]
+    text = path.read_text()
+    if path.name.endswith(".jsonl"):
+        return aiperf_records(text.splitlines())
+    return vllm_bench_records(json.loads(text))
+
+
+class Counts:
+    """What /metrics and progress.json say: the tool reports nothing while it runs, so its requests are
+    counted when its results are read (in flight: the concurrency while the tool runs)."""
+
+    def __init__(self, concurrency: int):
+        self.lock = threading.Lock()
+        self.ok = self.errors = self.in_flight = 0
+        self.tokens_out = 0
+        self.concurrency = concurrency
+
+    def counts(self) -> dict:
+        with self.lock:
+            return {"ok": self.ok, "errors": self.errors, "in_flight": self.in_flight}
+
+    def metrics(self) -> str:
+        with self.lock:
+            return "\n".join(["# TYPE orch_client_requests_total counter",
+                              f'orch_client_requests_total{{outcome="ok"}} {self.ok}',
+                              f'orch_client_requests_total{{outcome="error"}} {self.errors}',
+                              "# TYPE orch_client_in_flight gauge", f"orch_client_in_flight {self.in_flight}",
+                              "# TYPE orch_client_tokens_out_total counter",
+                              f"orch_client_tokens_out_total {self.tokens_out}"]) + "\n"
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        raise SystemExit("usage: refclient.py --tool vllm-bench|aiperf [job options] -- TOOL ARGV...")
+    cut = argv.index("--")
+    ours, tool = argv[:cut], argv[cut + 1:]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tool", required=True, choices=["vllm-bench", "aiperf"])
+    args = clientjob.parse_job_arguments(ap, ours, bounded=False)
+    counts = Counts(args.concurrency)
+    if args.metrics_port:
+        clientjob.serve_metrics(args.metrics_port, counts.metrics)
+    job = clientjob.Job(args)
+
+    def load(begin: float, end: float, warmup_until: float) -> None:
+        offset = time.time() - time.perf_counter()
+        with counts.lock:
+            counts.in_flight = args.concurrency
+        print("running: " + " ".join(tool), flush=True)
+        proc = subprocess.Popen(tool, start_new_session=True)  # its own group: a stop ends all it started
+        while proc.poll() is None:
+            if job.stop.wait(0.5) or time.time() > end + 5:
+                why = "stopped" if job.stop.is_set() else "past the client's time limit"
+                print(f"{why}: ending {tool[0]}", flush=True)
+                os.killpg(proc.pid, signal.SIGINT)   # both tools write what they have on SIGINT
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                break
+        with counts.lock:
+            counts.in_flight = 0
+        try:
+            if args.tool == "vllm-bench":
+                records = vllm_bench_records(json.loads(Path(VLLM_RESULT).read_text()), offset)
+            else:
+                records = aiperf_records(Path(AIPERF_DIR, AIPERF_RECORDS).read_text().splitlines())
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"error: {tool[0]} exited {proc.returncode} and left no per-request results ({exc})", flush=True)
+            sys.exit(proc.returncode or 1)
+        with open(args.out, "w") as out:
+            for rec in records:
+                rec["warmup"] = bool(rec["warmup"] or rec["start"] < warmup_until)
+                rec["client"] = args.client_id
+                out.write(json.dumps(rec) + "\n")
+        with counts.lock:
+            counts.ok = sum(1 for r in records if r["ok"])
+            counts.errors = len(records) - counts.ok
+            counts.tokens_out = sum(r["tokens_out"] or 0 for r in records)
+        if proc.returncode and not job.stop.is_set():
+            print(f"{tool[0]} exited {proc.returncode}; its {len(records)} request results are kept", flush=True)
+
+    job.run(load, counts.counts, f"load: {args.tool}, concurrency {args.concurrency}")
+
+
+if __name__ == "__main__":
+    main()
