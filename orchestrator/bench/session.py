@@ -107,7 +107,7 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
     return ServiceRecipe(
         name=f"client-{spec.kind}"[:40], command=command, description=f"load client ({spec.kind})",
         resources=Resources(partition=r.get("partition"), cpus_per_task=int(r.get("cpus_per_task", 1)),
-                            mem=str(r.get("mem", "256M")), time=str(r.get("time", minutes)),
+                            mem=str(r.get("mem", kind.mem)), time=str(r.get("time", minutes)),
                             account=r.get("account"), qos=r.get("qos"), nodelist=r.get("nodelist")),
         ports=("auto",), health=Health(path="/", timeout=300), metrics=Metrics(path="/metrics", port="port:0"),
         files={name: str(packaged("bench", "workloads", name)) for name in (kind.program, "clientjob.py", *kind.files)},
@@ -516,8 +516,18 @@ class BenchmarkSession:
                     rate=None if any(s.rate is None for s in specs) else sum(s.rate * s.nodes for s in specs))
 
     def _engines(self) -> dict[str, str]:
-        """Service name -> engine, from the recipes deployed (a reused service has none declared here)."""
-        return {name: r.engine for name, r in self.base_recipes.items() if r.engine}
+        """Service name -> engine, from the recipes deployed; a reused service's from what was recorded
+        when this laptop started it."""
+        out = {name: r.engine for name, r in self.base_recipes.items() if r.engine}
+        tracked = None
+        for ref in self.recipe.services:
+            if ref.service_id and ref.name not in out:
+                tracked = tracked if tracked is not None else self.orch.servers.store.load()
+                sid = self.state.services.get(ref.name, ref.service_id)
+                engine = (tracked.get(sid) or {}).get("engine")
+                if engine:
+                    out[ref.name] = engine
+        return out
 
     def sweep_data(self):
         from orchestrator.reports.sweep import SweepData, SweepPoint

@@ -25,6 +25,7 @@ class Engine:
     queue_histogram: str | None = None    # time a request waited before it was scheduled
     itl_histogram: str | None = None      # gaps between generated tokens
     tpot_histogram: str | None = None     # per request: (latency - TTFT) / (output tokens - 1)
+    cache_usage: str | None = None        # gauge: the KV cache's fill (0-1)
     # the prompt-token counter already counts the prompt tokens served from the cache (a part of it)
     input_tokens_cached_within: str | None = None
     # a counter whose series appears at its first increment (Redis lists a command once it was
@@ -45,7 +46,7 @@ _VLLM = dict(requests="vllm:request_success_total", output_tokens="vllm:generati
 _VLLM_V1 = dict(_VLLM, queue_histogram="vllm:request_queue_time_seconds",
                 itl_histogram="vllm:inter_token_latency_seconds",
                 tpot_histogram="vllm:request_time_per_output_token_seconds",
-                input_tokens_cached_within="vllm:prompt_tokens_cached_total")
+                input_tokens_cached_within="vllm:prompt_tokens_cached_total", cache_usage="vllm:kv_cache_usage_perc")
 
 ENGINES: dict[str, Engine] = {
     "vllm": Engine("vLLM", **_VLLM_V1),

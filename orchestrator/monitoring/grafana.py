@@ -77,7 +77,11 @@ def _engine_panels(key: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
                                       ("Requests running", "short", e.running, "gauge"),
                                       ("Requests waiting", "short", e.waiting, "gauge"),
                                       ("Latency p50 / p99", "s", e.latency_histogram, "histogram"),
-                                      ("Time to first token p50 / p99", "s", e.ttft_histogram, "histogram")):
+                                      ("Time to first token p50 / p99", "s", e.ttft_histogram, "histogram"),
+                                      ("Time per output token p50 / p99", "s", e.tpot_histogram, "histogram"),
+                                      ("Inter-token latency p50 / p99", "s", e.itl_histogram, "histogram"),
+                                      ("Queue time p50 / p99", "s", e.queue_histogram, "histogram"),
+                                      ("KV cache usage", "percentunit", e.cache_usage, "gauge")):
         if metric is None:
             continue
         if kind == "rate":

@@ -149,6 +149,7 @@ class ServersModule:
         d = remote_path(self.job_dir(sid))
         self.store.update(sid, service_id=sid, recipe=recipe.name, recipe_source=recipe.source,
                           recipe_sha256=recipe.sha256, job_dir=self.job_dir(sid), state="SUBMITTING",
+                          **({"engine": recipe.engine} if recipe.engine else {}),
                           submitted_at=now_iso(), health_timeout=recipe.health.timeout if recipe.health else None,
                           **(labels or {}))
         shipped = {name: Path(local).read_bytes() for name, local in recipe.files.items()}

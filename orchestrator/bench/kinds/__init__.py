@@ -42,6 +42,7 @@ class ClientKind:
     check: Callable[..., None] = lambda spec, path: None    # checks of the whole parsed spec (SchemaViolation)
     duration_free: bool = False                    # bounded by its own counts (vectors and queries)
     ships_payload: bool = False                    # payload.json and dataset.jsonl go to its job dir
+    mem: str = "256M"                              # the job's memory unless the recipe's resources say
 
 
 def _load() -> dict[str, ClientKind]:

@@ -55,4 +55,5 @@ def _preflight(spec):
     return preflight(spec, ["profile"], probe)
 
 
-KINDS = (ClientKind("aiperf", "refclient.py", KEYS, _options, _argv, tokens=True, preflight=_preflight, check=_check),)
+KINDS = (ClientKind("aiperf", "refclient.py", KEYS, _options, _argv, tokens=True, preflight=_preflight, check=_check,
+                    mem="3G"),)  # aiperf runs a dozen processes (workers, record processors): about 2 GB RSS

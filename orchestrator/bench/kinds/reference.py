@@ -79,9 +79,10 @@ def preflight(spec, subcommand: list[str], probe_argv: list[str]) -> list[Prefli
     argument parser reads them against a closed port, so a flag it rejects stops the session with its
     own message before any job is submitted."""
     prog = spec.options["program"]
+    missing = (f"{prog}: command not found on the login node: install it (scripts/build-vllm.sh on the sandbox; "
+               "README, Reference clients) or set the client's program: to its path")
     checks = [Preflight(f"{prog} (the {spec.kind} client's program)",
-                        f"command -v {shlex.quote(prog)} >/dev/null || {{ echo {shlex.quote(prog)}: command not found "
-                        "on the login node; set the client's program: or install it (README, vLLM) >&2; exit 127; }")]
+                        f"command -v {shlex.quote(prog)} >/dev/null || {{ echo {shlex.quote(missing)} >&2; exit 127; }}")]
     if spec.options["args"]:
         # exit 2 is argparse's (and cyclopts') usage error; anything else means the flags were taken
         checks.append(Preflight(f"{prog} {' '.join(subcommand)} flags",

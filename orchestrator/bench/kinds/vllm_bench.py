@@ -60,4 +60,5 @@ def _preflight(spec):
 
 
 KINDS = (ClientKind("vllm-bench", "refclient.py", KEYS, _options, _argv, tokens=True, needs_requests=True,
-                    preflight=_preflight, check=_check),)
+                    preflight=_preflight, check=_check,
+                    mem="2G"),)  # vllm bench serve imports vLLM and torch: about 1 GB RSS

@@ -140,6 +140,12 @@ def serve_metrics(port: int, render: Callable[[], str]) -> None:
     threading.Thread(target=srv.serve_forever, daemon=True).start()
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of the children it waited for (a wrapped tool)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Job:
     """One client job's life: go, warm-up and load, progress, done."""
 
@@ -176,12 +182,16 @@ class Job:
                                              "warmup_until": warmup_until, "end": end})
                 self.stop.wait(1.0)
         threading.Thread(target=progress, daemon=True).start()
+        cpu0 = _cpu_seconds()
         load(begin, end, warmup_until)
         finished = time.time()
+        cpu = _cpu_seconds() - cpu0
         self.running = False
         c = counts()
         write_json("done.json", {"begin": begin, "warmup_until": warmup_until, "end": finished, "ok": c["ok"],
-                                 "errors": c["errors"], "interrupted": self.stop.is_set(), **(extra() if extra else {})})
+                                 "errors": c["errors"], "interrupted": self.stop.is_set(),
+                                 # the whole job's CPU during the load, a wrapped tool's included: its cost
+                                 "cpu_s": round(cpu, 3), **(extra() if extra else {})})
         print(f"done: {c['ok']} ok, {c['errors']} errors in {finished - begin:.1f}s", flush=True)
         if a.linger and not self.stop.is_set():
             self.stop.wait(a.linger)

@@ -169,6 +169,7 @@ def main(argv=None) -> None:
     if args.metrics_port:
         clientjob.serve_metrics(args.metrics_port, counts.metrics)
     job = clientjob.Job(args)
+    measured_from: list[float] = []   # the warm-up runs from the tool's first request (it takes seconds to start)
 
     def load(begin: float, end: float, warmup_until: float) -> None:
         offset = time.time() - time.perf_counter()
@@ -197,9 +198,11 @@ def main(argv=None) -> None:
         except (OSError, ValueError, KeyError) as exc:
             print(f"error: {tool[0]} exited {proc.returncode} and left no per-request results ({exc})", flush=True)
             sys.exit(proc.returncode or 1)
+        first = min((r["start"] for r in records), default=warmup_until)
+        measured_from.append(max(warmup_until, first + args.warmup))
         with open(args.out, "w") as out:
             for rec in records:
-                rec["warmup"] = bool(rec["warmup"] or rec["start"] < warmup_until)
+                rec["warmup"] = bool(rec["warmup"] or rec["start"] < measured_from[0])
                 rec["client"] = args.client_id
                 out.write(json.dumps(rec) + "\n")
         with counts.lock:
@@ -209,7 +212,8 @@ def main(argv=None) -> None:
         if proc.returncode and not job.stop.is_set():
             print(f"{tool[0]} exited {proc.returncode}; its {len(records)} request results are kept", flush=True)
 
-    job.run(load, counts.counts, f"load: {args.tool}, concurrency {args.concurrency}")
+    job.run(load, counts.counts, f"load: {args.tool}, concurrency {args.concurrency}",
+            extra=lambda: {"warmup_until": measured_from[0]} if measured_from else {})
 
 
 if __name__ == "__main__":
