@@ -324,8 +324,15 @@ class BenchmarkSession:
         budget = max((s.warmup + (s.duration or 3600)) for s in specs) + 120
         lost: dict[str, str] = {}
 
+        services = {sid: name for name, sid in self.state.services.items()}
+
         def step() -> tuple[bool, str]:
-            found = self.orch.servers.read_progress(pr.clients)
+            # the services' jobs in the same command: a service that dies under the load ends the session
+            found = self.orch.servers.read_progress(pr.clients + list(services))
+            for sid, name in services.items():
+                job = found.pop(sid, {}).get("job")
+                if job is not None and job.state in TERMINAL_STATES:
+                    raise OrchestratorError(self._service_died(name, sid, job))
             for sid, f in found.items():
                 job = f["job"]
                 if not f["done"] and job is not None and job.state in TERMINAL_STATES and sid not in lost:
@@ -355,6 +362,17 @@ class BenchmarkSession:
                            on_timeout=lambda: OrchestratorError(
             f"clients did not finish within {budget:.0f}s"))
         self.state.errors.extend(lost.values())
+
+    def _service_died(self, name: str, sid: str, job) -> str:
+        """What ends a session whose service's job ended under the load: the job, its state, and the
+        engine's own last log lines (the cause is usually there: a crash, an out-of-memory kill)."""
+        cause = STATE_CAUSES.get(job.state, f"job {job.state}")
+        try:
+            tail = self.orch.servers.logs(sid, lines=12).log.rstrip()
+        except OrchestratorError as exc:
+            tail = f"(its log could not be read: {exc})"
+        return (f"service {name} ({sid}): job {job.job_id} on {job.nodelist or '?'} ended {job.state} ({cause}) "
+                f"during the load; its last log lines:\n{tail}")
 
     def _collect_records(self, pr: PointRun, builder: TableBuilder) -> None:
         """Download every client's records (partial ones too) and its warm-up end; each record goes

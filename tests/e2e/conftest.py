@@ -68,3 +68,11 @@ def config_with_state(config, dest):
     shared = load_config(source, env={}).state_dir
     dest.write_text(source.read_text().replace(str(shared), str(config.state_dir)))
     return dest
+
+
+def completed_between(records: list[dict], between, field: str | None = None) -> int:
+    """The client's OK requests (or their ``field`` summed) that completed between the engine counter's
+    two scrapes, as the report's cross-check counts them (an independent count, from requests.jsonl)."""
+    a, b = between
+    done = [r for r in records if r["ok"] and a < r["start"] + r["latency_s"] <= b]
+    return len(done) if field is None else sum(r[field] or 0 for r in done)

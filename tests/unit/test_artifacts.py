@@ -95,3 +95,38 @@ def test_job_logs_are_linked_with_a_watchers_verdict_where_there_is_one(tmp_path
     assert '<a href="logs/svc_0123abcd.log">svc_0123abcd</a> (service, job 7)</li>' in html
     assert "<strong>OUT_OF_MEMORY: the job exceeded its memory</strong>" in html
     assert report["logs"] == logs and rerender_session(tmp_path / "out")["logs"] == logs  # kept offline too
+
+
+def test_the_cross_check_counts_the_window_between_the_counters_scrapes(tmp_path):
+    # requests end at start + latency: 1000.1 ... 1009.9; the engine's counter was scraped at 1003.0 and 1011.0
+    recs = [{**r, "tokens_in": 5} for r in records()]
+    ends = [r["start"] + r["latency_s"] for r in recs]
+    inside = sum(1 for r, e in zip(recs, ends) if r["ok"] and 1003.0 < e <= 1011.0)
+    edge = [r for r, e in zip(recs, ends) if r["ok"] and (r["start"] < 1003.0 < e or abs(e - 1003.0) <= 0.05)]
+    prom = PrometheusData(kpis=[KPI("service_requests_counted", float(inside - 1), "requests", "prometheus"),
+                                KPI("service_output_tokens_counted", 8.0 * inside, "tokens", "prometheus"),
+                                KPI("service_input_tokens_counted", 5.0 * inside + 40, "tokens", "prometheus")],
+                          counted_between={"svc": (1003.0, 1011.0)})
+    report, _ = write(context(tmp_path, engines={"svc": "vllm"}, prometheus=prom), recs)
+    rows = {c["what"]: c for c in report["cross_check"]}
+    assert rows["requests"]["client"] == inside and "measured window" in rows["requests"]["span"]
+    assert rows["requests"]["tolerance"] == max(1, len(edge)) and rows["requests"]["agree"] is True
+    assert rows["output tokens"]["agree"] is True
+    assert rows["input tokens"]["agree"] is False and "differ by 40" in rows["input tokens"]["note"]
+    assert "cached prompt tokens included" in rows["input tokens"]["metric"]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["counted_between"] == {"svc": [1003.0, 1011.0]}
+    # offline: the same rows again from the files alone
+    again = rerender_session(tmp_path / "out")
+    assert [c["client"] for c in again["cross_check"]] == [c["client"] for c in report["cross_check"]]
+
+
+def test_the_engines_own_histograms_stand_beside_the_clients_figures(tmp_path):
+    prom = PrometheusData(kpis=[KPI("service_ttft_p50", 0.018, "s", "prometheus", "vLLM's own vllm:x histogram"),
+                                KPI("service_queue_time_p99", 0.004, "s", "prometheus", "vLLM's own vllm:q histogram"),
+                                KPI("service_itl_p50", None, "s", "prometheus", "absent")])
+    report, _ = write(context(tmp_path, engines={"svc": "vllm"}, prometheus=prom), records())
+    beside = {(r["measure"], r["quantile"]): r for r in report["client_beside_engine"]}
+    assert set(beside) == {("TTFT", "p50"), ("queue time", "p99")}   # an absent engine figure is no row
+    assert beside[("TTFT", "p50")]["client"] == 0.02 and beside[("TTFT", "p50")]["engine"] == 0.018
+    assert beside[("queue time", "p99")]["client"] is None
+    assert "Latency from both sides" in (tmp_path / "out" / "report.html").read_text()
