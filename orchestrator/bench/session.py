@@ -72,6 +72,10 @@ LEFT_RUNNING = "LEFT_RUNNING.json"   # jobs a session could not cancel, and how 
 CLEANUP_PATIENCE = 60.0              # seconds of retries before a cleanup gives up
 
 
+class ServiceDied(OrchestratorError):
+    """A service's job ended under the load: the session stops, writes what it has and fails."""
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
 
@@ -332,7 +336,7 @@ class BenchmarkSession:
             for sid, name in services.items():
                 job = found.pop(sid, {}).get("job")
                 if job is not None and job.state in TERMINAL_STATES:
-                    raise OrchestratorError(self._service_died(name, sid, job))
+                    raise ServiceDied(self._service_died(name, sid, job))
             for sid, f in found.items():
                 job = f["job"]
                 if not f["done"] and job is not None and job.state in TERMINAL_STATES and sid not in lost:
@@ -605,6 +609,8 @@ class BenchmarkSession:
         except OrchestratorError as exc:
             self.state.errors.append(str(exc))
             self.say(f"error: {exc}")
+            if isinstance(exc, ServiceDied):   # the session failed: its report is written, then it says so
+                ended_by = exc
         except Exception as exc:  # a lost connection, a bug: the jobs must still go
             self.state.errors.append(f"{type(exc).__name__}: {exc}")
             self.say(f"error: {type(exc).__name__}: {exc}")

@@ -96,7 +96,10 @@ def test_request_count_equals_what_the_service_counted(session):
     between = json.loads((d / "report.json").read_text())["counted_between"]["standin-llm"]
     inside = completed_between(records, between)
     assert 0 < inside < sum(r["ok"] for r in records)   # the warm-up is outside
-    assert abs(k["service_requests_counted"]["value"] - inside) <= 1
+    row = next(c for c in json.loads((d / "report.json").read_text())["cross_check"] if c["what"] == "requests")
+    # requests in flight at a scrape may count on one side only: the row's tolerance is their number
+    assert row["client"] == inside and row["agree"] is True
+    assert abs(k["service_requests_counted"]["value"] - inside) <= row["tolerance"] <= 4
     assert k["gpu_utilisation"]["value"] is None  # no GPU exporter: absent, never zero
     assert k["cpu_utilisation"]["value"] is not None and k["service_latency_p99"]["value"] is not None
 

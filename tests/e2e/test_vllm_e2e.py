@@ -172,7 +172,9 @@ class H(http.server.BaseHTTPRequestHandler):
         sys.exit(3)
     def log_message(self, *a):
         pass
-http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H).handle_request()
+srv = http.server.HTTPServer(("0.0.0.0", int(sys.argv[1])), H)
+while True:  # health probes and scrapes are answered; the first POST ends the process (exit 3)
+    srv.handle_request()
 '''
 
 
