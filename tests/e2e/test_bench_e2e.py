@@ -99,7 +99,7 @@ def test_request_count_equals_what_the_service_counted(session):
     row = next(c for c in json.loads((d / "report.json").read_text())["cross_check"] if c["what"] == "requests")
     # requests in flight at a scrape may count on one side only: the row's tolerance is their number
     assert row["client"] == inside and row["agree"] is True
-    assert abs(k["service_requests_counted"]["value"] - inside) <= row["tolerance"] <= 4
+    assert abs(k["service_requests_counted"]["value"] - inside) <= row["tolerance"] <= 2 * 6  # 6 in flight at most
     assert k["gpu_utilisation"]["value"] is None  # no GPU exporter: absent, never zero
     assert k["cpu_utilisation"]["value"] is not None and k["service_latency_p99"]["value"] is not None
 
