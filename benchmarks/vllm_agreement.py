@@ -41,6 +41,7 @@ BENCH = """benchmark:
       target: vllm
       concurrency: {concurrency}
       requests: {requests}
+      warmup: 2s                     # from each tool's first request: vLLM compiles new batch shapes at first
       resources: {{nodelist: {node}}}
       dataset: {{kind: synthetic, input_tokens: {isl}, output_tokens: {osl}, seed: 11}}
       payload: {{model: test-model, stream: true, ignore_eos: true}}

@@ -43,7 +43,7 @@ USER = "orch"
 NO_SFTP_PORT = 2222       # a second sshd on the login node without the SFTP subsystem
 HOSTS_MARK = "# orch-sandbox"
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
-NODE_CPUS, NODE_MEMORY_MB = 4, 8000   # room for vLLM (about 3 GB RSS) and its clients on one node
+NODE_CPUS, NODE_MEMORY_MB = 4, 10000  # vLLM (mem 5G, about 3 GB RSS) beside its clients (aiperf: 3G) on one node
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "openssh-server", "openssh-client",
             "prometheus", "prometheus-node-exporter", "curl", "iproute2", "procps", "util-linux",
             "hostname", "python3",

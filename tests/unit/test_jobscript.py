@@ -37,7 +37,7 @@ def test_recipe_settings_win_over_config_then_config_fills_the_rest():
 def _vllm_on_gpus(tmp_path, launch: str):
     """The packaged vllm recipe as a GPU-cluster user sets it: launch and GPU resources."""
     text = load_recipe("vllm").text.replace("launch: native", f"launch: {launch}").replace(
-        "resources: {nodes: 1, cpus_per_task: 2, mem: 6G,", "resources: {nodes: 1, cpus_per_task: 8, gpus: 1, mem: 64G,")
+        "resources: {nodes: 1, cpus_per_task: 2, mem: 5G,", "resources: {nodes: 1, cpus_per_task: 8, gpus: 1, mem: 64G,")
     path = tmp_path / "vllm.yaml"
     path.write_text(text)
     return load_recipe(str(path))
