@@ -15,5 +15,6 @@ grep -q "recipe_dirs" help.txt
 head -n 2 script.sbatch | grep -q '^#SBATCH --job-name=python-http_'
 bash -n script.sbatch
 "$work/venv/bin/orch" --recipe standin-llm --dry-run > /dev/null 2>&1  # a packaged workload file resolves
-"$work/venv/bin/orch" --recipe vllm --dry-run 2>/dev/null | grep -q "DCGM_FI_DEV_GPU_UTIL"  # the packaged GPU exporter is inlined
+"$work/venv/bin/orch" --recipe ollama --dry-run 2>/dev/null | grep -q "DCGM_FI_DEV_GPU_UTIL"  # the packaged GPU exporter is inlined
+"$work/venv/bin/orch" --recipe vllm --dry-run 2>/dev/null | grep -q "exec vllm serve"  # the vLLM recipe, native by its launch field
 echo "wheel: $(basename "$work"/dist/*.whl) installs; orch --help and orch --recipe python-http --dry-run work outside the checkout"
