@@ -56,7 +56,8 @@ def markdown(report: dict) -> str:
         ms = lambda v: "-" if v is None else f"{v * 1000:.2f} ms"
         out += [f"| {r['service']}: {r['measure']} {r['quantile']} | {ms(r['client'])} | {ms(r['engine'])} |"
                 for r in beside]
-        out.append("")
+        out += ["", "The engine's percentiles are interpolated within its histogram's buckets (one in the lowest "
+                "bucket is only known to lie below that bucket's bound).", ""]
     checks = report.get("cross_check") or []
     if checks:
         out += ["| cross-check | client | service | agree |", "|---|---:|---:|---|"]
