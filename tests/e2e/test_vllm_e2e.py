@@ -200,3 +200,16 @@ def test_an_engine_that_dies_at_its_first_request_ends_the_session_with_its_own_
         # nothing left running
         left = [s for s in orch.servers.list_running_services() if s.tracked and s.state in ("RUNNING", "PENDING")]
         assert not left, left
+
+
+def test_a_reference_client_whose_program_is_missing_starts_nothing(sandbox_config_path, tmp_path):
+    cfg = dataclasses.replace(load_config(sandbox_config_path, env={}), state_dir=tmp_path / "state",
+                              results_dir=tmp_path / "results")
+    extra = f"      tokenizer: {TOKENIZER}\n      program: no-such-aiperf\n"
+    with BenchmarkOrchestrator(cfg) as orch:
+        with pytest.raises(RecipeError) as err:
+            run_session(orch, bench_text("no-tool", "vllm_0123abcd", "aiperf", 10, extra), tmp_path / "out")
+        assert "no-such-aiperf: command not found on the login node" in str(err.value)
+        assert "refused before any job was submitted" in str(err.value)
+        assert orch.servers.store.load() == {}   # nothing submitted, nothing recorded
+    assert not (tmp_path / "out").exists()
