@@ -283,7 +283,7 @@ def ok_totals_between(table: RequestTable, between: tuple[float, float] | None =
             a, b = between
             end = c["start"] + c["latency_s"]
             sel_in = ok & (end > a) & (end <= b)
-            sel_edge = ok & np.zeros_like(ok)
+            sel_edge = np.zeros_like(ok)
             for t in (a, b):
                 sel_edge |= ok & (((c["start"] < t) & (end > t)) | (np.abs(end - t) <= EDGE_SLOP_S))
         for into, sel_all in ((inside, sel_in), (edge, sel_edge)):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from orchestrator.bench.datasets import DatasetSpec
 from orchestrator.bench.definitions import DEFAULT_PERCENTILES
+from orchestrator.bench.kinds import CLIENT_KINDS, KINDS, LLM_KINDS
 from orchestrator.bench.sweep import parse_slo, validate_sweep
 from orchestrator.errors import RecipeError
 from orchestrator.schema import (
@@ -26,7 +27,6 @@ from orchestrator.schema import (
 from orchestrator.services.recipes import find_named, parse_resources, recipe_dirs
 from orchestrator.times import parse_duration
 
-from orchestrator.bench.kinds import CLIENT_KINDS, KINDS, LLM_KINDS  # noqa: E402,F401 (re-exported)
 MAX_CLIENT_SECONDS = 24 * 3600
 
 

@@ -257,6 +257,7 @@ class BenchmarkSession:
     # -- clients -----------------------------------------------------------------------
     def _start_clients(self, pr: PointRun) -> None:
         servers = self.orch.servers
+        engines = self._engines()
         for spec in self.recipe.clients:
             spec = apply_to_client(spec, pr.point)
             ep = servers.get_service_endpoint(self.state.services[spec.target])
@@ -268,7 +269,7 @@ class BenchmarkSession:
                     self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
             for node in range(spec.nodes):
                 recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
-                                       self._engines().get(spec.target))
+                                       engines.get(spec.target))
                 sid = servers.start_service(recipe, extra_files=files, progress=self.say)
                 pr.targets[sid] = spec.target
                 self.state.started.append(sid)

@@ -15,6 +15,7 @@ class Engine:
     """Metric names, optionally with label matchers (``name{label="v"}``); queries add the service's."""
     name: str
     requests: str | None = None          # counter of finished requests
+    requests_summed_over: str | None = None  # a label of that counter whose series the count adds together
     output_tokens: str | None = None     # counter of generated tokens
     input_tokens: str | None = None      # counter of prompt tokens
     input_tokens_cached: str | None = None  # prompt tokens served from the cache, where counted apart
@@ -37,7 +38,7 @@ class Engine:
     window_counts: bool = True
 
 
-_VLLM = dict(requests="vllm:request_success_total", output_tokens="vllm:generation_tokens_total",
+_VLLM = dict(requests="vllm:request_success_total", requests_summed_over="finished_reason", output_tokens="vllm:generation_tokens_total",
              input_tokens="vllm:prompt_tokens_total", running="vllm:num_requests_running",
              waiting="vllm:num_requests_waiting", latency_histogram="vllm:e2e_request_latency_seconds",
              ttft_histogram="vllm:time_to_first_token_seconds")

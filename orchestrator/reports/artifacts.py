@@ -175,16 +175,18 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
     for name in ctx.services:
         engine = ENGINES.get(ctx.engines.get(name) or "", NONE)
         p = f"{name}." if multi else ""
+        scope = name if multi else None
+        whole = totals.merged(scope)
         window = (between or {}).get(name)
         if window:
             inside, edge = ok_totals_between(table, tuple(window))
-            mine, slack = inside.merged(None if not multi else name), edge.merged(None if not multi else name)
+            mine, slack = inside.merged(scope), edge.merged(scope)
             tolerance = {"requests": float(max(1, slack.requests)),
                          "output_tokens": float(max(slack.tokens_out, mine.max_out)),
                          "input_tokens": float(max(slack.tokens_in, mine.max_in))}
             span = f"between the counter's scrapes at {iso(window[0])} and {iso(window[1])} (the measured window)"
         else:
-            mine = totals.merged(None if not multi else name)
+            mine = whole
             tolerance = {"requests": 1.0, "output_tokens": float(mine.max_out), "input_tokens": float(mine.max_in)}
             span = "over the whole session (warm-up included)"
         client = {"requests": float(mine.requests), "output_tokens": float(mine.tokens_out),
@@ -192,8 +194,7 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
         for counter in ("requests", "output_tokens", "input_tokens"):
             k = by.get(f"{p}service_{counter}_counted")
             metric = getattr(engine, counter)
-            if counter != "requests" and metric is None and not (totals.merged(None if not multi else name).any_out
-                                                                 or totals.merged(None if not multi else name).any_in):
+            if counter != "requests" and metric is None and not (whole.any_out or whole.any_in):
                 continue  # no tokens on either side (a data service): nothing to say
             if counter == "requests" and metric is None and name in ctx.service_counts:
                 continue  # no request counter, but the service's count of what it holds (below)
@@ -201,8 +202,8 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
                 metric = f"{metric} + {engine.input_tokens_cached}"
             if metric and counter == "input_tokens" and engine.input_tokens_cached_within:
                 metric = f"{metric} (cached prompt tokens included: {engine.input_tokens_cached_within} is part of it)"
-            if metric and counter == "requests" and metric.startswith("vllm:"):
-                metric += " (summed over finished_reason)"
+            if metric and counter == "requests" and engine.requests_summed_over:
+                metric += f" (summed over {engine.requests_summed_over})"
             row = {"service": name, "engine": engine.name, "what": counter.replace("_", " "), "metric": metric,
                    "client": client[counter], "engine_count": k.value if k else None, "span": span,
                    "tolerance": tolerance[counter]}
@@ -218,7 +219,7 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
                     "count on one side only"))
             rows.append(row)
         if name in ctx.service_counts:  # a vector database: asked by the client after the load
-            held, sent = ctx.service_counts[name], totals.merged(None if not multi else name).items
+            held, sent = ctx.service_counts[name], whole.items
             rows.append({"service": name, "engine": engine.name, "what": "items stored",
                          "metric": "the collection's count, asked after the load", "client": float(sent),
                          "engine_count": float(held), "agree": held == sent,

@@ -56,7 +56,3 @@ def _load() -> dict[str, ClientKind]:
 KINDS: dict[str, ClientKind] = _load()
 LLM_KINDS = tuple(k for k, v in KINDS.items() if v.tokens)
 CLIENT_KINDS = tuple(KINDS)
-
-
-def kind(name: str) -> ClientKind:
-    return KINDS[name]

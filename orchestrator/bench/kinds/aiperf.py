@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-from orchestrator.bench.kinds import ClientKind
-from orchestrator.bench.kinds.reference import KEYS, fixed_lengths, parse_common, preflight
+from orchestrator.bench.kinds.reference import fixed_lengths, parse_common, reference_kind
 from orchestrator.bench.workloads.refclient import AIPERF_DIR
 
 RESERVED = ("--model", "-m", "--url", "-u", "--endpoint-type", "--streaming", "--isl", "--osl", "--isl-stddev",
@@ -40,20 +39,6 @@ def tool_argv(spec, url: str, node_index: int) -> list[str]:
     return argv + o["args"]
 
 
-def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
-    return ["--tool", "aiperf", "--", *tool_argv(spec, url, node_index)]
-
-
-def _check(spec, path: str) -> None:
-    fixed_lengths(spec, path, stddev_ok=True)
-
-
-def _preflight(spec):
-    probe = tool_argv(spec, "http://127.0.0.1:9", 0)
-    if "--request-count" in probe:
-        probe[probe.index("--request-count") + 1] = "1"
-    return preflight(spec, ["profile"], probe)
-
-
-KINDS = (ClientKind("aiperf", "refclient.py", KEYS, _options, _argv, tokens=True, preflight=_preflight, check=_check,
-                    mem="3G"),)  # aiperf runs a dozen processes (workers, record processors): about 2 GB RSS
+# aiperf runs a dozen processes (workers, record processors): about 2 GB RSS
+KINDS = (reference_kind("aiperf", tool_argv, _options, subcommand=["profile"], count_flag="--request-count",
+                        stddev_ok=True, mem="3G"),)

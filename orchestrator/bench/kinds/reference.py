@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from orchestrator.bench.kinds import Preflight
+from orchestrator.bench.kinds import ClientKind, Preflight
 from orchestrator.schema import SchemaViolation, expect_list, expect_str
 
 KEYS = ("payload", "dataset", "arrival", "burstiness", "tokenizer", "args", "program", "endpoint")
@@ -90,3 +90,25 @@ def preflight(spec, subcommand: list[str], probe_argv: list[str]) -> list[Prefli
                                 "if [ $rc -eq 2 ] || echo \"$out\" | grep -qiE 'unrecognized arguments|unknown option|"
                                 "no such option|invalid choice'; then echo \"$out\" | tail -n 8 >&2; exit 2; fi; exit 0"))
     return checks
+
+
+def reference_kind(name: str, tool_argv, options, *, subcommand: list[str], count_flag: str, stddev_ok: bool,
+                   mem: str, needs_requests: bool = False) -> ClientKind:
+    """A kind that runs a reference tool through ``workloads/refclient.py``: the tool's argv (``tool_argv(spec,
+    url, node_index)``) goes after refclient's own options; its lengths are checked when the recipe is read;
+    before any job, the tool is looked for and any extra ``args`` are read by its parser (``count_flag``
+    set to 1 request, against a closed port)."""
+    def argv(spec, url: str, node_index: int, context: dict) -> list[str]:
+        return ["--tool", name, "--", *tool_argv(spec, url, node_index)]
+
+    def check(spec, path: str) -> None:
+        fixed_lengths(spec, path, stddev_ok=stddev_ok)
+
+    def probe(spec) -> list[Preflight]:
+        probe_argv = tool_argv(spec, "http://127.0.0.1:9", 0)
+        if count_flag in probe_argv:
+            probe_argv[probe_argv.index(count_flag) + 1] = "1"
+        return preflight(spec, subcommand, probe_argv)
+
+    return ClientKind(name, "refclient.py", KEYS, options, argv, tokens=True, needs_requests=needs_requests,
+                      preflight=probe, check=check, mem=mem)

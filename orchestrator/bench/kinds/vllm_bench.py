@@ -6,8 +6,7 @@ every client; its failed requests (connection resets against llama.cpp, say) cou
 
 from __future__ import annotations
 
-from orchestrator.bench.kinds import ClientKind
-from orchestrator.bench.kinds.reference import ENDPOINTS, KEYS, fixed_lengths, parse_common, preflight
+from orchestrator.bench.kinds.reference import ENDPOINTS, fixed_lengths, parse_common, reference_kind
 from orchestrator.bench.workloads.refclient import VLLM_RESULT
 from orchestrator.schema import SchemaViolation
 
@@ -45,20 +44,6 @@ def tool_argv(spec, url: str, node_index: int) -> list[str]:
     return argv + o["args"]
 
 
-def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
-    return ["--tool", "vllm-bench", "--", *tool_argv(spec, url, node_index)]
-
-
-def _check(spec, path: str) -> None:
-    fixed_lengths(spec, path, stddev_ok=False)
-
-
-def _preflight(spec):
-    probe = tool_argv(spec, "http://127.0.0.1:9", 0)
-    probe[probe.index("--num-prompts") + 1] = "1"
-    return preflight(spec, ["bench", "serve"], probe)
-
-
-KINDS = (ClientKind("vllm-bench", "refclient.py", KEYS, _options, _argv, tokens=True, needs_requests=True,
-                    preflight=_preflight, check=_check,
-                    mem="2G"),)  # vllm bench serve imports vLLM and torch: about 1 GB RSS
+# vllm bench serve imports vLLM and torch: about 1 GB RSS
+KINDS = (reference_kind("vllm-bench", tool_argv, _options, subcommand=["bench", "serve"], count_flag="--num-prompts",
+                        stddev_ok=False, mem="2G", needs_requests=True),)

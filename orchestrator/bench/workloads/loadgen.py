@@ -114,12 +114,11 @@ def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[st
     (for chat: the messages, as one user message) and ``max_tokens``; streaming requests ask for the
     usage in their last chunk, which is how tokens are counted. ``prompt`` in a chat payload is a
     shorthand for one user message."""
-    p = dict(payload)
     if kind == "http":
-        return p.get("method", "GET"), p.get("path", "/"), p.get("body"), False
+        return payload.get("method", "GET"), payload.get("path", "/"), payload.get("body"), False
     if kind not in ("openai-completions", "openai-chat", "ollama-generate"):
         raise SystemExit(f"unknown client kind {kind!r}")
-    body = dict(p)
+    body = dict(payload)
     body.setdefault("model", "standin")
     stream = bool(body.get("stream", True))
     body["stream"] = stream
@@ -128,8 +127,8 @@ def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[st
             body["prompt"] = row["prompt"]
         body.setdefault("prompt", "Hello")
         options = dict(body.get("options") or {})
-        num_predict = (row or {}).get("max_tokens") or body.pop("max_tokens", None) or options.get("num_predict", 16)
-        body.pop("max_tokens", None)
+        max_tokens = body.pop("max_tokens", None)   # Ollama's word for it is options.num_predict
+        num_predict = (row or {}).get("max_tokens") or max_tokens or options.get("num_predict", 16)
         body["options"] = {**options, "num_predict": num_predict}
         return "POST", "/api/generate", body, stream
     if row:
