@@ -48,3 +48,27 @@ def unlink_if_same(path, inode: int) -> None:
             os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+class NotPrivate(OSError):
+    """A directory that must be the user's alone is not (another owner, a link, open permissions)."""
+
+
+def private_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory of this user's alone (made 0700 when missing), checked without following
+    links: in a shared place, another uid may have made it first to receive what is written there."""
+    import stat
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(p, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(p)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise NotPrivate(f"{p} is not a plain directory (a link or a file): refusing to use it")
+    if st.st_uid != os.getuid():
+        raise NotPrivate(f"{p} belongs to uid {st.st_uid}, not to you (uid {os.getuid()}): refusing to use it")
+    if st.st_mode & 0o077:
+        os.chmod(p, 0o700)
+    return p

@@ -35,7 +35,8 @@ class _ContextFilter(logging.Filter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"[{time.strftime('%H:%M:%S', time.localtime(record.created))}] {prefix}{record.getMessage()}"
+        from orchestrator.terminal import printable  # (a watcher's lines quote other users' job names)
+        return f"[{time.strftime('%H:%M:%S', time.localtime(record.created))}] {prefix}{printable(record.getMessage())}"
 
 
 class JsonFormatter(logging.Formatter):

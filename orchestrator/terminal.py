@@ -29,3 +29,13 @@ class LiveWaits:
 
     def print(self, line: str) -> None:
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x09), *range(0x0b, 0x20), 0x7f, *range(0x80, 0xa0)]}
+
+
+def printable(text: str) -> str:
+    """Text from the cluster (anyone's job names, log lines) as it may reach a terminal: control
+    characters but newline and tab written as ``\\xNN``, so no escape sequence of another user's moves
+    the cursor, retitles the window or writes to the clipboard."""
+    return text.translate(_CONTROL)

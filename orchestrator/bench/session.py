@@ -81,9 +81,10 @@ def _ms(seconds: float) -> str:
 
 
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",
-                  engine: str | None = None) -> ServiceRecipe:
+                  engine: str | None = None, target_id: str | None = None, target_auth: str = "none") -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the
-    cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API).
+    cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API);
+    ``target_id``/``target_auth``: the loaded service, whose secret the client reads from its job dir.
     What the kind runs and with which arguments is its module's (``bench/kinds/``)."""
     kind = KINDS[spec.kind]
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
@@ -115,6 +116,9 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
                             account=r.get("account"), qos=r.get("qos"), nodelist=r.get("nodelist")),
         ports=("auto",), health=Health(path="/", timeout=300), metrics=Metrics(path="/metrics", port="port:0"),
         files={name: str(packaged("bench", "workloads", name)) for name in (kind.program, "clientjob.py", *kind.files)},
+        # the target's job dir is a sibling of the client's (a service ID is [a-z0-9_-]: no template text)
+        environment={"ORCH_TARGET_AUTH": target_auth,
+                     **({"ORCH_TARGET_SECRET_FILE": f"{{{{ job_dir }}}}/../{target_id}/secret"} if target_id else {})},
         source="(generated client recipe)")
 
 
@@ -269,7 +273,7 @@ class BenchmarkSession:
                     self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
             for node in range(spec.nodes):
                 recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
-                                       engines.get(spec.target))
+                                       engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
                 sid = servers.start_service(recipe, extra_files=files, progress=self.say)
                 pr.targets[sid] = spec.target
                 self.state.started.append(sid)

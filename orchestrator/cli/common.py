@@ -63,7 +63,8 @@ def _ctx(click_ctx, config_path=None, as_json=None) -> Context:
 
 
 def emit(ctx: Context, data, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if ctx.as_json else text)
+    from orchestrator.terminal import printable
+    click.echo(json.dumps(data, indent=2, default=str) if ctx.as_json else printable(text))
 
 
 def progress(message: str, **fields) -> None:

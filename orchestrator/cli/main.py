@@ -144,5 +144,6 @@ def _fail(message: str, debug: bool, fields: dict | None = None) -> None:
     if json_format():
         log(message, level="error", **(fields or {}))
     else:
-        click.echo(f"error: {message}", err=True)
+        from orchestrator.terminal import printable  # (an error may quote a job's name or log)
+        click.echo(f"error: {printable(message)}", err=True)
     sys.exit(1)

@@ -63,19 +63,20 @@ def monitor_start(click_ctx, config_path, as_json, recipe, targets, scrape_inter
     ep = ctx.orch.monitors.get_monitor_endpoint(mid)
     doc, text = {"monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})"
     if grafana:
-        gid = _start_grafana(ctx, ep["url"])
+        gid = _start_grafana(ctx, ep["url"], mid)
         gep = ctx.orch.servers.get_service_endpoint(gid)
         doc["grafana"] = {"service_id": gid, "url": gep.url}
         text += f"\n{gid} ready: {gep.url}; open it here with `tunnel {gid}` (dashboards: orchestrator: ...)"
     emit(ctx, doc, text)
 
 
-def _start_grafana(ctx, prometheus_url: str) -> str:
+def _start_grafana(ctx, prometheus_url: str, monitor_id: str) -> str:
     """Grafana with its provisioning files (datasource: this monitor; the tool's dashboards) shipped
-    into its job dir."""
+    into its job dir, and the monitor's ID, whose secret its job reads at start."""
     from orchestrator.monitoring.grafana import provisioning
     recipe = ctx.orch.servers.load_recipe("grafana")
     files = {f"provisioning/{name}": text for name, text in provisioning(prometheus_url).items()}
+    files["monitor-id"] = monitor_id + "\n"
     return ctx.orch.servers.start_service(recipe, extra_files=files, wait=True, progress=progress)
 
 

@@ -104,7 +104,8 @@ def logs(click_ctx, config_path, as_json, ident, lines, follow):
     ctx = _ctx(click_ctx, config_path, as_json)
     servers = ctx.orch.servers
     if follow:
-        job = servers.follow_logs(ident, lambda text: click.echo(text, nl=False))
+        from orchestrator.terminal import printable
+        job = servers.follow_logs(ident, lambda text: click.echo(printable(text), nl=False))
         if job is not None:
             progress(f"job {job.job_id} {job.state}")
         return

@@ -27,7 +27,7 @@ from orchestrator import errors
 from orchestrator.cluster.frames import peer_uid, recv_frame, send_frame
 from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.errors import OutcomeUnknown, TransportError
-from orchestrator.fileio import unlink_if_same
+from orchestrator.fileio import NotPrivate, private_dir, unlink_if_same
 
 IDLE = 600.0
 
@@ -45,8 +45,7 @@ def serve(config, idle: float = IDLE, fork_first: Callable[[], Callable[[], None
     CONFIG``). ``fork_first()`` runs before this process has a thread or a connection (the command
     zygote forks there) and may return what stops the forked process, called on exit."""
     path = socket_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    _private_parent(path)
     path.unlink(missing_ok=True)
     stop_forked = fork_first() if fork_first is not None else None
     if config.ssh.local:  # (the login node itself: what the tests use)
@@ -204,14 +203,29 @@ def _rebuilt(err: dict) -> Exception:
     return TransportError(err["message"])
 
 
+def _private_parent(path: Path) -> None:
+    try:
+        private_dir(path.parent)
+    except NotPrivate as exc:
+        raise TransportError(f"the agent's socket directory: {exc}") from None
+
+
 def _dial(path: Path) -> socket.socket | None:
+    """A connection to the agent at ``path``, only if its directory is ours and the process listening
+    is ours (SO_PEERCRED): a command's stdin and answers never go to another uid."""
+    if not path.parent.is_dir():
+        return None
+    _private_parent(path)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.connect(str(path))
-        return s
     except OSError:
         s.close()
         return None
+    if peer_uid(s) != os.getuid():
+        s.close()
+        raise TransportError(f"the process at {path} is not yours: refusing to send it anything")
+    return s
 
 
 def connect_or_start(config, timeout: float = 20.0) -> socket.socket:
@@ -222,8 +236,7 @@ def connect_or_start(config, timeout: float = 20.0) -> socket.socket:
     if config.source is None:
         raise TransportError("the local agent needs the config file's path to start (ssh.agent)")
     path = socket_path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    _private_parent(path)
     log = path.with_suffix(".log")
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two commands at once start one agent, not two

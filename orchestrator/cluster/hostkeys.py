@@ -1,7 +1,9 @@
 """known_hosts as OpenSSH reads it, for paramiko (pure apart from reading the file).
 
-paramiko's own loader stops at marker lines. Here ``@revoked`` keys are
-collected and refused even when another line lists them, and
+paramiko's own loader stops at marker lines, and keeps one key per type and
+host name. Here every key of every line is kept (a host may list several of
+one type), ``@revoked`` keys are collected and refused even when another
+line lists them, before anything is sent to the host, and
 ``@cert-authority`` lines are set aside: this tool verifies plain host keys,
 so a host known only through a CA gets an error that says so and how to add
 its key.
@@ -24,6 +26,16 @@ class KnownHosts:
 
     def is_revoked(self, key_type: str, key_b64: str) -> bool:
         return (key_type, key_b64) in self.revoked
+
+    def keys_for(self, host: str) -> list[tuple[str, str]]:
+        """(key type, base64 key) of every plain line whose host patterns match ``host`` (``name`` or
+        ``[name]:port``), revoked ones left out."""
+        out = []
+        for line in self.plain_lines:
+            parts = line.split()
+            if len(parts) >= 3 and host_matches(host, parts[0]) and not self.is_revoked(parts[1], parts[2]):
+                out.append((parts[1], parts[2]))
+        return out
 
     def has_ca_for(self, host: str) -> bool:
         return any(host_matches(host, p) for p in self.ca_patterns)

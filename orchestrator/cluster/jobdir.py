@@ -8,6 +8,9 @@ its submit directory, holding:
 - ``endpoint.json``: where the service listens (node, ports, metrics, exporters),
   written with a JSON encoder by the job before the service starts;
 - ``runtime.txt``: binary and version, or image facts (what makes reruns comparable);
+- ``secret`` (mode 600): the job's random secret, which locks the service (recipe field ``auth``);
+  ``curl.conf``: how curl on the login node shows it (a header or a user), read with ``curl -K``;
+  ``web.yml``: Prometheus's basic-auth users (a bcrypt hash of the secret);
 - for load clients: ``go`` (the start signal), ``progress.json``, ``done.json``,
   ``requests.jsonl``.
 
@@ -29,7 +32,10 @@ GO = "go"
 PROGRESS = "progress.json"
 DONE = "done.json"
 REQUESTS = "requests.jsonl"
-RESERVED = (JOB_SCRIPT, ENDPOINT)      # names a recipe's shipped files may not take
+SECRET = "secret"
+CURL_CONFIG = "curl.conf"
+WEB_CONFIG = "web.yml"
+RESERVED = (JOB_SCRIPT, ENDPOINT, SECRET, CURL_CONFIG, WEB_CONFIG)   # names a recipe's shipped files may not take
 
 
 def services_root(work_dir: str) -> str:
@@ -81,8 +87,8 @@ elif [ -n "$hp" ] && [ -n "$hport" ]; then
 fi
 """
 
-_CANCEL = """# scancel only a job whose name is a service ID of this tool: checked here, before it runs
-if [ -n "$J" ] && printf '%s\\n' "$N" | grep -Eq '^[a-z][a-z0-9-]*_[0-9a-f]{8}$'; then
+_CANCEL = """# scancel only a job of ours (its user is us, its name the service ID): checked here, before it runs
+if [ -n "$ours" ]; then
   scancel "$J" 2>&1; echo "rc=$?"
 else
   echo "refused"
@@ -90,33 +96,55 @@ fi
 """
 
 
+# A job is ours only when the cluster says so, in the command that acts on it: its user is us and its
+# name is the service ID (a job ID is reused after slurmctld's state is reset or MaxJobId wraps, and any
+# user may name a job like one of ours). Its job dir, endpoint, log and scancel are reached only then.
+_OWNER = """me=$(id -un)
+R=$(scontrol show job --oneliner "$J" 2>/dev/null | head -n1)
+if [ -n "$R" ]; then
+  jname=$(printf '%s\\n' "$R" | sed -n 's/^JobId=[^ ]* JobName=\\(.*\\) UserId=.*/\\1/p')
+  owner=$(printf '%s\\n' "$R" | sed -n 's/.* UserId=\\([^( ]*\\)(.*/\\1/p')
+else
+  IFS='|' read -r jname owner <<< "$(sacct -n -P -X -j "$J" -o JobName,User 2>/dev/null | head -n1)"
+fi
+[ -n "$N" ] || N="$jname"
+ours=""
+if [ -n "$J" ] && [ "$owner" = "$me" ] && [ "$jname" = "$N" ] \\
+   && printf '%s\\n' "$N" | grep -Eq '^[a-z][a-z0-9-]*_[0-9a-f]{8}$'; then ours=1; fi
+"""
+
+# curl of the login node shows the job's secret from its curl.conf (``-K``: never in argv), when it has one
+_CURL = ('curl() { if [ -n "$ours" ] && [ -s "$D/%s" ]; then command curl -K "$D/%s" "$@"; '
+         'else command curl "$@"; fi; }' % (CURL_CONFIG, CURL_CONFIG))
+
+
 def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id: str | None, health: bool = False,
                  log_lines: int = 0, health_timeout: int = 5, then: str = "", cancel: bool = False) -> str:
     """One round trip about one service: job ID <-> service ID, job state, endpoint, health, log tail.
 
     ``then`` is a shell snippet run once the service's endpoint is known, with $BASE
-    (http://node:port), $node, $port, $ports and $D (its job dir) set. ``cancel`` runs scancel,
-    only if the job's name is a service ID of this tool (checked on the login node, first).
+    (http://node:port), $node, $port, $ports and $D (its job dir) set, and ``curl`` showing the
+    job's secret. Nothing but the job's state is looked at unless the job is ours (``_OWNER``);
+    ``cancel`` runs scancel only then.
     Built here rather than from a template: the fast commands (--service-endpoint, logs) would
     otherwise import Jinja2 for it.
     """
-    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}"]
+    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}", 'N=""', 'J=""']
     if job_id:
         out.append(f"J={quote(job_id)}")
     else:
         name = quote(service_id)
-        out += [f"J=$(squeue -h -o %i --name={name} 2>/dev/null | head -n1)",
+        out += [f"J=$(squeue -h -o %i --name={name} --user=\"$(id -un)\" 2>/dev/null | head -n1)",
                 f"[ -n \"$J\" ] || J=$(scontrol show job --oneliner 2>/dev/null | grep -F \"JobName=\"{name}\" \" "
-                f"| tail -n1 | sed 's/^JobId=\\([0-9]*\\) .*/\\1/')",
-                f"[ -n \"$J\" ] || J=$(sacct -n -P -X --name={name} -o JobID 2>/dev/null | tail -n1)"]
+                f"| grep -F \" UserId=$(id -un)(\" | tail -n1 | sed 's/^JobId=\\([0-9]*\\) .*/\\1/')",
+                f"[ -n \"$J\" ] || J=$(sacct -n -P -X -u \"$(id -un)\" --name={name} -o JobID 2>/dev/null | tail -n1)"]
     if service_id:
         out.append(f"N={quote(service_id)}")
-    else:
-        out += ["N=$(scontrol show job --oneliner \"$J\" 2>/dev/null | sed -n 's/^JobId=[^ ]* JobName=\\([^ ]*\\) .*/\\1/p')",
-                "[ -n \"$N\" ] || N=$(sacct -n -P -X -j \"$J\" -o JobName 2>/dev/null | head -n1)"]
-    out += [mark.echo("ids", '"$J"', '"$N"'), mark.echo("job"), '[ -n "$J" ] && orch_job_state "$J"',
-            'D="$S/$N"', f'E="$D/{ENDPOINT}"', 'node=""; ports=""; port=""; BASE=""; hp=""; hport=""; htcp=""',
-            mark.echo("endpoint"), 'if [ -n "$N" ] && [ -f "$E" ]; then', '  cat "$E"; echo']
+    out += [_OWNER, mark.echo("ids", '"$J"', '"${ours:-foreign}"', '"${owner:--}"', '"$N"'), mark.echo("job"),
+            '[ -n "$J" ] && orch_job_state "$J"',
+            'D=""; [ -n "$ours" ] && D="$S/$N"', f'E="$D/{ENDPOINT}"', _CURL,
+            'node=""; ports=""; port=""; BASE=""; hp=""; hport=""; htcp=""',
+            mark.echo("endpoint"), 'if [ -n "$ours" ] && [ -f "$E" ]; then', '  cat "$E"; echo']
     text = "\n".join(out) + "\n" + (_ENDPOINT_VARS if health or then else "") + "fi\n"
     if health:
         text += mark.echo("health") + "\n" + _HEALTH.format(timeout=int(health_timeout))
@@ -124,7 +152,7 @@ def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id:
         text += f'if [ -n "$BASE" ]; then\n{mark.echo("then")}\n{then}\nfi\n'
     if log_lines:
         text += (f"{mark.echo('log')}\n"
-                 f'[ -n "$N" ] && [ -n "$J" ] && tail -n {int(log_lines)} "$D/{log_name("$J")}" 2>/dev/null\n')
+                 f'[ -n "$ours" ] && tail -n {int(log_lines)} "$D/{log_name("$J")}" 2>/dev/null\n')
     if cancel:
         text += mark.echo("cancel") + "\n" + _CANCEL
     return text + "true\n"
@@ -182,10 +210,18 @@ def runtime_script(work_dir: str, service_ids: list[str], mark: Marker) -> str:
     return "; ".join(parts) + "; true"
 
 
-def log_tails_script(paths: dict[str, str], lines: int, mark: Marker) -> str:
-    """``{key: quoted remote path}`` -> the last lines of each file."""
-    return "; ".join(f"{mark.echo('log', quote(key))}; tail -n {int(lines)} {p} 2>&1"
-                     for key, p in paths.items()) + "; true"
+def log_tails_script(paths: dict[str, str], lines: int, mark: Marker, owners: dict[str, str] | None = None) -> str:
+    """``{key: quoted remote path}`` -> the last lines of each file. A key in ``owners`` is another user's
+    job, whose output path that user chose: read only when it is a plain file (no link) of that user,
+    so a job cannot make us read our own files (a job dir's secret) into a verdict."""
+    parts = []
+    for key, p in paths.items():
+        tail = f"tail -n {int(lines)} {p} 2>&1"
+        if owners and key in owners:
+            tail = (f"if [ -f {p} ] && [ ! -L {p} ] && [ \"$(stat -c %U {p} 2>/dev/null)\" = {quote(owners[key])} ]; "
+                    f"then {tail}; else echo '(log not read: not a plain file of the job'\"'\"'s user)'; fi")
+        parts.append(f"{mark.echo('log', quote(key))}; {tail}")
+    return "; ".join(parts) + "; true"
 
 
 def follow_script(work_dir: str, service_id: str, job_id: str, offset: int, mark: Marker) -> str:
@@ -204,12 +240,13 @@ def follow_script(work_dir: str, service_id: str, job_id: str, offset: int, mark
 def cancel_script(jobs: dict[str, str], mark: Marker, unnumbered: list[str] = ()) -> str:
     """scancel, in one command, each ``{job ID: service ID}`` whose job still carries that service ID as its
     name (so a job ID reused by someone else's job is never cancelled), and each service of ``unnumbered``
-    (sbatch gave no answer, so no job ID is known) by its name among the user's jobs; prints what it did."""
-    parts = []
+    (sbatch gave no answer, so no job ID is known) by its name among the user's jobs; prints what it did.
+    A job is cancelled only when its user is us too: another user's job of the same name is never touched."""
+    parts = ["me=$(id -un)"]
     for job_id, sid in jobs.items():
         j, n = quote(job_id), quote(sid)
-        parts.append(f"{mark.echo('job', j)}; name=$(squeue -h -j {j} -o %j 2>/dev/null); "
-                     f"if [ -z \"$name\" ]; then echo gone; elif [ \"$name\" = {n} ]; then "
+        parts.append(f"{mark.echo('job', j)}; name=$(squeue -h -j {j} -o '%j|%u' 2>/dev/null); "
+                     f"if [ -z \"$name\" ]; then echo gone; elif [ \"$name\" = {n}\"|$me\" ]; then "
                      f"scancel {j} 2>&1 && echo cancelled; else echo \"refused: $name\"; fi")
     for sid in unnumbered:
         n = quote(sid)

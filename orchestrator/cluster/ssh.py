@@ -96,7 +96,10 @@ def parse_jump(spec: str) -> tuple[str | None, str, int | None]:
 
 
 class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown keys, but say exactly how the user can trust this one."""
+    """The host key check itself. paramiko is given no keys, so it asks this policy about every key,
+    after the key exchange and before authentication: a revoked key is refused before the host sees
+    the user's name or a signature, and a host may list several keys of one type. Unknown keys are
+    refused with the command that trusts them."""
 
     def __init__(self, endpoint: Endpoint, known_hosts: str, kh: KnownHosts | None = None):
         self.endpoint = endpoint
@@ -106,6 +109,19 @@ class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         fp = key.fingerprint  # "SHA256:..." in paramiko >= 3
         ep = self.endpoint
+        name, b64 = key.get_name(), key.get_base64()
+        if self.kh.is_revoked(name, b64):
+            raise HostKeyError(f"host key of {ep.known_hosts_name} ({name} {fp}) is marked @revoked in "
+                               f"{self.known_hosts}: refused")
+        listed = self.kh.keys_for(ep.known_hosts_name)
+        if (name, b64) in listed:
+            return
+        if any(t == name for t, _ in listed):
+            raise HostKeyError(
+                f"host key of {ep.known_hosts_name} CHANGED (got {name} {fp}, which {self.known_hosts} does not "
+                f"list for it): refused. This can mean someone is intercepting the connection; if the login "
+                f"node was reinstalled, remove the old key with: ssh-keygen -R '{ep.known_hosts_name}' "
+                f"-f {self.known_hosts}")
         port_flag = f"-p {ep.port} " if ep.port != 22 else ""
         if self.kh.has_ca_for(ep.known_hosts_name) or self.kh.has_ca_for(ep.hostname):
             raise HostKeyError(
@@ -116,6 +132,11 @@ class _RefuseUnknownKey(paramiko.MissingHostKeyPolicy):
             f"host key of {hostname} ({key.get_name()} {fp}) is not in {self.known_hosts}: refused. "
             f"If that fingerprint is the login node's, trust it with: "
             f"ssh-keyscan {port_flag}{ep.hostname} >> {self.known_hosts}")
+
+
+def _key_family(algorithm: str) -> str:
+    """The known_hosts key type of a host key algorithm (RSA's SHA-2 signatures use ssh-rsa keys)."""
+    return "ssh-rsa" if algorithm in ("rsa-sha2-256", "rsa-sha2-512") else algorithm
 
 
 def _tcp_socket(host: str, port: int, timeout: float) -> socket.socket:
@@ -155,14 +176,11 @@ class SSHTransport:
     def _new_client(self, ep: Endpoint, sock=None) -> paramiko.SSHClient:
         known = os.path.expanduser(self.cfg.known_hosts)
         kh = self._known_hosts()
-        client = paramiko.SSHClient()
-        keys = client.get_host_keys()  # read-only: we never write known_hosts
-        for line in kh.plain_lines:
-            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
-            if entry is not None:  # lines paramiko cannot read (unknown key types) are skipped, as ssh does
-                for name in entry.hostnames:
-                    keys.add(name, entry.key.get_name(), entry.key)
+        client = paramiko.SSHClient()   # no keys given to paramiko: _RefuseUnknownKey checks every one
         client.set_missing_host_key_policy(_RefuseUnknownKey(ep, known, kh))
+        # as OpenSSH does, ask the host only for key types known_hosts lists for it (none listed: any)
+        listed = {t for t, _ in kh.keys_for(ep.known_hosts_name)}
+        disabled = [k for k in paramiko.Transport._preferred_keys if _key_family(k) not in listed] if listed else []
         try:
             if sock is None:
                 sock = _tcp_socket(ep.hostname, ep.port, self.cfg.connect_timeout)
@@ -171,7 +189,7 @@ class SSHTransport:
                 key_filename=list(ep.key_files) or None,
                 look_for_keys=not ep.key_files, allow_agent=not ep.key_files,
                 timeout=self.cfg.connect_timeout, banner_timeout=self.cfg.connect_timeout,
-                auth_timeout=self.cfg.connect_timeout)
+                auth_timeout=self.cfg.connect_timeout, disabled_algorithms={"keys": disabled})
         except HostKeyError:
             client.close()
             raise
@@ -189,11 +207,6 @@ class SSHTransport:
         except (OSError, paramiko.SSHException) as exc:
             client.close()
             raise TransportError(f"cannot connect to {ep.hostname}:{ep.port}: {exc}") from None
-        server_key = client.get_transport().get_remote_server_key()
-        if kh.is_revoked(server_key.get_name(), server_key.get_base64()):
-            client.close()
-            raise HostKeyError(f"host key of {ep.known_hosts_name} ({server_key.get_name()} "
-                               f"{server_key.fingerprint}) is marked @revoked in {known}: refused")
         self.stats.connections += 1
         transport = client.get_transport()
         if self.cfg.keepalive:

@@ -104,8 +104,13 @@ class Dashboard:
 def serve(dash: Dashboard, port: int = 0) -> ThreadingHTTPServer:
     """Start the page's server on 127.0.0.1 (never another interface) in a thread; returns it."""
 
+    from orchestrator.localhttp import host_allowed
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
+            if not host_allowed(self.headers.get("Host"), self.server.server_address[1]):
+                self.send_error(403, "Host must be 127.0.0.1 or localhost (DNS rebinding)")
+                return
             if self.path == "/":
                 body, kind = dash.page().encode(), "text/html; charset=utf-8"
             elif self.path.startswith("/charts"):

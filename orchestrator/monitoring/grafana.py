@@ -119,12 +119,18 @@ def dashboard(name: str) -> dict:
             "templating": {"list": []}, "annotations": {"list": []}}
 
 
+PASSWORD_MARK = "__ORCH_PROMETHEUS_PASSWORD__"   # the grafana recipe writes the monitor's secret here at start
+
+
 def provisioning(prometheus_url: str) -> dict[str, str]:
-    """{relative path: file content} of a Grafana provisioning directory."""
+    """{relative path: file content} of a Grafana provisioning directory. The datasource logs in to the
+    monitor (basic auth, user orch); its password is filled in on the node, from the monitor's job dir."""
     files = {
         "datasources/prometheus.yaml": "apiVersion: 1\ndatasources:\n"
         f"  - name: Prometheus\n    type: prometheus\n    uid: {DATASOURCE_UID}\n    access: proxy\n"
-        f"    url: {json.dumps(prometheus_url)}\n    isDefault: true\n    editable: false\n",
+        f"    url: {json.dumps(prometheus_url)}\n    isDefault: true\n    editable: false\n"
+        f"    basicAuth: true\n    basicAuthUser: orch\n    secureJsonData:\n"
+        f"      basicAuthPassword: {json.dumps(PASSWORD_MARK)}\n",
         "dashboards/orchestrator.yaml": "apiVersion: 1\nproviders:\n  - name: orchestrator\n    type: file\n"
         "    disableDeletion: true\n    options:\n      path: ${GF_PATHS_PROVISIONING}/dashboards/json\n",
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from orchestrator.cluster.jobdir import SECRET
 from orchestrator.services.probe import Probe
 from orchestrator.services.recipes import TargetSpec
 
@@ -16,6 +17,7 @@ class ResolvedTarget:
     labels: dict
     service_id: str | None       # None for a fixed host
     kind: str = "service"        # service | node | gpu | host
+    auth: str = ""               # "bearer": scraped with the service job's secret (recipe field auth)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -32,14 +34,16 @@ def targets_from_probe(spec: TargetSpec, probe: Probe) -> list[ResolvedTarget]:
     job_name = spec.job_name or sid
     labels = {"service_id": sid, "slurm_job_id": probe.job_id}
     metrics = ep.get("metrics") or {}
+    # a locked service's /metrics may want its key (llama.cpp's does); its exporters never do
+    auth = "bearer" if (ep.get("static") or {}).get("auth") == "bearer" else ""
     out = []
     port = spec.port or metrics.get("port") or (ep.get("ports") or [None])[0]
     if port is not None and (spec.port or metrics):
         out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path or metrics.get("path", "/metrics"),
-                                  labels, sid))
+                                  labels, sid, auth=auth))
     elif port is not None and spec.metrics_path:
         # the recipe declares no metrics, but the caller named a path to scrape on the service port
-        out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path, labels, sid))
+        out.append(ResolvedTarget(job_name, f"{ep['node']}:{port}", spec.metrics_path, labels, sid, auth=auth))
     # else: no metrics (Ollama, Redis without its exporter, most HTTP services): nothing to scrape;
     # its exporters below, if any, are still targets
     for kind, eport in (ep.get("exporters") or {}).items():
@@ -56,8 +60,12 @@ def host_target(spec: TargetSpec) -> ResolvedTarget:
 def render_prometheus_config(monitor_id: str, targets: list[ResolvedTarget], scrape_interval: str) -> str:
     jobs: dict[tuple, dict] = {}
     for t in targets:
-        job = jobs.setdefault((t.job_name, t.metrics_path),
-                              {"job_name": t.job_name, "metrics_path": t.metrics_path, "targets": []})
+        # the secret file is relative to prometheus.yml, in the monitor's job dir: a sibling job dir's,
+        # readable by the monitor's job because it is the same user's
+        secret = f"../{t.service_id}/{SECRET}" if t.auth == "bearer" and t.service_id else None
+        job = jobs.setdefault((t.job_name, t.metrics_path, secret),
+                              {"job_name": t.job_name, "metrics_path": t.metrics_path, "targets": [],
+                               "credentials_file": secret})
         job["targets"].append({"address": t.address, "labels": t.labels})
     from orchestrator.templating import render  # Jinja2: only for commands that write a config
     return render("prometheus.yml.j2", monitor_id=monitor_id, scrape_interval=scrape_interval,

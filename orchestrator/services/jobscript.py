@@ -25,7 +25,8 @@ GPU_EXPORTER = packaged("monitoring", "exporters", "nvidia_smi_exporter.py")
 
 
 def _runtime_context(nports: int, static: dict) -> dict:
-    ctx = {"node": f"{_MARK}ORCH_NODE{_MARK}", "job_dir": f"{_MARK}ORCH_JOB_DIR{_MARK}", **static}
+    ctx = {"node": f"{_MARK}ORCH_NODE{_MARK}", "job_dir": f"{_MARK}ORCH_JOB_DIR{_MARK}",
+           "secret_file": f"{_MARK}ORCH_SECRET_FILE{_MARK}", **static}
     if nports:
         ctx["port"] = f"{_MARK}ORCH_PORT{_MARK}"
         ctx["ports"] = [f"{_MARK}ORCH_PORT_{i}{_MARK}" for i in range(nports)]
@@ -34,16 +35,19 @@ def _runtime_context(nports: int, static: dict) -> dict:
 
 def _segments(text: str, nports: int, field: str, source: str, static: dict | None = None) -> list[tuple[bool, str]]:
     """[(is_variable, text)] for a recipe snippet after Jinja rendering."""
+    if _MARK in text:
+        # the marker of our own variables: a NUL in the user's text could forge one (`${x:-$(...)}`)
+        raise RecipeError(f"{source}: {field}: expected text without NUL characters")
     try:
         rendered = render_string(text, **_runtime_context(nports, static or {}))
     except jinja2.UndefinedError as exc:
         hint = " (service.ports is empty)" if "port" in str(exc) and not nports else ""
         raise RecipeError(f"{source}: {field}: {exc.message}{hint}; available: node, job_dir, "
-                          "scrape_interval, retention_time"
+                          "secret_file, scrape_interval, retention_time"
                           + (", port, ports[0..%d]" % (nports - 1) if nports else "")) from None
     except jinja2.exceptions.SecurityError as exc:
         raise RecipeError(f"{source}: {field}: not allowed in a recipe: {exc}; only the variables node, job_dir, "
-                          "port, ports[i], scrape_interval and retention_time may be used") from None
+                          "secret_file, port, ports[i], scrape_interval and retention_time may be used") from None
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{source}: {field}: template error: {exc}") from None
     parts = rendered.split(_MARK)
@@ -126,7 +130,7 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
         metrics = {"path": recipe.metrics.path,
                    "port_var": f"ORCH_PORT_{port.split(':')[1]}" if isinstance(port, str) else None,
                    "port": port if isinstance(port, int) else None}
-    static = {"service_id": service_id, "recipe": recipe.name,
+    static = {"service_id": service_id, "recipe": recipe.name, "auth": recipe.auth,
               "health_path": recipe.health.path if recipe.health else None,
               "health_port_index": recipe.health.port if recipe.health else None,
               **({"health_tcp": True} if recipe.health and recipe.health.tcp else {})}
@@ -138,7 +142,7 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
         fixed_ports=[(i, p) for i, p in enumerate(recipe.ports) if p != AUTO],
         auto_vars=[f"ORCH_PORT_{i}" for i, p in enumerate(recipe.ports) if p == AUTO]
         + [f"ORCH_EXPORTER_{e.upper()}_PORT" for e in recipe.exporters], nports=n,
-        exporters=recipe.exporters,
+        exporters=recipe.exporters, auth=recipe.auth,
         gpu_exporter_source=GPU_EXPORTER.read_text() if "gpu" in recipe.exporters else "",
         environment=env, command=shlex.quote(command), modules=recipe.modules, metrics=metrics,
         static_json=json.dumps(static), container=container,

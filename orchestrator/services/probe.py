@@ -25,6 +25,8 @@ class Probe:
     then_output: str | None = None     # what the `then` snippet printed; None: it did not run
     responses: list[str] = field(default_factory=list)   # answers the `then` snippet marked as responses
     cancel_output: str | None = None   # "rc=N" after scancel, or "refused" (not a service of this tool)
+    ours: bool = True                  # the cluster says: our user's job, named as the service ID
+    owner: str = ""                    # the job's user, as SLURM gave it
 
     @property
     def healthy(self) -> bool:
@@ -34,10 +36,11 @@ class Probe:
 def parse_probe(sections: list[Section]) -> Probe:
     """A probe's sections (``cluster.jobdir.probe_script``) into a record."""
     secs = by_name(sections)
+    # ids: job ID, "1" (ours) or "foreign", the job's user, its name (anyone's text: last, whole)
     ids = secs["ids"].args if "ids" in secs else []
     s = {name: sec.lines for name, sec in secs.items()}
     job_id = ids[0] if len(ids) > 0 else ""
-    service_id = ids[1] if len(ids) > 1 else ""
+    service_id = " ".join(ids[3:])
     jobs = parse_job_records("\n".join(s.get("job", [])))
     endpoint = None
     raw = "\n".join(s.get("endpoint", [])).strip()
@@ -55,6 +58,7 @@ def parse_probe(sections: list[Section]) -> Probe:
     then = "\n".join(s["then"]) + "\n" if "then" in s else None   # absent: the service had no endpoint
     responses = [sec.text.strip() for sec in sections if sec.name == "response"]
     return Probe(job_id=job_id, service_id=service_id, job=jobs[0] if jobs else None,
+                 ours=len(ids) > 1 and ids[1] == "1", owner=ids[2] if len(ids) > 2 and ids[2] != "-" else "",
                  endpoint=endpoint, health_code=code, health_url=url or None,
                  log="\n".join(s.get("log", [])), then_output=then, responses=responses,
                  cancel_output="\n".join(s["cancel"]) if "cancel" in s else None)

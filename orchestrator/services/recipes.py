@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from orchestrator.cluster.jobdir import RESERVED
 from orchestrator.config import is_slurm_time
 from orchestrator.errors import RecipeError
 from orchestrator.resources import RECIPES, packaged
@@ -37,6 +38,14 @@ def mem_bytes(mem: str) -> int:
 EXPORTERS = ("node", "gpu", "redis", "postgres")
 SERVICE_EXPORTERS = ("redis", "postgres")   # read the service itself on its first port
 AUTO = "auto"
+# How the service is locked (a cluster is shared): each job gets a random secret, ``secret`` (mode 600) in
+# its private job dir, that the recipe's command hands to the server; ``auth`` says how a client shows it.
+#   bearer    HTTP ``Authorization: Bearer <secret>`` (vLLM, llama.cpp, Chroma, Qdrant, the stand-in)
+#   basic     HTTP basic auth, user ``orch`` (Prometheus's --web.config.file)
+#   password  the server's own login (Redis AUTH, PostgreSQL SCRAM): nothing for HTTP probes to send
+#   none      open to every user of the cluster: allowed, and every report says so
+AUTHS = ("bearer", "basic", "password", "none")
+BASIC_USER = "orch"
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,7 @@ class ServiceRecipe:
     retention_time: str = "15d"
     files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
     engine: str | None = None        # an inference engine of monitoring/engines.py: whose metric names
+    auth: str = "none"               # one of AUTHS: how clients show the job's secret
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
 
@@ -113,7 +123,7 @@ class ServiceRecipe:
 
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
-                 "retention_time", "files", "engine", "launch"]
+                 "retention_time", "files", "engine", "launch", "auth"]
 LAUNCHES = ("native", "container")
 _TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
 DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
@@ -281,12 +291,17 @@ def _files(raw, source: str) -> dict[str, str]:
     out = {}
     for name, local in expect_mapping(raw or {}, "service.files").items():
         path = f"service.files.{name}"
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", str(name)) or name in ("job.sbatch", "endpoint.json"):
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", str(name)) or name in RESERVED:
             raise SchemaViolation(path, "expected a plain file name (letters, digits, '_', '-', '.'; not starting "
-                                        "with '.'; no '/') other than job.sbatch and endpoint.json")
+                                        f"with '.'; no '/') other than {', '.join(RESERVED)}")
         local = expect_str(local, path)
         if local.startswith("package:"):
-            candidates = [packaged(*local[len("package:"):].split("/"))]
+            # a packaged file only: `package:../../../etc/shadow` must not leave the package
+            root = packaged().resolve()
+            target = packaged(*local[len("package:"):].split("/")).resolve()
+            if root not in target.parents:
+                raise SchemaViolation(path, f"expected package:PATH inside the package, got {local}")
+            candidates = [target]
         else:
             # only files beside the recipe (or below its folder) are shipped: a recipe from elsewhere
             # must not copy ~/.ssh or /etc to the cluster
@@ -329,6 +344,10 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
             raise SchemaViolation(f"service.environment.{k}", "expected a shell variable name")
         if isinstance(v, bool) or v is None or isinstance(v, (dict, list)):
             raise SchemaViolation(f"service.environment.{k}", f"expected a string or number, got {v!r}")
+        if "\x00" in str(v):
+            # a NUL cannot be in an environment variable, and the job script's renderer marks its own
+            # variables with it: refused here, whatever else the value holds
+            raise SchemaViolation(f"service.environment.{k}", "expected text without NUL characters")
         environment[str(k)] = str(v)
     ports = _ports(s.get("ports"))
     exporters = tuple(expect_list(s.get("exporters", []), "service.exporters"))
@@ -352,6 +371,9 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
     if launch == "container" and container is None:
         raise SchemaViolation("service.launch", "launch: container needs a service.container (docker_source, "
                                                 "image_path)")
+    auth = s.get("auth", "none")
+    if auth not in AUTHS:
+        raise SchemaViolation("service.auth", f"expected one of {', '.join(AUTHS)}, got {auth!r}")
     return ServiceRecipe(
         name=name, command=expect_str(s["command"], "service.command"), description=description or "",
         container=container if launch == "container" else None, environment=environment,
@@ -362,7 +384,7 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
                                  enumerate(expect_list(s.get("monitoring_targets") or [], "service.monitoring_targets"))),
         scrape_interval=_duration(s.get("scrape_interval", "15s"), "service.scrape_interval"),
         retention_time=_duration(s.get("retention_time", "15d"), "service.retention_time"),
-        files=_files(s.get("files"), source), engine=_engine(s.get("engine")), source=source, text=text)
+        files=_files(s.get("files"), source), engine=_engine(s.get("engine")), auth=auth, source=source, text=text)
 
 
 __all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",

@@ -57,13 +57,14 @@ Progress = Callable[[str], None]
 
 
 def job_bundle(files: dict[str, bytes]) -> str:
-    """The job dir's files as a base64 gzip tar (names are plain file names, checked by the recipe)."""
+    """The job dir's files as a base64 gzip tar (names are plain file names, checked by the recipe), each
+    mode 600."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
-            info.mode = 0o644
+            info.mode = 0o600   # the job's files are its user's alone (they hold the job's secret)
             tar.addfile(info, io.BytesIO(data))
     return base64.b64encode(buf.getvalue()).decode() + "\n"
 
@@ -100,6 +101,7 @@ class Endpoint:
     url: str | None
     health_url: str | None
     metrics_url: str | None
+    auth: str = "none"          # how the service is locked (recipe field auth): what a client must show
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,12 +155,15 @@ class ServersModule:
                           submitted_at=now_iso(), health_timeout=recipe.health.timeout if recipe.health else None,
                           **(labels or {}))
         shipped = {name: Path(local).read_bytes() for name, local in recipe.files.items()}
+        from orchestrator.services.auth import job_files, new_secret
+        locks = job_files(recipe.auth, new_secret())
         bundle = job_bundle({jobdir.JOB_SCRIPT: script.encode(), **shipped,
-                             **{k: v.encode() for k, v in (extra_files or {}).items()}})
+                             **{k: v.encode() for k, v in {**(extra_files or {}), **locks}.items()}})
         check = f"{{ {precheck}; }} && " if precheck else ""
         # the job's files travel on stdin as one compressed archive (a command line has a size limit;
         # a dataset may be megabytes); sbatch runs only when every file was unpacked whole
-        remote = (f"d={d}; mkdir -p \"$d\" && cd \"$d\" && base64 -d | tar -xzf - "
+        # umask 077: the job dir (and any parent made here) is 700, and sbatch passes the umask to the job
+        remote = (f"umask 077; d={d}; mkdir -p \"$d\" && chmod 700 \"$d\" && cd \"$d\" && base64 -d | tar -xzf - "
                   f"|| {{ rc=$?; cd / && rm -rf \"$d\"; echo \"writing the job files failed\" >&2; exit $rc; }}\n"
                   f"{{ out=$({{ {check}sbatch --parsable {jobdir.JOB_SCRIPT}; }} 2>&1); rc=$?; "
                   f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
@@ -212,7 +217,7 @@ class ServersModule:
         mark = mark or Marker()
         script = self._probe_script(ident, mark, health=health, log_lines=log_lines, then=then, cancel=cancel)
         result = self.transport.run(script, timeout=timeout, idempotent=not cancel)
-        return self._checked(ident, parse_probe(mark.parse(result.stdout)), refuse_foreign=not cancel)
+        return self._checked(ident, parse_probe(mark.parse(result.stdout)))
 
     def probe_many(self, idents: list[str], health: bool = False) -> list[Probe]:
         """Several services in one remote command (each probe in its own subshell)."""
@@ -224,11 +229,19 @@ class ServersModule:
             raise OrchestratorError(f"probe of {len(idents)} services answered {len(groups)} (connection cut?)")
         return [self._checked(i, parse_probe(g)) for i, g in zip(idents, groups)]
 
-    def _checked(self, ident: str, p: Probe, refuse_foreign: bool = True) -> Probe:
+    def _checked(self, ident: str, p: Probe) -> Probe:
         if not p.job_id or (p.job is None and not p.endpoint):
             raise OrchestratorError(f"no service or job '{ident}' found on the cluster")
-        if refuse_foreign and p.service_id and not SERVICE_ID_RE.match(p.service_id):
-            raise OrchestratorError(f"job {p.job_id} ({p.service_id}) is not a service started by this tool")
+        if not p.ours:
+            # the cluster's word, from the same command: not our user's job, or not named as the service
+            # (a reused job ID, or a job named like ours by someone else); nothing of it was read or touched
+            name, user = (p.job.name if p.job else "?"), p.owner or "?"
+            known = self.store.get(p.service_id) if SERVICE_ID_RE.match(p.service_id or "") else None
+            if known and name != p.service_id:
+                raise OrchestratorError(f"job {p.job_id} is no longer service {p.service_id}: SLURM reused the ID "
+                                        f"for job '{name}' of user {user}; nothing was done")
+            raise OrchestratorError(f"job {p.job_id} ('{name}', user {user}) is not a service started by this tool "
+                                    "as you: refused, nothing was done")
         if p.job is not None:
             self._remember({p.service_id: p.job})
         return p
@@ -269,6 +282,8 @@ class ServersModule:
             if sid in rows:
                 continue
             job = left.get(rec.get("job_id", ""))
+            if job is not None and job.name != sid:
+                job = None   # the ID was reused by another job: its state is not this service's
             if job is not None and job.state in TERMINAL_STATES:
                 rows[sid] = ServiceStatus(job.job_id, sid, job.state, job.elapsed, job.nodelist, job.reason)
             elif rec.get("job_id"):
@@ -295,7 +310,8 @@ class ServersModule:
             port=port, ports=ports, url=f"http://{ep['node']}:{port}" if port else None,
             health_url=p.health_url or (f"http://{ep['node']}:{ports[ep['static'].get('health_port_index') or 0]}"
                                         f"{ep['static']['health_path']}" if ports and ep["static"].get("health_path") else None),
-            metrics_url=f"http://{ep['node']}:{metrics['port']}{metrics['path']}" if metrics else None)
+            metrics_url=f"http://{ep['node']}:{metrics['port']}{metrics['path']}" if metrics else None,
+            auth=str(ep["static"].get("auth") or "none"))
 
     def get_service_endpoint(self, ident: str) -> Endpoint:
         return self._endpoint(self.probe(ident))

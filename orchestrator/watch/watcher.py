@@ -127,6 +127,9 @@ class Watcher:
             raise OrchestratorError(str(exc)) from None
         now = now_iso()
         seen: dict[str, dict] = {}
+        # a job ID of our records is ours only while the job carries that service's name (IDs are reused)
+        ours = {jid: svc for jid, svc in ours.items()
+                if all(j.name == svc["service_id"] for j in (*poll.queued, *poll.ended.values()) if j.job_id == jid)}
         for job in poll.queued:
             if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
                 continue
@@ -146,7 +149,11 @@ class Watcher:
         ended = []
         with self.store.transaction() as data:
             for jid, info in seen.items():
-                rec = data.setdefault(jid, {"job_id": jid, "first_seen": now})
+                rec = data.get(jid)
+                if rec is not None and rec.get("name") and info.get("name") and rec["name"] != info["name"]:
+                    rec = None   # the ID was reused: a new job, whose record starts afresh
+                if rec is None:
+                    rec = data[jid] = {"job_id": jid, "first_seen": now}
                 if jid in ours:
                     rec["service_id"] = ours[jid]["service_id"]
                 if info["state"] in TERMINAL_STATES and rec.get("state") not in TERMINAL_STATES:
@@ -208,15 +215,16 @@ class Watcher:
     def _attribute(self, jids: list[str], ours: dict) -> list[dict]:
         """Fetch the log tail of each newly ended job once (one remote command), classify, store."""
         jobs = self.store.load()
-        paths = {}
+        paths, owners = {}, {}
         for jid in jids:
             rec = jobs[jid]
             if rec.get("service_id"):
                 paths[jid] = remote_path(f"{self.servers.job_dir(rec['service_id'])}/{jobdir.log_name(jid)}")
             elif rec.get("stdout"):
                 paths[jid] = quote(rec["stdout"])
+                owners[jid] = rec.get("user") or "?"   # (no user known: nothing matches, nothing is read)
         mark = Marker()
-        script = jobdir.log_tails_script(paths, self.options.log_lines, mark)
+        script = jobdir.log_tails_script(paths, self.options.log_lines, mark, owners)
         out = self.transport.run(script, timeout=60).stdout if paths else ""
         logs = {sec.args[0]: sec.text for sec in mark.parse(out) if sec.name == "log" and sec.args}
         reported = []
@@ -290,6 +298,10 @@ class Watcher:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                from orchestrator.localhttp import host_allowed
+                if not host_allowed(self.headers.get("Host"), self.server.server_address[1]):
+                    self.send_error(403, "Host must be 127.0.0.1 or localhost (DNS rebinding)")
+                    return
                 try:
                     body, ctype, code = self._answer(self.path.split("?")[0])
                 except Exception as exc:  # a broken request must not kill the connection silently

@@ -1,5 +1,6 @@
 """The optional local agent: one held connection served over a Unix socket only its user can use."""
 
+import socket
 import stat
 import threading
 import time
@@ -20,8 +21,15 @@ def agent(tmp_path):
     t = threading.Thread(target=serve, args=(cfg,), kwargs={"idle": 30}, daemon=True)
     t.start()
     deadline = time.monotonic() + 10
-    while not socket_path(cfg).exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while time.monotonic() < deadline:  # bound and listening (the file exists from bind, before listen)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(str(socket_path(cfg)))
+            break
+        except OSError:
+            time.sleep(0.02)
+        finally:
+            s.close()
     yield cfg, t
     stop_agent(cfg)
     t.join(5)

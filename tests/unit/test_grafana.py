@@ -11,7 +11,10 @@ def test_provisioning_points_the_datasource_at_the_monitor_and_ships_every_dashb
     files = provisioning("http://n2:9090")
     ds = yaml.safe_load(files["datasources/prometheus.yaml"])["datasources"][0]
     assert ds == {"name": "Prometheus", "type": "prometheus", "uid": "orch-prometheus", "access": "proxy",
-                  "url": "http://n2:9090", "isDefault": True, "editable": False}
+                  "url": "http://n2:9090", "isDefault": True, "editable": False,
+                  # the monitor is locked: basic auth, its password filled in on the node (grafana recipe)
+                  "basicAuth": True, "basicAuthUser": "orch",
+                  "secureJsonData": {"basicAuthPassword": "__ORCH_PROMETHEUS_PASSWORD__"}}
     provider = yaml.safe_load(files["dashboards/orchestrator.yaml"])["providers"][0]
     assert provider["type"] == "file" and provider["options"]["path"].endswith("/dashboards/json")
     names = {p.split("/")[-1][:-5] for p in files if p.startswith("dashboards/json/")}

@@ -53,6 +53,28 @@ def parse_job_arguments(ap: argparse.ArgumentParser, argv=None, bounded: bool = 
     return args
 
 
+def target_secret() -> str:
+    """The loaded service's secret: its job dir's ``secret`` (a sibling of this job's, the same user's),
+    named by ORCH_TARGET_SECRET_FILE; "" when the target is open. Read from the file, so it is never in
+    this process's argv."""
+    path = os.environ.get("ORCH_TARGET_SECRET_FILE")
+    if not path or os.environ.get("ORCH_TARGET_AUTH", "none") == "none":
+        return ""
+    with open(path) as f:
+        return f.read().strip()
+
+
+_HEADERS: list[dict] = []
+
+
+def auth_headers() -> dict[str, str]:
+    """HTTP headers that show the target's secret (``auth: bearer``), read once."""
+    if not _HEADERS:
+        secret = target_secret() if os.environ.get("ORCH_TARGET_AUTH") == "bearer" else ""
+        _HEADERS.append({"Authorization": f"Bearer {secret}"} if secret else {})
+    return _HEADERS[0]
+
+
 LAT_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 2.5, 10]
 
 

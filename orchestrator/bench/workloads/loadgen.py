@@ -185,7 +185,7 @@ STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, 
 def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeout: float):
     """Send on the kept-alive connection; if the server had closed it (no byte of an answer came),
     once more on a new one. Returns (response, retried)."""
-    headers = {"Content-Type": "application/json"} if data else {}
+    headers = {**clientjob.auth_headers(), **({"Content-Type": "application/json"} if data else {})}
     reused = conn_box[0] is not None
     for attempt in (0, 1):
         if conn_box[0] is None:

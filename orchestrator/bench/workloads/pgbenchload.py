@@ -117,6 +117,10 @@ def main(argv=None) -> None:
     ap.add_argument("--builtin", default="tpcb-like", choices=BUILTINS)
     ap.add_argument("--script", default=None, help="a custom pgbench script file (instead of --builtin)")
     a = clientjob.parse_job_arguments(ap, argv)  # --concurrency is pgbench's --client
+    secret = clientjob.target_secret()
+    if secret:
+        # libpq reads the password from its environment: createdb's and pgbench's argv never hold it
+        os.environ["PGPASSWORD"] = secret
     job = clientjob.Job(a)
     stats = Stats()
     prepare(a)

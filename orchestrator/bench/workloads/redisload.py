@@ -72,11 +72,29 @@ def parse_ratio(text: str) -> dict[str, float]:
     return {k: v / total for k, v in out.items()}
 
 
+def login(sock: socket.socket) -> None:
+    """AUTH with the target's secret (Redis's requirepass), before any measured command; nothing
+    when the target is open."""
+    secret = clientjob.target_secret()
+    if not secret:
+        return
+    sock.sendall(command(b"AUTH", secret.encode()))
+    buf = bytearray()
+    while (r := parse_reply(buf, 0)) is None:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("the server closed the connection at AUTH")
+        buf += chunk
+    if r[0] == "-":
+        raise SystemExit(f"AUTH refused by the server: {r[1]}")
+
+
 class Conn:
     """One connection and the batch it has in flight."""
 
     def __init__(self, host: str, port: int):
         self.sock = socket.create_connection((host, port), timeout=10)
+        login(self.sock)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(10)  # sends block (a big pipeline), reads come only when the selector says so
         self.buf = bytearray()
@@ -100,6 +118,7 @@ class Load:
         """Every key written once, with MSET (pipelined, blocking socket): GETs find values."""
         s = socket.create_connection((self.host, self.port), timeout=60)
         try:
+            login(s)
             pending = 0
             for lo in range(0, self.args.keys, batch):
                 parts = [b"MSET"]

@@ -156,6 +156,13 @@ class Counts:
                               f"orch_client_tokens_out_total {self.tokens_out}"]) + "\n"
 
 
+def key_environment(tool: str, secret: str) -> dict[str, str]:
+    """The environment through which each tool sends the target's API key (nothing when it is open)."""
+    if not secret:
+        return {}
+    return {"OPENAI_API_KEY": secret}
+
+
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
@@ -176,7 +183,10 @@ def main(argv=None) -> None:
         with counts.lock:
             counts.in_flight = args.concurrency
         print("running: " + " ".join(tool), flush=True)
-        proc = subprocess.Popen(tool, start_new_session=True)  # its own group: a stop ends all it started
+        # the target's key reaches the tool in its environment (never its argv): `vllm bench serve` sends
+        # OPENAI_API_KEY as a bearer token; aiperf reads it from AIPERF_... (see kinds/aiperf.py)
+        env = {**os.environ, **key_environment(args.tool, clientjob.target_secret())}
+        proc = subprocess.Popen(tool, start_new_session=True, env=env)  # its own group: a stop ends all it started
         while proc.poll() is None:
             if job.stop.wait(0.5) or time.time() > end + 5:
                 why = "stopped" if job.stop.is_set() else "past the client's time limit"

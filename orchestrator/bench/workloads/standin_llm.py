@@ -12,6 +12,7 @@ Standard library only: it runs with the cluster's python3.
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import threading
 import time
@@ -128,7 +129,7 @@ class Engine:
         return "\n".join(out) + "\n"
 
 
-def make_handler(engine: Engine):
+def make_handler(engine: Engine, api_key: str = ""):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive; streamed bodies use chunked encoding
         # Streamed tokens are small writes: with Nagle on, each waits for the client's delayed ACK (~40 ms)
@@ -151,8 +152,17 @@ def make_handler(engine: Engine):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
 
+        def _authorized(self) -> bool:
+            """As vLLM's --api-key: every route but /health and /metrics wants the bearer key."""
+            if not api_key or hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {api_key}"):
+                return True
+            self._json(401, {"error": "Unauthorized"})
+            return False
+
         def do_GET(self):
             path = self.path.split("?")[0]
+            if path not in ("/health", "/metrics") and not self._authorized():
+                return
             if path == "/health":
                 self._send(200, b"")
             elif path == "/metrics":
@@ -171,6 +181,8 @@ def make_handler(engine: Engine):
                 req = json.loads(self.rfile.read(length) or b"{}")
             except (ValueError, json.JSONDecodeError) as exc:
                 self._json(400, {"error": f"bad request body: {exc}"})
+                return
+            if not self._authorized():
                 return
             if path in ("/v1/completions", "/v1/chat/completions"):
                 self._openai(req, chat=path.endswith("chat/completions"))
@@ -255,12 +267,17 @@ def main(argv=None) -> None:
     ap.add_argument("--prefill-per-token", type=float, default=0.0005, help="seconds per prompt word")
     ap.add_argument("--max-queue", type=int, default=512)
     ap.add_argument("--model", default="standin")
+    ap.add_argument("--api-key-file", help="requests need `Authorization: Bearer <the file's first line>`")
     args = ap.parse_args(argv)
+    api_key = ""
+    if args.api_key_file:
+        with open(args.api_key_file) as f:
+            api_key = f.readline().strip()
     engine = Engine(args.slots, args.tokens_per_second, args.ttft, args.prefill_per_token, args.max_queue, args.model)
     # a listen backlog for the load it takes: Python's default of 5 resets connections that hundreds of
     # load-client workers open at once
     ThreadingHTTPServer.request_queue_size = max(1024, args.max_queue)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(engine))
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(engine, api_key))
     server.daemon_threads = True
     print(f"stand-in LLM server (not a model) on {args.host}:{args.port}: {args.slots} slots, "
           f"{args.tokens_per_second} tokens/s per request", flush=True)

@@ -57,7 +57,8 @@ class Http:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
             try:
-                self.conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
+                self.conn.request(method, path, body=data,
+                                  headers={**clientjob.auth_headers(), "Content-Type": "application/json"})
                 resp = self.conn.getresponse()
                 text = resp.read()
                 break

@@ -1,0 +1,218 @@
+"""A cluster is shared: services locked by their job's secret, private job files, and nothing another
+user controls (a recipe's package path, a Host header, a job name, a known_hosts line) turned against
+the user. The pure parts; the neighbour's own attempts run on the sandbox (tests/e2e/test_neighbour_e2e.py)."""
+
+import os
+import stat
+import threading
+import urllib.error
+import urllib.request
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import bcrypt
+import paramiko
+import pytest
+import yaml
+
+from orchestrator.cluster import jobdir
+from orchestrator.cluster.hostkeys import parse_known_hosts
+from orchestrator.cluster.remote import Marker
+from orchestrator.cluster.ssh import Endpoint, _RefuseUnknownKey
+from orchestrator.config import SlurmConfig
+from orchestrator.errors import HostKeyError, RecipeError
+from orchestrator.fileio import NotPrivate, private_dir
+from orchestrator.localhttp import host_allowed
+from orchestrator.monitoring.targets import ResolvedTarget, render_prometheus_config
+from orchestrator.services.auth import curl_config, job_files, web_config
+from orchestrator.services.jobscript import render_service_script
+from orchestrator.services.recipes import load_recipe, parse_recipe
+from orchestrator.services.servers import job_bundle
+from orchestrator.terminal import printable
+
+SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/services").glob("*.yaml"))
+SLURM = SlurmConfig(partition="cpu")
+# what each shipped service must be locked with; `none` only where the recipe says why (read-only host
+# counters, a static folder): the report names every open one
+LOCKS = {"chroma": "bearer", "grafana": "basic", "llamacpp": "bearer", "minio": "password", "node-exporter": "none",
+         "ollama": "none", "postgres": "password", "prometheus": "basic", "python-http": "none", "qdrant": "bearer",
+         "redis": "password", "standin-llm": "bearer", "vllm": "bearer"}
+
+
+def recipe(**service):
+    return parse_recipe({"service": {"name": "x", "command": "true", **service}}, source="t.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_recipe_declares_its_lock(path):
+    r = load_recipe(str(path))
+    assert r.auth == LOCKS[r.name]
+    script = render_service_script(r, SLURM, "x_0123abcd")
+    assert "umask 077" in script and 'ORCH_SECRET_FILE="$ORCH_JOB_DIR/secret"' in script
+    # no secret or password is ever on a command line: the recipes hand over the file, or read it in a shell builtin
+    assert "--api-key " not in script and "--requirepass" not in script and "trust" not in r.command
+
+
+def test_the_locked_recipes_hand_the_secret_file_to_their_server():
+    assert '--api-key-file "${ORCH_SECRET_FILE}"' in render_service_script(load_recipe("llamacpp"), SLURM, "l_0123abcd")
+    pg = render_service_script(load_recipe("postgres"), SLURM, "p_0123abcd")
+    assert "--auth=scram-sha-256" in pg and '--pwfile="${ORCH_SECRET_FILE}"' in pg and "0.0.0.0/0 scram-sha-256" in pg
+    assert 'DATA_SOURCE_NAME="postgresql://postgres:$(cat "$ORCH_SECRET_FILE")@' in pg   # its exporter: environment
+    redis = render_service_script(load_recipe("redis"), SLURM, "r_0123abcd")
+    assert "requirepass" in redis and "rename-command CONFIG" in redis and "protected-mode no" not in redis
+    assert 'REDIS_PASSWORD="$(cat "$ORCH_SECRET_FILE")" "$orch_redis_exporter"' in redis
+    assert "--web.config.file=${ORCH_JOB_DIR}/web.yml" in render_service_script(load_recipe("prometheus"), SLURM,
+                                                                                  "prometheus_0123abcd")
+
+
+def test_curl_configs_and_the_prometheus_web_config():
+    assert curl_config("bearer", "s3cr3t") == 'header = "Authorization: Bearer s3cr3t"\n'
+    assert curl_config("basic", "s3cr3t") == 'user = "orch:s3cr3t"\n'
+    assert curl_config("password", "s3cr3t") == curl_config("none", "s3cr3t") == ""
+    users = yaml.safe_load(web_config("s3cr3t"))["basic_auth_users"]
+    assert bcrypt.checkpw(b"s3cr3t", users["orch"].encode()) and not bcrypt.checkpw(b"other", users["orch"].encode())
+    files = job_files("basic", "s3cr3t")
+    assert set(files) == {"secret", "curl.conf", "web.yml"} and files["secret"] == "s3cr3t"
+    assert set(job_files("bearer", "k")) == {"secret", "curl.conf"}
+
+
+def test_the_job_bundle_is_private(tmp_path):
+    import base64
+    import io
+    import tarfile
+    data = base64.b64decode(job_bundle({"job.sbatch": b"#!/bin/bash\n", "secret": b"k"}))
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        assert {m.name: stat.S_IMODE(m.mode) for m in tar} == {"job.sbatch": 0o600, "secret": 0o600}
+
+
+def test_recipe_inputs_that_could_escape_are_refused(tmp_path):
+    with pytest.raises(Exception, match="inside the package"):
+        recipe(files={"x.py": "package:../../../../etc/shadow"})
+    with pytest.raises(Exception, match="inside the package"):
+        recipe(files={"x.py": "package:bench/../../../etc/passwd"})
+    for reserved in ("secret", "curl.conf", "web.yml"):
+        with pytest.raises(Exception, match="plain file name"):
+            recipe(files={reserved: "package:bench/workloads/clientjob.py"})
+    with pytest.raises(Exception, match="without NUL"):
+        recipe(environment={"X": "a\x00ORCH_JOB_DIR:-$(touch /tmp/pwned)\x00"})
+    with pytest.raises(Exception, match="auth"):
+        recipe(auth="token")
+    r = parse_recipe({"service": {"name": "x", "command": "echo \x00ORCH_NODE:-$(id)\x00"}}, source="t.yaml")
+    with pytest.raises(RecipeError, match="without NUL"):
+        render_service_script(r, SLURM, "x_0123abcd")
+
+
+def test_the_probe_acts_only_on_a_job_of_ours_named_as_the_service():
+    script = jobdir.probe_script("~/w", Marker(), service_id="x_0123abcd", job_id=None, log_lines=5, cancel=True)
+    assert '--user="$(id -un)"' in script and 'sacct -n -P -X -u "$(id -un)"' in script
+    assert '[ "$owner" = "$me" ] && [ "$jname" = "$N" ]' in script
+    assert 'D=""; [ -n "$ours" ] && D="$S/$N"' in script and '[ -n "$ours" ] && tail' in script
+    assert 'if [ -n "$ours" ]; then\n  scancel' in script
+    cancel = jobdir.cancel_script({"7": "x_0123abcd"}, Marker())
+    assert "-o '%j|%u'" in cancel and '= x_0123abcd"|$me"' in cancel
+
+
+def test_another_users_output_file_is_read_only_when_it_is_that_users_plain_file():
+    script = jobdir.log_tails_script({"9": "/home/bob/out.txt", "7": "'~/ours'"}, 20, Marker(), owners={"9": "bob"})
+    assert "[ ! -L /home/bob/out.txt ]" in script and "stat -c %U /home/bob/out.txt" in script and "= bob" in script
+    ours = script.split("log' 7")[1]
+    assert ours.startswith("; tail -n 20 '~/ours'")   # our own job's log: no owner check needed
+
+
+def test_prometheus_scrapes_locked_targets_with_their_secret_and_itself_with_basic_auth():
+    text = render_prometheus_config("prometheus_0123abcd", [
+        ResolvedTarget("llamacpp_1", "n1:8080", "/metrics", {"service_id": "llamacpp_11111111"}, "llamacpp_11111111",
+                       auth="bearer"),
+        ResolvedTarget("llamacpp_1-node", "n1:9100", "/metrics", {}, "llamacpp_11111111", "node")], "5s")
+    jobs = {j["job_name"]: j for j in yaml.safe_load(text)["scrape_configs"]}
+    assert jobs["prometheus"]["basic_auth"] == {"username": "orch", "password_file": "secret"}
+    assert jobs["llamacpp_1"]["authorization"] == {"credentials_file": "../llamacpp_11111111/secret"}
+    assert "authorization" not in jobs["llamacpp_1-node"]
+
+
+def test_local_servers_answer_only_requests_that_name_loopback():
+    assert host_allowed("127.0.0.1:8765", 8765) and host_allowed("localhost:8765", 8765)
+    assert host_allowed("[::1]:8765", 8765) and host_allowed("LOCALHOST", 8765)
+    assert not host_allowed("evil.example:8765", 8765) and not host_allowed("127.0.0.1:9999", 8765)
+    assert not host_allowed(None, 8765) and not host_allowed("127.0.0.1.evil.example:8765", 8765)
+
+
+def test_the_dashboard_refuses_a_rebound_host_name():
+    from orchestrator.monitoring.dashboard import serve
+
+    class Page:
+        def page(self):
+            return "<html>ok</html>"
+
+    srv = serve(Page())
+    port = srv.server_address[1]
+    try:
+        ok = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+        assert ok.status == 200 and b"ok" in ok.read()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": f"rebind.example:{port}"})
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(req, timeout=5)
+        assert exc.value.code == 403
+    finally:
+        srv.shutdown()
+
+
+def test_text_from_the_cluster_reaches_the_terminal_without_escape_sequences():
+    name = "job\x1b]52;c;cHduZWQ=\x07\x1b[2J\r\x9bname"
+    out = printable(name + "\nline\ttab")
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\x9b" not in out
+    assert out == "job\\x1b]52;c;cHduZWQ=\\x07\\x1b[2J\\x0d\\x9bname\nline\ttab"
+
+
+def test_a_private_dir_is_made_0700_and_a_link_or_a_foreign_one_refused(tmp_path):
+    d = private_dir(tmp_path / "state" / "agent")
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    (tmp_path / "open").mkdir(mode=0o777)
+    os.chmod(tmp_path / "open", 0o777)
+    assert stat.S_IMODE(private_dir(tmp_path / "open").stat().st_mode) == 0o700   # ours: tightened
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(NotPrivate, match="not a plain directory"):
+        private_dir(tmp_path / "link")
+    if os.geteuid() == 0:   # (the unit lane also runs unprivileged, where chown is not possible)
+        (tmp_path / "theirs").mkdir()
+        os.chown(tmp_path / "theirs", 65534, 65534)
+        with pytest.raises(NotPrivate, match="belongs to uid 65534"):
+            private_dir(tmp_path / "theirs")
+
+
+def _key_line(host, key):
+    return f"{host} {key.get_name()} {key.get_base64()}"
+
+
+def test_host_keys_revoked_ones_refused_first_and_several_of_one_type_kept():
+    old, new, other = (paramiko.ECDSAKey.generate() for _ in range(3))
+    kh = parse_known_hosts("\n".join([_key_line("login", old), _key_line("login", new),
+                                      f"@revoked login {old.get_name()} {old.get_base64()}"]))
+    assert kh.keys_for("login") == [(new.get_name(), new.get_base64())]
+    policy = _RefuseUnknownKey(Endpoint(alias="login", hostname="login", port=22, user="u", key_files=(), proxy_jump=()), "~/.ssh/known_hosts", kh)
+    policy.missing_host_key(None, "login", new)                 # the second key of the type is accepted
+    with pytest.raises(HostKeyError, match="@revoked"):         # listed on a plain line too: still refused
+        policy.missing_host_key(None, "login", old)
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        policy.missing_host_key(None, "login", other)
+
+
+def test_the_stand_in_server_wants_its_key_as_vllm_does(tmp_path):
+    from orchestrator.bench.workloads.standin_llm import Engine, make_handler
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Engine(1, 1000.0, 0.0, 0.0, 8, "m"), "k3y"))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        assert urllib.request.urlopen(base + "/health", timeout=5).status == 200
+        assert urllib.request.urlopen(base + "/metrics", timeout=5).status == 200
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(base + "/v1/models", timeout=5)
+        assert exc.value.code == 401
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer no"}),
+                                   timeout=5)
+        ok = urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer k3y"})
+        assert urllib.request.urlopen(ok, timeout=5).status == 200
+    finally:
+        srv.shutdown()
