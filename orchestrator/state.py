@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from orchestrator.errors import StateError
-from orchestrator.fileio import atomic_open
+from orchestrator.fileio import NotPrivate, atomic_open, private_dir
 
 
 class StateStore:
@@ -53,8 +53,10 @@ class StateStore:
         """Read-modify-write under an exclusive lock; written only if the block succeeds and changed
         something."""
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self.dir)   # the records name jobs and job dirs: the user's alone (0700)
             lock = open(self._lock_path, "a+")
+        except NotPrivate as exc:
+            raise StateError(f"state_dir: {exc}") from None
         except OSError as exc:
             raise StateError(f"{self.dir}: cannot create state dir: {exc.strerror}") from None
         with lock:

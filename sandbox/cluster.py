@@ -40,6 +40,9 @@ LOGIN_CLUSTER_ADDR = "10.77.0.1"
 LAPTOP_VETH, LOGIN_VETH = "orch-laptop", "orch-uplink"
 LAPTOP_ADDR, LOGIN_SSH_ADDR = "10.78.0.1", "10.78.0.2"
 USER = "orch"
+# a second, unprivileged cluster user: the hostile neighbour of tests/e2e/test_neighbour_e2e.py, who may
+# log in and submit jobs like anyone on a shared cluster
+NEIGHBOUR = "neighbour"
 NO_SFTP_PORT = 2222       # a second sshd on the login node without the SFTP subsystem
 HOSTS_MARK = "# orch-sandbox"
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
@@ -128,14 +131,21 @@ def _keys_and_user(d: Path) -> None:
     if not (d / "id_ed25519").exists():
         _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-sandbox-laptop",
             "-f", str(d / "id_ed25519"))
-    if _sh("id", USER, check=False).returncode != 0:
-        _sh("useradd", "--create-home", "--shell", "/bin/bash", USER)
-        (d / "created_user").write_text(USER)
-    # useradd leaves the account locked ("!"), which sshd refuses even for keys; "*" means
-    # "no password can match" without locking it.
-    _sh("usermod", "-p", "*", USER)
+    if not (d / "id_neighbour").exists():
+        _sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "orch-sandbox-neighbour", "-f", str(d / "id_neighbour"))
     (d / "authorized_keys").mkdir(exist_ok=True)
-    shutil.copyfile(d / "id_ed25519.pub", d / "authorized_keys" / USER)
+    for user, key in ((USER, "id_ed25519.pub"), (NEIGHBOUR, "id_neighbour.pub")):
+        if _sh("id", user, check=False).returncode != 0:
+            _sh("useradd", "--create-home", "--shell", "/bin/bash", user)
+            with open(d / "created_user", "a") as f:
+                f.write(user + "\n")
+        # useradd leaves the account locked ("!"), which sshd refuses even for keys; "*" means
+        # "no password can match" without locking it.
+        _sh("usermod", "-p", "*", user)
+        shutil.copyfile(d / key, d / "authorized_keys" / user)
+    # homes readable by everyone, as on many clusters: what keeps the neighbour out is the tool's own
+    # modes (job dirs 700, files 600), not a private home
+    os.chmod(pwd.getpwnam(USER).pw_dir, 0o755)
     _link_client_venv()
     host_pub = (d / "ssh_host_ed25519_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"{LOGIN_SSH_ADDR} {host_pub[0]} {host_pub[1]}\n"
@@ -248,7 +258,8 @@ def _daemons(d: Path, nodes: list[Node]) -> None:
         _start_in_ns(n.name, n.name, d / f"slurmd-{n.name}.pid", ["slurmd", "-N", n.name])
     Path("/run/sshd").mkdir(exist_ok=True)
     (d / "sshd_config").write_text(render("sshd_config.j2", TEMPLATES, listen=[LOGIN_SSH_ADDR, LOGIN_CLUSTER_ADDR],
-                                          state_dir=str(d), user=USER, port=22, pidfile="sshd.pid", sftp=True))
+                                          state_dir=str(d), user=f"{USER} {NEIGHBOUR}", port=22, pidfile="sshd.pid",
+                                          sftp=True))
     _start_in_ns("login", "login", d / "sshd.pid", ["/usr/sbin/sshd", "-f", str(d / "sshd_config")])
     # the same login node as some sites run it: no SFTP subsystem (transfers must go over exec)
     (d / "sshd_nosftp_config").write_text(render("sshd_config.j2", TEMPLATES, listen=[LOGIN_SSH_ADDR], state_dir=str(d),
@@ -294,6 +305,11 @@ def _write_config(d: Path) -> Path:
     path = d / "config.yaml"
     path.write_text("# Written by `python main.py sandbox up`: points the tool at the sandbox.\n"
                     + yaml.safe_dump(config, sort_keys=False))
+    # the neighbour's own laptop: the same cluster as another user (tests/e2e/test_neighbour_e2e.py)
+    config["ssh"] = {**config["ssh"], "user": NEIGHBOUR, "key_file": str(d / "id_neighbour")}
+    config["state_dir"] = str(d / "neighbour-state")
+    (d / "config-neighbour.yaml").write_text("# The sandbox as its second user, the neighbour.\n"
+                                             + yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -363,8 +379,9 @@ def down(progress: Progress = print) -> None:
         if backup.exists():
             backup.rename(SLURM_CONF)
     if (d / "created_user").exists():
-        _sh("pkill", "-u", USER, check=False)
-        _sh("userdel", "--remove", USER, check=False)
+        for user in (d / "created_user").read_text().split():
+            _sh("pkill", "-u", user, check=False)
+            _sh("userdel", "--remove", user, check=False)
     shutil.rmtree(d, ignore_errors=True)
     progress("sandbox down: namespaces, route, daemons, hosts lines and files removed")
 

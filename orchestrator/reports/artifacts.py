@@ -144,6 +144,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
         "cross_check": cross_check(ctx, table, kpis, between), "counted_between": between, "logs": ctx.logs,
         "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
+        "open_services": open_services(ctx.jobs),
         "definitions": DEFINITIONS,
         "session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted, "errors": ctx.errors,
         "window": {"start": window.start, "end": window.end, "seconds": window.seconds,
@@ -263,7 +264,14 @@ def jobs_table(services: dict[str, str], clients: list[str], monitor_id: str | N
         roles[monitor_id] = "monitor"
     return [{"role": role, "service_id": sid, "job_id": tracked.get(sid, {}).get("job_id", ""),
              "nodes": tracked.get(sid, {}).get("nodelist", ""), "recipe": tracked.get(sid, {}).get("recipe", ""),
-             "recipe_sha256": tracked.get(sid, {}).get("recipe_sha256", "")} for sid, role in roles.items()]
+             "recipe_sha256": tracked.get(sid, {}).get("recipe_sha256", ""),
+             "auth": tracked.get(sid, {}).get("auth", "")} for sid, role in roles.items()]
+
+
+def open_services(jobs: list[dict]) -> list[str]:
+    """Services and the monitor whose recipe chose no lock (``auth: none``): any user of the cluster
+    could query them while they ran, and the report says so. (Load clients serve only their own counters.)"""
+    return [j["service_id"] for j in jobs if j.get("role") in ("service", "monitor") and j.get("auth") == "none"]
 
 
 def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:

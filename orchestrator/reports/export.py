@@ -66,6 +66,9 @@ def markdown(report: dict) -> str:
             svc = "absent" if c.get("engine_count") is None else f"{c['engine_count']:,.0f}"
             out.append(f"| {c['service']}: {c['what']} | {c['client']:,.0f} | {svc} | {agree} |")
         out.append("")
+    if report.get("open_services"):
+        out += ["Open to every user of the cluster (recipe `auth: none`): "
+                + ", ".join(f"`{s}`" for s in report["open_services"]) + ".", ""]
     if report.get("top_errors"):
         out += ["Errors: " + "; ".join(f"`{msg}` x{n}" for msg, n in report["top_errors"]), ""]
     if report.get("errors"):

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tarfile
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -64,6 +65,7 @@ def job_bundle(files: dict[str, bytes]) -> str:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            info.mtime = int(time.time())
             info.mode = 0o600   # the job's files are its user's alone (they hold the job's secret)
             tar.addfile(info, io.BytesIO(data))
     return base64.b64encode(buf.getvalue()).decode() + "\n"
@@ -151,7 +153,7 @@ class ServersModule:
         d = remote_path(self.job_dir(sid))
         self.store.update(sid, service_id=sid, recipe=recipe.name, recipe_source=recipe.source,
                           recipe_sha256=recipe.sha256, job_dir=self.job_dir(sid), state="SUBMITTING",
-                          **({"engine": recipe.engine} if recipe.engine else {}),
+                          **({"engine": recipe.engine} if recipe.engine else {}), auth=recipe.auth,
                           submitted_at=now_iso(), health_timeout=recipe.health.timeout if recipe.health else None,
                           **(labels or {}))
         shipped = {name: Path(local).read_bytes() for name, local in recipe.files.items()}

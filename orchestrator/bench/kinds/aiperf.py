@@ -6,7 +6,7 @@ from __future__ import annotations
 from orchestrator.bench.kinds.reference import fixed_lengths, parse_common, reference_kind
 from orchestrator.bench.workloads.refclient import AIPERF_DIR
 
-RESERVED = ("--model", "-m", "--url", "-u", "--endpoint-type", "--streaming", "--isl", "--osl", "--isl-stddev",
+RESERVED = ("--api-key", "--model", "-m", "--url", "-u", "--endpoint-type", "--streaming", "--isl", "--osl", "--isl-stddev",
             "--osl-stddev", "--concurrency", "--request-count", "--benchmark-duration", "--request-rate",
             "--arrival-pattern", "--request-rate-mode", "--arrival-smoothness", "--vllm-burstiness", "--tokenizer",
             "--artifact-dir", "--random-seed", "--extra-inputs", "--use-server-token-count")

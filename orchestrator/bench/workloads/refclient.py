@@ -157,10 +157,16 @@ class Counts:
 
 
 def key_environment(tool: str, secret: str) -> dict[str, str]:
-    """The environment through which each tool sends the target's API key (nothing when it is open)."""
-    if not secret:
-        return {}
-    return {"OPENAI_API_KEY": secret}
+    """The environment through which a tool sends the target's API key: `vllm bench serve` sends
+    OPENAI_API_KEY as a bearer token (nothing when the target is open)."""
+    return {"OPENAI_API_KEY": secret} if secret and tool == "vllm-bench" else {}
+
+
+def key_arguments(tool: str, secret: str) -> list[str]:
+    """aiperf 0.13 takes the key only as ``--api-key`` (its YAML config's ${VAR} form needs a whole
+    benchmark definition): the one place a key is on a command line, for the run's length, on the
+    client's node. Said in the README; use vllm-bench, or exclusive nodes, where that matters."""
+    return ["--api-key", secret] if secret and tool == "aiperf" else []
 
 
 def main(argv=None) -> None:
@@ -182,11 +188,11 @@ def main(argv=None) -> None:
         offset = time.time() - time.perf_counter()
         with counts.lock:
             counts.in_flight = args.concurrency
-        print("running: " + " ".join(tool), flush=True)
-        # the target's key reaches the tool in its environment (never its argv): `vllm bench serve` sends
-        # OPENAI_API_KEY as a bearer token; aiperf reads it from AIPERF_... (see kinds/aiperf.py)
-        env = {**os.environ, **key_environment(args.tool, clientjob.target_secret())}
-        proc = subprocess.Popen(tool, start_new_session=True, env=env)  # its own group: a stop ends all it started
+        print("running: " + " ".join(tool), flush=True)   # (before the key is added: never in the log)
+        secret = clientjob.target_secret()
+        env = {**os.environ, **key_environment(args.tool, secret)}
+        argv = tool + key_arguments(args.tool, secret)
+        proc = subprocess.Popen(argv, start_new_session=True, env=env)  # its own group: a stop ends all it started
         while proc.poll() is None:
             if job.stop.wait(0.5) or time.time() > end + 5:
                 why = "stopped" if job.stop.is_set() else "past the client's time limit"

@@ -1,0 +1,189 @@
+"""A hostile neighbour on the cluster, for real: the sandbox's second user (`neighbour`) tries, from the
+login node, everything another user of a shared cluster can try against a session we keep running:
+querying every service and Prometheus, stopping Prometheus, reading our job dirs, secrets, records and
+logs, and making our tool act on jobs it named. Every attempt must fail; our own tool, and clients
+that read the job's secret, keep working (the data-service, llama.cpp, vLLM and Chroma sessions of the
+other e2e modules run through the same locks)."""
+
+import dataclasses
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import BenchmarkOrchestrator
+from sandbox import cluster as sandbox
+from tests.e2e.conftest import config_with_state
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("postgres", "redis", "llamacpp", "vllm", "chroma")
+
+
+def as_neighbour(script: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``script`` run by the neighbour on the login node (its network namespace, its own uid)."""
+    return subprocess.run(["ip", "netns", "exec", "login", "runuser", "-u", sandbox.NEIGHBOUR, "--",
+                           "bash", "-c", script], capture_output=True, text=True, timeout=timeout,
+                          cwd="/")
+
+
+@pytest.fixture(scope="module")
+def kept(sandbox_config_path, tmp_path_factory):
+    """Our services and our monitor, started by the tool and kept while the neighbour tries."""
+    from orchestrator.config import load_config
+    tmp = tmp_path_factory.mktemp("ours")
+    cfg = dataclasses.replace(load_config(sandbox_config_path, env={}), state_dir=tmp / "state",
+                              results_dir=tmp / "results")
+    orch = BenchmarkOrchestrator(cfg)
+    started = []
+    try:
+        for name in SERVICES:
+            started.append(orch.servers.start_service(orch.load_recipe(name)))
+        eps = {name: orch.servers.wait_until_ready(sid, timeout=600) for name, sid in zip(SERVICES, started)}
+        mid = orch.monitors.start_monitor("prometheus", [started[0], started[1], started[2]], timeout=300,
+                                          scrape_interval="1s")
+        started.append(mid)
+        eps["prometheus"] = orch.servers.get_service_endpoint(mid)
+        yield orch, cfg, eps, dict(zip(SERVICES, started)) | {"prometheus": mid}
+    finally:
+        orch.servers.cancel_many(started + [s for s in orch.servers.store.load() if s not in started])
+        orch.close()
+
+
+def curl_code(url: str, *extra: str) -> str:
+    r = as_neighbour(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {' '.join(extra)} '{url}'")
+    return r.stdout.strip()
+
+
+def test_the_neighbour_cannot_query_any_service(kept):
+    _, _, eps, _ = kept
+    # the HTTP engines answer 401 without the job's key: completions, model lists, llama.cpp's metrics
+    assert curl_code(eps["llamacpp"].url + "/v1/models") == "401"
+    assert curl_code(eps["llamacpp"].url + "/metrics") == "401"
+    body = "-X POST -H 'Content-Type: application/json' -d '{\"prompt\": \"hi\", \"max_tokens\": 2}'"
+    assert curl_code(eps["llamacpp"].url + "/v1/completions", body) == "401"
+    assert curl_code(eps["vllm"].url + "/v1/models") == "401"
+    assert curl_code(eps["vllm"].url + "/v1/completions", body) == "401"
+    assert curl_code(eps["chroma"].url + "/api/v2/tenants/default_tenant/databases/default_database/collections") \
+        in ("401", "403")
+    # a guessed key is no better
+    assert curl_code(eps["vllm"].url + "/v1/models", "-H 'Authorization: Bearer guess'") == "401"
+    # Redis: every command needs the password (and CONFIG is gone even with it)
+    r = as_neighbour(f"redis-cli -h {eps['redis'].host} -p {eps['redis'].port} SET pwned 1")
+    assert "NOAUTH" in r.stdout + r.stderr
+    # PostgreSQL: SCRAM over TCP; the Unix socket is in the private job dir
+    r = as_neighbour(f"PGCONNECT_TIMEOUT=5 psql -h {eps['postgres'].host} -p {eps['postgres'].port} -U postgres "
+                     "-c 'COPY (SELECT 1) TO PROGRAM $$touch /tmp/pwned$$' postgres")
+    assert r.returncode != 0 and ("password" in r.stderr), r.stderr
+    assert not Path("/tmp/pwned").exists()
+
+
+def test_the_neighbour_cannot_query_or_stop_prometheus(kept):
+    orch, _, eps, ids = kept
+    url = eps["prometheus"].url
+    assert curl_code(url + "/api/v1/query?query=up") == "401"
+    assert curl_code(url + "/graph") == "401"
+    assert curl_code(url + "/-/quit", "-X POST") == "401"
+    assert curl_code(url + "/-/reload", "-X POST") == "401"
+    assert curl_code(url + "/api/v1/query?query=up", "-u orch:guess") == "401"
+    # ... while ours (the secret through curl -K on the login node) still answers, and it still runs
+    answer = orch.monitors.query_metrics(ids["prometheus"], "up")
+    assert answer.series and all(s.values[-1][1] == 1 for s in answer.series), answer
+
+
+def test_the_neighbour_cannot_read_job_dirs_secrets_or_logs(kept):
+    orch, cfg, _, ids = kept
+    home = pwd.getpwnam(sandbox.USER).pw_dir
+    root = Path(home) / ".orchestrator" / "services"
+    # the strongest case: a services folder someone made world-readable; each job dir still keeps out
+    os.chmod(root, 0o755)
+    for name, sid in ids.items():
+        d = root / sid
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, (name, oct(d.stat().st_mode))
+        for f in ("secret", "curl.conf", "job.sbatch"):
+            assert stat.S_IMODE((d / f).stat().st_mode) == 0o600, (name, f)
+        for f in d.glob("slurm-*.out"):
+            assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (name, f)
+        r = as_neighbour(f"cat {d}/secret; ls {d}; cat {d}/slurm-*.out")
+        assert r.stdout == "" and r.stderr.count("Permission denied") >= 2, r
+    # the laptop's records (the sandbox keeps the laptop's state on this machine too)
+    state = Path(cfg.state_dir)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    for f in state.glob("*.json"):
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+    r = as_neighbour(f"cat {state}/services.json")
+    assert r.returncode != 0 and r.stdout == ""
+
+
+def neighbour_job(name: str, extra: str = "") -> str:
+    """A job the neighbour submits, named as it likes; returns its job ID."""
+    r = as_neighbour(f"cd /tmp && sbatch --parsable --job-name={name} --time=10 {extra} --wrap 'sleep 300'")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().split(";")[0]
+
+
+def test_jobs_the_neighbour_names_like_ours_are_ignored_everywhere(kept, sandbox_config_path, tmp_path):
+    orch, cfg, _, ids = kept
+    ours = ids["redis"]
+    twin = neighbour_job(ours)                          # the very name of our running Redis
+    lookalike = neighbour_job("redis_0badc0de")         # a name of our form, of a service we never had
+    env = dict(os.environ, ORCH_CONFIG=str(config_with_state(cfg, tmp_path / "config.yaml")))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
+                              env=env, timeout=120)
+    try:
+        status = cli("--status", "--json")
+        listed = {r["job_id"] for r in json.loads(status.stdout)}
+        assert twin not in listed and lookalike not in listed
+        # our service by its ID is still our job, not the neighbour's twin
+        ep = json.loads(cli("--service-endpoint", ours, "--json").stdout)
+        assert ep["job_id"] == orch.servers.store.get(ours)["job_id"] != twin
+        for job in (twin, lookalike):
+            for args in (("--service-endpoint", job), ("--stop-service", job), ("logs", job)):
+                r = cli(*args)
+                assert r.returncode == 1 and "not a service started by this tool as you" in r.stderr, (args, r.stderr)
+                assert "Traceback" not in r.stderr
+        # a record of ours whose job ID SLURM gave again, to the neighbour's job: never acted on
+        orch.servers.store.update("redis_0ld0ld00", service_id="redis_0ld0ld00", job_id=lookalike, state="RUNNING")
+        r = cli("--stop-service", lookalike)
+        assert r.returncode == 1 and "no longer service redis_0ld0ld00" in r.stderr, r.stderr
+        assert orch.servers.cancel_many(["redis_0ld0ld00"]) == {"redis_0ld0ld00": f"refused: redis_0badc0de|{sandbox.NEIGHBOUR}"}
+        # both of the neighbour's jobs still run: nothing of ours touched them
+        q = as_neighbour(f"squeue -h -j {twin},{lookalike} -o '%i %T'").stdout.split("\n")
+        assert sorted(line.split()[1] for line in q if line.strip()) == ["RUNNING", "RUNNING"] or \
+            all("PENDING" in line or "RUNNING" in line for line in q if line.strip())
+    finally:
+        orch.servers.store.remove("redis_0ld0ld00")
+        as_neighbour(f"scancel {twin} {lookalike}")
+
+
+def test_the_watcher_never_reads_a_file_the_neighbour_points_its_output_at(kept, tmp_path):
+    """A neighbour's failing job whose StdOut is a link to our secret: `watch --user neighbour` attributes
+    it without reading the link (its verdict carries no secret)."""
+    orch, cfg, _, ids = kept
+    secret_path = Path(pwd.getpwnam(sandbox.USER).pw_dir) / ".orchestrator" / "services" / ids["redis"] / "secret"
+    out = f"/tmp/neighbour-out-{os.getpid()}"
+    r = as_neighbour(f"cd /tmp && sbatch --parsable --job-name=bait --time=5 --output={out} "
+                     f"--wrap 'rm -f {out}; ln -s {secret_path} {out}; exit 3'")
+    job = r.stdout.strip().split(";")[0]
+    from orchestrator.watch.watcher import Watcher, WatchOptions
+    lines = []
+    w = Watcher(cfg, orch.transport, orch.servers, WatchOptions(user=sandbox.NEIGHBOUR, log_lines=20),
+                log=lambda m, **k: lines.append(m))
+    deadline = time.monotonic() + 60
+    verdicts = []
+    while time.monotonic() < deadline and not any(v["job_id"] == job for v in verdicts):
+        verdicts += w.poll()
+        time.sleep(1)
+    mine = [v for v in verdicts if v["job_id"] == job]
+    assert mine, lines
+    secret = secret_path.read_text().strip()
+    assert all(secret not in json.dumps(v) for v in verdicts) and all(secret not in m for m in lines)
+    as_neighbour(f"rm -f {out}")
