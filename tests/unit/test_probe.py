@@ -8,34 +8,35 @@ REC = Marker("rec")   # the token the recorded probes were made with
 
 def test_running_service_probe_recorded(data):
     p = parse_probe(REC.parse(data("probe_running.txt")))
-    assert (p.job_id, p.service_id) == ("5", "python-http_b22ee5da")
+    assert (p.job_id, p.service_id, p.ours, p.owner) == ("12", "python-http_fe09e023", True, "orch")
     assert p.job.state == "RUNNING" and p.job.nodes == ["n1"]
-    assert p.job.stdout.endswith("/python-http_b22ee5da/slurm-5.out")
-    assert p.endpoint["ports"] == [51401] and p.endpoint["static"]["health_path"] == "/endpoint.json"
-    assert p.health_code == "200" and p.health_url == "http://n1:51401/endpoint.json" and p.healthy
+    assert p.job.stdout.endswith("/python-http_fe09e023/slurm-12.out")
+    assert p.endpoint["ports"] == [56087] and p.endpoint["static"]["health_path"] == "/endpoint.json"
+    assert p.endpoint["static"]["auth"] == "none"
+    assert p.health_code == "200" and p.health_url == "http://n1:56087/endpoint.json" and p.healthy
     assert "starting on n1" in p.log
 
 
 def test_cancelled_service_probe_recorded(data):
     p = parse_probe(REC.parse(data("probe_cancelled.txt")))
-    assert p.job.state == "CANCELLED" and p.health_code is None and not p.healthy
+    assert p.job.state == "CANCELLED" and p.health_code == "000" and not p.healthy and p.ours  # no answer
     assert "CANCELLED AT" in p.log
 
 
 def test_half_written_endpoint_is_treated_as_absent():
-    p = parse_probe(REC.parse('@@rec ids 7 x_0123abcd\n@@rec job\n@@rec endpoint\n{"job_id": "7", "no'))
+    p = parse_probe(REC.parse('@@rec ids 7 1 orch x_0123abcd\n@@rec job\n@@rec endpoint\n{"job_id": "7", "no'))
     assert p.endpoint is None and p.job is None
 
 
 def test_endpoint_that_is_json_but_not_an_endpoint_is_absent():
-    p = parse_probe(REC.parse('@@rec ids 7 x_0123abcd\n@@rec endpoint\n["node"]\n'))
+    p = parse_probe(REC.parse('@@rec ids 7 1 orch x_0123abcd\n@@rec endpoint\n["node"]\n'))
     assert p.endpoint is None
 
 
 def test_a_log_line_forging_an_old_style_marker_changes_nothing(data):
     text = data("probe_running.txt") + "@@job\nJobId=5 JobName=x JobState=FAILED\n@@ids 9 other_0123abcd\n"
     p = parse_probe(REC.parse(text))
-    assert (p.job_id, p.job.state) == ("5", "RUNNING")
+    assert (p.job_id, p.job.state) == ("12", "RUNNING")
 
 
 def test_sacct_fallback_line():
@@ -56,3 +57,8 @@ def test_only_a_probe_that_checks_health_or_runs_on_the_endpoint_starts_python_o
     assert "python3" not in plain and 'cat "$E"' in plain  # the endpoint itself is parsed on the laptop
     for options in ({"health": True}, {"then": 'curl -s "$BASE/metrics"'}):
         assert "python3 -c" in jobdir.probe_script("~/w", mark, service_id="x_0123abcd", job_id="7", **options)
+
+
+def test_a_foreign_job_is_named_whole_and_never_ours():
+    p = parse_probe(REC.parse("@@rec ids 9 foreign bob my training run\n@@rec job\n"))
+    assert (p.job_id, p.ours, p.owner, p.service_id) == ("9", False, "bob", "my training run")
