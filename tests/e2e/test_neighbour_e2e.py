@@ -93,7 +93,9 @@ def test_the_neighbour_cannot_query_or_stop_prometheus(kept):
     assert curl_code(url + "/-/reload", "-X POST") == "401"
     assert curl_code(url + "/api/v1/query?query=up", "-u orch:guess") == "401"
     # ... while ours (the secret through curl -K on the login node) still answers, and it still runs
-    answer = orch.monitors.query_metrics(ids["prometheus"], "up")
+    deadline = time.monotonic() + 30
+    while not (answer := orch.monitors.query_metrics(ids["prometheus"], "up")).series and time.monotonic() < deadline:
+        time.sleep(1)   # (its first scrapes)
     assert answer.series and all(s.values[-1][1] == 1 for s in answer.series), answer
 
 
@@ -151,16 +153,16 @@ def test_jobs_the_neighbour_names_like_ours_are_ignored_everywhere(kept, sandbox
                 assert r.returncode == 1 and "not a service started by this tool as you" in r.stderr, (args, r.stderr)
                 assert "Traceback" not in r.stderr
         # a record of ours whose job ID SLURM gave again, to the neighbour's job: never acted on
-        orch.servers.store.update("redis_0ld0ld00", service_id="redis_0ld0ld00", job_id=lookalike, state="RUNNING")
+        orch.servers.store.update("redis_01d01d00", service_id="redis_01d01d00", job_id=lookalike, state="RUNNING")
         r = cli("--stop-service", lookalike)
-        assert r.returncode == 1 and "no longer service redis_0ld0ld00" in r.stderr, r.stderr
-        assert orch.servers.cancel_many(["redis_0ld0ld00"]) == {"redis_0ld0ld00": f"refused: redis_0badc0de|{sandbox.NEIGHBOUR}"}
+        assert r.returncode == 1 and "no longer service redis_01d01d00" in r.stderr, r.stderr
+        assert orch.servers.cancel_many(["redis_01d01d00"]) == {"redis_01d01d00": f"refused: redis_0badc0de|{sandbox.NEIGHBOUR}"}
         # both of the neighbour's jobs still run: nothing of ours touched them
         q = as_neighbour(f"squeue -h -j {twin},{lookalike} -o '%i %T'").stdout.split("\n")
         assert sorted(line.split()[1] for line in q if line.strip()) == ["RUNNING", "RUNNING"] or \
             all("PENDING" in line or "RUNNING" in line for line in q if line.strip())
     finally:
-        orch.servers.store.remove("redis_0ld0ld00")
+        orch.servers.store.remove("redis_01d01d00")
         as_neighbour(f"scancel {twin} {lookalike}")
 
 
