@@ -233,8 +233,16 @@ def tunnel(click_ctx, config_path, as_json, ident, local_port, seconds):
     ep = ctx.orch.servers.get_service_endpoint(ident)
     fwd = ctx.orch.transport.forward(ep.host, ep.port, local_port)
     url = f"http://127.0.0.1:{fwd.local_port}"
-    emit(ctx, {"service_id": ep.service_id, "local_url": url, "remote": f"{ep.host}:{ep.port}"},
-         f"{ep.service_id}: {ep.host}:{ep.port} -> {url}" + ("  (UI: " + url + "/graph)" if ep.service_id.startswith("prometheus") else ""))
+    secret = f"{ctx.orch.servers.job_dir(ep.service_id)}/secret"
+    # the secret is not printed (a terminal's scrollback is a log): where it is, and how to show it
+    how = {"basic": f"log in as orch with the job's secret (on the login node: cat {secret})",
+           "bearer": f"requests need 'Authorization: Bearer <the job's secret>' (on the login node: cat {secret})",
+           "password": f"the service's own login; its password is the job's secret (on the login node: cat {secret})",
+           }.get(ep.auth, "open: no login (recipe auth: none)")
+    emit(ctx, {"service_id": ep.service_id, "local_url": url, "remote": f"{ep.host}:{ep.port}", "auth": ep.auth,
+               "secret_file": secret if ep.auth != "none" else None},
+         f"{ep.service_id}: {ep.host}:{ep.port} -> {url}" + ("  (UI: " + url + "/graph)" if ep.service_id.startswith("prometheus") else "")
+         + f"\n{how}")
     try:
         _hold(seconds)
     finally:

@@ -266,7 +266,7 @@ def stop_agent(config) -> bool:
 def stop_agent_at(path, timeout: float | None = None) -> bool:
     """Ask the agent listening at ``path`` to exit; False when none ran. It removes its socket before
     it answers, so a command right after this starts a new agent."""
-    sock = _dial(path)
+    sock = _dial(Path(path))
     if sock is None:
         return False
     with sock:

@@ -12,7 +12,7 @@ its key.
 from __future__ import annotations
 
 import base64
-import fnmatch
+import re
 import hashlib
 import hmac
 from dataclasses import dataclass, field
@@ -55,7 +55,9 @@ def host_matches(host: str, patterns: str) -> bool:
             except ValueError:
                 hit = False
         else:
-            hit = fnmatch.fnmatchcase(host, pat)
+            # OpenSSH's wildcards are * and ? only: `[10.0.0.2]:2222` is a literal name, not a character class
+            hit = re.fullmatch(".*".join(".".join(re.escape(p) for p in part.split("?"))
+                                         for part in pat.split("*")), host) is not None
         if hit and neg:
             return False
         ok = ok or hit

@@ -3,7 +3,9 @@
 import dataclasses
 import json
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -129,11 +131,20 @@ def test_gpu_and_node_exporters_of_a_service_become_targets(env, tmp_path):
 
 
 def test_tunnel_opens_the_prometheus_ui_on_localhost(env):
+    """Through the tunnel the UI asks for its login (basic auth, user orch, the job's secret)."""
+    import base64
+    import pwd
     orch, svc, mid, _ = env
     ep = orch.servers.get_service_endpoint(mid)
+    secret = (Path(pwd.getpwnam("orch").pw_dir) / ".orchestrator" / "services" / mid / "secret").read_text()
     with orch.transport.forward(ep.host, ep.port) as fwd:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{fwd.local_port}/-/ready", timeout=10).read()
-    assert b"Ready" in body
+        url = f"http://127.0.0.1:{fwd.local_port}/-/ready"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=10)
+        login = base64.b64encode(f"orch:{secret}".encode()).decode()
+        body = urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {login}"}),
+                                      timeout=10).read()
+    assert refused.value.code == 401 and ep.auth == "basic" and b"Ready" in body
 
 
 def test_unknown_target_is_an_error_that_names_it(env):

@@ -152,7 +152,7 @@ def test_a_record_left_submitting_is_completed_from_squeue(orch):
 def test_dry_run_prints_the_script_and_submits_nothing(run_cli):
     proc = run_cli("--recipe", "python-http", "--dry-run")
     assert proc.stdout.startswith("#!/bin/bash\n#SBATCH --job-name=python-http_")
-    assert "exec /bin/bash -c 'python3 -m http.server ${ORCH_PORT}" in proc.stdout
+    assert 'exec python3 -m http.server ${ORCH_PORT} --bind 0.0.0.0 --directory "${ORCH_JOB_DIR}/public"' in proc.stdout
     assert "connections=" not in proc.stderr  # not even a connection was opened
 
 

@@ -73,8 +73,12 @@ def test_the_packaged_recipe_serves_real_vllm_through_the_login_node(vllm):
     assert started["service_id"].startswith("vllm_") and started["url"].startswith("http://n")
     body = json.dumps({"model": "test-model", "messages": [{"role": "user", "content": "hello there"}],
                        "max_tokens": 7, "ignore_eos": True})
-    r = orch.transport.run(f"curl -sS -m 60 -H 'Content-Type: application/json' -d '{body}' "
+    # locked: the job's key, from its curl.conf (without it: 401)
+    conf = f"{orch.servers.job_dir(started['service_id'])}/curl.conf"
+    plain = orch.transport.run(f"curl -s -o /dev/null -w '%{{http_code}}' -m 60 {started['url']}/v1/models").stdout
+    r = orch.transport.run(f"curl -sS -m 60 -K {conf} -H 'Content-Type: application/json' -d '{body}' "
                            f"{started['url']}/v1/chat/completions", timeout=90)
+    assert plain == "401"
     answer = json.loads(r.stdout)
     # vLLM's own answer: its usage counts the real tokenizer's tokens, exactly max_tokens generated
     assert answer["usage"]["completion_tokens"] == 7 and answer["usage"]["prompt_tokens"] > 3

@@ -49,3 +49,11 @@ def test_proxyjump_forms(spec, expected):
 def test_proxyjump_without_host_is_an_error():
     with pytest.raises(TransportError, match="no host"):
         parse_jump("alice@")
+
+
+def test_bracketed_names_with_ports_are_literal_not_character_classes():
+    assert host_matches("[10.78.0.2]:2222", "[10.78.0.2]:2222")
+    assert not host_matches("1", "[10.78.0.2]:2222") and not host_matches("[10.78.0.2]:22", "[10.78.0.2]:2222")
+    assert host_matches("n1.example.org", "n?.example.org") and not host_matches("n12.example.org", "n?.example.org")
+    kh = parse_known_hosts(f"[10.78.0.2]:2222 ssh-ed25519 {KEY}\n10.78.0.2 ssh-ed25519 {KEY}2\n")
+    assert kh.keys_for("[10.78.0.2]:2222") == [("ssh-ed25519", KEY)]
