@@ -244,6 +244,15 @@ class ServersModule:
                                         f"for job '{name}' of user {user}; nothing was done")
             raise OrchestratorError(f"job {p.job_id} ('{name}', user {user}) is not a service started by this tool "
                                     "as you: refused, nothing was done")
+        rec = self.store.get(p.service_id) or {}
+        seen = rec.get("slurm_submit_time")
+        if p.job is not None and p.job.submit_time and seen and seen != p.job.submit_time:
+            # the same user and name, another submission (the job script run again by hand, a restored
+            # controller state): not the job this record describes
+            raise OrchestratorError(f"job {p.job_id} ({p.service_id}) was submitted at {p.job.submit_time}, not at "
+                                    f"{seen} as recorded: another submission of that name; nothing was done")
+        if p.job is not None and p.job.submit_time and not seen and rec and rec.get("job_id") == p.job_id:
+            self.store.update(p.service_id, slurm_submit_time=p.job.submit_time)
         if p.job is not None:
             self._remember({p.service_id: p.job})
         return p

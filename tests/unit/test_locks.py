@@ -216,3 +216,30 @@ def test_the_stand_in_server_wants_its_key_as_vllm_does(tmp_path):
         assert urllib.request.urlopen(ok, timeout=5).status == 200
     finally:
         srv.shutdown()
+
+
+class _Recorded:
+    """A transport that answers every command with one recorded probe (marker "rec")."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def run(self, command, **kw):
+        from orchestrator.cluster.transport import CommandResult
+        return CommandResult(command, 0, self.text, "")
+
+
+def test_a_record_keeps_its_jobs_submit_time_and_refuses_another_submission(tmp_path, data):
+    from orchestrator.config import Config, RemoteConfig, SSHConfig
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.services.servers import ServersModule
+    cfg = Config(ssh=SSHConfig(host="login"), slurm=SLURM, remote=RemoteConfig(), state_dir=tmp_path / "state",
+                 results_dir=tmp_path / "results")
+    servers = ServersModule(cfg, _Recorded(data("probe_running.txt")))
+    servers.store.update("python-http_fe09e023", service_id="python-http_fe09e023", job_id="12", state="PENDING")
+    servers.probe("python-http_fe09e023", mark=Marker("rec"))
+    first = servers.store.get("python-http_fe09e023")["slurm_submit_time"]
+    assert first.startswith("2026-12-02T")
+    servers.store.update("python-http_fe09e023", slurm_submit_time="2026-01-01T00:00:00")
+    with pytest.raises(OrchestratorError, match="another submission of that name; nothing was done"):
+        servers.probe("python-http_fe09e023", mark=Marker("rec"))
