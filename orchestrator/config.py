@@ -46,6 +46,8 @@ class SSHConfig:
     keepalive: int = 30
     local: bool = False              # run commands here instead: we are on the login node
     agent: bool = False              # keep the connection in a local agent between commands (cluster/agent.py)
+    client: str = "paramiko"         # or "openssh": the system ssh with a ControlMaster (cluster/openssh.py)
+    control_path: str | None = None  # openssh: the master's socket (default: a private dir in state_dir)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class Config:
 
 _TOP_KEYS = ["ssh", "slurm", "remote", "state_dir", "results_dir", "recipe_dirs", "limits"]
 _SSH_KEYS = ["host", "port", "user", "key_file", "known_hosts", "ssh_config",
-             "connect_timeout", "keepalive", "local", "agent"]
+             "connect_timeout", "keepalive", "local", "agent", "client", "control_path"]
 _SLURM_KEYS = ["account", "partition", "qos", "time"]
 _REMOTE_KEYS = ["work_dir", "venv"]
 
@@ -133,7 +135,11 @@ def _ssh_section(raw: dict) -> SSHConfig:
     agent = raw.get("agent", False)
     if not isinstance(agent, bool):
         raise SchemaViolation("ssh.agent", f"expected true or false, got {agent!r}")
+    client = raw.get("client", "paramiko")
+    if client not in ("paramiko", "openssh"):
+        raise SchemaViolation("ssh.client", f"expected paramiko or openssh, got {client!r}")
     return SSHConfig(
+        client=client, control_path=expect_str(raw.get("control_path"), "ssh.control_path", optional=True),
         host=expect_str(raw["host"], "ssh.host"),
         port=None if raw.get("port") is None else expect_int(raw["port"], "ssh.port", 1, 65535),
         user=expect_str(raw.get("user"), "ssh.user", optional=True),

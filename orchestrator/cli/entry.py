@@ -38,7 +38,7 @@ def _connect_early(argv: list[str]) -> None:
     from orchestrator.config import load_config
     try:
         config = load_config(config_argument(argv))
-        if not config.ssh.local and not agent_wanted(config):
+        if not config.ssh.local and not agent_wanted(config) and config.ssh.client == "paramiko":
             early.start(config.ssh)
     except Exception:  # a bad config or ~/.ssh/config: the command reports it, in its own words
         return

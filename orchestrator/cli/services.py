@@ -140,12 +140,23 @@ def doctor(click_ctx, config_path, as_json):
 @click.option("--stop", is_flag=True, help="stop the running agent")
 @click.pass_context
 def connect(click_ctx, config_path, as_json, stop):
-    """Start the local agent that keeps the SSH connection between commands (like ControlPersist),
-    or stop it. Commands use it with ssh.agent: true in config.yaml or ORCH_AGENT=1; it exits after
-    10 idle minutes."""
+    """Keep the SSH connection between commands, or stop it: with ssh.client: openssh, OpenSSH's
+    master (ControlPersist, 10 minutes); with paramiko, the local agent that commands use with
+    ssh.agent: true in config.yaml or ORCH_AGENT=1 (it exits after 10 idle minutes)."""
     from orchestrator.cluster.agent import AgentTransport, socket_path, stop_agent
     ctx = _ctx(click_ctx, config_path, as_json)
     cfg = ctx.orch.config
+    if cfg.ssh.client == "openssh":
+        from orchestrator.cluster.openssh import OpenSSHTransport
+        master = OpenSSHTransport(cfg.ssh, cfg.state_dir)
+        if stop:
+            stopped = master.stop()
+            emit(ctx, {"stopped": stopped}, "OpenSSH master stopped" if stopped else "no OpenSSH master was running")
+            return
+        master.start()
+        emit(ctx, {"control_path": master.control_path, "target": cfg.ssh.host},
+             f"OpenSSH master connected to {cfg.ssh.host}: {master.control_path} (exits after 10 idle minutes)")
+        return
     if stop:
         stopped = stop_agent(cfg)
         emit(ctx, {"stopped": stopped}, "agent stopped" if stopped else "no agent was running")
