@@ -129,7 +129,9 @@ class OpenSSHTransport:
         would hold them open for its whole life."""
         if self._checked:
             return
-        if self._control("check").returncode != 0:
+        # a socket that is there is a master that answers (a dead master removes it; a stale one left by a
+        # killed master fails the command with ssh's mux message, which retries through a new master)
+        if not os.path.exists(self.control_path) or self._control("check").returncode != 0:
             import tempfile
             with tempfile.TemporaryFile() as err:
                 try:
