@@ -25,13 +25,13 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
         from orchestrator.services.jobscript import render_service_script
         if ctx.config_path or resolve_config_path(None).exists():
             cfg = load_config(ctx.config_path)
-            slurm, dirs = cfg.slurm, cfg.recipe_dirs
+            slurm, dirs, remote = cfg.slurm, cfg.recipe_dirs, cfg.remote
         else:
             progress("no config file: rendering with the recipe's SLURM options only", level="warning")
-            slurm, dirs = SlurmConfig(), ()
+            slurm, dirs, remote = SlurmConfig(), (), None
         recipe = load_recipe(recipe_ref, dirs)
         from orchestrator.services.servers import new_service_id
-        click.echo(render_service_script(recipe, slurm, new_service_id(recipe)), nl=False)
+        click.echo(render_service_script(recipe, slurm, new_service_id(recipe), remote), nl=False)
         return
     recipe = ctx.orch.load_recipe(recipe_ref)
     servers = ctx.orch.servers

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from orchestrator.config import SlurmConfig
+from orchestrator.config import RemoteConfig, SlurmConfig
 from orchestrator.errors import RecipeError
 from orchestrator.resources import packaged
 from orchestrator.services.recipes import AUTO, ServiceRecipe
@@ -26,7 +26,8 @@ GPU_EXPORTER = packaged("monitoring", "exporters", "nvidia_smi_exporter.py")
 
 def _runtime_context(nports: int, static: dict) -> dict:
     ctx = {"node": f"{_MARK}ORCH_NODE{_MARK}", "job_dir": f"{_MARK}ORCH_JOB_DIR{_MARK}",
-           "secret_file": f"{_MARK}ORCH_SECRET_FILE{_MARK}", **static}
+           "secret_file": f"{_MARK}ORCH_SECRET_FILE{_MARK}", "work_dir": f"{_MARK}ORCH_WORK_DIR{_MARK}",
+           "remote_venv": f"{_MARK}ORCH_REMOTE_VENV{_MARK}", **static}
     if nports:
         ctx["port"] = f"{_MARK}ORCH_PORT{_MARK}"
         ctx["ports"] = [f"{_MARK}ORCH_PORT_{i}{_MARK}" for i in range(nports)]
@@ -43,11 +44,11 @@ def _segments(text: str, nports: int, field: str, source: str, static: dict | No
     except jinja2.UndefinedError as exc:
         hint = " (service.ports is empty)" if "port" in str(exc) and not nports else ""
         raise RecipeError(f"{source}: {field}: {exc.message}{hint}; available: node, job_dir, "
-                          "secret_file, scrape_interval, retention_time"
+                          "secret_file, work_dir, remote_venv, scrape_interval, retention_time"
                           + (", port, ports[0..%d]" % (nports - 1) if nports else "")) from None
     except jinja2.exceptions.SecurityError as exc:
         raise RecipeError(f"{source}: {field}: not allowed in a recipe: {exc}; only the variables node, job_dir, "
-                          "secret_file, port, ports[i], scrape_interval and retention_time may be used") from None
+                          "secret_file, work_dir, remote_venv, port, ports[i], scrape_interval and retention_time may be used") from None
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{source}: {field}: template error: {exc}") from None
     parts = rendered.split(_MARK)
@@ -118,7 +119,11 @@ def sbatch_options(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -
                          mem=r.mem, gpus=r.gpus, constraint=r.constraint, nodelist=r.nodelist)
 
 
-def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -> str:
+def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str,
+                          remote: RemoteConfig | None = None) -> str:
+    """``remote``: config.yaml's remote section, whose paths recipes reach as {{ work_dir }} and
+    {{ remote_venv }} (a recipe never hard-codes ~/.orchestrator)."""
+    remote = remote or RemoteConfig()
     n = len(recipe.ports)
     src = recipe.source or recipe.name
     known = {"scrape_interval": recipe.scrape_interval, "retention_time": recipe.retention_time}
@@ -144,6 +149,7 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
         + [f"ORCH_EXPORTER_{e.upper()}_PORT" for e in recipe.exporters], nports=n,
         exporters=recipe.exporters, auth=recipe.auth,
         gpu_exporter_source=GPU_EXPORTER.read_text() if "gpu" in recipe.exporters else "",
+        work_dir_word=expand_home_word(remote.work_dir), venv_word=expand_home_word(remote.venv_dir),
         environment=env, command=shlex.quote(command), modules=recipe.modules, metrics=metrics,
         static_json=json.dumps(static), container=container,
         image=expand_home_word(container.image_path) if container else None,

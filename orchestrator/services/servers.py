@@ -132,7 +132,7 @@ class ServersModule:
     def render(self, recipe: ServiceRecipe, service_id: str | None = None) -> tuple[str, str]:
         sid = service_id or self.new_service_id(recipe)
         from orchestrator.services.jobscript import render_service_script  # (Jinja2: only commands that submit)
-        return sid, render_service_script(recipe, self.config.slurm, sid)
+        return sid, render_service_script(recipe, self.config.slurm, sid, self.config.remote)
 
     def job_dir(self, service_id: str) -> str:
         return jobdir.job_dir(self.config.remote.work_dir, service_id)

@@ -91,3 +91,13 @@ def test_sbatch_value_with_whitespace_is_refused():
     r = parse_recipe({"service": {"name": "x", "command": "c", "resources": {"account": "a b"}}})
     with pytest.raises(RecipeError, match="--account value 'a b' contains whitespace"):
         render_service_script(r, SLURM, "x_0123abcd")
+
+
+def test_recipes_reach_the_configured_remote_paths_never_a_hard_coded_one():
+    from orchestrator.config import RemoteConfig
+    remote = RemoteConfig(work_dir="~/scratch/orch", venv="/site/venvs/orch")
+    script = render_service_script(load_recipe("chroma"), SLURM, "chroma_0123abcd", remote)
+    assert 'export ORCH_WORK_DIR="$HOME/scratch/orch" ORCH_REMOTE_VENV="/site/venvs/orch"' in script
+    assert '"${CHROMA_BIN:-${ORCH_REMOTE_VENV}/bin/chroma}"' in script
+    for path in SHIPPED:   # no shipped recipe names the default work dir's venv itself
+        assert ".orchestrator/venv" not in load_recipe(str(path)).command, path.stem
