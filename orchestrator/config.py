@@ -45,7 +45,6 @@ class SSHConfig:
     connect_timeout: float = 15.0
     keepalive: int = 30
     local: bool = False              # run commands here instead: we are on the login node
-    agent: bool = False              # keep the connection in a local agent between commands (cluster/agent.py)
     client: str = "paramiko"         # or "openssh": the system ssh with a ControlMaster (cluster/openssh.py)
     control_path: str | None = None  # openssh: the master's socket (default: a private dir in state_dir)
 
@@ -132,9 +131,10 @@ def _ssh_section(raw: dict) -> SSHConfig:
     bool_local = raw.get("local", False)
     if not isinstance(bool_local, bool):
         raise SchemaViolation("ssh.local", f"expected true or false, got {bool_local!r}")
-    agent = raw.get("agent", False)
-    if not isinstance(agent, bool):
-        raise SchemaViolation("ssh.agent", f"expected true or false, got {agent!r}")
+    if raw.get("agent"):
+        # the local agent was retired: OpenSSH's ControlMaster keeps a connection between commands
+        raise SchemaViolation("ssh.agent", "the local agent was retired; for a connection kept between commands "
+                                           "set ssh.client: openssh (OpenSSH's ControlMaster; `connect` opens it)")
     client = raw.get("client", "paramiko")
     if client not in ("paramiko", "openssh"):
         raise SchemaViolation("ssh.client", f"expected paramiko or openssh, got {client!r}")
@@ -149,7 +149,6 @@ def _ssh_section(raw: dict) -> SSHConfig:
         connect_timeout=float(expect_int(raw.get("connect_timeout", 15), "ssh.connect_timeout", 1)),
         keepalive=expect_int(raw.get("keepalive", 30), "ssh.keepalive", 0),
         local=bool_local,
-        agent=agent,
     )
 
 

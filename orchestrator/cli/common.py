@@ -10,7 +10,6 @@ import time
 import click
 
 
-RAN_IN = "here"  # "agent" in a command the local agent runs (cli/handoff.py); the stats line says which
 
 
 class Context:
@@ -35,13 +34,14 @@ class Context:
             return
         if self.stats and self._orch._transport is not None:
             stats = self._orch._transport.stats
+            via = getattr(self._orch._transport, "kind", "?")
             from orchestrator.logs import json_format, log
             if json_format():
                 log("orch-stats", connections=stats.connections, commands=stats.commands,
-                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3), ran_in=RAN_IN)
+                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3), transport=via)
             else:
                 click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f} "
-                           f"ran_in={RAN_IN}", err=True)
+                           f"transport={via}", err=True)
         self._orch.close()
 
 

@@ -137,35 +137,22 @@ def doctor(click_ctx, config_path, as_json):
 
 @click.command()
 @common_options
-@click.option("--stop", is_flag=True, help="stop the running agent")
+@click.option("--stop", is_flag=True, help="close the connection instead")
 @click.pass_context
 def connect(click_ctx, config_path, as_json, stop):
-    """Keep the SSH connection between commands, or stop it: with ssh.client: openssh, OpenSSH's
-    master (ControlPersist, 10 minutes); with paramiko, the local agent that commands use with
-    ssh.agent: true in config.yaml or ORCH_AGENT=1 (it exits after 10 idle minutes)."""
-    from orchestrator.cluster.agent import AgentTransport, socket_path, stop_agent
+    """Open OpenSSH's master connection (ssh.client: openssh), which every command then reuses for
+    10 idle minutes, or close it (--stop)."""
     ctx = _ctx(click_ctx, config_path, as_json)
     cfg = ctx.orch.config
-    if cfg.ssh.client == "openssh":
-        from orchestrator.cluster.openssh import OpenSSHTransport
-        master = OpenSSHTransport(cfg.ssh, cfg.state_dir)
-        if stop:
-            stopped = master.stop()
-            emit(ctx, {"stopped": stopped}, "OpenSSH master stopped" if stopped else "no OpenSSH master was running")
-            return
-        master.start()
-        emit(ctx, {"control_path": master.control_path, "target": cfg.ssh.host},
-             f"OpenSSH master connected to {cfg.ssh.host}: {master.control_path} (exits after 10 idle minutes)")
-        return
+    if cfg.ssh.client != "openssh":
+        raise click.UsageError("a connection kept between commands is OpenSSH's: set ssh.client: openssh in "
+                               "config.yaml (each paramiko command opens its own)")
+    from orchestrator.cluster.openssh import OpenSSHTransport
+    master = OpenSSHTransport(cfg.ssh, cfg.state_dir)
     if stop:
-        stopped = stop_agent(cfg)
-        emit(ctx, {"stopped": stopped}, "agent stopped" if stopped else "no agent was running")
+        stopped = master.stop()
+        emit(ctx, {"stopped": stopped}, "OpenSSH master stopped" if stopped else "no OpenSSH master was running")
         return
-    t = AgentTransport(cfg)
-    try:
-        t.run("true", timeout=60, check=True)  # connected, host key checked
-    finally:
-        t.close()
-    path = socket_path(cfg)
-    emit(ctx, {"socket": str(path), "target": cfg.ssh.host},
-         f"agent connected to {cfg.ssh.host}: {path} (mode 600; exits after 10 idle minutes)")
+    master.start()
+    emit(ctx, {"control_path": master.control_path, "target": cfg.ssh.host},
+         f"OpenSSH master connected to {cfg.ssh.host}: {master.control_path} (exits after 10 idle minutes)")

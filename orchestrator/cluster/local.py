@@ -15,6 +15,7 @@ class LocalTransport:
     """Runs commands with the local shell: the tool is on the login node."""
 
     description = "local"
+    kind = "local"
 
     def __init__(self) -> None:
         self.stats = TransportStats()

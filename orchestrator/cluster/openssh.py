@@ -110,6 +110,7 @@ class MasterForward:
 
 class OpenSSHTransport:
     description = "openssh"
+    kind = "openssh"
 
     def __init__(self, cfg: SSHConfig, state_dir: str | os.PathLike):
         self.cfg = cfg

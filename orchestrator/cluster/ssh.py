@@ -13,7 +13,6 @@ import getpass
 import os
 import select
 import socket
-import threading
 import time
 from dataclasses import dataclass
 
@@ -151,6 +150,8 @@ def _tcp_socket(host: str, port: int, timeout: float) -> socket.socket:
 class SSHTransport:
     """Implements transport.Transport over one lazily opened SSH connection."""
 
+    kind = "paramiko"
+
     def __init__(self, cfg: SSHConfig):
         self.cfg = cfg
         self.stats = TransportStats()
@@ -160,8 +161,6 @@ class SSHTransport:
         self._hops: list[paramiko.SSHClient] = []
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_ok = True
-        self._opening: threading.Thread | None = None
-        self._open_error: BaseException | None = None
 
     # -- connection -------------------------------------------------------
     def _known_hosts(self) -> KnownHosts:
@@ -235,29 +234,7 @@ class SSHTransport:
         self._hops = hops[:-1]
         return hops[-1]
 
-    def connect_in_background(self) -> None:
-        """Start opening the connection on a thread (cluster/early.py): the caller goes on with its
-        own work, and the first remote call waits for the connection, or raises what opening it met."""
-        if self._client is None and self._opening is None:
-            self._opening = threading.Thread(target=self._open, name="ssh-open", daemon=True)
-            self._opening.start()
-
-    def _open(self) -> None:
-        try:
-            self._client = self._connect()
-        except BaseException as exc:  # handed to the thread of the first remote call
-            self._open_error = exc
-
-    def _opened(self) -> None:
-        if self._opening is not None:
-            self._opening.join()
-            self._opening = None
-            if self._open_error is not None:
-                error, self._open_error = self._open_error, None
-                raise error
-
     def _alive(self) -> paramiko.Transport:
-        self._opened()
         if self._client is None:
             self._client = self._connect()
         transport = self._client.get_transport()
@@ -383,9 +360,6 @@ class SSHTransport:
         return SSHForward.start(self._alive(), remote_host, remote_port, local_port)
 
     def close(self) -> None:
-        if self._opening is not None:  # let it finish, so that what it opened is closed here
-            self._opening.join(self.cfg.connect_timeout)
-            self._opening = None
         if self._sftp is not None:
             self._sftp.close()
             self._sftp = None

@@ -2,7 +2,8 @@
 
 Everything above this module takes a ``Transport`` and calls ``run``, ``put``,
 ``get`` or ``forward``. ``cluster.ssh.SSHTransport`` talks to the login node
-over a single reused paramiko connection; ``cluster.local.LocalTransport`` runs
+over a single reused paramiko connection; ``cluster.openssh.OpenSSHTransport`` runs the system's
+ssh over a ControlMaster; ``cluster.local.LocalTransport`` runs
 the same commands here, for use on the login node itself; tests replay
 recorded sessions through ``tests/fakes.py``. ``cluster.connect`` picks one.
 """
@@ -55,6 +56,7 @@ class Forward(Protocol):
 class Transport(Protocol):
     stats: TransportStats
     description: str
+    kind: str                    # paramiko | openssh | local: what --stats names
 
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
             stdin: str | None = None, idempotent: bool = True) -> CommandResult: ...

@@ -40,7 +40,7 @@ def test_a_service_lifecycle_over_one_master(openssh_config):
     up = cli(openssh_config, "--recipe", "python-http", "--wait", "--json")
     assert up.returncode == 0, up.stderr
     sid = json.loads(up.stdout)["service_id"]
-    assert "connections=1 " in up.stderr and "ran_in=here" in up.stderr
+    assert "connections=1 " in up.stderr and "transport=openssh" in up.stderr
     try:
         status = cli(openssh_config, "--status")
         assert sid in status.stdout and "connections=0 " in status.stderr   # the master, reused

@@ -73,10 +73,10 @@ def test_no_module_imports_itself_back_through_others():
 def test_only_cluster_package_opens_connections():
     graph = _imports()
     ssh_users = {n for n, deps in graph.items() if "orchestrator.cluster.ssh" in deps}
-    # connect picks a transport; the optional agent holds one for other commands; early opens a
-    # command's own while it imports
-    assert ssh_users <= {"orchestrator.cluster.connect", "orchestrator.cluster.ssh", "orchestrator.cluster.agent",
-                         "orchestrator.cluster.early"}, ssh_users
+    # connect picks a transport (paramiko's, OpenSSH's or the local shell)
+    assert ssh_users <= {"orchestrator.cluster.connect", "orchestrator.cluster.ssh"}, ssh_users
+    openssh_users = {n for n, deps in graph.items() if "orchestrator.cluster.openssh" in deps}
+    assert openssh_users <= {"orchestrator.cluster.connect", "orchestrator.cli.services"}, openssh_users
 
 
 def test_reports_never_talk_to_the_cluster():

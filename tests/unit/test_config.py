@@ -88,3 +88,13 @@ def test_recipe_dirs_are_a_list_of_paths(tmp_path):
     assert [str(p) for p in cfg.recipe_dirs][1] == "/opt/r" and not str(cfg.recipe_dirs[0]).startswith("~")
     with pytest.raises(SchemaViolation, match="expected a list of directories"):
         parse_config({"ssh": {"host": "h"}, "recipe_dirs": "/opt/r"}, env={})
+
+
+def test_the_transport_is_chosen_and_the_retired_agent_says_what_replaced_it(tmp_path):
+    assert load_config(write(tmp_path, GOOD), env={}).ssh.client == "paramiko"   # the default
+    ossh = load_config(write(tmp_path, GOOD.replace("  port: 2222", "  port: 2222\n  client: openssh")), env={})
+    assert ossh.ssh.client == "openssh"
+    with pytest.raises(ConfigError, match="ssh.client.*expected paramiko or openssh"):
+        load_config(write(tmp_path, GOOD.replace("  port: 2222", "  port: 2222\n  client: putty")), env={})
+    with pytest.raises(ConfigError, match="ssh.agent.*set ssh.client: openssh"):
+        load_config(write(tmp_path, GOOD.replace("  port: 2222", "  port: 2222\n  agent: true")), env={})
