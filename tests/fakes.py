@@ -6,8 +6,9 @@ downloads with their bytes) and every random token the tool drew and wall-clock 
 Replaying draws the same tokens, so the tool sends the same commands and
 parses the real answers: unit tests of the orchestration code without a
 cluster, as any user, in milliseconds. Commands are compared with digits and
-heredoc bodies blanked (times and shipped files differ between runs); any
-other difference fails the test, showing both commands.
+heredoc bodies blanked (times differ between runs); what a command ships on
+stdin (each file of a job bundle, by name, mode and content) and every upload
+are compared exactly; any other difference fails the test, showing both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,26 @@ from orchestrator.errors import CommandTimeout, TransportError
 
 CASSETTES = Path(__file__).resolve().parent / "data" / "cassettes"
 _HEREDOC = re.compile(r"<<'(ORCH_EOF_[0-9a-f]+)'\n.*?\n\1\n", re.S)
+
+
+def shipped(stdin: str | None) -> dict | None:
+    """What a command's stdin ships, as compared between recording and replay: a job bundle (base64 of a
+    gzipped tar) as {member: [mode, sha256 of its bytes]}, other input as its sha256. The tool draws the
+    recorded tokens when replaying, so the job script, the secret and every shipped file are the same
+    bytes: a dropped file, a renamed field in a client, a changed mode all show."""
+    if stdin is None:
+        return None
+    import gzip
+    import hashlib
+    import io
+    import tarfile
+    try:
+        raw = base64.b64decode(stdin, validate=True)
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(raw)), mode="r:") as tar:
+            return {m.name: [oct(m.mode), hashlib.sha256(tar.extractfile(m).read()).hexdigest()]
+                    for m in tar if m.isfile()}
+    except (ValueError, OSError, tarfile.TarError):
+        return {"sha256": hashlib.sha256(stdin.encode()).hexdigest()}
 
 
 def normalise(command: str) -> str:
@@ -71,7 +92,7 @@ class RecordingTransport:
             self.calls.append({"op": "run", "command": command, "error": type(exc).__name__, "message": str(exc)})
             raise
         self.calls.append({"op": "run", "command": command, "exit_code": r.exit_code, "stdout": r.stdout,
-                           "stderr": r.stderr})
+                           "stderr": r.stderr, **({"stdin": shipped(stdin)} if stdin is not None else {})})
         return r.check() if check else r
 
     def get(self, remote_path, local_path):
@@ -85,7 +106,8 @@ class RecordingTransport:
 
     def put(self, local_path, remote_path):
         self.inner.put(local_path, remote_path)
-        self.calls.append({"op": "put", "remote": remote_path})
+        self.calls.append({"op": "put", "remote": remote_path,
+                           "content": base64.b64encode(Path(local_path).read_bytes()).decode()})
 
     def forward(self, *a, **k):
         raise NotImplementedError("port forwards are not recorded")
@@ -136,6 +158,10 @@ class ReplayTransport:
             raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
                                  f"recorded: {normalise(call['command'])[:1500]}\n"
                                  f"sent:     {normalise(command)[:1500]}")
+        if call.get("stdin") != shipped(stdin) and "error" not in call:
+            raise ReplayMismatch(f"call {self.position}: its stdin differs from the recording\n"
+                                 f"recorded: {json.dumps(call.get('stdin'))[:1500]}\n"
+                                 f"sent:     {json.dumps(shipped(stdin))[:1500]}")
         if "error" in call:
             raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
         r = CommandResult(command, call["exit_code"], call["stdout"], call["stderr"])
@@ -152,7 +178,11 @@ class ReplayTransport:
 
     def put(self, local_path, remote_path):
         self.stats.transfers += 1
-        self._next("put", remote_path)
+        call = self._next("put", remote_path)
+        if normalise(call["remote"]) != normalise(remote_path) or \
+                call.get("content") != base64.b64encode(Path(local_path).read_bytes()).decode():
+            raise ReplayMismatch(f"call {self.position}: uploaded {local_path} to {remote_path}, which differs from "
+                                 f"the recording (to {call['remote']})")
 
     def forward(self, *a, **k):
         raise NotImplementedError
