@@ -246,3 +246,19 @@ def test_session_cross_check_agrees_with_the_engine_counters(session_run):
     assert rows["requests"]["metric"] == "vllm:request_success_total (summed over finished_reason)"
     assert rows["output tokens"]["agree"] is True and rows["output tokens"]["client"] > 0
     assert rows["requests"]["engine"].startswith("stand-in")
+
+
+def test_what_a_command_ships_is_compared_member_by_member():
+    from orchestrator.services.servers import job_bundle
+    from tests.fakes import shipped
+    base = shipped(job_bundle({"job.sbatch": b"#!/bin/bash\n", "clientjob.py": b"warmup_until = 1\n"}))
+    assert set(base) == {"job.sbatch", "clientjob.py"} and base["clientjob.py"][0] == "0o600"
+    assert shipped(job_bundle({"job.sbatch": b"#!/bin/bash\n", "clientjob.py": b"warmup_end = 1\n"})) != base
+    assert shipped(job_bundle({"job.sbatch": b"#!/bin/bash\n"})) != base
+    # two bundles of the same files are the same, whatever their tar and gzip timestamps
+    assert shipped(job_bundle({"job.sbatch": b"#!/bin/bash\n", "clientjob.py": b"warmup_until = 1\n"})) == base
+    salted = [shipped(job_bundle({"web.yml": f"orch: '{h}'\n".encode()})) for h in (
+        "$2b$10$rRGkmAFHBok4l/jn04Qr9.qVDnXB97qUYd0Ztp5xOqc9wCb3WMJ/q",
+        "$2b$10$abcdefghijklmnopqrstuu0123456789ABCDEFGHIJKLMNOPQRSTU")]
+    assert salted[0] == salted[1]   # a bcrypt salt is random: compared as "a bcrypt hash"
+    assert shipped("plain text\n") == {"sha256": shipped("plain text\n")["sha256"]}
