@@ -50,8 +50,8 @@ def generate(path: Path, n: int, tokens: int) -> None:
 
 def measure(path: Path, n: int) -> dict:
     """In a fresh process: ingest, KPIs, artifacts; peak RSS."""
-    from orchestrator.bench.kpi import client_kpis, window_of
-    from orchestrator.bench.records import TableBuilder, jsonl_line
+    from orchestrator.analysis.kpi import client_kpis, window_of
+    from orchestrator.analysis.records import TableBuilder, jsonl_line
     from orchestrator.reports.artifacts import ReportContext, write_artifacts
     out = path.parent / "session"
     out.mkdir()

@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator import waiting
-from orchestrator.bench.kpi import KPI, Window
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.kpi import KPI, Window
+from orchestrator.analysis.records import RequestTable
 from orchestrator.errors import OrchestratorError
-from orchestrator.monitoring.engines import ENGINES, NONE
+from orchestrator.analysis.engines import ENGINES, NONE
 from orchestrator.monitoring.queries import (
     COUNTERS,
     HISTOGRAM_KPIS,

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.bench.datasets import DatasetSpec
-from orchestrator.bench.definitions import DEFAULT_PERCENTILES
+from orchestrator.analysis.definitions import DEFAULT_PERCENTILES
 from orchestrator.bench.kinds import CLIENT_KINDS, KINDS, LLM_KINDS
-from orchestrator.bench.sweep import parse_slo, validate_sweep
+from orchestrator.analysis.sweep import parse_slo, validate_sweep
 from orchestrator.errors import RecipeError
 from orchestrator.schema import (
     SchemaViolation,

@@ -30,8 +30,8 @@ from orchestrator.bench.datasets import build_rows
 from orchestrator.bench.kinds import KINDS
 from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
 from orchestrator.bench.recipe import BenchmarkRecipe, ClientSpec
-from orchestrator.bench.records import RequestTable, TableBuilder, jsonl_line
-from orchestrator.bench.sweep import (
+from orchestrator.analysis.records import RequestTable, TableBuilder, jsonl_line
+from orchestrator.analysis.sweep import (
     Point,
     apply_to_client,
     grid,
@@ -39,7 +39,7 @@ from orchestrator.bench.sweep import (
     set_path,
 )
 from orchestrator.cluster import jobdir
-from orchestrator.cluster.slurm import TERMINAL_STATES
+from orchestrator.cluster.slurm import STATE_CAUSES, TERMINAL_STATES
 from orchestrator.errors import OrchestratorError, RecipeError, Terminated, TransportError
 from orchestrator.fileio import atomic_open, sha256_file, write_atomic
 from orchestrator.reports.artifacts import (
@@ -64,7 +64,6 @@ from orchestrator.services.recipes import (
 from orchestrator.services.jobscript import expand_home_word
 from orchestrator.templating import literal
 from orchestrator.times import parse_duration
-from orchestrator.watch.attribution import STATE_CAUSES
 
 Progress = Callable[[str], None]
 DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count

@@ -163,8 +163,8 @@ def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
     --save-detailed` JSON, or aiperf's profile_export.jsonl (or its artifact folder)."""
     from pathlib import Path
 
-    from orchestrator.bench.compare import compare_sessions
-    from orchestrator.bench.experiments import parse_thresholds
+    from orchestrator.analysis.compare import compare_sessions
+    from orchestrator.analysis.experiments import parse_thresholds
     ctx = _ctx(click_ctx, config_path, as_json)
     try:
         thr = parse_thresholds([t for group in thresholds for t in group.split()]) if thresholds else None

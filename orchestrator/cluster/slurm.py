@@ -19,6 +19,9 @@ SEP = "\x1f"
 SQUEUE_FIELDS = ["%i", "%j", "%T", "%M", "%N", "%r", "%P", "%u", "%l", "%V", "%S"]
 SQUEUE_FORMAT = SEP.join(SQUEUE_FIELDS)
 
+# what a terminal state alone says of why a job ended (the watcher and a session's errors both say it)
+STATE_CAUSES = {"TIMEOUT": "time limit", "OUT_OF_MEMORY": "out of memory (host)", "NODE_FAIL": "node failure",
+                "BOOT_FAIL": "node failure", "DEADLINE": "time limit", "PREEMPTED": "preempted"}
 TERMINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
                    "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED"}
 

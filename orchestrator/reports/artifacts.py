@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.bench.kpi import (
+from orchestrator.analysis.kpi import (
     DEFAULT_PERCENTILES,
     DEFINITIONS,
     KPI,
@@ -30,10 +30,10 @@ from orchestrator.bench.kpi import (
     throughput_series,
     window_of,
 )
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.records import RequestTable
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
-from orchestrator.monitoring.engines import ENGINES, NONE
+from orchestrator.analysis.engines import ENGINES, NONE
 from orchestrator.reports.bottleneck import Load, verdict
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso

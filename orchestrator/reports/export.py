@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from orchestrator.bench.kpi import KPI
+from orchestrator.analysis.kpi import KPI
 from orchestrator.errors import OrchestratorError
 from orchestrator.reports.html import display
 

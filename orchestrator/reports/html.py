@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from orchestrator.bench.kpi import KPI
-from orchestrator.reports.svg import empty_chart, histogram_chart, line_chart
+from orchestrator.analysis.kpi import KPI
+from orchestrator.analysis.charts import empty_chart, histogram_chart, line_chart
 from orchestrator.templating import render_html
 
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from orchestrator.bench.experiments import knee, point_results, saturation, slo_limit
-from orchestrator.bench.kpi import KPI, Window
-from orchestrator.bench.sweep import Point
+from orchestrator.analysis.experiments import knee, point_results, saturation, slo_limit
+from orchestrator.analysis.kpi import KPI, Window
+from orchestrator.analysis.sweep import Point
 from orchestrator.fileio import atomic_open, write_atomic
 from orchestrator.reports.artifacts import (
     ReportContext,
     build_manifest,
     write_summary,
 )
-from orchestrator.reports.svg import line_chart
+from orchestrator.analysis.charts import line_chart
 from orchestrator.templating import render_html
 from orchestrator.times import iso
 

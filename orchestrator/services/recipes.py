@@ -111,7 +111,7 @@ class ServiceRecipe:
     scrape_interval: str = "15s"
     retention_time: str = "15d"
     files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
-    engine: str | None = None        # an inference engine of monitoring/engines.py: whose metric names
+    engine: str | None = None        # an inference engine of analysis/engines.py: whose metric names
     auth: str = "none"               # one of AUTHS: how clients show the job's secret
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
@@ -319,7 +319,7 @@ def _files(raw, source: str) -> dict[str, str]:
 
 
 def _engine(value) -> str | None:
-    from orchestrator.monitoring.engines import ENGINES
+    from orchestrator.analysis.engines import ENGINES
     if value is None:
         return None
     return expect_pattern(value, "service.engine", lambda v: v in ENGINES, "one of " + ", ".join(ENGINES))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
+from orchestrator.cluster.slurm import STATE_CAUSES
+
 # (cause, patterns), checked in this order; the first whose pattern occurs in the log wins
 LOG_CAUSES = [
     ("out of memory (CUDA)", [r"CUDA out of memory", r"torch\.cuda\.OutOfMemoryError", r"CUDA_ERROR_OUT_OF_MEMORY",
@@ -21,8 +23,6 @@ LOG_CAUSES = [
                                   r"[Nn]o module(?:file)?s? .*found", r"exec: .*: not found",
                                   r"No such file or directory"]),
 ]
-STATE_CAUSES = {"TIMEOUT": "time limit", "OUT_OF_MEMORY": "out of memory (host)", "NODE_FAIL": "node failure",
-                "BOOT_FAIL": "node failure", "DEADLINE": "time limit", "PREEMPTED": "preempted"}
 ERROR_LINE = re.compile(r"error|exception|fatal|traceback|failed|killed", re.IGNORECASE)
 
 

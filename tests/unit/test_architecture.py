@@ -85,3 +85,23 @@ def test_reports_never_talk_to_the_cluster():
         if name.startswith("orchestrator.reports"):
             assert not {d for d in deps if d.startswith(("orchestrator.cluster", "orchestrator.services",
                                                           "orchestrator.monitoring.monitors"))}, name
+
+
+def test_analysis_is_downstream_of_nothing_that_acts_and_reports_never_import_bench():
+    """analysis/ (what measurements mean) has no effects: bench/ (which runs things) and reports/
+    (which renders) import it, it imports neither; reports/ never import bench/."""
+    graph = _imports()
+    acting = ("orchestrator.bench", "orchestrator.reports", "orchestrator.monitoring", "orchestrator.services",
+              "orchestrator.cluster", "orchestrator.watch", "orchestrator.cli", "orchestrator.api")
+    for name, deps in graph.items():
+        if name.startswith("orchestrator.analysis"):
+            # bench.workloads are the programs shipped to the nodes (standard library, pure): a reference
+            # tool's result is read with the very code that converts it on the node
+            bad = {d for d in deps if d.startswith(acting) and not d.startswith("orchestrator.bench.workloads")}
+            assert not bad, (name, bad)
+        if name.startswith("orchestrator.reports"):
+            assert not {d for d in deps if d.startswith("orchestrator.bench")}, name
+    # the dashboard and the report draw with one charts module; job-state causes are SLURM's
+    assert "orchestrator.analysis.charts" in graph["orchestrator.monitoring.dashboard"]
+    assert "orchestrator.cluster.slurm" in graph["orchestrator.watch.attribution"]
+    assert not any(d.startswith("orchestrator.watch") for d in graph["orchestrator.bench.session"])

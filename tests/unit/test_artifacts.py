@@ -3,8 +3,8 @@
 import csv
 import json
 
-from orchestrator.bench.kpi import KPI
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.kpi import KPI
+from orchestrator.analysis.records import RequestTable
 from orchestrator.reports.artifacts import (
     PrometheusData,
     ReportContext,

@@ -121,7 +121,7 @@ def test_aiperf_export_becomes_records():
 
 
 def test_report_compare_takes_a_tool_result_as_either_side(tmp_path):
-    from orchestrator.bench.compare import compare_sessions
+    from orchestrator.analysis.compare import compare_sessions
     rows, _ = compare_sessions(DATA / "vllm-bench-detailed.json", DATA / "aiperf-profile_export.jsonl")
     by = {r.kpi: r for r in rows}
     assert by["throughput"].a == pytest.approx(6 / (max(s + l for s, l in zip(

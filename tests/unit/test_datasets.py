@@ -38,10 +38,10 @@ def test_a_file_that_is_not_sharegpt_is_a_clear_error(tmp_path):
 
 
 def test_goodput_counts_requests_meeting_every_slo():
-    from orchestrator.bench.kpi import Window, client_kpis
+    from orchestrator.analysis.kpi import Window, client_kpis
     recs = [{"start": 1.0 + i, "latency_s": 0.5 if i % 2 else 3.0, "ttft_s": 0.1, "tpot_s": 0.01, "ok": True,
              "tokens_out": 10, "tokens_in": 5, "itl_s": [0.01, 0.02], "client_cpu_s": 0.001} for i in range(10)]
-    from orchestrator.bench.records import RequestTable
+    from orchestrator.analysis.records import RequestTable
     with RequestTable.from_records(recs) as t:
         k = {x.kpi: x for x in client_kpis(t, Window(1.0, 11.0), (50, 90), {"ttft": 0.2, "e2e": 1.0})}
     assert k["goodput"].value == 5 / 10.0

@@ -1,7 +1,7 @@
 import pytest
 
-from orchestrator.bench.records import RequestTable
-from orchestrator.bench.experiments import (
+from orchestrator.analysis.records import RequestTable
+from orchestrator.analysis.experiments import (
     PointResult,
     compare,
     interval_noise,
@@ -11,7 +11,7 @@ from orchestrator.bench.experiments import (
     slo_limit,
 )
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.bench.sweep import (
+from orchestrator.analysis.sweep import (
     Point,
     apply_to_client,
     grid,
@@ -112,7 +112,7 @@ def test_noise_of_itl_uses_every_gap_and_any_percentile():
 
 
 def test_a_tail_percentile_of_few_samples_is_as_noisy_as_its_last_values():
-    from orchestrator.bench.experiments import quantile_noise
+    from orchestrator.analysis.experiments import quantile_noise
     # 80 requests at 290 ms and one at 324 ms: p99 is nearly the maximum, its noise the gap up to it
     recs = [{"start": 10.0 + i * 0.07, "latency_s": 0.290 + (i % 5) * 0.0005, "ok": True} for i in range(80)]
     recs.append({"start": 15.0, "latency_s": 0.324, "ok": True})

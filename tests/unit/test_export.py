@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from orchestrator.bench.kpi import KPI
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.kpi import KPI
+from orchestrator.analysis.records import RequestTable
 from orchestrator.reports import export
 from orchestrator.reports.artifacts import PrometheusData, ReportContext, window_for, write_artifacts
 from orchestrator.reports.bottleneck import Load

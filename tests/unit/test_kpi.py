@@ -1,13 +1,13 @@
 import pytest
 
-from orchestrator.bench.kpi import (
+from orchestrator.analysis.kpi import (
     Window,
     client_kpis,
     count_in_window,
     throughput_series,
     window_of,
 )
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.records import RequestTable
 
 
 def table(records):
@@ -49,7 +49,7 @@ def test_every_percentile_of_every_distribution_matches_numpy_on_many_chunks(mon
     """Chunks of 7 rows: every KPI pass crosses chunk boundaries, ITL gaps included."""
     import numpy as np
 
-    import orchestrator.bench.records as records_mod
+    import orchestrator.analysis.records as records_mod
     rng = np.random.default_rng(3)
     recs = []
     for i in range(200):

@@ -6,8 +6,8 @@ import statistics
 import numpy as np
 import pytest
 
-from orchestrator.bench.quantiles import summarise
-from orchestrator.bench.records import RecordError, RequestTable
+from orchestrator.analysis.quantiles import summarise
+from orchestrator.analysis.records import RecordError, RequestTable
 
 
 def chunked(a, size):

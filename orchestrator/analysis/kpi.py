@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from orchestrator.bench.definitions import DEFAULT_PERCENTILES, DEFINITIONS  # noqa: F401 (re-exported)
-from orchestrator.bench.quantiles import Summary, summarise
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.definitions import DEFAULT_PERCENTILES, DEFINITIONS  # noqa: F401 (re-exported)
+from orchestrator.analysis.quantiles import Summary, summarise
+from orchestrator.analysis.records import RequestTable
 
 
 @dataclass(frozen=True)

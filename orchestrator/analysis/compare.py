@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from orchestrator.bench.experiments import Comparison, compare, interval_noise, quantile_noise
+from orchestrator.analysis.experiments import Comparison, compare, interval_noise, quantile_noise
 from orchestrator.errors import OrchestratorError
-from orchestrator.bench.records import RequestTable
+from orchestrator.analysis.records import RequestTable
 
 DEFAULT_THRESHOLDS = {"latency_p99": 0.10, "throughput": 0.10}
 NOISE_KPIS = ["throughput", "output_tokens_per_second", "latency_p50", "latency_p95", "latency_p99", "ttft_p50",
@@ -32,7 +32,7 @@ _TEMP: list = []   # the converted records of reference results, removed when th
 def _reference_result(path: Path) -> tuple[dict, Path]:
     import tempfile
 
-    from orchestrator.bench.kpi import Window, client_kpis
+    from orchestrator.analysis.kpi import Window, client_kpis
     from orchestrator.bench.workloads.refclient import read_result
     try:
         records = read_result(path)

@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from orchestrator.bench.sweep import SLO_KPIS, Point  # noqa: F401  (Point: verdicts take points)
+from orchestrator.analysis.sweep import SLO_KPIS, Point  # noqa: F401  (Point: verdicts take points)
 
 KNEE_P99_GROWTH = 0.20
 KNEE_RATIO = 3.0
@@ -122,7 +122,7 @@ def _ok_started(lo: float, hi: float, closed: bool):
 def interval_noise(table, window_start: float, window_end: float, kpi: str, intervals: int = 6) -> float | None:
     """Relative standard error of a KPI from its spread across sub-intervals of the window
     (``table``: a ``RequestTable``)."""
-    from orchestrator.bench.kpi import DIST_COLUMNS, summary_of
+    from orchestrator.analysis.kpi import DIST_COLUMNS, summary_of
     span = (window_end - window_start) / intervals
     if span <= 0:
         return None
@@ -161,7 +161,7 @@ def quantile_noise(table, window_start: float, window_end: float, kpi: str) -> f
     n samples the p-quantile's rank is uncertain by about 2 sqrt(n p (1 - p)), so the values that many
     ranks either side bound it. A tail percentile of few samples (p99 of 80 requests is nearly the
     maximum) is as noisy as the gap between its last values, which spread over intervals misses."""
-    from orchestrator.bench.kpi import DIST_COLUMNS, summary_of
+    from orchestrator.analysis.kpi import DIST_COLUMNS, summary_of
     base, _, q = kpi.partition("_")
     if not q.startswith("p") or base not in DIST_COLUMNS:
         return None
