@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
@@ -88,3 +89,58 @@ class StateStore:
     def remove(self, key: str) -> None:
         with self.transaction() as data:
             data.pop(key, None)
+
+
+# -- typed records ---------------------------------------------------------------------------
+@dataclass
+class ServiceRecord:
+    """What local state knows of a service this tool started (services.json). Fields a later version
+    writes and this one does not name are kept in ``other``, so reading never loses them."""
+    service_id: str
+    recipe: str = ""
+    recipe_source: str = ""
+    recipe_sha256: str = ""
+    job_id: str = ""
+    job_dir: str = ""
+    state: str = ""
+    nodelist: str = ""
+    elapsed: str = ""
+    exit_code: str = ""
+    engine: str | None = None        # whose metric names (analysis/engines.py)
+    auth: str = ""                   # how the service is locked (recipe field auth)
+    role: str = ""                   # monitor | exporter | "" (a service or a load client)
+    submitted_at: str = ""
+    ready_at: str = ""
+    health_timeout: int | None = None
+    verdict: str | None = None
+    evidence: list = field(default_factory=list)
+    other: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, sid: str, d: dict) -> "ServiceRecord":
+        return _typed(cls, {"service_id": sid, **d})
+
+
+@dataclass
+class MonitorRecord:
+    """A monitor this tool started (monitors.json): its scrape targets and the exporter jobs it began."""
+    monitor_id: str
+    job_id: str = ""
+    targets: list = field(default_factory=list)
+    scrape_interval: str = ""
+    retention_time: str = ""
+    exporter_jobs: list = field(default_factory=list)
+    submitted_at: str = ""
+    started_at: str = ""
+    stopped_at: str = ""
+    other: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, mid: str, d: dict) -> "MonitorRecord":
+        return _typed(cls, {"monitor_id": mid, **d})
+
+
+def _typed(cls, d: dict):
+    names = {f.name for f in fields(cls)} - {"other"}
+    known = {k: v for k, v in d.items() if k in names and v is not None}
+    return cls(**known, other={k: v for k, v in d.items() if k not in names})

@@ -177,7 +177,7 @@ class BenchmarkSession:
         sid = f"{recipe.name}-{stamp}-{secrets.token_hex(2)}"
         base = Path(out_dir) if out_dir else orch.config.results_dir / sid
         self.state = SessionState(sid, base)
-        self._attempted_from = len(orch.servers.attempted)   # submissions before this session are not ours
+        self._attempted_from = orch.servers.submissions()   # submissions before this session are not ours
         limit = orch.config.limits.sweep_points
         size = math.prod(len(v) for v in recipe.sweep.values()) if recipe.sweep else 1
         if size > limit:
@@ -239,7 +239,7 @@ class BenchmarkSession:
         new targets up to 5 s after a reload (its discovery throttle): not waiting for the clients
         of later points saves that on every point of a sweep."""
         mid = self.state.monitor_id
-        targets = self.orch.monitors.store.get(mid)["targets"]
+        targets = self.orch.monitors.record(mid).targets
         if pr.point.index > 0:
             targets = [t for t in targets if t.get("service_id") in set(pr.redeployed)]
             if not targets:
@@ -457,7 +457,7 @@ class BenchmarkSession:
     def _collect_logs(self, pr: PointRun) -> list[dict]:
         """Each job's SLURM output (its last 256 KiB) under logs/, in one transfer, with the watcher's
         verdict where a watcher explained a job's end."""
-        from orchestrator.state import StateStore
+        from orchestrator.state import ServiceRecord, StateStore
         jobs = {sid: "service" for sid in self.state.services.values()}
         jobs.update({sid: "client" for sid in pr.clients})
         if self.state.monitor_id:
@@ -467,15 +467,15 @@ class BenchmarkSession:
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
             self.state.errors.append(f"collecting the jobs' logs: {exc}")
             return []
-        tracked = self.orch.servers.store.load()
+        tracked = self.orch.servers.records()
         watched = StateStore(self.orch.config.state_dir, "watch").load()
         out = []
         for sid, role in jobs.items():
             if sid not in got:
                 continue
-            rec = tracked.get(sid, {})
-            w = watched.get(str(rec.get("job_id", "")), {})
-            out.append({"service_id": sid, "role": role, "job_id": rec.get("job_id"), "path": f"logs/{sid}.log",
+            job_id = (tracked.get(sid) or ServiceRecord(sid)).job_id
+            w = watched.get(job_id, {})
+            out.append({"service_id": sid, "role": role, "job_id": job_id or None, "path": f"logs/{sid}.log",
                         **({"verdict": w["verdict"], "evidence": w.get("evidence", [])} if w.get("verdict") else {})})
         return out
 
@@ -530,7 +530,7 @@ class BenchmarkSession:
             benchmark=self.recipe.name, out_dir=pr.out_dir, scrape_interval=self.recipe.scrape_interval,
             services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
-            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.store.load()),
+            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.records()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
             client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
             load=self._offered(pr))
@@ -548,9 +548,9 @@ class BenchmarkSession:
         tracked = None
         for ref in self.recipe.services:
             if ref.service_id and ref.name not in out:
-                tracked = tracked if tracked is not None else self.orch.servers.store.load()
+                tracked = tracked if tracked is not None else self.orch.servers.records()
                 sid = self.state.services.get(ref.name, ref.service_id)
-                engine = (tracked.get(sid) or {}).get("engine")
+                engine = tracked[sid].engine if sid in tracked else None
                 if engine:
                     out[ref.name] = engine
         return out
@@ -563,7 +563,7 @@ class BenchmarkSession:
                             scrape_interval=self.recipe.scrape_interval, services=dict(st.services), clients=clients,
                             monitor_id=st.monitor_id, interrupted=st.interrupted, errors=st.errors,
                             recipes=self.recipes_manifest(),
-                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.store.load()),
+                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.records()),
                             runtime=self._runtime_facts())
         points = [SweepPoint(p.point, p.report, p.out_dir, p.go_time, p.clients) for p in st.points if p.report]
         return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
@@ -656,7 +656,7 @@ class BenchmarkSession:
         """Cancel every job this session started, in one command; while the cluster cannot be reached,
         retry with backoff (about a minute), then record what is left and the one command that cancels it.
         Jobs whose submission got no answer count too (they may exist)."""
-        left = list(dict.fromkeys(self.state.started + self.orch.servers.attempted[self._attempted_from:]))
+        left = list(dict.fromkeys(self.state.started + self.orch.servers.submitted_since(self._attempted_from)))
         if not left:
             return
         delay, waited = 1.0, 0.0
@@ -683,8 +683,8 @@ class BenchmarkSession:
         return self.state.out_dir / LEFT_RUNNING
 
     def _record_left(self, left: list[str], exc: BaseException) -> None:
-        tracked = self.orch.servers.store.load()
-        jobs = [{"service_id": sid, "job_id": (tracked.get(sid) or {}).get("job_id")} for sid in left]
+        tracked = self.orch.servers.records()
+        jobs = [{"service_id": sid, "job_id": tracked[sid].job_id if sid in tracked else None} for sid in left]
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self._left_file(), json.dumps({"session": self.state.session_id, "reason": str(exc),
                                                     "jobs": jobs}, indent=2))

@@ -44,7 +44,7 @@ from orchestrator.services.recipes import (
     recipe_dirs,
 )
 from orchestrator.services.servers import ServersModule
-from orchestrator.state import StateStore
+from orchestrator.state import MonitorRecord, StateStore
 from orchestrator.times import now_iso, parse_duration
 
 Progress = Callable[[str], None]
@@ -159,6 +159,11 @@ class MonitorsModule:
                     pass
             self.store.update(status.service_id, stopped_at=now_iso())
         return status
+
+    def record(self, monitor_id: str) -> MonitorRecord | None:
+        """What local state knows of a monitor, typed; None when it is not tracked here."""
+        rec = self.store.get(monitor_id)
+        return MonitorRecord.from_dict(monitor_id, rec) if rec is not None else None
 
     def _record(self, monitor_id: str) -> dict:
         rec = self.store.get(monitor_id)

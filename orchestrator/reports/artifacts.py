@@ -38,6 +38,7 @@ from orchestrator.reports.bottleneck import Load, verdict
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso
 from orchestrator.version import __version__, git_commit
+from orchestrator.state import ServiceRecord
 
 
 @dataclass
@@ -256,16 +257,19 @@ def client_beside_engine(kpis: list[KPI], services: list[str]) -> list[dict]:
     return rows
 
 
-def jobs_table(services: dict[str, str], clients: list[str], monitor_id: str | None, tracked: dict) -> list[dict]:
+def jobs_table(services: dict[str, str], clients: list[str], monitor_id: str | None,
+               tracked: dict[str, ServiceRecord]) -> list[dict]:
     """The manifest's jobs: each role's service ID with what local state knows of it."""
     roles = {sid: "service" for sid in services.values()}
     roles.update({sid: "client" for sid in clients})
     if monitor_id:
         roles[monitor_id] = "monitor"
-    return [{"role": role, "service_id": sid, "job_id": tracked.get(sid, {}).get("job_id", ""),
-             "nodes": tracked.get(sid, {}).get("nodelist", ""), "recipe": tracked.get(sid, {}).get("recipe", ""),
-             "recipe_sha256": tracked.get(sid, {}).get("recipe_sha256", ""),
-             "auth": tracked.get(sid, {}).get("auth", "")} for sid, role in roles.items()]
+    out = []
+    for sid, role in roles.items():
+        rec = tracked.get(sid) or ServiceRecord(sid)
+        out.append({"role": role, "service_id": sid, "job_id": rec.job_id, "nodes": rec.nodelist,
+                    "recipe": rec.recipe, "recipe_sha256": rec.recipe_sha256, "auth": rec.auth})
+    return out
 
 
 def open_services(jobs: list[dict]) -> list[str]:

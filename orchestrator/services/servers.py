@@ -48,7 +48,7 @@ from orchestrator.services.probe import (
     endpoint_hosts,
     parse_probe,
 )
-from orchestrator.state import StateStore
+from orchestrator.state import ServiceRecord, StateStore
 from orchestrator.times import now_iso
 
 if TYPE_CHECKING:  # recipes (validation, hashing) load only for commands that read one
@@ -119,6 +119,23 @@ class ServersModule:
         self.transport = transport
         self.store = StateStore(config.state_dir, "services")
         self.attempted: list[str] = []   # every service ID this module tried to submit, in order
+
+    # -- records ---------------------------------------------------------------
+    def records(self) -> dict[str, ServiceRecord]:
+        """Every service this tool tracks, typed (one read of services.json)."""
+        return {sid: ServiceRecord.from_dict(sid, rec) for sid, rec in self.store.load().items()}
+
+    def record(self, service_id: str) -> ServiceRecord | None:
+        rec = self.store.get(service_id)
+        return ServiceRecord.from_dict(service_id, rec) if rec is not None else None
+
+    def submissions(self) -> int:
+        """A mark in this module's submissions: ``submitted_since(mark)`` names those after it."""
+        return len(self.attempted)
+
+    def submitted_since(self, mark: int) -> list[str]:
+        """Every service ID submitted (or tried: sbatch may not have answered) after ``mark``."""
+        return list(self.attempted[mark:])
 
     # -- recipes and rendering ----------------------------------------------
     def load_recipe(self, name_or_path: str) -> ServiceRecipe:

@@ -105,3 +105,8 @@ def test_analysis_is_downstream_of_nothing_that_acts_and_reports_never_import_be
     assert "orchestrator.analysis.charts" in graph["orchestrator.monitoring.dashboard"]
     assert "orchestrator.cluster.slurm" in graph["orchestrator.watch.attribution"]
     assert not any(d.startswith("orchestrator.watch") for d in graph["orchestrator.bench.session"])
+
+
+def test_the_session_asks_the_modules_never_their_stores():
+    source = (Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "session.py").read_text()
+    assert ".store." not in source and ".attempted" not in source

@@ -41,3 +41,14 @@ def test_failed_transaction_writes_nothing(tmp_path):
             raise RuntimeError("boom")
     assert json.loads((tmp_path / "services.json").read_text()) == {"keep": {"a": 1}}
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_records_are_typed_and_keep_what_they_do_not_name(tmp_path):
+    from orchestrator.state import MonitorRecord, ServiceRecord
+    rec = ServiceRecord.from_dict("vllm_0123abcd", {"job_id": "7", "engine": "vllm", "auth": "bearer",
+                                                    "state": "RUNNING", "future_field": {"x": 1}, "verdict": None})
+    assert (rec.service_id, rec.job_id, rec.engine, rec.auth, rec.state) == ("vllm_0123abcd", "7", "vllm", "bearer",
+                                                                             "RUNNING")
+    assert rec.verdict is None and rec.other == {"future_field": {"x": 1}}
+    mon = MonitorRecord.from_dict("prometheus_0123abcd", {"targets": [{"address": "n1:9100"}], "job_id": "8"})
+    assert mon.targets == [{"address": "n1:9100"}] and mon.job_id == "8" and mon.exporter_jobs == []
