@@ -5,10 +5,12 @@ a scenario run against the sandbox (command, exit code, stdout, stderr; file
 downloads with their bytes) and every random token the tool drew and wall-clock time it read (``waiting.now``) meanwhile.
 Replaying draws the same tokens, so the tool sends the same commands and
 parses the real answers: unit tests of the orchestration code without a
-cluster, as any user, in milliseconds. Commands are compared with digits and
-heredoc bodies blanked (times differ between runs); what a command ships on
-stdin (each file of a job bundle, by name, mode and content) and every upload
-are compared exactly; any other difference fails the test, showing both.
+cluster, as any user, in milliseconds. Commands are compared whole, job IDs,
+ports and times included (the answers and the clock are the recorded ones),
+heredoc bodies (rendered configs) too, with only the per-call output markers
+blanked; what a
+command ships on stdin (each file of a job bundle, by name, mode and content)
+and every upload are compared too; any difference fails the test, showing both.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from orchestrator.cluster.transport import CommandResult, TransportStats
 from orchestrator.errors import CommandTimeout, TransportError
 
 CASSETTES = Path(__file__).resolve().parent / "data" / "cassettes"
+_MARKER = re.compile(r"@@[0-9a-f]{16}")
 _BCRYPT = re.compile(rb"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
-_HEREDOC = re.compile(r"<<'(ORCH_EOF_[0-9a-f]+)'\n.*?\n\1\n", re.S)
 
 
 def shipped(stdin: str | None) -> dict | None:
@@ -51,9 +53,8 @@ def shipped(stdin: str | None) -> dict | None:
 
 
 def normalise(command: str) -> str:
-    """What must match between recording and replay: the command's shape."""
-    command = _HEREDOC.sub("<<HEREDOC>>\n", command)
-    return re.sub(r"\d+", "0", command)
+    """What must match between recording and replay: all of the command but its random output markers."""
+    return _MARKER.sub("@@<marker>", command)
 
 
 class RecordingTransport:
@@ -158,11 +159,11 @@ class ReplayTransport:
         call = self._next("run", command)
         if normalise(call["command"]) != normalise(command):
             raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
-                                 f"recorded: {normalise(call['command'])[:1500]}\n"
-                                 f"sent:     {normalise(command)[:1500]}")
+                                 f"recorded: {normalise(call['command'])[:4000]}\n"
+                                 f"sent:     {normalise(command)[:4000]}")
         if call.get("stdin") != shipped(stdin) and "error" not in call:
             raise ReplayMismatch(f"call {self.position}: its stdin differs from the recording\n"
-                                 f"recorded: {json.dumps(call.get('stdin'))[:1500]}\n"
+                                 f"recorded: {json.dumps(call.get('stdin'))[:4000]}\n"
                                  f"sent:     {json.dumps(shipped(stdin))[:1500]}")
         if "error" in call:
             raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])

@@ -321,7 +321,7 @@ class BenchmarkSession:
         return ds
 
     def _go(self, pr: PointRun) -> None:
-        pr.go_time = time.time()
+        pr.go_time = waiting.now()   # the wall clock (replays give back the recorded one)
         self.orch.servers.signal_go(pr.clients)
         self.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
 
