@@ -24,11 +24,18 @@ echo "unit lane as $user: $(( $(date +%s) - start )) s"
 import json, sys
 files = json.load(open(sys.argv[1]))["files"]
 low = []
-for name in ("services/servers.py", "monitoring/monitors.py", "bench/session.py", "watch/watcher.py"):
-    pct = files[f"orchestrator/{name}"]["summary"]["percent_covered"]
-    print(f"unit coverage {name}: {pct:.0f}%")
+# a session is one module per phase (bench/session.py runs deploy, loading, gathering, cleanup): held
+# to the bar together, as session.py was before the split
+groups = {"services/servers.py": ["services/servers.py"], "monitoring/monitors.py": ["monitoring/monitors.py"],
+          "bench session (its 5 phase modules)": ["bench/session.py", "bench/deploy.py", "bench/loading.py",
+                                                  "bench/gathering.py", "bench/cleanup.py"],
+          "watch/watcher.py": ["watch/watcher.py"]}
+for label, names in groups.items():
+    s = [files[f"orchestrator/{n}"]["summary"] for n in names]
+    pct = 100 * sum(x["covered_lines"] for x in s) / max(1, sum(x["num_statements"] for x in s))
+    print(f"unit coverage {label}: {pct:.0f}%")
     if pct < 80:
-        low.append(name)
+        low.append(label)
 if low:
     sys.exit(f"below 80% line coverage from unit tests: {', '.join(low)}")
 PY

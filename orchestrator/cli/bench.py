@@ -128,7 +128,7 @@ def bench_cleanup(click_ctx, config_path, as_json, session_dir):
     import json
     from pathlib import Path
 
-    from orchestrator.bench.session import LEFT_RUNNING
+    from orchestrator.bench.cleanup import LEFT_RUNNING
     ctx = _ctx(click_ctx, config_path, as_json)
     path = Path(session_dir) / LEFT_RUNNING
     if not path.exists():

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench.recipe import load_benchmark, load_benchmark_text
-from orchestrator.bench.session import client_recipe
+from orchestrator.bench.clients import client_recipe
 from orchestrator.config import SlurmConfig
 from orchestrator.errors import RecipeError
 from orchestrator.services.jobscript import render_service_script

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.bench.session import client_recipe
+from orchestrator.bench.clients import client_recipe
 from orchestrator.bench.workloads.loadgen import build_request, payload_problems
 from orchestrator.bench.workloads.refclient import aiperf_records, read_result, vllm_bench_records
 from orchestrator.errors import RecipeError

@@ -51,7 +51,7 @@ def test_clients_is_pgbench_word_for_concurrency_and_the_scale_has_a_size():
     assert spec.concurrency == 16 and spec.options == {"scale": 10, "threads": 2, "builtin": "tpcb-like",
                                                        "script": None}
     assert 150 * 2**20 < pgbench_bytes(10) < 170 * 2**20
-    from orchestrator.bench.session import client_recipe
+    from orchestrator.bench.clients import client_recipe
     r = client_recipe(spec, "http://n2:5555")
     assert r.command.startswith("python3 pgbenchload.py --address n2:5555 --scale 10 --threads 2 --builtin tpcb-like "
                                 "--concurrency 16")

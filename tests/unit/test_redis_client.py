@@ -51,7 +51,7 @@ def test_a_redis_client_refuses_what_it_cannot_do_naming_the_field(client, error
 
 
 def test_redis_client_options_reach_the_job_command():
-    from orchestrator.bench.session import client_recipe
+    from orchestrator.bench.clients import client_recipe
     spec = load_benchmark_text(bench("ratio: {get: 0.7, set: 0.3}, keys: 50, value_bytes: 64, pipeline: 4, "
                                      "preload: false"), "b.yaml").clients[0]
     r = client_recipe(spec, "http://n1:41234", node_index=2)

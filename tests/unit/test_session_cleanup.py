@@ -9,7 +9,8 @@ from orchestrator.config import Config, RemoteConfig, SlurmConfig, SSHConfig
 def test_cleanup_retries_an_unreachable_cluster_then_records_the_jobs_and_the_command(tmp_path, monkeypatch):
     from orchestrator import waiting
     from orchestrator.bench.recipe import load_benchmark_text
-    from orchestrator.bench.session import LEFT_RUNNING, BenchmarkSession
+    from orchestrator.bench.cleanup import LEFT_RUNNING
+    from orchestrator.bench.session import BenchmarkSession
     from orchestrator.errors import TransportError
     from tests.scenarios import BENCH
 

@@ -48,7 +48,7 @@ def test_a_vector_client_refuses_what_it_cannot_do_naming_the_field(client, erro
 
 
 def test_the_vector_client_runs_from_the_cluster_venv():
-    from orchestrator.bench.session import client_recipe
+    from orchestrator.bench.clients import client_recipe
     spec = load_benchmark_text(bench("dim: 64, vectors: 1000, batch: 100, queries: 10, top_k: 5"), "b.yaml").clients[0]
     r = client_recipe(spec, "http://n1:8000", venv="~/.orchestrator/venv", engine="chroma")
     assert r.command.startswith('"$HOME/.orchestrator/venv/bin/python" vectorload.py --url http://n1:8000 '

@@ -1,0 +1,168 @@
+"""A session's first phase: its services (a sweep's changed ones again), the monitor, the load clients
+waiting for their go, and the checks before any job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from orchestrator import waiting
+from orchestrator.analysis.sweep import Point, apply_to_client, service_changes, set_path
+from orchestrator.bench.clients import client_recipe
+from orchestrator.bench.datasets import build_rows
+from orchestrator.bench.kinds import KINDS
+from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
+from orchestrator.bench.runstate import PointRun
+from orchestrator.errors import OrchestratorError, RecipeError
+from orchestrator.schema import safe_load
+from orchestrator.services.recipes import ServiceRecipe, TargetSpec, load_recipe, mem_bytes, parse_recipe
+from orchestrator.times import parse_duration
+
+DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count
+
+
+def with_changes(recipe: ServiceRecipe, changes: dict) -> ServiceRecipe:
+    """The recipe with swept fields set (dotted paths under ``service``), validated again."""
+    if not changes:
+        return recipe
+    raw = safe_load(recipe.text) if recipe.text else None
+    if not isinstance(raw, dict):
+        raise OrchestratorError(f"cannot sweep fields of {recipe.name}: its recipe text is not available")
+    for dotted, value in changes.items():
+        set_path(raw["service"], dotted, value)
+    text = yaml.safe_dump(raw, sort_keys=False)
+    return parse_recipe(raw, source=recipe.source, text=text)
+
+
+class Deploying:
+    """BenchmarkSession's deploy phase (a mixin: the session holds orch, recipe, state and say)."""
+
+    def _base_recipe(self, ref) -> ServiceRecipe:
+        if ref.name not in self.base_recipes:
+            self.base_recipes[ref.name] = load_recipe(ref.recipe, self.orch.config.recipe_dirs)
+        return self.base_recipes[ref.name]
+
+    def _deploy_services(self, point: Point, only_swept: bool = False) -> list[str]:
+        """Deploy the services (or, between points, those the point changes); returns new IDs."""
+        servers = self.orch.servers
+        new = []
+        for ref in self.recipe.services:
+            changes = service_changes(point, ref.name)
+            if only_swept and not changes:
+                continue
+            if ref.service_id:
+                if changes:
+                    raise OrchestratorError(f"sweep: {ref.name} is reused ({ref.service_id}), its fields cannot be swept")
+                self.state.services[ref.name] = servers.probe(ref.service_id).service_id
+                continue
+            old = self.state.services.get(ref.name)
+            if old and only_swept:
+                self._stop([old], wait=True)
+            recipe = with_changes(self._base_recipe(ref), changes)
+            self.service_recipes[ref.name if not self.is_sweep else f"{ref.name}@{point.label}"] = recipe
+            sid = servers.start_service(recipe, progress=self.say)
+            self.state.started.append(sid)
+            self.state.all_services.append(sid)
+            self.state.services[ref.name] = sid
+            new.append((sid, recipe))
+        for sid, recipe in new:
+            servers.wait_until_ready(sid, timeout=recipe.health.timeout if recipe.health else 600, progress=self.say)
+        return [sid for sid, _ in new]
+
+    def _start_monitor(self) -> None:
+        targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items()]
+        mid = self.orch.monitors.start_monitor(self.recipe.monitor_recipe, targets, progress=self.say,
+                                               scrape_interval=self.recipe.scrape_interval, wait=False)
+        self.state.started.append(mid)
+        self.state.monitor_id = mid
+        self.orch.servers.wait_until_ready(mid, timeout=300, progress=self.say)
+
+    def _wait_scraped(self, pr: PointRun) -> None:
+        """The load starts only once the services' counters have a baseline: every target scraped
+        before the first point; later, only services the point redeployed (the others were scraped
+        all along, and a client's own counters are not what the report reads). Prometheus applies
+        new targets up to 5 s after a reload (its discovery throttle): not waiting for the clients
+        of later points saves that on every point of a sweep."""
+        mid = self.state.monitor_id
+        targets = self.orch.monitors.record(mid).targets
+        if pr.point.index > 0:
+            targets = [t for t in targets if t.get("service_id") in set(pr.redeployed)]
+            if not targets:
+                return
+        expected = {t["address"] for t in targets}
+        down: list[str] = []
+
+        def step() -> tuple[bool, str]:
+            health = {t["instance"]: t["health"] for t in self.orch.monitors.check_monitor_status(mid)["targets"]}
+            down[:] = sorted(a for a in expected if health.get(a) != "up")
+            return (True, f"monitor {mid} scraping {len(expected) + 1} targets") if not down else (False, "")
+
+        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.recipe.scrape_interval),
+                           interval=min(1.0, parse_duration(self.recipe.scrape_interval) / 4),
+                           say=self.say, on_timeout=lambda: OrchestratorError(
+                               f"monitor {mid}: targets not up: {', '.join(down)}"))
+
+    def _start_clients(self, pr: PointRun) -> None:
+        servers = self.orch.servers
+        engines = self._engines()
+        for spec in self.recipe.clients:
+            spec = apply_to_client(spec, pr.point)
+            ep = servers.get_service_endpoint(self.state.services[spec.target])
+            files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
+            if spec.kind == "pgbench" and spec.options["script"]:
+                files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
+            if spec.dataset and KINDS[spec.kind].ships_payload:
+                files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
+                    self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
+            for node in range(spec.nodes):
+                recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
+                                       engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
+                sid = servers.start_service(recipe, extra_files=files, progress=self.say)
+                pr.targets[sid] = spec.target
+                self.state.started.append(sid)
+                pr.clients.append(sid)
+        for sid in pr.clients:
+            servers.wait_until_ready(sid, timeout=300, progress=self.say)
+        self.orch.monitors.add_targets(self.state.monitor_id,
+                                       [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
+        pr.monitored = True
+
+    def _beside_recipe(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or not self.recipe.source else Path(self.recipe.source).parent / p
+
+    def preflight(self) -> None:
+        """What can be known wrong before any job is submitted: nothing is started when it fails."""
+        for i, spec in enumerate(self.recipe.clients):
+            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
+            for check in KINDS[spec.kind].preflight(spec):   # a wrapped tool: there, and taking its flags
+                self.say(f"checking {check.what} on the login node")
+                result = self.orch.transport.run(check.command, timeout=180)
+                if result.exit_code != 0:
+                    said = (result.stderr or result.stdout).strip()[-1500:]
+                    raise RecipeError(f"{where} ({spec.kind}): {check.what}: refused before any job was submitted:\n"
+                                      f"{said or f'exit {result.exit_code}'}")
+            if spec.kind != "pgbench":
+                continue
+            if spec.options["script"] and not self._beside_recipe(spec.options["script"]).is_file():
+                raise RecipeError(f"{where}.script: {self._beside_recipe(spec.options['script'])}: no such file")
+            ref = next(r for r in self.recipe.services if r.name == spec.target)
+            if ref.recipe is None:
+                continue  # a running service: its memory is what it is
+            mem = self._base_recipe(ref).resources.mem
+            limit = mem_bytes(mem) if mem else None
+            need = pgbench_bytes(spec.options["scale"])
+            if limit is not None and need > limit:
+                raise RecipeError(
+                    f"{where}.scale: pgbench at scale {spec.options['scale']} needs about {need / 2**30:.1f} GiB of "
+                    f"tables and indexes, more than the {spec.target} job's memory ({mem}); lower the scale or "
+                    f"raise {spec.target}'s resources.mem")
+
+    def _dataset_spec(self, ds):
+        """A ShareGPT path is relative to the benchmark recipe's folder."""
+        if ds.kind == "sharegpt" and ds.path and not Path(ds.path).expanduser().is_absolute() and self.recipe.source:
+            return replace(ds, path=str(Path(self.recipe.source).parent / ds.path))
+        return ds

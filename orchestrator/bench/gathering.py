@@ -1,0 +1,221 @@
+"""A session's gathering phase: the clients' records and logs, the monitor's window, the report."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+from orchestrator.analysis.records import RequestTable, TableBuilder, jsonl_line
+from orchestrator.analysis.sweep import apply_to_client
+from orchestrator.bench.collect import gather_prometheus
+from orchestrator.bench.runstate import PointRun
+from orchestrator.cluster import jobdir
+from orchestrator.errors import OrchestratorError
+from orchestrator.fileio import atomic_open, sha256_file, write_atomic
+from orchestrator.reports.artifacts import ReportContext, jobs_table, window_for, write_artifacts
+from orchestrator.reports.bottleneck import Load
+from orchestrator.services.recipes import ServiceRecipe
+
+
+class Gathering:
+    """BenchmarkSession's gathering and reporting phase (a mixin)."""
+
+    def _collect_records(self, pr: PointRun, builder: TableBuilder) -> None:
+        """Download every client's records (partial ones too) and its warm-up end; each record goes
+        to requests.jsonl and the table's columns as it is read, so none is held."""
+        cdir = pr.out_dir / "clients"
+        cdir.mkdir(parents=True, exist_ok=True)
+        extra = {"point": pr.point.label} if self.is_sweep else {}
+        def dest(sid: str, name: str) -> Path:
+            return cdir / (f"{sid}.jsonl" if name == jobdir.REQUESTS else f"{sid}.done.json")
+        names = [jobdir.REQUESTS, jobdir.DONE]
+        try:  # every client's files in one compressed transfer
+            got = self.orch.servers.fetch_files(pr.clients, names, dest)
+        except (OrchestratorError, OSError, tarfile.TarError) as exc:
+            self.say(f"collecting the clients' files in one transfer failed ({exc}); fetching them one by one")
+            got = {(sid, n) for sid in pr.clients for n in names if self.orch.servers.fetch_file(sid, n, dest(sid, n))}
+        with atomic_open(pr.out_dir / "requests.jsonl", "w") as out:
+            for sid in pr.clients:
+                local, done = dest(sid, jobdir.REQUESTS), dest(sid, jobdir.DONE)
+                for name in names:
+                    if (sid, name) not in got:
+                        self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
+                if local.exists():
+                    self._read_client_file(sid, local, {"target": pr.targets.get(sid), **extra}, builder, out)
+                if done.exists():
+                    try:
+                        doc = json.loads(done.read_text())
+                        w = float(doc["warmup_until"])
+                    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                        self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
+                        continue
+                    pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
+                    count = doc.get("service_count")  # what the service said it holds, asked after the load
+                    if isinstance(count, int) and not isinstance(count, bool):
+                        target = pr.targets.get(sid)
+                        pr.service_counts[target] = max(pr.service_counts.get(target, 0), count)
+
+    def _read_client_file(self, sid: str, path: Path, extra: dict, builder: TableBuilder, out) -> None:
+        with open(path) as f:
+            pending = None  # a line that failed to parse: only the last one may (the client was stopped mid-write)
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if pending is not None:
+                    raise OrchestratorError(f"{path}: line {pending} is not a JSON record")
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    pending = i
+                    continue
+                if not isinstance(rec, dict):
+                    raise OrchestratorError(f"{path}: line {i} is not a JSON object")
+                builder.add({**rec, **extra}, where=f"{path}: line {i}")
+                out.write(jsonl_line(rec, extra, line))
+            if pending is not None:
+                self.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
+
+    def _finish_point(self, pr: PointRun) -> None:
+        builder = TableBuilder()
+        with builder.abandon_on_error():
+            pr.out_dir.mkdir(parents=True, exist_ok=True)
+            if pr.clients:
+                # no more load (files stay on the cluster); a client that did not finish is waited for,
+                # so that its file is no longer written while it is read
+                self._stop(pr.clients, wait=not pr.all_done)
+                self._collect_records(pr, builder)
+            else:
+                write_atomic(pr.out_dir / "requests.jsonl", "")
+        with builder.finish() as table:
+            pr.records = len(table)
+            if pr.warmup_until is None and len(table):
+                pr.warmup_until = float(table.column("start").min()) + max(s.warmup for s in self.recipe.clients)
+            self._report_point(pr, table)
+
+    def _collect_logs(self, pr: PointRun) -> list[dict]:
+        """Each job's SLURM output (its last 256 KiB) under logs/, in one transfer, with the watcher's
+        verdict where a watcher explained a job's end."""
+        from orchestrator.state import ServiceRecord, StateStore
+        jobs = {sid: "service" for sid in self.state.services.values()}
+        jobs.update({sid: "client" for sid in pr.clients})
+        if self.state.monitor_id:
+            jobs[self.state.monitor_id] = "monitor"
+        try:
+            got = self.orch.servers.fetch_logs(list(jobs), pr.out_dir / "logs")
+        except (OrchestratorError, OSError, tarfile.TarError) as exc:
+            self.state.errors.append(f"collecting the jobs' logs: {exc}")
+            return []
+        tracked = self.orch.servers.records()
+        watched = StateStore(self.orch.config.state_dir, "watch").load()
+        out = []
+        for sid, role in jobs.items():
+            if sid not in got:
+                continue
+            job_id = (tracked.get(sid) or ServiceRecord(sid)).job_id
+            w = watched.get(job_id, {})
+            out.append({"service_id": sid, "role": role, "job_id": job_id or None, "path": f"logs/{sid}.log",
+                        **({"verdict": w["verdict"], "evidence": w.get("evidence", [])} if w.get("verdict") else {})})
+        return out
+
+    def _report_point(self, pr: PointRun, table: RequestTable) -> None:
+        window = window_for(table, pr.warmup_until)
+        ctx = self.context(pr)
+        ctx.logs = self._collect_logs(pr)  # (while the monitor's last scrape of the window lands)
+        if self.state.monitor_id and not pr.interrupted and window.end > 0:
+            ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
+                                               self.recipe.scrape_interval, window, pr.go_time, self.state.errors,
+                                               ctx.engines)
+        pr.report = write_artifacts(ctx, table, window)
+        self.say(f"report: {pr.out_dir / 'report.html'}")
+        if pr.monitored and self.state.monitor_id and not pr.interrupted:
+            try:
+                self.orch.monitors.remove_targets(self.state.monitor_id, pr.clients)
+            except OrchestratorError as exc:
+                self.state.errors.append(f"removing clients from the monitor: {exc}")
+
+    def context(self, pr: PointRun) -> ReportContext:
+        """What the point's report is made of (gathered now: jobs, runtime facts)."""
+        st = self.state
+        return ReportContext(
+            session_id=st.session_id + (f"/{pr.point.label}" if self.is_sweep else ""),
+            benchmark=self.recipe.name, out_dir=pr.out_dir, scrape_interval=self.recipe.scrape_interval,
+            services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
+            interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
+            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.records()),
+            runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
+            client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
+            load=self._offered(pr))
+
+    def _offered(self, pr: PointRun) -> Load:
+        """What the point's clients offered (the first client's shape; jobs of every client)."""
+        specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
+        return Load(jobs=sum(s.nodes for s in specs), concurrency=specs[0].concurrency,
+                    rate=None if any(s.rate is None for s in specs) else sum(s.rate * s.nodes for s in specs))
+
+    def _engines(self) -> dict[str, str]:
+        """Service name -> engine, from the recipes deployed; a reused service's from what was recorded
+        when this laptop started it."""
+        out = {name: r.engine for name, r in self.base_recipes.items() if r.engine}
+        tracked = None
+        for ref in self.recipe.services:
+            if ref.service_id and ref.name not in out:
+                tracked = tracked if tracked is not None else self.orch.servers.records()
+                sid = self.state.services.get(ref.name, ref.service_id)
+                engine = tracked[sid].engine if sid in tracked else None
+                if engine:
+                    out[ref.name] = engine
+        return out
+
+    def sweep_data(self):
+        from orchestrator.reports.sweep import SweepData, SweepPoint
+        st = self.state
+        clients = [c for p in st.points for c in p.clients]
+        ctx = ReportContext(session_id=st.session_id, benchmark=self.recipe.name, out_dir=st.out_dir,
+                            scrape_interval=self.recipe.scrape_interval, services=dict(st.services), clients=clients,
+                            monitor_id=st.monitor_id, interrupted=st.interrupted, errors=st.errors,
+                            recipes=self.recipes_manifest(),
+                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.records()),
+                            runtime=self._runtime_facts())
+        points = [SweepPoint(p.point, p.report, p.out_dir, p.go_time, p.clients) for p in st.points if p.report]
+        return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
+
+    def recipes_manifest(self) -> dict:
+        return {"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256, "text": self.recipe.text},
+                # as loaded (what a rerun deploys); sweeps also record each point's deployed variant
+                "service_recipes": {n: _recipe_entry(r) for n, r in self.base_recipes.items()},
+                **({"deployed_service_recipes": {n: _recipe_entry(r) for n, r in self.service_recipes.items()}}
+                   if self.is_sweep else {}),
+                **({"rerun_of": self.rerun_of} if self.rerun_of else {})}
+
+    def _runtime_facts(self) -> dict:
+        """What makes a rerun comparable: binary/image facts and sbatch options of each service job."""
+        ids = list(dict.fromkeys(self.state.all_services + ([self.state.monitor_id] if self.state.monitor_id else [])))
+        if not ids:
+            return {}
+        try:
+            return self.orch.servers.runtime_facts(ids)
+        except OrchestratorError as exc:
+            self.state.errors.append(f"runtime facts: {exc}")
+            return {}
+
+    def _write_what_was_collected(self, current: PointRun | None) -> dict:
+        if current is not None:
+            current.interrupted = self.state.interrupted
+            self._finish_point(current)
+        if not self.state.points:
+            self.state.points.append(PointRun(self.points[0], self.state.out_dir, interrupted=self.state.interrupted))
+            self._finish_point(self.state.points[0])
+        if not self.is_sweep:
+            return self.state.points[0].report
+        from orchestrator.reports.sweep import write_sweep_artifacts
+        result = write_sweep_artifacts(self.sweep_data())
+        self.say(f"sweep report: {self.state.out_dir / 'report.html'}")
+        for v in result["verdicts"]:
+            self.say(v["text"])
+        return result
+
+
+def _recipe_entry(r: ServiceRecipe) -> dict:
+    return {"source": r.source, "sha256": r.sha256, "text": r.text,
+            "files": {name: sha256_file(p) for name, p in r.files.items()}}

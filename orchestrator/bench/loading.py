@@ -1,0 +1,82 @@
+"""A session's load phase: the go, and the wait for the clients while the services keep running."""
+
+from __future__ import annotations
+
+import time
+
+from orchestrator import waiting
+from orchestrator.analysis.sweep import apply_to_client
+from orchestrator.bench.clients import _ms
+from orchestrator.bench.runstate import PointRun
+from orchestrator.cluster.slurm import STATE_CAUSES, TERMINAL_STATES
+from orchestrator.errors import OrchestratorError
+
+
+class ServiceDied(OrchestratorError):
+    """A service's job ended under the load: the session stops, writes what it has and fails."""
+
+
+class Loading:
+    """BenchmarkSession's load phase (a mixin)."""
+
+    def _go(self, pr: PointRun) -> None:
+        pr.go_time = waiting.now()   # the wall clock (replays give back the recorded one)
+        self.orch.servers.signal_go(pr.clients)
+        self.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
+
+    def _wait_clients(self, pr: PointRun) -> None:
+        """Until every client is done, or its job ended without finishing (its node failed, it was
+        cancelled): those are named in the report, their records so far kept."""
+        specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
+        budget = max((s.warmup + (s.duration or 3600)) for s in specs) + 120
+        lost: dict[str, str] = {}
+
+        services = {sid: name for name, sid in self.state.services.items()}
+
+        def step() -> tuple[bool, str]:
+            # the services' jobs in the same command: a service that dies under the load ends the session
+            found = self.orch.servers.read_progress(pr.clients + list(services))
+            for sid, name in services.items():
+                job = found.pop(sid, {}).get("job")
+                if job is not None and job.state in TERMINAL_STATES:
+                    raise ServiceDied(self._service_died(name, sid, job))
+            for sid, f in found.items():
+                job = f["job"]
+                if not f["done"] and job is not None and job.state in TERMINAL_STATES and sid not in lost:
+                    cause = STATE_CAUSES.get(job.state, f"job {job.state}")
+                    lost[sid] = f"{sid}: client job {job.job_id} on {job.nodelist or '?'} ended {job.state} " \
+                                f"({cause}) before it finished; its records up to then are kept"
+                    self.say(lost[sid])
+            docs = [f["progress"] for f in found.values() if f["progress"]]
+            done = sum(f["done"] for f in found.values())
+            ok, err, flight = (sum(d.get(k, 0) for d in docs) for k in ("ok", "errors", "in_flight"))
+            elapsed = time.time() - pr.go_time
+            lat = "".join(f", {name} <= {_ms(max(vals))}" for name, vals in
+                          (("p50", [d["p50_le"] for d in docs if d.get("p50_le")]),
+                           ("p99", [d["p99_le"] for d in docs if d.get("p99_le")])) if vals)
+            pr.all_done = done >= len(pr.clients)
+            return done + len(lost) >= len(pr.clients), (
+                f"{pr.point.label}: load: {ok} ok, {err} errors, {ok / max(elapsed, 1e-9):.0f}/s{lat}, "
+                f"{flight} in flight, {elapsed:.0f}s elapsed, {done}/{len(pr.clients)} clients done"
+                + (f", {len(lost)} lost" if lost else ""))
+
+        expected = max((s.warmup + s.duration) for s in specs if s.duration) if any(s.duration for s in specs) else None
+        def pause() -> float:  # every 2 s during the load, every 0.25 s once its end is due
+            due = (pr.go_time + expected - time.time()) if expected else 0.0
+            return 2.0 if due > 2.0 else max(0.25, due)
+
+        waiting.poll_until(step, timeout=budget, interval=pause, say=self.say, every=5, expected=expected,
+                           on_timeout=lambda: OrchestratorError(
+            f"clients did not finish within {budget:.0f}s"))
+        self.state.errors.extend(lost.values())
+
+    def _service_died(self, name: str, sid: str, job) -> str:
+        """What ends a session whose service's job ended under the load: the job, its state, and the
+        engine's own last log lines (the cause is usually there: a crash, an out-of-memory kill)."""
+        cause = STATE_CAUSES.get(job.state, f"job {job.state}")
+        try:
+            tail = self.orch.servers.logs(sid, lines=12).log.rstrip()
+        except OrchestratorError as exc:
+            tail = f"(its log could not be read: {exc})"
+        return (f"service {name} ({sid}): job {job.job_id} on {job.nodelist or '?'} ended {job.state} ({cause}) "
+                f"during the load; its last log lines:\n{tail}")
