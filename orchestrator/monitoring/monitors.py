@@ -44,6 +44,7 @@ from orchestrator.services.recipes import (
     recipe_dirs,
 )
 from orchestrator.services.servers import ServersModule
+from orchestrator.services.probe import SHORT_ID_RE
 from orchestrator.state import MonitorRecord, StateStore
 from orchestrator.times import now_iso, parse_duration
 
@@ -218,6 +219,12 @@ class MonitorsModule:
         monitors = self.store.load()
         if ident in monitors:
             return ident
+        if SHORT_ID_RE.match(ident):   # a monitor's or a service's 8 hex alone
+            ends = [m for m in monitors if m.endswith("_" + ident)]
+            if len(ends) == 1:
+                return ends[0]
+            ident = next((t["service_id"] for rec in monitors.values() for t in rec["targets"]
+                          if (t.get("service_id") or "").endswith("_" + ident)), ident)
         for mid, rec in sorted(monitors.items(), key=lambda kv: kv[1].get("submitted_at", ""), reverse=True):
             if rec.get("stopped_at"):
                 continue

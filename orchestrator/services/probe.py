@@ -11,6 +11,7 @@ from orchestrator.cluster.slurm import Job, expand_nodelist, parse_job_records
 
 SERVICE_ID_RE = re.compile(r"^[a-z][a-z0-9-]*_[0-9a-f]{8}$")
 JOB_ID_RE = re.compile(r"^\d+$")
+SHORT_ID_RE = re.compile(r"^[0-9a-f]{8}$")   # a service ID's hex part alone, as the seed documents show it
 
 
 @dataclass(frozen=True)

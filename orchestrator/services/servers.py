@@ -44,6 +44,7 @@ from orchestrator.logs import log_context
 from orchestrator.services.probe import (
     JOB_ID_RE,
     SERVICE_ID_RE,
+    SHORT_ID_RE,
     Probe,
     endpoint_hosts,
     parse_probe,
@@ -213,8 +214,14 @@ class ServersModule:
 
     # -- lookups ----------------------------------------------------------------
     def _ids(self, ident: str) -> tuple[str | None, str | None]:
-        """(service_id, job_id) for a service ID or a SLURM job ID; local state fills gaps."""
+        """(service_id, job_id) for a service ID, its 8-hex part alone, or a SLURM job ID; local state
+        fills gaps."""
         ident = ident.strip()
+        if SHORT_ID_RE.match(ident) and not (JOB_ID_RE.match(ident) and self._tracked_job(ident)):
+            sid = self._resolve_short(ident)
+            if sid is not None:
+                rec = self.store.get(sid) or {}
+                return sid, rec.get("job_id")
         if JOB_ID_RE.match(ident):
             for sid, rec in self.store.load().items():
                 if rec.get("job_id") == ident:
@@ -223,7 +230,25 @@ class ServersModule:
         if SERVICE_ID_RE.match(ident):
             rec = self.store.get(ident) or {}
             return ident, rec.get("job_id")
-        raise OrchestratorError(f"'{ident}' is neither a service ID (<name>_<8 hex>) nor a SLURM job ID")
+        raise OrchestratorError(f"'{ident}' is neither a service ID (<name>_<8 hex>, or its 8 hex alone) nor a "
+                                "SLURM job ID")
+
+    def _tracked_job(self, job_id: str) -> bool:
+        return any(rec.get("job_id") == job_id for rec in self.store.load().values())
+
+    def _resolve_short(self, short: str) -> str | None:
+        """The service whose ID ends in ``_<short>`` (as the seed documents show them: `6355d49f`): among
+        the tracked ones, else among the user's jobs in the queue (one remote command). None when there
+        is none (an all-digit one is then a job ID); an error naming each when there are several."""
+        found = sorted(sid for sid in self.store.load() if sid.endswith("_" + short))
+        if not found and not JOB_ID_RE.match(short):   # (all digits: a job ID, unless tracked as a service)
+            names = self.transport.run("squeue --me -h -o %j 2>/dev/null", timeout=60).stdout.split()
+            found = sorted({n for n in names if SERVICE_ID_RE.match(n) and n.endswith("_" + short)})
+        if len(found) > 1:
+            raise OrchestratorError(f"'{short}' names {len(found)} services: {', '.join(found)}; give the whole ID")
+        if not found and not JOB_ID_RE.match(short):
+            raise OrchestratorError(f"no service with ID '<name>_{short}' is tracked here or in your queue")
+        return found[0] if found else None
 
     def _probe_script(self, ident: str, mark: Marker, **options) -> str:
         sid, job_id = self._ids(ident)

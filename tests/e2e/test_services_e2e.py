@@ -52,6 +52,27 @@ def test_native_service_lifecycle_through_the_cli(run_cli, sandbox_config_path):
     assert "| CANCELLED |" in after
 
 
+def test_the_hex_part_alone_names_a_service_as_the_seed_documents_show(run_cli, sandbox_config_path, tmp_path):
+    """`--service-endpoint 6355d49f`, `--query-service-metrics 6355d49f "up"`, `--stop-service 6355d49f`,
+    with a state dir of its own and without one (found in the queue)."""
+    sid = run_cli("--recipe", "python-http", "--wait").stdout.split()[0]
+    short = sid.rsplit("_", 1)[1]
+    try:
+        ep = json.loads(run_cli("--service-endpoint", short, "--json").stdout)
+        assert ep["service_id"] == sid
+        mid = json.loads(run_cli("monitor", "start", sid, "--json").stdout)["monitor_id"]
+        up = run_cli("--query-service-metrics", mid.rsplit("_", 1)[1], "up", "--json")
+        assert json.loads(up.stdout)["resultType"] == "vector"
+        run_cli("monitor", "stop", mid)
+        empty_state = tmp_path / "other-laptop.yaml"
+        empty_state.write_text(sandbox_config_path.read_text().replace("laptop-state", "laptop-state-empty"))
+        elsewhere = run_cli("--config", str(empty_state), "--service-endpoint", short, "--json")
+        assert json.loads(elsewhere.stdout)["service_id"] == sid   # untracked there: found in the queue
+    finally:
+        stopped = run_cli("--stop-service", short, check=False)
+    assert stopped.returncode == 0 and "CANCELLED" in stopped.stdout, stopped.stderr
+
+
 def test_endpoint_answers_a_curl_on_the_login_node_but_not_from_the_laptop(orch):
     import socket
     sid = orch.servers.start_service(orch.load_recipe("python-http"), wait=True, timeout=60)

@@ -243,3 +243,36 @@ def test_a_record_keeps_its_jobs_submit_time_and_refuses_another_submission(tmp_
     servers.store.update("python-http_fe09e023", slurm_submit_time="2026-01-01T00:00:00")
     with pytest.raises(OrchestratorError, match="another submission of that name; nothing was done"):
         servers.probe("python-http_fe09e023", mark=Marker("rec"))
+
+
+class _Queue:
+    """A transport whose queue lists the given job names (squeue --me -o %j)."""
+
+    def __init__(self, names):
+        self.names, self.commands = names, []
+
+    def run(self, command, **kw):
+        from orchestrator.cluster.transport import CommandResult
+        self.commands.append(command)
+        return CommandResult(command, 0, "\n".join(self.names) + "\n", "")
+
+
+def test_a_service_is_found_by_its_hex_part_alone_as_the_seed_documents_show(tmp_path):
+    from orchestrator.config import Config, RemoteConfig, SSHConfig
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.services.servers import ServersModule
+    cfg = Config(ssh=SSHConfig(host="login"), slurm=SLURM, remote=RemoteConfig(), state_dir=tmp_path / "state",
+                 results_dir=tmp_path / "results")
+    q = _Queue(["ollama_6355d49f", "redis_6355d49e", "someone-elses-job"])
+    servers = ServersModule(cfg, q)
+    servers.store.update("vllm_0123abcd", service_id="vllm_0123abcd", job_id="41")
+    assert servers._ids("0123abcd") == ("vllm_0123abcd", "41") and q.commands == []   # tracked: no remote call
+    assert servers._ids("6355d49f") == ("ollama_6355d49f", None)                       # from the user's queue
+    assert servers._ids("41") == ("vllm_0123abcd", "41")                               # a job ID still is one
+    servers.store.update("redis_6355d49f", service_id="redis_6355d49f", job_id="42")
+    servers.store.update("chroma_6355d49f", service_id="chroma_6355d49f", job_id="43")
+    with pytest.raises(OrchestratorError, match="names 2 services: chroma_6355d49f, redis_6355d49f"):
+        servers._ids("6355d49f")
+    with pytest.raises(OrchestratorError, match="no service with ID '<name>_deadbeef'"):
+        servers._ids("deadbeef")
+    assert servers._ids("12345678") == (None, "12345678")   # all digits, no such service: a job ID
