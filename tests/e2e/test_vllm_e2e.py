@@ -147,12 +147,13 @@ def test_a_reference_client_runs_as_a_client_kind_with_the_same_report(vllm, kin
     assert len(records) == 60 and all(r["ok"] for r in records), [r["error"] for r in records if not r["ok"]][:3]
     assert all(r["tokens_out"] == 32 for r in records)
     k = {x["kpi"]: x["value"] for x in report["kpis"]}
-    for name in ("throughput", "ttft_p50", "output_tokens_per_second", "itl_max"):
+    for name in ("throughput", "ttft_p50", "output_tokens_per_second"):
         assert k[name] and k[name] > 0, name
     # aiperf times each chunk as its event loop reads it: on this 2-core machine, with vLLM beside it, a
     # starved aiperf read a whole response's chunks at once (seen: 1603 of 1607 gaps 0.0, p99 0.0), so
-    # the percentiles may be 0; they are still computed from its records
-    assert k["itl_p99"] is not None and k["itl_p99"] <= k["itl_max"]
+    # its ITL may be 0; it is still computed from every record's own gaps
+    assert all(r.get("itl_s") for r in records)
+    assert k["itl_p99"] is not None and 0 <= k["itl_p99"] <= k["itl_max"]
     # TPOT from the tool's own timings: aiperf's processes, starved of this machine's 2 cores beside vLLM,
     # may read a whole stream at once (its log: "event loop ... taking too long"), and then report 0 gaps
     assert k["tpot_p50"] is not None and (k["tpot_p50"] > 0 or kind == "aiperf")
