@@ -10,8 +10,6 @@ import time
 import click
 
 
-
-
 class Context:
     """Per-invocation state: one orchestrator (hence one SSH connection)."""
 

@@ -1,7 +1,8 @@
 """OpenSSHTransport: the system's ``ssh`` with a ControlMaster, as HPC users and Ansible run it.
 
-Every call is one ``ssh`` process over one persistent master connection (ControlMaster=auto,
-ControlPersist), whose socket lives in a private 0700 directory. What paramiko cannot do comes with
+Every call is one ``ssh`` process through one persistent master connection (opened by its own
+``ssh -M -f -N`` with ControlPersist; commands use ControlMaster=no), whose socket lives in a private
+0700 directory. What paramiko cannot do comes with
 it: all of ``~/.ssh/config`` (Match, ProxyCommand, ProxyJump, GSSAPI), and a master the user opened
 by hand on a keyboard-interactive or MFA login node (point ``ssh.control_path`` at it). Host keys
 are OpenSSH's business: ``StrictHostKeyChecking=yes`` against the configured known_hosts.
@@ -53,6 +54,9 @@ def ssh_options(cfg: SSHConfig, control_path: str) -> list[str]:
     if cfg.key_file:
         opts += ["-i", os.path.expanduser(cfg.key_file), "-o", "IdentitiesOnly=yes"]
     return opts
+
+
+NO_SSH = "ssh: command not found (ssh.client: openssh needs OpenSSH's client)"
 
 
 def classify(exit_code: int, stderr: str) -> type[TransportError] | None:
@@ -130,8 +134,7 @@ class OpenSSHTransport:
         would hold them open for its whole life."""
         if self._checked:
             return
-        # a socket that is there is a master that answers (a dead master removes it; a stale one left by a
-        # killed master fails the command with ssh's mux message, which retries through a new master)
+        # no socket: no master (a master that ends removes it); a socket: ask it whether it still answers
         if not os.path.exists(self.control_path) or self._control("check").returncode != 0:
             import tempfile
             with tempfile.TemporaryFile() as err:
@@ -144,16 +147,19 @@ class OpenSSHTransport:
                     raise TransportError(f"cannot connect to {self.cfg.host}: ssh did not log in within "
                                          f"{self.cfg.connect_timeout * 2 + 10:.0f}s") from None
                 except FileNotFoundError:
-                    raise TransportError("ssh: command not found (ssh.client: openssh needs OpenSSH's client)") from None
+                    raise TransportError(NO_SSH) from None
                 err.seek(0)
                 message = err.read().decode(errors="replace")
             if proc.returncode != 0:
                 if _HOST_KEY.search(message):
-                    raise HostKeyError(f"host key of {self.cfg.host} refused by OpenSSH ({_first_line(message)}); "
-                                       f"check {self.cfg.known_hosts}")
+                    raise self._host_key_error(message)
                 raise TransportError(f"cannot connect to {self.cfg.host} with ssh: {_first_line(message)}")
             self.stats.connections += 1
         self._checked = True
+
+    def _host_key_error(self, stderr: str) -> HostKeyError:
+        return HostKeyError(f"host key of {self.cfg.host} refused by OpenSSH ({_first_line(stderr)}); "
+                            f"check {self.cfg.known_hosts}")
 
     def start(self) -> None:
         """Open (or find) the master: the `connect` command for this transport."""
@@ -175,27 +181,26 @@ class OpenSSHTransport:
         except subprocess.TimeoutExpired:
             raise CommandTimeout(f"remote command timed out after {timeout}s: {command[:120]}") from None
         except FileNotFoundError:
-            raise TransportError("ssh: command not found (ssh.client: openssh needs OpenSSH's client)") from None
+            raise TransportError(NO_SSH) from None
 
     def _exec(self, command: str, stdin: bytes | None, timeout: float | None, idempotent: bool
               ) -> subprocess.CompletedProcess:
         proc = self._ssh(command, stdin, timeout)
-        err = classify(proc.returncode, proc.stderr.decode(errors="replace"))
+        stderr = proc.stderr.decode(errors="replace")
+        err = classify(proc.returncode, stderr)
         if err is None:
             return proc
-        message = _first_line(proc.stderr.decode(errors="replace"))
         if err is HostKeyError:
-            raise HostKeyError(f"host key of {self.cfg.host} refused by OpenSSH ({message}); check "
-                               f"{self.cfg.known_hosts}")
+            raise self._host_key_error(stderr)
         if not idempotent:
             raise OutcomeUnknown(f"connection lost while running a command that is not safe to repeat; it may "
-                                 f"or may not have run ({message}): {command[:120]}")
-        # once, transparently: a dead master is replaced by the next ssh (ControlMaster=auto)
+                                 f"or may not have run ({_first_line(stderr)}): {command[:120]}")
+        # once, transparently: the master is checked again, and opened anew if it went
         self._checked = False
         proc = self._ssh(command, stdin, timeout)
-        if classify(proc.returncode, proc.stderr.decode(errors="replace")) is not None:
-            raise TransportError(f"cannot reach {self.cfg.host} over ssh: "
-                                 f"{_first_line(proc.stderr.decode(errors='replace'))}")
+        stderr = proc.stderr.decode(errors="replace")
+        if classify(proc.returncode, stderr) is not None:
+            raise TransportError(f"cannot reach {self.cfg.host} over ssh: {_first_line(stderr)}")
         return proc
 
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False,

@@ -217,30 +217,27 @@ class ServersModule:
         """(service_id, job_id) for a service ID, its 8-hex part alone, or a SLURM job ID; local state
         fills gaps."""
         ident = ident.strip()
-        if SHORT_ID_RE.match(ident) and not (JOB_ID_RE.match(ident) and self._tracked_job(ident)):
-            sid = self._resolve_short(ident)
+        tracked = self.store.load()   # (read once: every branch below looks at it)
+        by_job: dict[str, str] = {}
+        for sid, rec in tracked.items():   # the first record of a job ID, as before (IDs may be reused)
+            if rec.get("job_id"):
+                by_job.setdefault(rec["job_id"], sid)
+        if SHORT_ID_RE.match(ident) and not (JOB_ID_RE.match(ident) and ident in by_job):
+            sid = self._resolve_short(ident, tracked)
             if sid is not None:
-                rec = self.store.get(sid) or {}
-                return sid, rec.get("job_id")
+                return sid, (tracked.get(sid) or {}).get("job_id")
         if JOB_ID_RE.match(ident):
-            for sid, rec in self.store.load().items():
-                if rec.get("job_id") == ident:
-                    return sid, ident
-            return None, ident
+            return by_job.get(ident), ident
         if SERVICE_ID_RE.match(ident):
-            rec = self.store.get(ident) or {}
-            return ident, rec.get("job_id")
+            return ident, (tracked.get(ident) or {}).get("job_id")
         raise OrchestratorError(f"'{ident}' is neither a service ID (<name>_<8 hex>, or its 8 hex alone) nor a "
                                 "SLURM job ID")
 
-    def _tracked_job(self, job_id: str) -> bool:
-        return any(rec.get("job_id") == job_id for rec in self.store.load().values())
-
-    def _resolve_short(self, short: str) -> str | None:
+    def _resolve_short(self, short: str, tracked: dict) -> str | None:
         """The service whose ID ends in ``_<short>`` (as the seed documents show them: `6355d49f`): among
         the tracked ones, else among the user's jobs in the queue (one remote command). None when there
         is none (an all-digit one is then a job ID); an error naming each when there are several."""
-        found = sorted(sid for sid in self.store.load() if sid.endswith("_" + short))
+        found = sorted(sid for sid in tracked if sid.endswith("_" + short))
         if not found and not JOB_ID_RE.match(short):   # (all digits: a job ID, unless tracked as a service)
             names = self.transport.run("squeue --me -h -o %j 2>/dev/null", timeout=60).stdout.split()
             found = sorted({n for n in names if SERVICE_ID_RE.match(n) and n.endswith("_" + short)})
@@ -274,19 +271,19 @@ class ServersModule:
         return [self._checked(i, parse_probe(g)) for i, g in zip(idents, groups)]
 
     def _checked(self, ident: str, p: Probe) -> Probe:
+        tracked = self.store.load()   # (one read for the checks and the record kept of the job)
         if not p.job_id or (p.job is None and not p.endpoint):
             raise OrchestratorError(f"no service or job '{ident}' found on the cluster")
         if not p.ours:
             # the cluster's word, from the same command: not our user's job, or not named as the service
             # (a reused job ID, or a job named like ours by someone else); nothing of it was read or touched
             name, user = (p.job.name if p.job else "?"), p.owner or "?"
-            known = self.store.get(p.service_id) if SERVICE_ID_RE.match(p.service_id or "") else None
-            if known and name != p.service_id:
+            if p.service_id in tracked and name != p.service_id:
                 raise OrchestratorError(f"job {p.job_id} is no longer service {p.service_id}: SLURM reused the ID "
                                         f"for job '{name}' of user {user}; nothing was done")
             raise OrchestratorError(f"job {p.job_id} ('{name}', user {user}) is not a service started by this tool "
                                     "as you: refused, nothing was done")
-        rec = self.store.get(p.service_id) or {}
+        rec = tracked.get(p.service_id) or {}
         seen = rec.get("slurm_submit_time")
         if p.job is not None and p.job.submit_time and seen and seen != p.job.submit_time:
             # the same user and name, another submission (the job script run again by hand, a restored
@@ -296,7 +293,7 @@ class ServersModule:
         if p.job is not None and p.job.submit_time and not seen and rec and rec.get("job_id") == p.job_id:
             self.store.update(p.service_id, slurm_submit_time=p.job.submit_time)
         if p.job is not None:
-            self._remember({p.service_id: p.job})
+            self._remember({p.service_id: p.job}, tracked)
         return p
 
     def _remember(self, jobs: dict[str, Job], tracked: dict | None = None) -> None:

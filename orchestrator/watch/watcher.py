@@ -128,8 +128,8 @@ class Watcher:
         now = now_iso()
         seen: dict[str, dict] = {}
         # a job ID of our records is ours only while the job carries that service's name (IDs are reused)
-        ours = {jid: svc for jid, svc in ours.items()
-                if all(j.name == svc["service_id"] for j in (*poll.queued, *poll.ended.values()) if j.job_id == jid)}
+        names = {j.job_id: j.name for j in (*poll.queued, *poll.ended.values())}
+        ours = {jid: svc for jid, svc in ours.items() if names.get(jid, svc["service_id"]) == svc["service_id"]}
         for job in poll.queued:
             if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
                 continue

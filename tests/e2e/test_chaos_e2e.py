@@ -113,8 +113,10 @@ def test_sigterm_mid_load_exits_143_cancels_every_job_and_keeps_what_was_collect
     assert (b.out / "requests.jsonl").read_text().strip(), "records collected before the signal are kept"
 
 
-def test_a_killed_ssh_connection_is_reopened_and_the_session_completes(sandbox_config_path, tmp_path, ssh):
-    b = Bench(sandbox_config_path, bench_text(duration="15s"), tmp_path)
+def session_through_a_killed_connection(config: Path, tmp_path: Path, ssh) -> None:
+    """A session whose SSH connection (each sshd session process of the sandbox user) is killed
+    mid-load reconnects and completes, its KPIs whole and nothing left in the queue (either transport)."""
+    b = Bench(config, bench_text(duration="15s"), tmp_path)
     b.wait_for_load()
     killed = subprocess.run(["pkill", "-KILL", "-u", sandbox.USER, "-x", "sshd"], capture_output=True)
     assert killed.returncode == 0, "no sshd session process of the sandbox user to kill"
@@ -122,6 +124,10 @@ def test_a_killed_ssh_connection_is_reopened_and_the_session_completes(sandbox_c
     assert "connections=2" in b.text or "connections=3" in b.text, b.text  # it did reconnect
     assert kpis(b.out)["latency_p50"]["value"] is not None
     assert not session_ids(b.out) & squeue_names(ssh)
+
+
+def test_a_killed_ssh_connection_is_reopened_and_the_session_completes(sandbox_config_path, tmp_path, ssh):
+    session_through_a_killed_connection(sandbox_config_path, tmp_path, ssh)
 
 
 def test_slurmctld_down_for_20_seconds_mid_session_is_ridden_out(sandbox_config_path, tmp_path, ssh):
