@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.bench.workloads.standin_llm import Engine, make_handler  # noqa: E402
+from orchestrator.oncluster.standin_llm import Engine, make_handler  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     print(f"{'concurrency':>11} {'streamed req/s':>14} {'p50 ms':>8} {'client CPU/req ms (mean':>24} {'p99)':>6}")
     for c in args.concurrency:
         with tempfile.TemporaryDirectory() as d:
-            subprocess.run([sys.executable, str(ROOT / "orchestrator" / "bench" / "workloads" / "loadgen.py"), "--url", url,
+            subprocess.run([sys.executable, str(ROOT / "orchestrator" / "oncluster" / "loadgen.py"), "--url", url,
                             "--concurrency", str(c), "--duration", str(args.seconds), "--max-seconds",
                             str(args.seconds + 30), "--payload", json.dumps({"max_tokens": 8, "stream": True}), "--out",
                             str(Path(d) / "r.jsonl")], cwd=d, check=True, capture_output=True, timeout=args.seconds + 60)

@@ -30,7 +30,7 @@ SERVICE = """service:
   description: STAND-IN with {slots} slots and no token delay (a load target, not a model)
   engine: standin
   files:
-    standin_llm.py: package:bench/workloads/standin_llm.py
+    standin_llm.py: package:oncluster/standin_llm.py
   command: python3 standin_llm.py --port {{{{ port }}}} --slots {slots} --tokens-per-second 2000 --ttft 0.005
   resources: {{nodes: 1, cpus_per_task: 1, mem: 512M, time: "00:30:00"}}
   ports: [auto]

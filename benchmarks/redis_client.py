@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CLIENT = ROOT / "orchestrator" / "bench" / "workloads" / "redisload.py"
+CLIENT = ROOT / "orchestrator" / "oncluster" / "redisload.py"
 
 
 def free_port() -> int:

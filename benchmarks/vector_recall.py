@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.bench.workloads.vectorload import exact_neighbours  # noqa: E402
+from orchestrator.oncluster.vectorload import exact_neighbours  # noqa: E402
 
 
 def main() -> None:

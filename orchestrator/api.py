@@ -47,8 +47,7 @@ class BenchmarkOrchestrator:
 
     def show_monitors_status(self) -> list[dict]:
         """Every tracked monitor with its job state and targets' up/down state."""
-        return [self.monitors.check_monitor_status(mid) for mid, rec in self.monitors.store.load().items()
-                if not rec.get("stopped_at")]
+        return [self.monitors.check_monitor_status(mid) for mid in self.monitors.live_monitors()]
 
     def get_system_status(self) -> dict:
         """Services and monitors in one squeue call."""
@@ -57,8 +56,23 @@ class BenchmarkOrchestrator:
         return {"services": [r.__dict__ for r in rows if r.service_id not in monitors],
                 "monitors": [r.__dict__ for r in rows if r.service_id in monitors]}
 
-    def start_benchmark_session(self, recipe, out_dir=None, keep: bool = False, progress=None) -> dict:
-        """Run a whole benchmark session; returns report.json's content."""
+    @property
+    def ssh_client(self) -> "SSHClient":
+        """Seed 001's ``orchestrator.ssh_client.execute_command(cmd)``, over the one connection."""
+        return SSHClient(self.transport)
+
+    def start_benchmark_session(self, recipe, out_dir=None, keep: bool = False, progress=None):
+        """Run a whole benchmark session (a benchmark recipe: its name, path or BenchmarkRecipe) and
+        return report.json's content.
+
+        Given a service recipe (as seed 001 does, ``start_benchmark_session(load_recipe(...))``), it
+        starts that service instead and returns its ID: a Prometheus recipe as a monitor of its
+        ``monitoring_targets``, any other as a plain service."""
+        from orchestrator.services.recipes import ServiceRecipe
+        if isinstance(recipe, ServiceRecipe):
+            if recipe.is_monitor:
+                return self.monitors.start_monitor(recipe, progress=progress)
+            return self.servers.start_service(recipe, progress=progress)
         from orchestrator.bench.recipe import BenchmarkRecipe, load_benchmark
         from orchestrator.bench.session import BenchmarkSession
         recipe = recipe if isinstance(recipe, BenchmarkRecipe) else load_benchmark(recipe, self.config.recipe_dirs)
@@ -82,3 +96,19 @@ class BenchmarkOrchestrator:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class SSHClient:
+    """Run a command on the login node over the orchestrator's connection (seed 001's ssh_client).
+
+    The command is run as given, by the login node's shell: quote what it interpolates
+    (``orchestrator.cluster.shell.quote``)."""
+
+    def __init__(self, transport: Transport):
+        self.transport = transport
+
+    def execute_command(self, command: str, timeout: float | None = 120) -> tuple[int, str, str]:
+        """``(exit_code, stdout, stderr)``; a lost connection or a timeout raises (TransportError)."""
+        # not idempotent: a command of the caller's is never run twice after a dropped connection
+        r = self.transport.run(command, timeout=timeout, idempotent=False)
+        return r.exit_code, r.stdout, r.stderr

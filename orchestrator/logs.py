@@ -68,9 +68,26 @@ def configure(fmt: str = "text", stream=None, debug: bool = False) -> None:
     for old in list(LOGGER.handlers):
         LOGGER.removeHandler(old)
     LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.DEBUG if debug else logging.INFO)
+    LOGGER.setLevel(logging.DEBUG if debug else level_from_env(os.environ))
     LOGGER.propagate = False
     LOGGER.orch_format = fmt  # type: ignore[attr-defined]
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def level_from_env(env) -> int:
+    """``LOG_LEVEL`` (DEBUG, INFO, WARNING, ERROR; seed 003's variable), INFO when unset."""
+    name = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if name not in LEVELS:
+        from orchestrator.errors import OrchestratorError
+        raise OrchestratorError(f"$LOG_LEVEL: expected one of {', '.join(LEVELS)}, got {env.get('LOG_LEVEL')!r}")
+    return getattr(logging, name)
+
+
+def verbose() -> None:
+    """-v: debug lines too."""
+    LOGGER.setLevel(logging.DEBUG)
 
 
 def _is_terminal(stream) -> bool:

@@ -52,7 +52,7 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
                             mem=str(r.get("mem", kind.mem)), time=str(r.get("time", minutes)),
                             account=r.get("account"), qos=r.get("qos"), nodelist=r.get("nodelist")),
         ports=("auto",), health=Health(path="/", timeout=300), metrics=Metrics(path="/metrics", port="port:0"),
-        files={name: str(packaged("bench", "workloads", name)) for name in (kind.program, "clientjob.py", *kind.files)},
+        files={name: str(packaged("oncluster", name)) for name in (kind.program, "clientjob.py", *kind.files)},
         # the target's job dir is a sibling of the client's (a service ID is [a-z0-9_-]: no template text)
         environment={"ORCH_TARGET_AUTH": target_auth,
                      **({"ORCH_TARGET_SECRET_FILE": f"{{{{ job_dir }}}}/../{target_id}/secret"} if target_id else {})},

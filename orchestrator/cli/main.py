@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from orchestrator.cli.common import Context, common_options, emit
+from orchestrator.cli.common import Context, common_options
 from orchestrator.errors import OrchestratorError, Terminated
 from orchestrator.version import __version__
 
@@ -97,8 +97,7 @@ def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_en
     elif service_endpoint:
         services.show_endpoint(ctx, service_endpoint)
     elif stop_service:
-        st = ctx.orch.servers.stop_service(stop_service)
-        emit(ctx, st.__dict__, f"stopped: {st.line()}")
+        services.stop_cmd(ctx, stop_service)
     elif query_service_metrics:
         from orchestrator.cli import monitor
         monitor.show_query(ctx, *query_service_metrics)

@@ -11,16 +11,9 @@ import time
 import click
 
 from orchestrator.cli.common import _ctx, common_options, emit, progress
-from orchestrator.cli.table import render_table
-from orchestrator.monitoring.promql import QueryResult, format_value, label_text
+from orchestrator.terminal import render_table
+from orchestrator.monitoring.promql import QueryResult, format_value, label_text, result_text
 from orchestrator.times import parse_time
-
-
-def result_table(r: QueryResult) -> str:
-    if not r.series:
-        return f"no data for {r.query}"
-    rows = [[label_text(s.labels), format_value(s.values[-1][1])] for s in r.series]
-    return render_table(["series", "value"], rows)
 
 
 def warn(r: QueryResult) -> None:
@@ -31,7 +24,7 @@ def warn(r: QueryResult) -> None:
 def show_query(ctx, ident: str, promql: str) -> None:
     r = ctx.orch.monitors.query_metrics(ident, promql)
     warn(r)
-    emit(ctx, r.to_dict(), result_table(r))
+    emit(ctx, r.to_dict(), result_text(r))
 
 
 @click.group()
@@ -60,7 +53,7 @@ def monitor_start(click_ctx, config_path, as_json, recipe, targets, scrape_inter
     if no_wait:
         emit(ctx, {"monitor_id": mid}, mid)
         return
-    ep = ctx.orch.monitors.get_monitor_endpoint(mid)
+    ep = ctx.orch.monitors.endpoint(mid)
     doc, text = {"monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})"
     if grafana:
         gid = _start_grafana(ctx, ep["url"], mid)
@@ -88,21 +81,36 @@ def monitor_list(click_ctx, config_path, as_json, available):
     """Running monitors (one squeue call), or the available monitor recipes."""
     ctx = _ctx(click_ctx, config_path, as_json)
     if available:
-        rows = ctx.orch.monitors.list_available_monitors()
+        rows = ctx.orch.monitors.available_recipes()
         emit(ctx, rows, render_table(["recipe", "path", "description"],
                                      [[r["name"], r["path"], r["description"]] for r in rows]))
         return
-    rows = ctx.orch.monitors.list_running_monitors()
+    rows = ctx.orch.monitors.running_monitors()
     emit(ctx, [r.__dict__ for r in rows], "\n".join(r.line() for r in rows) or "no monitors")
+
+
+def id_argument(fn):
+    """``monitor status ID`` or, as seed 000 writes it, ``monitor status --id ID``."""
+    fn = click.option("--id", "id_option", metavar="ID", default=None, help="the monitor (as the argument)")(fn)
+    return click.argument("ident", metavar="ID", required=False)(fn)
+
+
+def one_id(ident: str | None, id_option: str | None) -> str:
+    if ident and id_option and ident != id_option:
+        raise click.UsageError(f"two monitors given ({ident} and --id {id_option}): name one")
+    if not (ident or id_option):
+        raise click.UsageError("name the monitor: ID or --id ID (`monitor list` shows them)")
+    return ident or id_option
 
 
 @monitor.command("status")
 @common_options
-@click.argument("ident", metavar="ID")
+@id_argument
 @click.pass_context
-def monitor_status(click_ctx, config_path, as_json, ident):
+def monitor_status(click_ctx, config_path, as_json, ident, id_option):
     """Job state, node, and each target's up/down state."""
     ctx = _ctx(click_ctx, config_path, as_json)
+    ident = one_id(ident, id_option)
     st = ctx.orch.monitors.check_monitor_status(ident)
     head = (f"monitor {st['monitor_id']}: {st['status']} (job {st['job_id']} on {', '.join(st['nodes']) or '-'})\n"
             f"submitted {st['submitted_at'] or '-'}, started {st['started_at'] or '-'}, url {st['url'] or '-'}")
@@ -112,12 +120,12 @@ def monitor_status(click_ctx, config_path, as_json, ident):
 
 @monitor.command("stop")
 @common_options
-@click.argument("ident", metavar="ID")
+@id_argument
 @click.pass_context
-def monitor_stop(click_ctx, config_path, as_json, ident):
-    """scancel the monitor."""
+def monitor_stop(click_ctx, config_path, as_json, ident, id_option):
+    """scancel the monitor (and the node exporters it started)."""
     ctx = _ctx(click_ctx, config_path, as_json)
-    st = ctx.orch.monitors.stop_monitor(ident)
+    st = ctx.orch.monitors.stop(one_id(ident, id_option))
     emit(ctx, st.__dict__, f"stopped: {st.line()}")
 
 
@@ -155,7 +163,7 @@ def monitor_remove_target(click_ctx, config_path, as_json, monitor_id, names):
 def monitor_report(click_ctx, config_path, as_json, ident):
     """Status, up per target, CPU, memory, GPU and scrape duration, now."""
     ctx = _ctx(click_ctx, config_path, as_json)
-    rep = ctx.orch.monitors.construct_report(ident)
+    rep = ctx.orch.monitors.report(ident)
     lines = [f"monitor {rep['monitor_id']}: {rep['status']} on {', '.join(rep['nodes']) or '-'}"]
     for name, sec in rep["metrics"].items():
         if not sec["series"]:
@@ -188,7 +196,7 @@ def monitor_collect(click_ctx, config_path, as_json, ident, queries, start, end,
     """Write range queries over a time window to a JSON or CSV file."""
     ctx = _ctx(click_ctx, config_path, as_json)
     s, e = _window(start, end)
-    path = ctx.orch.monitors.collect_metrics_to_file(ident, list(queries), s, e, step, out)
+    path = ctx.orch.monitors.collect(ident, list(queries), s, e, step, out)
     emit(ctx, {"path": str(path)}, f"wrote {path}")
 
 

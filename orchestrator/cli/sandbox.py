@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from orchestrator.cli.table import render_table
+from orchestrator.terminal import render_table
 from orchestrator.errors import OrchestratorError
 
 

@@ -7,7 +7,7 @@ import sys
 import click
 
 from orchestrator.cli.common import Context, _ctx, common_options, emit, progress
-from orchestrator.cli.table import render_table
+from orchestrator.terminal import render_table
 from orchestrator.errors import Terminated
 
 
@@ -34,6 +34,14 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
         click.echo(render_service_script(recipe, slurm, new_service_id(recipe), remote), nl=False)
         return
     recipe = ctx.orch.load_recipe(recipe_ref)
+    if recipe.is_monitor:  # a Prometheus recipe (seed 001's my_prometheus.yaml): its targets get a prometheus.yml
+        mid = ctx.orch.monitors.start_monitor(recipe, wait=wait, timeout=timeout, progress=progress)
+        if wait:
+            ep = ctx.orch.monitors.endpoint(mid)
+            emit(ctx, {"service_id": mid, "monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})")
+        else:
+            emit(ctx, {"service_id": mid, "monitor_id": mid, "job_id": ctx.orch.servers.record(mid).job_id}, mid)
+        return
     servers = ctx.orch.servers
     sid = servers.start_service(recipe, progress=progress)
     if wait:
@@ -47,6 +55,14 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
     else:
         rec = servers.store.get(sid)
         emit(ctx, {"service_id": sid, "job_id": rec["job_id"]}, sid)
+
+
+def stop_cmd(ctx: Context, ident: str) -> None:
+    """--stop-service: a monitor goes through MonitorsModule (its exporters stop too, and monitors.json
+    says it stopped), any other service through ServersModule."""
+    mid = ctx.orch.monitors.tracked(ident)
+    st = ctx.orch.monitors.stop(mid) if mid else ctx.orch.servers.stop_service(ident)
+    emit(ctx, st.__dict__, f"stopped: {st.line()}")
 
 
 def explain_unexplained(ctx: Context) -> None:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from orchestrator.cli.common import _ctx, common_options, emit, progress
-from orchestrator.cli.table import render_table
+from orchestrator.terminal import render_table
 
 
 @click.command()
@@ -20,14 +20,24 @@ from orchestrator.cli.table import render_table
 @click.option("--port", type=int, default=None, help="serve /healthz /stats /jobs /metrics on 127.0.0.1:PORT")
 @click.option("--once", is_flag=True, help="one poll, then exit")
 @click.option("--count", type=int, default=None, help="stop after this many polls")
+@click.option("--attrsvc-url", default=None, metavar="URL",
+              help="POST each failed job's verdict and log tail to this attribution service's /logs, with "
+                   "retries (also $NVRX_ATTRSVC_URL, $ORCH_WATCH_ATTRSVC_URL)")
+@click.option("--timeout", type=float, default=None,
+              help="seconds per attribution-service request (default 60; $ORCH_WATCH_TIMEOUT)")
+@click.option("-v", "--verbose", is_flag=True, help="debug lines too: each poll, each post ($LOG_LEVEL=DEBUG)")
 @click.pass_context
-def watch(click_ctx, config_path, as_json, interval, partitions, user, job_pattern, port, once, count):
+def watch(click_ctx, config_path, as_json, interval, partitions, user, job_pattern, port, once, count,
+          attrsvc_url, timeout, verbose):
     """Follow the tool's jobs (and optionally others) to their end and say why they ended."""
     from orchestrator.watch.watcher import Watcher, WatchOptions
     ctx = _ctx(click_ctx, config_path, as_json)
+    if verbose:
+        from orchestrator.logs import verbose as debug_lines
+        debug_lines()
     env = os.environ
     opts = WatchOptions.from_env(env, interval=interval, partitions=partitions.split(",") if partitions else None,
-                                 user=user, job_pattern=job_pattern)
+                                 user=user, job_pattern=job_pattern, attrsvc_url=attrsvc_url, timeout=timeout)
     port = port if port is not None else (int(env["ORCH_WATCH_PORT"]) if env.get("ORCH_WATCH_PORT") else None)
     w = Watcher(ctx.orch.config, ctx.orch.transport, ctx.orch.servers, opts, log=progress)
     server = None
@@ -35,7 +45,8 @@ def watch(click_ctx, config_path, as_json, interval, partitions, user, job_patte
         server = w.serve(port)
         progress(f"status server on http://127.0.0.1:{server.server_address[1]}/ (healthz, stats, jobs, metrics)")
     progress(f"watching every {opts.interval:g}s" + (f", partitions {','.join(opts.partitions)}" if opts.partitions else "")
-             + (f", user {opts.user}" if opts.user else "") + (f", jobs matching {opts.job_pattern!r}" if opts.job_pattern else ""))
+             + (f", user {opts.user}" if opts.user else "") + (f", jobs matching {opts.job_pattern!r}" if opts.job_pattern else "")
+             + (f"; verdicts posted to {opts.attrsvc_url}/logs" if opts.attrsvc_url else ""))
     try:
         w.run(count=1 if once else count)
     except KeyboardInterrupt:

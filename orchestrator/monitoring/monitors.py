@@ -21,6 +21,7 @@ from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError, Terminated
 from orchestrator.fileio import atomic_open
+from orchestrator.logs import log
 from orchestrator.monitoring.promql import (
     QueryResult,
     checked_range,
@@ -28,6 +29,7 @@ from orchestrator.monitoring.promql import (
     curl_range,
     joined,
     parse_response,
+    result_text,
     stitch,
 )
 from orchestrator.monitoring.queries import REPORT_QUERIES
@@ -43,7 +45,7 @@ from orchestrator.services.recipes import (
     TargetSpec,
     recipe_dirs,
 )
-from orchestrator.services.servers import ServersModule
+from orchestrator.services.servers import ServersModule, ServiceStatus
 from orchestrator.services.probe import SHORT_ID_RE
 from orchestrator.state import MonitorRecord, StateStore
 from orchestrator.times import now_iso, parse_duration
@@ -149,8 +151,10 @@ class MonitorsModule:
                     for t in targets_from_probe(TargetSpec(service_id=sid), self.servers.probe(sid))]
         return out
 
-    def stop_monitor(self, monitor_id: str):
-        status = self.servers.stop_service(monitor_id)
+    def stop(self, monitor_id: str) -> ServiceStatus:
+        """scancel the monitor and the node exporters it started; its record says when. Raises when the
+        monitor cannot be stopped (unknown, not ours)."""
+        status = self.servers.stop_service(self.monitor_for(monitor_id))
         rec = self.store.get(status.service_id)
         if rec:
             for sid in rec.get("exporter_jobs") or []:  # the exporters it started go with it
@@ -160,6 +164,15 @@ class MonitorsModule:
                     pass
             self.store.update(status.service_id, stopped_at=now_iso())
         return status
+
+    def stop_monitor(self, monitor_id: str) -> bool:
+        """Seed 001's form: True once the monitor is stopped, False (with the reason logged) otherwise."""
+        try:
+            self.stop(monitor_id)
+            return True
+        except OrchestratorError as exc:
+            log(f"stop_monitor({monitor_id}): {exc}", level="warning")
+            return False
 
     def record(self, monitor_id: str) -> MonitorRecord | None:
         """What local state knows of a monitor, typed; None when it is not tracked here."""
@@ -214,23 +227,44 @@ class MonitorsModule:
         return gone
 
     # -- queries -----------------------------------------------------------------------
-    def monitor_for(self, ident: str) -> str:
-        """A monitor ID, or the monitor that scrapes the service ``ident``."""
+    def tracked(self, ident: str) -> str | None:
+        """The monitor tracked here that ``ident`` names (its ID, its 8 hex alone, or its SLURM job ID),
+        from local state alone; None when it names none."""
+        ident = ident.strip()
         monitors = self.store.load()
         if ident in monitors:
             return ident
-        if SHORT_ID_RE.match(ident):   # a monitor's or a service's 8 hex alone
-            ends = [m for m in monitors if m.endswith("_" + ident)]
-            if len(ends) == 1:
-                return ends[0]
+        found = [m for m, rec in monitors.items()
+                 if (SHORT_ID_RE.match(ident) and m.endswith("_" + ident)) or rec.get("job_id") == ident]
+        return found[0] if len(found) == 1 else None
+
+    def _live(self, monitor_id: str, rec: dict) -> bool:
+        """Not stopped: neither by stop_monitor nor as a plain service (servers.stop_service, scancel
+        seen by --status), whose state lands in the service's record."""
+        if rec.get("stopped_at"):
+            return False
+        svc = self.servers.record(monitor_id)
+        return svc is None or svc.state not in TERMINAL_STATES
+
+    def monitor_for(self, ident: str) -> str:
+        """A monitor ID, or the live monitor that scrapes the service ``ident``."""
+        mid = self.tracked(ident)
+        if mid is not None:
+            return mid
+        monitors = self.store.load()
+        if SHORT_ID_RE.match(ident):   # a service's 8 hex alone
             ident = next((t["service_id"] for rec in monitors.values() for t in rec["targets"]
                           if (t.get("service_id") or "").endswith("_" + ident)), ident)
         for mid, rec in sorted(monitors.items(), key=lambda kv: kv[1].get("submitted_at", ""), reverse=True):
-            if rec.get("stopped_at"):
+            if not self._live(mid, rec):
                 continue
             if any(ident in (t.get("service_id"), t.get("labels", {}).get("slurm_job_id")) for t in rec["targets"]):
                 return mid
         return ident  # maybe a monitor started elsewhere: the probe finds it from squeue
+
+    def live_monitors(self) -> list[str]:
+        """Monitors tracked here and not stopped (local state; no remote command)."""
+        return [mid for mid, rec in self.store.load().items() if self._live(mid, rec)]
 
     def _run_queries(self, monitor_id: str, curls: list[str], timeout: float = 90) -> list[str]:
         mark = Marker()
@@ -271,8 +305,9 @@ class MonitorsModule:
             out.append(stitch([parse_response(a, q) for a in part]))
         return out
 
-    def collect_metrics_to_file(self, monitor_id: str, queries: list[str], start: float, end: float,
-                                step: float | str, path: str | Path, fmt: str | None = None) -> Path:
+    def collect(self, monitor_id: str, queries: list[str], start: float, end: float,
+                step: float | str, path: str | Path, fmt: str | None = None) -> Path:
+        """Range queries over a window to a JSON (Prometheus' own shape per query) or CSV file."""
         path = Path(path)
         fmt = fmt or ("csv" if path.suffix == ".csv" else "json")
         results = self.query_range_many(monitor_id, queries, start, end, step)
@@ -290,6 +325,31 @@ class MonitorsModule:
                         w.writerows([r.query, lab, f"{t:.3f}", "" if math.isnan(v) else repr(v)] for t, v in s.values)
         return path
 
+    def collect_metrics_to_file(self, monitor_id: str, query: str, output_file: str | Path, *,
+                                start: float | None = None, end: float | None = None,
+                                step: float | str = 15) -> bool:
+        """Seed 001's form: the query's current answer (Prometheus' JSON) to ``output_file``; a bare file
+        name lands in ``metrics/`` of the working directory. With ``start``/``end`` it is a range query
+        over that window instead (``collect`` writes several, or CSV). True when written; False, with the
+        reason logged, when the query or the file failed."""
+        path = Path(output_file)
+        if path.parent == Path("."):
+            path = Path("metrics") / path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if start is not None or end is not None:
+                now = waiting.now()
+                self.collect(monitor_id, [query], start if start is not None else now - 900,
+                             end if end is not None else now, step, path, "json")
+                return True
+            result = self.query_metrics(monitor_id, query)
+            with atomic_open(path, "w") as f:
+                json.dump(result.api_response(), f, indent=1)
+            return True
+        except (OrchestratorError, OSError) as exc:
+            log(f"collect_metrics_to_file({monitor_id}, {query!r}): {exc}", level="warning")
+            return False
+
     # -- status and reports -------------------------------------------------------------
     def check_monitor_status(self, monitor_id: str) -> dict:
         mid = self.monitor_for(monitor_id)
@@ -305,16 +365,35 @@ class MonitorsModule:
                                     "last_error": t.get("lastError", ""), "last_scrape": t.get("lastScrape")})
             except (json.JSONDecodeError, KeyError):
                 pass
-        return {"monitor_id": p.service_id, "status": p.job.state if p.job else "UNKNOWN", "job_id": p.job_id,
+        state = p.job.state if p.job else "UNKNOWN"
+        # seed 001 tests ``status == 'running'``: SLURM's state in lower case; ``state`` keeps SLURM's spelling
+        return {"monitor_id": p.service_id, "status": state.lower(), "state": state, "job_id": p.job_id,
                 "nodes": p.job.nodes if p.job else [], "submitted_at": rec.get("submitted_at"),
                 "started_at": rec.get("started_at") or (p.job.start_time if p.job else None),
                 "url": p.endpoint and f"http://{p.endpoint['node']}:{p.endpoint['ports'][0]}", "targets": targets}
 
-    def get_monitor_endpoint(self, monitor_id: str) -> dict:
+    def endpoint(self, monitor_id: str) -> dict:
+        """Where the monitor answers (URLs resolve on the cluster), with its API and UI URLs."""
         ep = self.servers.get_service_endpoint(self.monitor_for(monitor_id))
         return {**ep.to_dict(), "api_url": f"{ep.url}/api/v1", "ui_url": f"{ep.url}/graph"}
 
-    def construct_report(self, monitor_id: str) -> dict:
+    def get_monitor_endpoint(self, monitor_id: str) -> str | None:
+        """Seed 001's form: ``http://node:port``, or None while the monitor has no endpoint (pending,
+        ended, unknown; the reason is logged)."""
+        try:
+            return self.endpoint(monitor_id)["url"]
+        except OrchestratorError as exc:
+            log(f"get_monitor_endpoint({monitor_id}): {exc}", level="warning")
+            return None
+
+    def show_metrics(self, monitor_id: str, query: str | None = None) -> dict:
+        """Seed 001's form: print the current answer to ``query`` (default ``up``) as a table and return
+        Prometheus' API response."""
+        result = self.query_metrics(monitor_id, query or "up")
+        print(result_text(result))
+        return result.api_response()
+
+    def report(self, monitor_id: str) -> dict:
         """Status, up per target, CPU, memory, scrape duration (absent sources stay absent)."""
         status = self.check_monitor_status(monitor_id)
         results = self.query_many(status["monitor_id"], list(REPORT_QUERIES.values()))
@@ -323,12 +402,37 @@ class MonitorsModule:
             sections[name] = {"query": q, "series": [{"labels": s.labels, "value": s.values[-1][1]} for s in r.series]}
         return {"generated_at": now_iso(), **status, "metrics": sections}
 
-    def list_running_monitors(self) -> list:
+    def construct_report(self, monitor_id: str, output_file: str | Path) -> bool:
+        """Seed 001's form: ``report`` written to ``output_file`` as JSON; True when written, False (the
+        reason logged) otherwise."""
+        try:
+            doc = self.report(monitor_id)
+            path = Path(output_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(path, "w") as f:
+                json.dump(doc, f, indent=1, default=str)
+            return True
+        except (OrchestratorError, OSError) as exc:
+            log(f"construct_report({monitor_id}): {exc}", level="warning")
+            return False
+
+    def running_monitors(self) -> list[ServiceStatus]:
+        """Every monitor in the queue (one squeue call): those tracked here and any prometheus_ job of ours."""
         rows = self.servers.list_running_services()
         tracked = self.store.load()
-        return [r for r in rows if r.service_id in tracked or r.service_id.startswith("prometheus_")]
+        return [r for r in rows if (r.service_id in tracked or r.service_id.startswith("prometheus_"))
+                and r.state not in TERMINAL_STATES]
 
-    def list_available_monitors(self) -> list[dict]:
+    def list_running_monitors(self) -> list[str]:
+        """Seed 001's form: the IDs of the running monitors."""
+        return [r.service_id for r in self.running_monitors()]
+
+    def list_available_monitors(self) -> list[str]:
+        """Seed 001's form: the monitor types that can be started (recipe names, ``prometheus`` first)."""
+        return [r["name"] for r in self.available_recipes()]
+
+    def available_recipes(self) -> list[dict]:
+        """Monitor recipes (Prometheus ones) in recipe_dirs and the package: name, path, description."""
         out = []
         for d in recipe_dirs("services", self.config.recipe_dirs):
             for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:

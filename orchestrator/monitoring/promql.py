@@ -50,6 +50,18 @@ class QueryResult:
                       for s in self.series if s.values]
         return {"query": self.query, "resultType": self.result_type, "warnings": self.warnings, "result": result}
 
+    def api_response(self) -> dict:
+        """The answer as Prometheus' HTTP API gives it (``{"status": "success", "data": {...}}``)."""
+        d = self.to_dict()
+        doc = {"status": "success", "data": {"resultType": d["resultType"], "result": d["result"]}}
+        if self.warnings:
+            doc["warnings"] = list(self.warnings)
+        return doc
+
+    def __getitem__(self, key: str):
+        """``result["data"]["result"]``, as code written against the HTTP API reads it (seed 001)."""
+        return self.api_response()[key]
+
 
 # -- requests ---------------------------------------------------------------------
 # Commands below run inside the probe, where the shell variable $BASE holds
@@ -182,3 +194,11 @@ def label_text(labels: dict) -> str:
     name = labels.get("__name__", "")
     rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
     return f"{name}{{{rest}}}" if rest or not name else name
+
+
+def result_text(r: QueryResult) -> str:
+    """An instant answer as a table for the terminal: one row per series, its latest value."""
+    from orchestrator.terminal import render_table
+    if not r.series:
+        return f"no data for {r.query}"
+    return render_table(["series", "value"], [[label_text(s.labels), format_value(s.values[-1][1])] for s in r.series])

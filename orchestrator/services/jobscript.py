@@ -21,7 +21,7 @@ from orchestrator.services.recipes import AUTO, ServiceRecipe
 from orchestrator.templating import render, render_string
 
 _MARK = "\x00"
-GPU_EXPORTER = packaged("monitoring", "exporters", "nvidia_smi_exporter.py")
+GPU_EXPORTER = packaged("oncluster", "nvidia_smi_exporter.py")
 
 
 def _runtime_context(nports: int, static: dict) -> dict:

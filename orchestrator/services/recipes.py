@@ -120,6 +120,12 @@ class ServiceRecipe:
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
+    @property
+    def is_monitor(self) -> bool:
+        """A Prometheus monitor: its command reads the prometheus.yml the tool renders for its targets,
+        so it starts through MonitorsModule.start_monitor, never as a plain service."""
+        return "prometheus.yml" in self.command
+
 
 _SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
@@ -329,11 +335,23 @@ def _duration(value, path: str) -> str:
     return expect_pattern(value, path, lambda v: bool(DURATION_RE.match(v)), "a duration such as 15s, 5m or 15d")
 
 
+def monitor_defaults() -> dict:
+    """The packaged Prometheus recipe's service fields (command, auth, health, ...), for a monitor
+    recipe that gives no command of its own."""
+    from orchestrator.resources import packaged
+    raw = load_yaml_file(packaged("recipes", "services", "prometheus.yaml"))
+    return {k: v for k, v in raw["service"].items() if k not in ("name", "description", "monitoring_targets")}
+
+
 def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
     """Validate a parsed YAML document (pure)."""
     top = expect_mapping(raw, "")
     check_keys(top, ["service"], "", required=("service",))
     s = expect_mapping(top["service"], "service")
+    if "command" not in s and ("monitoring_targets" in s or s.get("name") == "prometheus"):
+        # seed 001's monitor recipes name targets, a container and resources but no command: they are
+        # the packaged Prometheus with those fields in place of its own
+        s = {**monitor_defaults(), **s}
     check_keys(s, _SERVICE_KEYS, "service", required=("name", "command"))
     name = expect_pattern(s["name"], "service.name", lambda v: bool(NAME_RE.match(v)),
                           "lowercase letters, digits and '-', starting with a letter (max 40)")

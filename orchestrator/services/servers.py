@@ -155,6 +155,15 @@ class ServersModule:
     def job_dir(self, service_id: str) -> str:
         return jobdir.job_dir(self.config.remote.work_dir, service_id)
 
+    def curl_config(self, ident: str) -> str:
+        """For a curl of one's own on the login node (``curl -K <this> URL``): the service's curl config
+        with its credentials (a header or a user line), as a shell word of the login node's shell. The
+        secret itself never comes to the laptop."""
+        sid, _ = self._ids(ident)
+        if sid is None:
+            raise OrchestratorError(f"{ident}: no service of this tool has that job ID here; give its service ID")
+        return remote_path(f"{self.job_dir(sid)}/{jobdir.CURL_CONFIG}")
+
     # -- submit ---------------------------------------------------------------
     def start_service(self, recipe: ServiceRecipe, *, wait: bool = False, timeout: float | None = None,
                       progress: Progress | None = None, service_id: str | None = None,

@@ -41,6 +41,8 @@ class WatchOptions:
     user: str | None = None
     job_pattern: str | None = None
     log_lines: int = 60
+    attrsvc_url: str | None = None   # POST each failed job's verdict and log tail there (seed 003)
+    timeout: float = 60.0            # per attribution-service request
 
     @classmethod
     def from_env(cls, env, **flags) -> "WatchOptions":
@@ -52,6 +54,16 @@ class WatchOptions:
             o.partitions = [p for p in env["ORCH_WATCH_PARTITIONS"].split(",") if p]
         o.user = env.get("ORCH_WATCH_USER") or None
         o.job_pattern = env.get("ORCH_WATCH_JOB_PATTERN") or None
+        # seed 003's variables: NVRX_ATTRSVC_URL as its quick start exports it, NVRX_SMONSVC_* as its table
+        o.attrsvc_url = (env.get("ORCH_WATCH_ATTRSVC_URL") or env.get("NVRX_SMONSVC_ATTRSVC_URL")
+                         or env.get("NVRX_ATTRSVC_URL") or None)
+        for name in ("ORCH_WATCH_TIMEOUT", "NVRX_SMONSVC_TIMEOUT"):
+            if env.get(name):
+                try:
+                    o.timeout = float(env[name])
+                except ValueError:
+                    raise OrchestratorError(f"${name}: expected seconds, got {env[name]!r}") from None
+                break
         for k, v in flags.items():
             if v not in (None, (), []):
                 setattr(o, k, list(v) if k == "partitions" else v)
@@ -62,6 +74,14 @@ class WatchOptions:
                 raise OrchestratorError(f"--job-pattern: not a valid regular expression: {exc}") from None
         if o.interval <= 0:
             raise OrchestratorError("--interval: expected a positive number of seconds")
+        if o.timeout <= 0:
+            raise OrchestratorError("--timeout: expected a positive number of seconds")
+        if o.attrsvc_url:
+            from orchestrator.watch.attrsvc import check_url
+            try:
+                o.attrsvc_url = check_url(o.attrsvc_url)
+            except ValueError as exc:
+                raise OrchestratorError(str(exc)) from None
         return o
 
 
@@ -73,6 +93,8 @@ class WatchStats:
     last_poll: float | None = None
     last_error: str | None = None
     reports: int = 0
+    attrsvc_posted: int = 0
+    attrsvc_failed: int = 0
 
 
 class StatusServer(ThreadingHTTPServer):
@@ -91,6 +113,10 @@ class Watcher:
         self.stats = WatchStats()
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
+        self.attrsvc = None
+        if options.attrsvc_url:
+            from orchestrator.watch.attrsvc import AttrsvcClient
+            self.attrsvc = AttrsvcClient(options.attrsvc_url, timeout=options.timeout)
 
     # -- what to watch --------------------------------------------------------------
     def _ours(self) -> dict[str, dict]:
@@ -169,8 +195,43 @@ class Watcher:
                 if jid not in seen and jid in data and data[jid].get("state") not in TERMINAL_STATES:
                     data[jid].update(state="UNKNOWN_ENDED", attributed=True,
                                      verdict="left the queue; no record remains (no sacct, MinJobAge passed)")
+        self.log(f"poll: {len(seen)} jobs seen, {len(open_ids)} open, {len(ended)} newly ended", level="debug")
         reported = self._attribute(ended, ours) if ended else []
-        return reported + self._check_unhealthy(ours)
+        reported += self._check_unhealthy(ours)
+        if self.attrsvc is not None:
+            self._post_pending()
+        return reported
+
+    ATTRSVC_POLLS = 10   # a verdict the service keeps failing to take is retried at this many polls
+
+    def _post_pending(self) -> None:
+        """POST every verdict not yet taken by the attribution service (a restarted watcher posts
+        nothing twice: watch.json says which were)."""
+        from orchestrator.watch.attrsvc import verdict_body
+        pending = {jid: rec for jid, rec in self.store.load().items() if rec.get("attrsvc") == "pending"}
+        for jid, rec in sorted(pending.items()):
+            res = self.attrsvc.post(verdict_body(rec, rec.get("log_path", ""), rec.get("log_tail", "")))
+            tries = rec.get("attrsvc_polls", 0) + 1
+            with self.store.transaction() as data:
+                r = data.get(jid)
+                if r is None:
+                    continue
+                if res.ok or res.final or tries >= self.ATTRSVC_POLLS:
+                    r["attrsvc"] = "posted" if res.ok else f"not taken: {res.detail}"
+                    r.pop("log_tail", None)
+                else:
+                    r["attrsvc_polls"] = tries
+                r["attrsvc_detail"] = res.detail
+            with self.lock:
+                if res.ok:
+                    self.stats.attrsvc_posted += 1
+                else:
+                    self.stats.attrsvc_failed += 1
+            if res.ok:
+                self.log(f"job {jid}: verdict posted to {self.attrsvc.url} ({res.detail})", level="debug", job_id=jid)
+            else:
+                self.log(f"job {jid}: attribution service did not take the verdict: {res.detail}"
+                         + ("" if res.final else " (retried at the next poll)"), level="warning", job_id=jid)
 
     def _check_unhealthy(self, ours: dict) -> list[dict]:
         """Services RUNNING past their health timeout: probe them (one command); say so once if unhealthy."""
@@ -215,12 +276,14 @@ class Watcher:
     def _attribute(self, jids: list[str], ours: dict) -> list[dict]:
         """Fetch the log tail of each newly ended job once (one remote command), classify, store."""
         jobs = self.store.load()
-        paths, owners = {}, {}
+        paths, owners, raw_paths = {}, {}, {}
         for jid in jids:
             rec = jobs[jid]
             if rec.get("service_id"):
-                paths[jid] = remote_path(f"{self.servers.job_dir(rec['service_id'])}/{jobdir.log_name(jid)}")
+                raw_paths[jid] = f"{self.servers.job_dir(rec['service_id'])}/{jobdir.log_name(jid)}"
+                paths[jid] = remote_path(raw_paths[jid])
             elif rec.get("stdout"):
+                raw_paths[jid] = rec["stdout"]
                 paths[jid] = quote(rec["stdout"])
                 owners[jid] = rec.get("user") or "?"   # (no user known: nothing matches, nothing is read)
         mark = Marker()
@@ -238,6 +301,8 @@ class Watcher:
                     ever_ready = bool(svc_records[sid].get("ready_at") or rec.get("healthy_seen"))
                 v = classify(rec["state"], rec.get("exit_code", ""), logs.get(jid, ""), ever_ready)
                 rec.update(attributed=True, verdict=v.cause, evidence=v.evidence, attributed_at=now_iso())
+                if self.attrsvc is not None:   # posted after this transaction; kept until taken
+                    rec.update(attrsvc="pending", log_tail=logs.get(jid, ""), log_path=raw_paths.get(jid, ""))
                 reported.append({"job_id": jid, "service_id": sid, "name": rec.get("name"), "state": rec["state"],
                                  "nodelist": rec.get("nodelist", ""), "elapsed": rec.get("elapsed", ""), **v.to_dict()})
         for r in reported:
@@ -280,6 +345,8 @@ class Watcher:
             s = self.stats
             return {"started": s.started, "polls": s.polls, "errors": s.errors, "last_poll": s.last_poll,
                     "last_error": s.last_error, "reports": s.reports, "jobs_by_state": by_state,
+                    "attrsvc_url": self.options.attrsvc_url, "attrsvc_posted": s.attrsvc_posted,
+                    "attrsvc_failed": s.attrsvc_failed,
                     "interval": self.options.interval}
 
     def metrics_text(self) -> str:

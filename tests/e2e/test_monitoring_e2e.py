@@ -156,12 +156,12 @@ def test_unknown_target_is_an_error_that_names_it(env):
 def test_report_and_collect_cover_the_window(env, tmp_path):
     orch, svc, mid, _ = env
     assert eventually(lambda: up_of(orch, mid, "svc-one") == [1.0])
-    rep = orch.monitors.construct_report(mid)
+    rep = orch.monitors.report(mid)
     assert {s["labels"]["job"] for s in rep["metrics"]["up"]["series"]} >= {"svc-one", "prometheus"}
     assert rep["metrics"]["gpu_utilisation_percent"]["series"] == []  # absent, not zero
     time.sleep(5)  # at 1s scrapes, the last 10s then hold at least 5 samples
     end = time.time()
-    path = orch.monitors.collect_metrics_to_file(mid, ['up{job="svc-one"}'], end - 10, end, 1, tmp_path / "m.csv")
+    path = orch.monitors.collect(mid, ['up{job="svc-one"}'], end - 10, end, 1, tmp_path / "m.csv")
     rows = path.read_text().splitlines()
     assert rows[0] == "query,labels,timestamp,value" and len(rows) >= 5
 
@@ -199,7 +199,10 @@ def test_the_python_api_example_runs(sandbox_config_path, tmp_path):
                           env=dict(os.environ, ORCH_CONFIG=str(sandbox_config_path)), cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "= 1" in proc.stdout and "requests running on the service: 0" in proc.stdout
-    assert "stopped: standin-llm_" in proc.stdout
+    assert "stopped service standin-llm_" in proc.stdout and "stopped monitor prometheus_" in proc.stdout
+    mid = proc.stdout.split("stopped monitor ")[1].split()[0]
+    # stopped as a monitor: monitors.json says so
+    assert BenchmarkOrchestrator(sandbox_config_path).monitors.store.get(mid)["stopped_at"]
 
 
 def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, tmp_path):
@@ -214,7 +217,7 @@ def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, 
         assert eventually(lambda: up_of(orch, mid, "node-n2") == [1.0])
         util = orch.monitors.query_metrics(mid, 'node_load1{job="node-n2"}')
         assert util.series and util.series[0].labels["exporter"] == "node"
-        orch.monitors.stop_monitor(mid)
+        orch.monitors.stop(mid)
         # scancel'd with the monitor; COMPLETING for a moment before CANCELLED
         assert eventually(lambda: orch.servers.probe(exporters[0]).job.state == "CANCELLED", timeout=20)
         with pytest.raises(OrchestratorError, match=r"exporters: \[gpu\] on the monitor is not possible"):

@@ -178,3 +178,51 @@ def test_cli_status_and_logs_show_the_verdict(world, run_cli):
     assert line.endswith("| out of memory (host)")
     logs = run_cli("--config", str(cfg), "logs", ids["oom"]).stdout
     assert logs.startswith(f"== {ids['oom']}") and "exceeded memory limit" in logs
+
+
+def test_watch_posts_verdicts_to_an_attribution_service_with_retries(world, run_cli):
+    """Seed 003's `--attrsvc-url`, `--timeout`, `-v`: a laptop whose watcher has not yet seen the failed
+    jobs posts each verdict with its log tail to a service on loopback, which first answers 503."""
+    import http.server
+    orch, w, ids, events, port, tmp = world
+    keys = ("error-exit", "oom", "port-taker")
+    assert wait_for(lambda: all(verdict_of(w, ids[k]) for k in keys), 60)
+    fresh = dataclasses.replace(orch.config, state_dir=tmp / "state-attrsvc")
+    fresh.state_dir.mkdir(mode=0o700)
+    # the services as a laptop knows them that saw the jobs end (--status) but ran no watcher yet
+    services = json.loads((orch.config.state_dir / "services.json").read_text())
+    for rec in services.values():
+        rec.pop("verdict", None)
+        rec.pop("evidence", None)
+    (fresh.state_dir / "services.json").write_text(json.dumps(services))
+    (fresh.state_dir / "services.json").chmod(0o600)
+    cfg = config_with_state(fresh, tmp / "cfg-attrsvc.yaml")
+    bodies, answers = [], [503]
+
+    class Attrsvc(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(answers.pop(0) if answers else 200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attrsvc)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = run_cli("--config", str(cfg), "watch", "--once", "-v", "--timeout", "10", "--json",
+                       "--attrsvc-url", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    doc = json.loads(proc.stdout)
+    posted = {b["service_id"]: b for path, b in bodies if path == "/logs"}
+    assert set(posted) >= {ids[k] for k in keys}
+    assert len(bodies) == len(posted) + 1   # one 503, retried once
+    for k in keys:
+        b = posted[ids[k]]
+        assert b["cause"] == EXPECTED[k] and b["job_id"] and b["user"] and b["log_path"].endswith(".out")
+    assert "model weights not found" in posted[ids["error-exit"]]["log_tail"]
+    assert doc["stats"]["attrsvc_posted"] == len(posted) and doc["stats"]["attrsvc_failed"] == 0
+    assert "poll: " in proc.stderr and "verdict posted to" in proc.stderr   # -v: the debug lines
+    jobs = {j.get("service_id"): j for j in doc["jobs"]}
+    assert jobs[ids["oom"]]["attrsvc"] == "posted" and "log_tail" not in jobs[ids["oom"]]

@@ -95,9 +95,9 @@ def test_analysis_is_downstream_of_nothing_that_acts_and_reports_never_import_be
               "orchestrator.cluster", "orchestrator.watch", "orchestrator.cli", "orchestrator.api")
     for name, deps in graph.items():
         if name.startswith("orchestrator.analysis"):
-            # bench.workloads are the programs shipped to the nodes (standard library, pure): a reference
+            # oncluster/ holds the programs shipped to the nodes (standard library, pure): a reference
             # tool's result is read with the very code that converts it on the node
-            bad = {d for d in deps if d.startswith(acting) and not d.startswith("orchestrator.bench.workloads")}
+            bad = {d for d in deps if d.startswith(acting) and not d.startswith("orchestrator.oncluster")}
             assert not bad, (name, bad)
         if name.startswith("orchestrator.reports"):
             assert not {d for d in deps if d.startswith("orchestrator.bench")}, name
@@ -110,3 +110,29 @@ def test_analysis_is_downstream_of_nothing_that_acts_and_reports_never_import_be
 def test_the_session_asks_the_modules_never_their_stores():
     source = (Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "session.py").read_text()
     assert ".store." not in source and ".attempted" not in source
+
+
+# the vector client runs in the cluster's client venv (remote.venv), which has numpy
+OPTIONAL_ON_NODES = {"numpy"}
+
+
+def test_programs_for_the_nodes_live_apart_and_need_nothing_of_the_laptop_code():
+    """oncluster/ is what a job bundle ships: each program runs on a node with the standard library
+    (and its siblings there), so it imports nothing else of the package and nothing from PyPI."""
+    import sys
+    root = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster"
+    siblings = {p.stem for p in root.glob("*.py")}
+    for path in root.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+            for name in names:
+                top = name.split(".")[0]
+                ok = (top in sys.stdlib_module_names or top in siblings
+                      or name.startswith("orchestrator.oncluster") or top in OPTIONAL_ON_NODES)
+                assert ok, f"{path.name} imports {name}"
+    # and nothing that runs on a node is kept elsewhere in the package
+    for path in (Path(__file__).resolve().parents[2] / "orchestrator").rglob("*.py"):
+        if "oncluster" not in path.parts:
+            assert "if __name__ == \"__main__\"" not in path.read_text() or path.name == "__main__.py", path

@@ -9,8 +9,8 @@ import pytest
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.bench.clients import client_recipe
-from orchestrator.bench.workloads.loadgen import build_request, payload_problems
-from orchestrator.bench.workloads.refclient import aiperf_records, read_result, vllm_bench_records
+from orchestrator.oncluster.loadgen import build_request, payload_problems
+from orchestrator.oncluster.refclient import aiperf_records, read_result, vllm_bench_records
 from orchestrator.errors import RecipeError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "reference"
@@ -32,7 +32,7 @@ def test_every_kind_is_one_module_with_its_program_shipped():
     assert {"openai-chat", "redis", "pgbench", "vector", "s3", "vllm-bench", "aiperf"} <= set(KINDS)
     assert {"vllm-bench", "aiperf", "openai-chat"} <= set(LLM_KINDS) and "redis" not in LLM_KINDS
     for k in KINDS.values():
-        assert (Path(__file__).resolve().parents[2] / "orchestrator/bench/workloads" / k.program).is_file(), k.name
+        assert (Path(__file__).resolve().parents[2] / "orchestrator/oncluster" / k.program).is_file(), k.name
 
 
 def test_vllm_bench_runs_the_tool_with_per_request_results_after_the_job_options():

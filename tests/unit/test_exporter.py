@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.monitoring.exporters.nvidia_smi_exporter import (
+from orchestrator.oncluster.nvidia_smi_exporter import (
     parse_nvidia_smi,
     render_metrics,
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-EXPORTER = Path(__file__).resolve().parents[2] / "orchestrator" / "monitoring" / "exporters" / "nvidia_smi_exporter.py"
+EXPORTER = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "nvidia_smi_exporter.py"
 
 
 def test_csv_rows_become_dcgm_metrics_and_na_fields_are_absent_not_zero():

@@ -92,7 +92,7 @@ def test_recipe_inputs_that_could_escape_are_refused(tmp_path):
         recipe(files={"x.py": "package:bench/../../../etc/passwd"})
     for reserved in ("secret", "curl.conf", "web.yml"):
         with pytest.raises(Exception, match="plain file name"):
-            recipe(files={reserved: "package:bench/workloads/clientjob.py"})
+            recipe(files={reserved: "package:oncluster/clientjob.py"})
     with pytest.raises(Exception, match="without NUL"):
         recipe(environment={"X": "a\x00ORCH_JOB_DIR:-$(touch /tmp/pwned)\x00"})
     with pytest.raises(Exception, match="auth"):
@@ -199,7 +199,7 @@ def test_host_keys_revoked_ones_refused_first_and_several_of_one_type_kept():
 
 
 def test_the_stand_in_server_wants_its_key_as_vllm_does(tmp_path):
-    from orchestrator.bench.workloads.standin_llm import Engine, make_handler
+    from orchestrator.oncluster.standin_llm import Engine, make_handler
     srv = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(Engine(1, 1000.0, 0.0, 0.0, 8, "m"), "k3y"))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}"

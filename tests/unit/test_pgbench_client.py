@@ -5,7 +5,7 @@ import pytest
 
 from orchestrator.bench.kinds.pgbench import pgbench_bytes
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.bench.workloads.pgbenchload import PROGRESS, Stats, log_records
+from orchestrator.oncluster.pgbenchload import PROGRESS, Stats, log_records
 
 LOG = """0 1 2985 0 1795689357 619298
 1 1 3991 0 1795689357 620342

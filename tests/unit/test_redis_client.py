@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.bench.workloads.redisload import command, parse_ratio, parse_reply
+from orchestrator.oncluster.redisload import command, parse_ratio, parse_reply
 
-REDISLOAD = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "workloads" / "redisload.py"
+REDISLOAD = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "redisload.py"
 
 
 def test_resp_replies_parse_whole_or_not_at_all():

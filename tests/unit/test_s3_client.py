@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.bench.workloads.s3load import EMPTY_SHA256, sign
+from orchestrator.oncluster.s3load import EMPTY_SHA256, sign
 
-S3LOAD = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "workloads" / "s3load.py"
+S3LOAD = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "s3load.py"
 
 
 def test_signature_matches_the_example_in_amazon_s3_documentation():

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.bench.workloads.vectorload import Http, Qdrant, exact_neighbours
+from orchestrator.oncluster.vectorload import Http, Qdrant, exact_neighbours
 
-VECTORLOAD = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "workloads" / "vectorload.py"
+VECTORLOAD = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "vectorload.py"
 VENV = Path("/var/cache/orch-venv")
 
 
@@ -159,7 +159,7 @@ def test_chroma_for_real_every_vector_stored_and_a_wrong_dimension_refused(tmp_p
 
 
 def test_the_vector_clients_counters_are_the_shared_ones_plus_vectors_recall_and_phase():
-    from orchestrator.bench.workloads.vectorload import Stats
+    from orchestrator.oncluster.vectorload import Stats
     stats = Stats()
     with stats.lock:
         stats.add("upsert", True, 0.004)

@@ -8,10 +8,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from orchestrator.bench.workloads.loadgen import _tokens_in_line, build_request
-from orchestrator.bench.workloads.standin_llm import Engine, make_handler
+from orchestrator.oncluster.loadgen import _tokens_in_line, build_request
+from orchestrator.oncluster.standin_llm import Engine, make_handler
 
-LOADGEN = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "workloads" / "loadgen.py"
+LOADGEN = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "loadgen.py"
 
 
 def test_openai_stream_lines_count_tokens_and_usage():
@@ -109,7 +109,7 @@ class ClosingSSE(BaseHTTPRequestHandler):
 
 
 def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
-    from orchestrator.bench.workloads.loadgen import one_request
+    from orchestrator.oncluster.loadgen import one_request
     import urllib.parse
     server = ThreadingHTTPServer(("127.0.0.1", 0), ClosingSSE)
     server.daemon_threads = True
@@ -130,7 +130,7 @@ def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
 def test_arrivals_follow_the_rate_and_the_seed():
     import itertools
     import statistics
-    from orchestrator.bench.workloads.loadgen import arrivals
+    from orchestrator.oncluster.loadgen import arrivals
     const = list(itertools.islice(arrivals(0.0, 4.0), 5))
     assert const == [0.0, 0.25, 0.5, 0.75, 1.0]
     poisson = list(itertools.islice(arrivals(0.0, 10.0, "poisson", seed=3), 4001))
@@ -155,7 +155,7 @@ def test_the_stand_in_takes_hundreds_of_connections_opened_at_once(tmp_path):
     # Python's default listen backlog (5) resets or times out connections that a load client's
     # hundreds of workers open together; the stand-in listens with a backlog fit for that load
     import socket
-    standin = Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "workloads" / "standin_llm.py"
+    standin = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "standin_llm.py"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -29,7 +29,7 @@ class Preflight:
 @dataclass(frozen=True)
 class ClientKind:
     name: str
-    program: str                                   # a file of bench/workloads/, run on the node
+    program: str                                   # a file of oncluster/, run on the node
     keys: tuple[str, ...] = ()                     # recipe keys besides the common ones
     parse: Callable[[dict, str], dict] = lambda raw, path: {}   # the kind's options, validated
     # argv of the program, before the job options every client takes (concurrency, warm-up, go file...)

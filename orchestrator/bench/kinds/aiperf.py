@@ -1,10 +1,10 @@
-"""NVIDIA's aiperf as a client job (``workloads/refclient.py`` runs ``aiperf profile`` and reads its
+"""NVIDIA's aiperf as a client job (``oncluster/refclient.py`` runs ``aiperf profile`` and reads its
 ``profile_export.jsonl``, one line a request, into the session's records)."""
 
 from __future__ import annotations
 
 from orchestrator.bench.kinds.reference import fixed_lengths, parse_common, reference_kind
-from orchestrator.bench.workloads.refclient import AIPERF_DIR
+from orchestrator.oncluster.refclient import AIPERF_DIR
 
 RESERVED = ("--api-key", "--model", "-m", "--url", "-u", "--endpoint-type", "--streaming", "--isl", "--osl", "--isl-stddev",
             "--osl-stddev", "--concurrency", "--request-count", "--benchmark-duration", "--request-rate",

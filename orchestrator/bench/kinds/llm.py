@@ -1,4 +1,4 @@
-"""The tool's own LLM and HTTP clients (``workloads/loadgen.py``, standard library only): OpenAI
+"""The tool's own LLM and HTTP clients (``oncluster/loadgen.py``, standard library only): OpenAI
 completions and chat, Ollama's generate, and plain HTTP. Open or closed loop, arrivals constant,
 Poisson or gamma, ramps, datasets; TTFT, TPOT and ITL as vLLM's benchmark defines them."""
 

@@ -1,4 +1,4 @@
-"""PostgreSQL's own pgbench as the client (``workloads/pgbenchload.py`` runs it; its ``-l`` log becomes
+"""PostgreSQL's own pgbench as the client (``oncluster/pgbenchload.py`` runs it; its ``-l`` log becomes
 the records)."""
 
 from __future__ import annotations

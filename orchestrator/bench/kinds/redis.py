@@ -1,4 +1,4 @@
-"""Redis GET/SET load (``workloads/redisload.py``: a selector-loop RESP client, standard library only)."""
+"""Redis GET/SET load (``oncluster/redisload.py``: a selector-loop RESP client, standard library only)."""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def preflight(spec, subcommand: list[str], probe_argv: list[str]) -> list[Prefli
 
 def reference_kind(name: str, tool_argv, options, *, subcommand: list[str], count_flag: str, stddev_ok: bool,
                    mem: str, needs_requests: bool = False) -> ClientKind:
-    """A kind that runs a reference tool through ``workloads/refclient.py``: the tool's argv (``tool_argv(spec,
+    """A kind that runs a reference tool through ``oncluster/refclient.py``: the tool's argv (``tool_argv(spec,
     url, node_index)``) goes after refclient's own options; its lengths are checked when the recipe is read;
     before any job, the tool is looked for and any extra ``args`` are read by its parser (``count_flag``
     set to 1 request, against a closed port)."""

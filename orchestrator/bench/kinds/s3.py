@@ -1,4 +1,4 @@
-"""S3 PUT/GET load with SigV4 signing (``workloads/s3load.py``, standard library only)."""
+"""S3 PUT/GET load with SigV4 signing (``oncluster/s3load.py``, standard library only)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Vector database load (``workloads/vectorload.py``): upsert, then query phases, recall@k against
+"""Vector database load (``oncluster/vectorload.py``): upsert, then query phases, recall@k against
 exact neighbours (numpy, from the cluster's client venv)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""vLLM's own benchmark client, ``vllm bench serve``, as a client job (``workloads/refclient.py`` runs it
+"""vLLM's own benchmark client, ``vllm bench serve``, as a client job (``oncluster/refclient.py`` runs it
 with ``--save-detailed`` and turns its per-request results into the session's records).
 
 TTFT, TPOT, ITL and e2e latency are then computed from its measurements by the same code as for
@@ -7,7 +7,7 @@ every client; its failed requests (connection resets against llama.cpp, say) cou
 from __future__ import annotations
 
 from orchestrator.bench.kinds.reference import ENDPOINTS, fixed_lengths, parse_common, reference_kind
-from orchestrator.bench.workloads.refclient import VLLM_RESULT
+from orchestrator.oncluster.refclient import VLLM_RESULT
 from orchestrator.schema import SchemaViolation
 
 RESERVED = ("--backend", "--base-url", "--endpoint", "--model", "--tokenizer", "--dataset-name",

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 try:  # shipped beside this file to the job dir; imported from the package in tests
-    from orchestrator.bench.workloads import clientjob
+    from orchestrator.oncluster import clientjob
 except ImportError:
     import clientjob
 

@@ -24,7 +24,7 @@ import threading
 import time
 
 try:  # shipped beside this file to the job dir; imported from the package in tests
-    from orchestrator.bench.workloads import clientjob
+    from orchestrator.oncluster import clientjob
 except ImportError:
     import clientjob
 
