@@ -111,6 +111,8 @@ class ServiceRecord:
     role: str = ""                   # monitor | exporter | "" (a service or a load client)
     submitted_at: str = ""
     ready_at: str = ""
+    stopped_at: str = ""
+    stopped_by_user: bool = False    # scancel'd by --stop-service (a cancel that needs no verdict)
     health_timeout: int | None = None
     verdict: str | None = None
     evidence: list = field(default_factory=list)

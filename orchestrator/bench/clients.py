@@ -13,10 +13,6 @@ from orchestrator.services.recipes import Health, Metrics, Resources, ServiceRec
 from orchestrator.templating import literal
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
-
-
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",
                   engine: str | None = None, target_id: str | None = None, target_auth: str = "none") -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the

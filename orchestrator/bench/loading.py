@@ -6,10 +6,13 @@ import time
 
 from orchestrator import waiting
 from orchestrator.analysis.sweep import apply_to_client
-from orchestrator.bench.clients import _ms
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster.slurm import STATE_CAUSES, TERMINAL_STATES
 from orchestrator.errors import OrchestratorError
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
 
 
 class ServiceDied(OrchestratorError):

@@ -137,8 +137,7 @@ def bench_cleanup(click_ctx, config_path, as_json, session_dir):
     jobs = {j["service_id"]: j.get("job_id") for j in json.loads(path.read_text())["jobs"]}
     servers = ctx.orch.servers
     for sid, job_id in jobs.items():  # the session's state may be elsewhere: the file has the job IDs
-        if job_id and not (servers.store.get(sid) or {}).get("job_id"):
-            servers.store.update(sid, service_id=sid, job_id=job_id, state="UNKNOWN")
+        servers.remember(sid, job_id)
     result = servers.cancel_many(list(jobs))
     path.unlink()
     emit(ctx, {"cancelled": result}, "\n".join(f"{sid}: {r}" for sid, r in result.items()))

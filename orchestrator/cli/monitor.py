@@ -284,7 +284,7 @@ def dashboard(click_ctx, config_path, as_json, ident, port, no_browser, interval
         mid, title, scrape = m["monitor_id"], f"session {m['session']}", m.get("scrape_interval", "5s")
     else:
         mid = ctx.orch.monitors.monitor_for(ident)
-        title, scrape = f"monitor {mid}", (ctx.orch.monitors.store.get(mid) or {}).get("scrape_interval", "5s")
+        title, scrape = f"monitor {mid}", getattr(ctx.orch.monitors.record(mid), "scrape_interval", "") or "5s"
     dash = Dashboard(ctx.orch.monitors, mid, title, interval=interval or max(1.0, parse_duration(scrape)))
     srv = serve(dash, port)
     url = f"http://127.0.0.1:{srv.server_address[1]}/"

@@ -53,8 +53,7 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
             raise
         emit(ctx, {"service_id": sid, **ep.to_dict()}, f"{sid} ready: {ep.url or ep.host}")
     else:
-        rec = servers.store.get(sid)
-        emit(ctx, {"service_id": sid, "job_id": rec["job_id"]}, sid)
+        emit(ctx, {"service_id": sid, "job_id": servers.record(sid).job_id}, sid)
 
 
 def stop_cmd(ctx: Context, ident: str) -> None:
@@ -70,10 +69,10 @@ def explain_unexplained(ctx: Context) -> None:
     one poll of the watcher, which reads each such job's log once."""
     from orchestrator.watch.attribution import ended_badly
     servers = ctx.orch.servers
-    unexplained = [sid for sid, rec in servers.store.load().items()
-                   if rec.get("job_id") and not rec.get("verdict") and not rec.get("stopped_by_user")
-                   and ended_badly(rec.get("state", ""), rec.get("exit_code", ""))
-                   and rec.get("state") not in ("PENDING", "RUNNING", "SUBMITTING", "CANCELLED")]
+    unexplained = [sid for sid, rec in servers.records().items()
+                   if rec.job_id and not rec.verdict and not rec.stopped_by_user
+                   and ended_badly(rec.state, rec.exit_code)
+                   and rec.state not in ("PENDING", "RUNNING", "SUBMITTING", "CANCELLED")]
     if unexplained:
         from orchestrator.watch.watcher import Watcher, WatchOptions
         Watcher(ctx.orch.config, ctx.orch.transport, servers, WatchOptions(), log=progress).poll()
@@ -82,12 +81,12 @@ def explain_unexplained(ctx: Context) -> None:
 def show_status(ctx: Context) -> None:
     rows = ctx.orch.servers.list_running_services()
     explain_unexplained(ctx)
-    tracked = ctx.orch.servers.store.load()
-    verdicts = {sid: rec["verdict"] for sid, rec in tracked.items() if rec.get("verdict")}
+    tracked = ctx.orch.servers.records()
+    verdicts = {sid: rec.verdict for sid, rec in tracked.items() if rec.verdict}
     text = "\n".join(r.line() + (f" | {verdicts[r.service_id]}" if r.service_id in verdicts else "")
                      for r in rows) if rows else "no services"
     emit(ctx, [{**r.__dict__, "verdict": verdicts.get(r.service_id),
-                "evidence": tracked.get(r.service_id, {}).get("evidence")} for r in rows], text)
+                "evidence": tracked[r.service_id].evidence if r.service_id in tracked else None} for r in rows], text)
 
 
 def show_endpoint(ctx: Context, ident: str) -> None:
@@ -128,13 +127,14 @@ def logs(click_ctx, config_path, as_json, ident, lines, follow):
     p = servers.logs(ident, lines)
     if p.job is not None and p.job.state not in ("PENDING", "RUNNING"):
         explain_unexplained(ctx)
-    rec = servers.store.get(p.service_id) or {}
+    rec = servers.record(p.service_id) if p.service_id else None
+    verdict, evidence = (rec.verdict, rec.evidence) if rec else (None, None)
     head = ""
-    if rec.get("verdict"):
-        head = f"== {p.service_id} (job {p.job_id}) ended: {rec['verdict']}\n" + "".join(
-            f"   evidence: {e}\n" for e in rec.get("evidence") or []) + "== log tail:\n"
+    if verdict:
+        head = f"== {p.service_id} (job {p.job_id}) ended: {verdict}\n" + "".join(
+            f"   evidence: {e}\n" for e in evidence or []) + "== log tail:\n"
     emit(ctx, {"service_id": p.service_id, "job_id": p.job_id, "state": p.job.state if p.job else None,
-               "verdict": rec.get("verdict"), "evidence": rec.get("evidence"), "log": p.log}, head + p.log)
+               "verdict": verdict, "evidence": evidence, "log": p.log}, head + p.log)
 
 
 @click.command()

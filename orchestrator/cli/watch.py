@@ -14,7 +14,7 @@ from orchestrator.terminal import render_table
 @click.command()
 @common_options
 @click.option("--interval", type=float, default=None, help="seconds between polls (default 30; $ORCH_WATCH_INTERVAL)")
-@click.option("--partitions", default=None, help="also watch any job in these partitions (comma-separated)")
+@click.option("--partitions", default=None, help="also watch any job in these partitions (comma- or space-separated)")
 @click.option("--user", default=None, help="also watch this user's jobs")
 @click.option("--job-pattern", default=None, help="also watch jobs whose name matches this regex")
 @click.option("--port", type=int, default=None, help="serve /healthz /stats /jobs /metrics on 127.0.0.1:PORT")
@@ -30,15 +30,19 @@ from orchestrator.terminal import render_table
 def watch(click_ctx, config_path, as_json, interval, partitions, user, job_pattern, port, once, count,
           attrsvc_url, timeout, verbose):
     """Follow the tool's jobs (and optionally others) to their end and say why they ended."""
-    from orchestrator.watch.watcher import Watcher, WatchOptions
+    from orchestrator.watch.watcher import Watcher, WatchOptions, split_partitions
     ctx = _ctx(click_ctx, config_path, as_json)
     if verbose:
         from orchestrator.logs import verbose as debug_lines
         debug_lines()
     env = os.environ
-    opts = WatchOptions.from_env(env, interval=interval, partitions=partitions.split(",") if partitions else None,
+    opts = WatchOptions.from_env(env, interval=interval, partitions=split_partitions(partitions) if partitions else None,
                                  user=user, job_pattern=job_pattern, attrsvc_url=attrsvc_url, timeout=timeout)
-    port = port if port is not None else (int(env["ORCH_WATCH_PORT"]) if env.get("ORCH_WATCH_PORT") else None)
+    env_port = env.get("ORCH_WATCH_PORT") or env.get("NVRX_SMONSVC_PORT")
+    if port is None and env_port:
+        if not env_port.isdigit():
+            raise click.BadParameter(f"$ORCH_WATCH_PORT: expected a port number, got {env_port!r}")
+        port = int(env_port)
     w = Watcher(ctx.orch.config, ctx.orch.transport, ctx.orch.servers, opts, log=progress)
     server = None
     if port is not None:
@@ -69,8 +73,7 @@ def health(click_ctx, config_path, as_json):
     from orchestrator.cluster.slurm import TERMINAL_STATES
     ctx = _ctx(click_ctx, config_path, as_json)
     servers = ctx.orch.servers
-    ids = [sid for sid, rec in servers.store.load().items()
-           if rec.get("job_id") and rec.get("state") not in TERMINAL_STATES]
+    ids = [sid for sid, rec in servers.records().items() if rec.job_id and rec.state not in TERMINAL_STATES]
     if not ids:
         emit(ctx, [], "no running services tracked")
         return

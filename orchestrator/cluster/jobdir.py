@@ -99,8 +99,7 @@ fi
 # A job is ours only when the cluster says so, in the command that acts on it: its user is us and its
 # name is the service ID (a job ID is reused after slurmctld's state is reset or MaxJobId wraps, and any
 # user may name a job like one of ours). Its job dir, endpoint, log and scancel are reached only then.
-_OWNER = """me=$(id -un)
-R=$(scontrol show job --oneliner "$J" 2>/dev/null | head -n1)
+_OWNER = """R=$(scontrol show job --oneliner "$J" 2>/dev/null | head -n1)
 if [ -n "$R" ]; then
   jname=$(printf '%s\\n' "$R" | sed -n 's/^JobId=[^ ]* JobName=\\(.*\\) UserId=.*/\\1/p')
   owner=$(printf '%s\\n' "$R" | sed -n 's/.* UserId=\\([^( ]*\\)(.*/\\1/p')
@@ -129,15 +128,16 @@ def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id:
     Built here rather than from a template: the fast commands (--service-endpoint, logs) would
     otherwise import Jinja2 for it.
     """
-    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}", 'N=""', 'J=""']
+    # (``me``: who we are on the login node, asked once, for every lookup and ownership test below)
+    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}", 'N=""', 'J=""', "me=$(id -un)"]
     if job_id:
         out.append(f"J={quote(job_id)}")
     else:
         name = quote(service_id)
-        out += [f"J=$(squeue -h -o %i --name={name} --user=\"$(id -un)\" 2>/dev/null | head -n1)",
+        out += [f"J=$(squeue -h -o %i --name={name} --user=\"$me\" 2>/dev/null | head -n1)",
                 f"[ -n \"$J\" ] || J=$(scontrol show job --oneliner 2>/dev/null | grep -F \"JobName=\"{name}\" \" "
-                f"| grep -F \" UserId=$(id -un)(\" | tail -n1 | sed 's/^JobId=\\([0-9]*\\) .*/\\1/')",
-                f"[ -n \"$J\" ] || J=$(sacct -n -P -X -u \"$(id -un)\" --name={name} -o JobID 2>/dev/null | tail -n1)"]
+                f"| grep -F \" UserId=$me(\" | tail -n1 | sed 's/^JobId=\\([0-9]*\\) .*/\\1/')",
+                f"[ -n \"$J\" ] || J=$(sacct -n -P -X -u \"$me\" --name={name} -o JobID 2>/dev/null | tail -n1)"]
     if service_id:
         out.append(f"N={quote(service_id)}")
     out += [_OWNER, mark.echo("ids", '"$J"', '"${ours:-foreign}"', '"${owner:--}"', '"$N"'), mark.echo("job"),

@@ -122,7 +122,7 @@ class MonitorsModule:
         except BaseException:
             self.servers.cancel_many(exporter_jobs)  # nothing left behind when the monitor itself is refused
             raise
-        self.store.update(mid, monitor_id=mid, job_id=self.servers.store.get(mid)["job_id"],
+        self.store.update(mid, monitor_id=mid, job_id=self.servers.record(mid).job_id,
                           targets=[t.to_dict() for t in resolved], scrape_interval=interval,
                           retention_time=recipe.retention_time, submitted_at=now_iso(), exporter_jobs=exporter_jobs)
         if wait:

@@ -130,6 +130,19 @@ class ServersModule:
         rec = self.store.get(service_id)
         return ServiceRecord.from_dict(service_id, rec) if rec is not None else None
 
+    def remember(self, service_id: str, job_id: str) -> None:
+        """Track a job of this tool's recorded elsewhere (a session's LEFT_RUNNING.json) by its job ID,
+        unless it is tracked with one already; cancel_many then checks and cancels it as any other."""
+        rec = self.record(service_id)
+        if job_id and not (rec and rec.job_id):
+            self.store.update(service_id, service_id=service_id, job_id=job_id, state="UNKNOWN")
+
+    def record_verdict(self, service_id: str, verdict: str, evidence: list[str], *, state: str | None = None,
+                       nodelist: str | None = None, elapsed: str | None = None) -> None:
+        """Why the service's job ended (or is unhealthy), as the watcher found it, with the job's last facts."""
+        facts = {k: v for k, v in (("state", state), ("nodelist", nodelist), ("elapsed", elapsed)) if v is not None}
+        self.store.update(service_id, verdict=verdict, evidence=list(evidence), **facts)
+
     def submissions(self) -> int:
         """A mark in this module's submissions: ``submitted_since(mark)`` names those after it."""
         return len(self.attempted)

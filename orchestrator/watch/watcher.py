@@ -27,11 +27,16 @@ from orchestrator.cluster.slurm import TERMINAL_STATES, JobPoller, parse_job_ids
 from orchestrator.errors import OrchestratorError, SlurmError
 from orchestrator.services.probe import SERVICE_ID_RE
 from orchestrator.services.servers import ServersModule
-from orchestrator.state import StateStore
+from orchestrator.state import ServiceRecord, StateStore
 from orchestrator.times import now_iso
 from orchestrator.watch.attribution import classify, ended_badly
 
 Log = Callable[..., None]
+
+
+def split_partitions(text: str) -> list[str]:
+    """``gpu,gpu_long`` or, as seed 003 writes them, ``"gpu gpu_long"``."""
+    return [p for p in re.split(r"[,\s]+", text.strip()) if p]
 
 
 @dataclass
@@ -46,24 +51,24 @@ class WatchOptions:
 
     @classmethod
     def from_env(cls, env, **flags) -> "WatchOptions":
-        """ORCH_WATCH_* variables, then flags (flags win)."""
+        """ORCH_WATCH_* variables (or seed 003's NVRX_SMONSVC_*; NVRX_ATTRSVC_URL as its quick start
+        exports it), then flags (flags win)."""
+        def var(name: str) -> str | None:
+            return env.get(f"ORCH_WATCH_{name}") or env.get(f"NVRX_SMONSVC_{name}") or None
+
+        def seconds(name: str) -> float | None:
+            text = var(name)
+            try:
+                return float(text) if text else None
+            except ValueError:
+                raise OrchestratorError(f"$ORCH_WATCH_{name}: expected seconds, got {text!r}") from None
         o = cls()
-        if env.get("ORCH_WATCH_INTERVAL"):
-            o.interval = float(env["ORCH_WATCH_INTERVAL"])
-        if env.get("ORCH_WATCH_PARTITIONS"):
-            o.partitions = [p for p in env["ORCH_WATCH_PARTITIONS"].split(",") if p]
-        o.user = env.get("ORCH_WATCH_USER") or None
-        o.job_pattern = env.get("ORCH_WATCH_JOB_PATTERN") or None
-        # seed 003's variables: NVRX_ATTRSVC_URL as its quick start exports it, NVRX_SMONSVC_* as its table
-        o.attrsvc_url = (env.get("ORCH_WATCH_ATTRSVC_URL") or env.get("NVRX_SMONSVC_ATTRSVC_URL")
-                         or env.get("NVRX_ATTRSVC_URL") or None)
-        for name in ("ORCH_WATCH_TIMEOUT", "NVRX_SMONSVC_TIMEOUT"):
-            if env.get(name):
-                try:
-                    o.timeout = float(env[name])
-                except ValueError:
-                    raise OrchestratorError(f"${name}: expected seconds, got {env[name]!r}") from None
-                break
+        o.interval = seconds("INTERVAL") or o.interval
+        o.timeout = seconds("TIMEOUT") or o.timeout
+        o.partitions = split_partitions(var("PARTITIONS") or "")
+        o.user = var("USER")
+        o.job_pattern = var("JOB_PATTERN")
+        o.attrsvc_url = var("ATTRSVC_URL") or env.get("NVRX_ATTRSVC_URL") or None
         for k, v in flags.items():
             if v not in (None, (), []):
                 setattr(o, k, list(v) if k == "partitions" else v)
@@ -119,9 +124,9 @@ class Watcher:
             self.attrsvc = AttrsvcClient(options.attrsvc_url, timeout=options.timeout)
 
     # -- what to watch --------------------------------------------------------------
-    def _ours(self) -> dict[str, dict]:
-        return {rec["job_id"]: {**rec, "service_id": sid} for sid, rec in self.servers.store.load().items()
-                if rec.get("job_id")}
+    def _ours(self) -> dict[str, ServiceRecord]:
+        """The tool's services by job ID (of two records of one job ID, a reused one, the later)."""
+        return {rec.job_id: rec for rec in self.servers.records().values() if rec.job_id}
 
     def _matches_filters(self, job) -> bool:
         o = self.options
@@ -144,7 +149,7 @@ class Watcher:
         jobs = self.store.load()
         ours = self._ours()
         open_ids = sorted({j for j, r in jobs.items() if r.get("state") not in TERMINAL_STATES}
-                          | {j for j, r in ours.items() if r.get("state") not in TERMINAL_STATES and j not in jobs})
+                          | {j for j, r in ours.items() if r.state not in TERMINAL_STATES and j not in jobs})
         o = self.options
         try:
             poll = JobPoller(self.transport).poll(open_ids, user=o.user, partitions=o.partitions,
@@ -155,7 +160,7 @@ class Watcher:
         seen: dict[str, dict] = {}
         # a job ID of our records is ours only while the job carries that service's name (IDs are reused)
         names = {j.job_id: j.name for j in (*poll.queued, *poll.ended.values())}
-        ours = {jid: svc for jid, svc in ours.items() if names.get(jid, svc["service_id"]) == svc["service_id"]}
+        ours = {jid: svc for jid, svc in ours.items() if names.get(jid, svc.service_id) == svc.service_id}
         for job in poll.queued:
             if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
                 continue
@@ -168,10 +173,10 @@ class Watcher:
                          "elapsed": job.elapsed, "user": job.user}
         # a job of ours that ended while no watcher ran (seen FAILED by --status, say) is explained now
         for jid, svc in ours.items():
-            if (jid not in seen and svc.get("state") in TERMINAL_STATES and not svc.get("verdict")
+            if (jid not in seen and svc.state in TERMINAL_STATES and not svc.verdict
                     and not (jobs.get(jid) or {}).get("attributed")):
-                seen[jid] = {"name": svc["service_id"], "state": svc["state"], "nodelist": svc.get("nodelist", ""),
-                             "exit_code": svc.get("exit_code", ""), "elapsed": svc.get("elapsed", "")}
+                seen[jid] = {"name": svc.service_id, "state": svc.state, "nodelist": svc.nodelist,
+                             "exit_code": svc.exit_code, "elapsed": svc.elapsed}
         ended = []
         with self.store.transaction() as data:
             for jid, info in seen.items():
@@ -181,7 +186,7 @@ class Watcher:
                 if rec is None:
                     rec = data[jid] = {"job_id": jid, "first_seen": now}
                 if jid in ours:
-                    rec["service_id"] = ours[jid]["service_id"]
+                    rec["service_id"] = ours[jid].service_id
                 if info["state"] in TERMINAL_STATES and rec.get("state") not in TERMINAL_STATES:
                     rec["ended_at"] = now
                 rec.update({k: v for k, v in info.items() if v not in (None, "")})
@@ -241,13 +246,13 @@ class Watcher:
         due = []
         for jid, rec in jobs.items():
             svc = ours.get(jid)
-            if rec.get("state") != "RUNNING" or not svc or svc.get("health_timeout") is None:
+            if rec.get("state") != "RUNNING" or not svc or svc.health_timeout is None:
                 continue
-            if svc.get("ready_at") or rec.get("healthy_seen") or rec.get("health_warned"):
+            if svc.ready_at or rec.get("healthy_seen") or rec.get("health_warned"):
                 continue
             since = rec.setdefault("running_since", now)
-            if now - since > svc["health_timeout"]:
-                due.append((jid, svc["service_id"]))
+            if now - since > svc.health_timeout:
+                due.append((jid, svc.service_id))
         if starting:
             with self.store.transaction() as data:  # remember when each was first seen running
                 for jid in starting:
@@ -267,7 +272,7 @@ class Watcher:
                 out.append({"job_id": jid, "service_id": sid, "cause": data[jid]["verdict"],
                             "evidence": data[jid]["evidence"]})
         for r in out:
-            self.servers.store.update(r["service_id"], verdict=r["cause"], evidence=r["evidence"])
+            self.servers.record_verdict(r["service_id"], r["cause"], r["evidence"])
             self.log(f"job {r['job_id']} ({r['service_id']}) still running but its health check never passed: "
                      f"{r['evidence'][0]}", level="warning", job_id=r["job_id"], service_id=r["service_id"],
                      verdict=r["cause"])
@@ -291,14 +296,14 @@ class Watcher:
         out = self.transport.run(script, timeout=60).stdout if paths else ""
         logs = {sec.args[0]: sec.text for sec in mark.parse(out) if sec.name == "log" and sec.args}
         reported = []
-        svc_records = self.servers.store.load()
+        svc_records = self.servers.records()
         with self.store.transaction() as data:
             for jid in jids:
                 rec = data[jid]
                 sid = rec.get("service_id")
                 ever_ready = None
-                if sid and svc_records.get(sid, {}).get("health_timeout") is not None:
-                    ever_ready = bool(svc_records[sid].get("ready_at") or rec.get("healthy_seen"))
+                if sid in svc_records and svc_records[sid].health_timeout is not None:
+                    ever_ready = bool(svc_records[sid].ready_at or rec.get("healthy_seen"))
                 v = classify(rec["state"], rec.get("exit_code", ""), logs.get(jid, ""), ever_ready)
                 rec.update(attributed=True, verdict=v.cause, evidence=v.evidence, attributed_at=now_iso())
                 if self.attrsvc is not None:   # posted after this transaction; kept until taken
@@ -307,8 +312,8 @@ class Watcher:
                                  "nodelist": rec.get("nodelist", ""), "elapsed": rec.get("elapsed", ""), **v.to_dict()})
         for r in reported:
             if r["service_id"] and r["service_id"] in svc_records:
-                self.servers.store.update(r["service_id"], verdict=r["cause"], evidence=r["evidence"],
-                                          state=r["state"], nodelist=r["nodelist"], elapsed=r["elapsed"])
+                self.servers.record_verdict(r["service_id"], r["cause"], r["evidence"],
+                                            state=r["state"], nodelist=r["nodelist"], elapsed=r["elapsed"])
             with self.lock:
                 self.stats.reports += 1
             self.log(f"job {r['job_id']} ({r['name']}) ended {r['state']}: {r['cause']}"

@@ -110,6 +110,10 @@ def test_analysis_is_downstream_of_nothing_that_acts_and_reports_never_import_be
 def test_the_session_asks_the_modules_never_their_stores():
     source = (Path(__file__).resolve().parents[2] / "orchestrator" / "bench" / "session.py").read_text()
     assert ".store." not in source and ".attempted" not in source
+    # nor does any other code reach into ServersModule's services.json: it asks for typed records
+    for path in (Path(__file__).resolve().parents[2] / "orchestrator").rglob("*.py"):
+        if path.name != "servers.py":
+            assert "servers.store" not in path.read_text(), path
 
 
 # the vector client runs in the cluster's client venv (remote.venv), which has numpy

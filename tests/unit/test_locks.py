@@ -104,7 +104,7 @@ def test_recipe_inputs_that_could_escape_are_refused(tmp_path):
 
 def test_the_probe_acts_only_on_a_job_of_ours_named_as_the_service():
     script = jobdir.probe_script("~/w", Marker(), service_id="x_0123abcd", job_id=None, log_lines=5, cancel=True)
-    assert '--user="$(id -un)"' in script and 'sacct -n -P -X -u "$(id -un)"' in script
+    assert script.count("me=$(id -un)") == 1 and "--user=\"$me\"" in script and "sacct -n -P -X -u \"$me\"" in script
     assert '[ "$owner" = "$me" ] && [ "$jname" = "$N" ]' in script
     assert 'D=""; [ -n "$ours" ] && D="$S/$N"' in script and '[ -n "$ours" ] && tail' in script
     assert 'if [ -n "$ours" ]; then\n  scancel' in script

@@ -276,6 +276,11 @@ def test_watch_options_from_seed_variables_and_flags():
         WatchOptions.from_env({}, timeout=-1.0)
     with pytest.raises(ValueError):
         check_url("localhost:8000")
+    o = WatchOptions.from_env({"NVRX_SMONSVC_PARTITIONS": "batch batch_long", "NVRX_SMONSVC_INTERVAL": "180",
+                               "NVRX_SMONSVC_USER": "alice", "ORCH_WATCH_JOB_PATTERN": "training_.*"})
+    assert (o.partitions, o.interval, o.user, o.job_pattern) == (["batch", "batch_long"], 180.0, "alice", "training_.*")
+    with pytest.raises(OrchestratorError, match=r"\$ORCH_WATCH_INTERVAL: expected seconds"):
+        WatchOptions.from_env({"ORCH_WATCH_INTERVAL": "often"})
 
 
 def test_log_level_from_the_environment():
