@@ -148,8 +148,12 @@ class Watcher:
             self.stats.last_poll = time.time()
         jobs = self.store.load()
         ours = self._ours()
+        # ...and ours seen ended (by --status) with no verdict yet: the same command reads their exit code
+        unexplained = {j for j, r in ours.items() if r.state in TERMINAL_STATES and not r.verdict
+                       and not r.stopped_by_user and not (jobs.get(j) or {}).get("attributed")}
         open_ids = sorted({j for j, r in jobs.items() if r.get("state") not in TERMINAL_STATES}
-                          | {j for j, r in ours.items() if r.state not in TERMINAL_STATES and j not in jobs})
+                          | {j for j, r in ours.items() if r.state not in TERMINAL_STATES and j not in jobs}
+                          | unexplained)
         o = self.options
         try:
             poll = JobPoller(self.transport).poll(open_ids, user=o.user, partitions=o.partitions,
