@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import weakref
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
@@ -73,6 +74,8 @@ class RequestTable:
         self.dir, self.n, self.ngaps = directory, n, ngaps
         self.targets, self.errors, self._owned = targets, errors, owned
         self.ops = ops or []                   # names of the "op" column's indices
+        # a table nobody closes (an exception, a caller that forgot) still leaves no temporary directory
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(directory), True) if owned else None
 
     def __len__(self) -> int:
         return self.n
@@ -85,7 +88,7 @@ class RequestTable:
 
     def close(self) -> None:
         if self._owned:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            self._cleanup()
             self._owned = False
 
     @classmethod
@@ -150,6 +153,8 @@ class TableBuilder:
         self._owned = directory is None
         self.dir = Path(tempfile.mkdtemp(prefix="orch-records-")) if directory is None else directory
         self.dir.mkdir(parents=True, exist_ok=True)
+        # a builder dropped before finish() (a bad record file) removes its own directory
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.dir), True) if self._owned else None
         self._buf = {c: array(t) for c, (_, t) in SCALARS.items()}
         self._gaps = array(GAPS[1])
         self._files = {c: open(self.dir / c, "wb") for c in [*SCALARS, "gaps"]}
@@ -218,6 +223,8 @@ class TableBuilder:
         self._flush()
         for f in self._files.values():
             f.close()
+        if self._cleanup is not None:
+            self._cleanup.detach()   # the table owns the directory from here
         return RequestTable(self.dir, self.n, self.ngaps, _names(self._targets), _names(self._errors), self._owned,
                             _names(self._ops))
 
