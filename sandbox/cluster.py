@@ -314,7 +314,7 @@ def _write_config(d: Path) -> Path:
 
 
 # -- public ------------------------------------------------------------------
-def up(nodes: int = 2, install: bool = True, progress: Progress = print) -> Path:
+def up(nodes: int = 3, install: bool = True, progress: Progress = print) -> Path:
     """Build (or check) the sandbox; idempotent. Returns the config file for the tool."""
     if os.geteuid() != 0:
         raise SandboxError("the sandbox needs root (network namespaces, daemons): run as root")

@@ -57,7 +57,7 @@ def record_probes(config_path: Path, data_dir: Path) -> None:
 
 
 def main(names: list[str]) -> None:
-    path = sandbox.up(nodes=2, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
+    path = sandbox.up(nodes=3, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
     if names == ["probes"]:
         record_probes(path, Path(__file__).resolve().parent / "data")
         return

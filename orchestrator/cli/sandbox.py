@@ -26,7 +26,7 @@ def sandbox():
 
 
 @sandbox.command("up")
-@click.option("--nodes", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32))
 @click.option("--no-install", is_flag=True, help="fail instead of installing missing packages")
 def sandbox_up(nodes, no_install):
     """Build the cluster (idempotent) and write a config file pointing at it."""

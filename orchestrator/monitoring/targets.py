@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from orchestrator.cluster.jobdir import SECRET
-from orchestrator.services.probe import Probe
+from orchestrator.services.probe import Probe, endpoint_hosts
 from orchestrator.services.recipes import TargetSpec
 
 
@@ -47,8 +47,11 @@ def targets_from_probe(spec: TargetSpec, probe: Probe) -> list[ResolvedTarget]:
     # else: no metrics (Ollama, Redis without its exporter, most HTTP services): nothing to scrape;
     # its exporters below, if any, are still targets
     for kind, eport in (ep.get("exporters") or {}).items():
-        out.append(ResolvedTarget(f"{job_name}-{kind}", f"{ep['node']}:{eport}", "/metrics",
-                                  {**labels, "exporter": kind}, sid, kind))
+        # a job across nodes runs a node exporter on each of them (the job script's srun step)
+        hosts = endpoint_hosts(ep) if kind == "node" else [ep["node"]]
+        for host in hosts:
+            out.append(ResolvedTarget(f"{job_name}-{kind}", f"{host}:{eport}", "/metrics",
+                                      {**labels, "exporter": kind}, sid, kind))
     return out
 
 

@@ -23,7 +23,7 @@ def sandbox_config_path():
         pytest.skip("end-to-end tests need root to build the sandbox cluster (network namespaces); "
                     "the unit lane (tests/unit) runs as any user")
     was_up = sandbox.status().get("up", False)
-    path = sandbox.up(nodes=2, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
+    path = sandbox.up(nodes=3, progress=lambda m: print(f"[sandbox] {m}", file=sys.stderr))
     yield path
     if not was_up and os.environ.get("ORCH_KEEP_SANDBOX") != "1":
         sandbox.down(progress=lambda m: None)

@@ -20,7 +20,7 @@ def wait_idle(ssh, timeout=90):
 def test_doctor_shows_two_idle_nodes_with_one_connection_and_one_command(run_cli, ssh):
     wait_idle(ssh)
     proc = run_cli("doctor")
-    assert "2 idle node(s)" in proc.stdout
+    assert "3 idle node(s)" in proc.stdout
     assert "orch-stats: connections=1 commands=1 " in proc.stderr
     checks = {c["name"]: c for c in json.loads(run_cli("doctor", "--json").stdout)}
     assert checks["ssh"]["ok"] and checks["remote work dir"]["ok"] and checks["curl"]["ok"]

@@ -34,7 +34,7 @@ SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/services"
 SLURM = SlurmConfig(partition="cpu")
 # what each shipped service must be locked with; `none` only where the recipe says why (read-only host
 # counters, a static folder): the report names every open one
-LOCKS = {"chroma": "bearer", "grafana": "basic", "llamacpp": "bearer", "minio": "password", "node-exporter": "none",
+LOCKS = {"chroma": "bearer", "grafana": "basic", "llamacpp": "bearer", "llamacpp-rpc": "bearer", "minio": "password", "node-exporter": "none",
          "ollama": "none", "postgres": "password", "prometheus": "basic", "python-http": "none", "qdrant": "bearer",
          "redis": "password", "standin-llm": "bearer", "vllm": "bearer"}
 
@@ -55,6 +55,10 @@ def test_every_shipped_recipe_declares_its_lock(path):
 
 def test_the_locked_recipes_hand_the_secret_file_to_their_server():
     assert '--api-key-file "${ORCH_SECRET_FILE}"' in render_service_script(load_recipe("llamacpp"), SLURM, "l_0123abcd")
+    rpc = render_service_script(load_recipe("llamacpp-rpc"), SLURM, "l_0123abcd")
+    # ggml-rpc-server has no lock: it listens on each worker's loopback, reached only through the gate
+    assert '--api-key-file "${ORCH_SECRET_FILE}"' in rpc and "rpc_gate.py worker" in rpc and "--secret-file" in rpc
+    assert "-- ggml-rpc-server -t" in rpc and "ggml-rpc-server -H 0.0.0.0" not in rpc
     pg = render_service_script(load_recipe("postgres"), SLURM, "p_0123abcd")
     assert "--auth=scram-sha-256" in pg and '--pwfile="${ORCH_SECRET_FILE}"' in pg and "0.0.0.0/0 scram-sha-256" in pg
     assert 'DATA_SOURCE_NAME="postgresql://postgres:$(cat "$ORCH_SECRET_FILE")@' in pg   # its exporter: environment

@@ -1,0 +1,95 @@
+"""Services across nodes on the 3-node sandbox: llama.cpp's RPC backend (llama-server on the head,
+ggml-rpc-server behind the tool's gate on the two workers), benchmarked as one service; a worker
+node that dies mid-run ends the session naming that node."""
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator import BenchmarkOrchestrator
+from sandbox import cluster as sandbox
+from tests.e2e.test_chaos_e2e import Bench
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+BENCH = """benchmark:
+  name: llamacpp-rpc
+  services: [{recipe: %s}]
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: openai-completions
+      target: llamacpp-rpc
+      concurrency: 2
+      %s
+      warmup: 0s
+      payload: {model: test-model, prompt: "the quick brown fox", max_tokens: 16, stream: true, ignore_eos: true}
+"""
+
+
+def traffic(history: list, start: float, end: float) -> tuple[int, int]:
+    """Bytes each way through a worker's gate between two times (from its totals' history)."""
+    def at(t):
+        before = [h for h in history if h[0] <= t]
+        return before[-1][1:] if before else [0, 0]
+    a, b = at(start), at(end)
+    return b[0] - a[0], b[1] - a[1]
+
+
+@pytest.fixture(scope="module")
+def rpc_ready(sandbox_config_path):
+    if not Path("/var/cache/orch-llama/bin/ggml-rpc-server").exists():
+        pytest.fail("ggml-rpc-server is built by scripts/setup.sh (scripts/build-llama-server.sh, GGML_RPC=ON)")
+    return sandbox_config_path
+
+
+def test_llamacpp_serves_across_three_nodes_through_its_rpc_workers(rpc_ready, tmp_path):
+    b = Bench(rpc_ready, BENCH % ("llamacpp-rpc", "requests: 24"), tmp_path)
+    assert b.finish(timeout=600) == 0, b.text
+    out = b.out
+    report = json.loads((out / "report.json").read_text())
+    records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and all(r["ok"] for r in records), [r["error"] for r in records if not r["ok"]][:3]
+    rows = {c["what"]: c for c in report["cross_check"]}
+    assert rows["output tokens"]["metric"] == "llamacpp:tokens_predicted_total"
+    sid = next(s["service_id"] for s in report["logs"] if s["service_id"].startswith("llamacpp-rpc_"))
+    job = next(s for s in report["logs"] if s["service_id"] == sid)
+    log = (out / job["path"]).read_text()
+    assert "RPC worker n2 answers" in log and "RPC worker n3 answers" in log and "Accepted client connection" in log
+    assert "node exporters on the job's other nodes (n[1-3])" in log
+    # the load went through both workers: their gates counted bytes each way inside the load's window
+    start, end = min(r["start"] for r in records), max(r["start"] + r["latency_s"] for r in records)
+    with BenchmarkOrchestrator(rpc_ready) as orch:
+        for node in ("n2", "n3"):
+            assert orch.servers.fetch_file(sid, f"rpc-{node}.json", tmp_path / f"rpc-{node}.json")
+            stats = json.loads((tmp_path / f"rpc-{node}.json").read_text())
+            sent, received = traffic(stats["history"], start - 1, end + 1)
+            assert sent > 0 and received > 0 and stats["refused"] == 0, (node, stats)
+        rec = orch.servers.record(sid)
+        assert rec.state == "CANCELLED" and rec.nodelist == "n[1-3]", rec
+
+
+def test_a_worker_node_that_dies_mid_run_ends_the_session_naming_it(rpc_ready, tmp_path):
+    b = Bench(rpc_ready, BENCH % ("llamacpp-rpc", "duration: 90s"), tmp_path)
+    try:
+        b.wait_for_load(timeout=240)
+        for pid in subprocess.run(["ip", "netns", "pids", "n3"], capture_output=True, text=True).stdout.split():
+            try:   # slurmd, its step and ggml-rpc-server: the node is gone
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        code = b.finish(timeout=400)
+    finally:
+        if b.proc.poll() is None:
+            b.proc.kill()
+        sandbox.up(install=False, progress=lambda m: None)   # n3's slurmd back
+    text = b.text + b.stdout
+    assert code != 0, text
+    assert "RPC worker node n3 lost" in text, text[-3000:]
+    with BenchmarkOrchestrator(rpc_ready) as orch:
+        names = orch.transport.run("squeue --me -h -o %j").stdout.split()
+    assert not [n for n in names if n.startswith("llamacpp-rpc_")], names
