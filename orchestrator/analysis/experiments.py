@@ -217,3 +217,26 @@ def compare(kpis_a: dict, kpis_b: dict, noise_a: dict, noise_b: dict, thresholds
             verdict += " (no noise estimate)"
         out.append(Comparison(name, a, b, change, noise, thr, verdict))
     return out
+
+
+def scaling(sweep: dict, results: list[PointResult], kpis_by_label: dict[str, dict]) -> list[dict]:
+    """A sweep over a service's ``replicas``: each point's throughput against N times the throughput of
+    one replica (scaling efficiency = throughput(N) / (N x throughput(1))), requests and output tokens.
+    Empty unless the sweep is that one field and has a point at one replica."""
+    keys = list(sweep)
+    if len(keys) != 1 or not (keys[0].startswith("services.") and keys[0].endswith(".replicas")):
+        return []
+    one = next((r for r in results if r.x == 1 and r.throughput), None)
+    if one is None:
+        return []
+    tok1 = (kpis_by_label.get(one.label) or {}).get("output_tokens_per_second")
+    rows = []
+    for r in results:
+        n = int(r.x)
+        tok = (kpis_by_label.get(r.label) or {}).get("output_tokens_per_second")
+        rows.append({"replicas": n, "label": r.label, "throughput": r.throughput, "ideal": n * one.throughput,
+                     "efficiency": None if r.throughput is None else r.throughput / (n * one.throughput),
+                     "output_tokens_per_second": tok,
+                     "token_efficiency": None if not (tok and tok1) else tok / (n * tok1),
+                     "latency_p99": r.p99})
+    return rows

@@ -343,3 +343,39 @@ def histogram(table: RequestTable, window: Window, bins: int = 30) -> tuple[floa
         v = c["latency_s"][_in_window(c, window) & (c["ok"] == 1)]
         counts += np.bincount(np.clip(((v - lo) / width).astype(np.int64), 0, bins - 1), minlength=bins)
     return lo, lo + width * bins, counts.tolist()
+
+
+def replica_rows(table: RequestTable, window: Window, replicas: dict[str, list[str]], kpis: list[KPI],
+                 percentiles=(50, 99)) -> list[dict]:
+    """Per replica of each replicated service, and in total: the clients' OK requests, errors, throughput,
+    output tokens/s and latency quantiles over the window (records name the replica they loaded), beside
+    the engine's own counts of that replica (its ``<replica>.service_*_counted`` KPIs). The total's
+    quantiles are over every replica's requests together, its counts and rates the replicas' sums."""
+    by = {k.kpi: k.value for k in kpis}
+    index = {name: i for i, name in enumerate(table.targets)}
+    qs = [p / 100 for p in percentiles]
+    rows = []
+    for group, names in replicas.items():
+        ids = [index[n] for n in names if n in index]
+        for name, wanted in [*((n, [index[n]] if n in index else []) for n in names), ("total", ids)]:
+            def latencies(wanted=wanted):
+                for c in table.chunks(["latency_s", "target", *ROW_COLUMNS]):
+                    yield c["latency_s"][_in_window(c, window) & (c["ok"] == 1) & np.isin(c["target"], wanted)]
+            n = n_ok = tok = 0
+            for c in table.chunks(["start", "ok", "warmup", "target", "tokens_out"]):
+                m = _in_window(c, window) & np.isin(c["target"], wanted)
+                ok = m & (c["ok"] == 1)
+                n, n_ok = n + int(m.sum()), n_ok + int(ok.sum())
+                out = c["tokens_out"][ok]
+                tok += int(out[out >= 0].sum())
+            lat = summarise(latencies, qs)
+            members = names if name == "total" else [name]
+            counted = {what: [by.get(f"{m}.service_{what}_counted") for m in members]
+                       for what in ("requests", "output_tokens")}
+            rows.append({
+                "service": group, "replica": name, "requests_ok": n_ok, "requests_error": n - n_ok,
+                "throughput": n_ok / window.seconds, "output_tokens_per_second": tok / window.seconds,
+                **{f"latency_{_label(p)}": lat.percentiles.get(q) for p, q in zip(percentiles, qs)},
+                **{f"engine_{what}_counted": (sum(v) if v and all(x is not None for x in v) else None)
+                   for what, v in counted.items()}})
+    return rows

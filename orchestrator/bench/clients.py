@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shlex
+from dataclasses import replace
 
 from orchestrator.bench.kinds import KINDS
 from orchestrator.bench.recipe import ClientSpec
@@ -11,6 +12,19 @@ from orchestrator.resources import packaged
 from orchestrator.services.jobscript import expand_home_word
 from orchestrator.services.recipes import Health, Metrics, Resources, ServiceRecipe
 from orchestrator.templating import literal
+
+
+def split_load(spec: ClientSpec, index: int, parts: int) -> ClientSpec:
+    """Part ``index`` of ``parts`` of a client's load, for a target of that many replicas: its concurrency
+    and request count divided (the first parts take the remainder), its rate divided evenly."""
+    if parts == 1:
+        return spec
+
+    def share(total: int) -> int:
+        return total // parts + (1 if index < total % parts else 0)
+    return replace(spec, concurrency=share(spec.concurrency),
+                   requests=None if spec.requests is None else share(spec.requests),
+                   rate=None if spec.rate is None else spec.rate / parts)
 
 
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",

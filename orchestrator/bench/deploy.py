@@ -11,7 +11,7 @@ import yaml
 
 from orchestrator import waiting
 from orchestrator.analysis.sweep import Point, apply_to_client, service_changes, set_path
-from orchestrator.bench.clients import client_recipe
+from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
 from orchestrator.bench.kinds import KINDS
 from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
@@ -46,7 +46,10 @@ class Deploying:
         return self.base_recipes[ref.name]
 
     def _deploy_services(self, point: Point, only_swept: bool = False) -> list[str]:
-        """Deploy the services (or, between points, those the point changes); returns new IDs."""
+        """Deploy the services (or, between points, those the point changes); returns new IDs.
+
+        A recipe with ``replicas: N`` is N services, ``<name>-r1`` ... ``<name>-rN``, each its own job:
+        SLURM starts each where it finds room, and a replica that fails is seen and handled alone."""
         servers = self.orch.servers
         new = []
         for ref in self.recipe.services:
@@ -58,19 +61,48 @@ class Deploying:
                     raise OrchestratorError(f"sweep: {ref.name} is reused ({ref.service_id}), its fields cannot be swept")
                 self.state.services[ref.name] = servers.probe(ref.service_id).service_id
                 continue
-            old = self.state.services.get(ref.name)
+            old = [self.state.services.pop(n) for n in self.state.replicas.pop(ref.name, [ref.name])
+                   if n in self.state.services]
             if old and only_swept:
-                self._stop([old], wait=True)
+                self._stop(old, wait=True)
             recipe = with_changes(self._base_recipe(ref), changes)
             self.service_recipes[ref.name if not self.is_sweep else f"{ref.name}@{point.label}"] = recipe
-            sid = servers.start_service(recipe, progress=self.say)
-            self.state.started.append(sid)
-            self.state.all_services.append(sid)
-            self.state.services[ref.name] = sid
-            new.append((sid, recipe))
-        for sid, recipe in new:
-            servers.wait_until_ready(sid, timeout=recipe.health.timeout if recipe.health else 600, progress=self.say)
-        return [sid for sid, _ in new]
+            names = [ref.name] if recipe.replicas == 1 else [f"{ref.name}-r{i + 1}" for i in range(recipe.replicas)]
+            if recipe.replicas > 1:
+                self.state.replicas[ref.name] = names
+            for name in names:
+                sid = servers.start_service(recipe, progress=self.say)
+                self.state.started.append(sid)
+                self.state.all_services.append(sid)
+                self.state.services[name] = sid
+                new.append((ref.name, name, sid, recipe))
+        failed: dict[str, list[str]] = {}
+        for group, name, sid, recipe in new:
+            try:
+                servers.wait_until_ready(sid, timeout=recipe.health.timeout if recipe.health else 600,
+                                         progress=self.say)
+            except OrchestratorError as exc:
+                if recipe.replicas == 1 or recipe.replica_not_ready != "measure_others":
+                    raise
+                failed.setdefault(group, []).append(name)
+                self._drop_replica(group, name, sid, exc)
+        for group, names in failed.items():
+            if not self.state.replicas.get(group):
+                raise OrchestratorError(f"{group}: none of its {len(names)} replicas became ready")
+        return [sid for _, name, sid, _ in new if name in self.state.services]
+
+    def _drop_replica(self, group: str, name: str, sid: str, why: OrchestratorError) -> None:
+        """replica_not_ready: measure_others: say so, cancel it, and load the others."""
+        self.state.errors.append(f"{name} ({sid}) never became ready and was not measured: {why}")
+        self.say(f"{name} ({sid}) not ready: measuring the other replicas of {group} ({why})")
+        self._stop([sid])
+        self.state.services.pop(name, None)
+        self.state.replicas[group] = [n for n in self.state.replicas.get(group, []) if n != name]
+        self.state.dropped.append(name)
+
+    def _targets_of(self, target: str) -> list[str]:
+        """The service names a client's ``target`` loads: the service, or each of its replicas."""
+        return self.state.replicas.get(target) or [target]
 
     def _start_monitor(self) -> None:
         targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items()]
@@ -108,27 +140,34 @@ class Deploying:
     def _start_clients(self, pr: PointRun) -> None:
         servers = self.orch.servers
         engines = self._engines()
-        for spec in self.recipe.clients:
-            spec = apply_to_client(spec, pr.point)
-            ep = servers.get_service_endpoint(self.state.services[spec.target])
-            files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
-            if spec.kind == "pgbench" and spec.options["script"]:
-                files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
-            if spec.dataset and KINDS[spec.kind].ships_payload:
-                files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
-                    self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
-            for node in range(spec.nodes):
-                recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
-                                       engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
-                sid = servers.start_service(recipe, extra_files=files, progress=self.say)
-                pr.targets[sid] = spec.target
-                self.state.started.append(sid)
-                pr.clients.append(sid)
+        for whole in self.recipe.clients:
+            whole = apply_to_client(whole, pr.point)
+            names = self._targets_of(whole.target)
+            for i, name in enumerate(names):   # a service of N replicas: 1/N of the load on each
+                self._start_client(pr, split_load(whole, i, len(names)), name, engines)
         for sid in pr.clients:
             servers.wait_until_ready(sid, timeout=300, progress=self.say)
         self.orch.monitors.add_targets(self.state.monitor_id,
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
         pr.monitored = True
+
+    def _start_client(self, pr: PointRun, spec, target: str, engines: dict) -> None:
+        """One client spec's jobs (``nodes`` of them) against the service ``target`` names."""
+        servers = self.orch.servers
+        ep = servers.get_service_endpoint(self.state.services[target])
+        files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
+        if spec.kind == "pgbench" and spec.options["script"]:
+            files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
+        if spec.dataset and KINDS[spec.kind].ships_payload:
+            files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
+                self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
+        for node in range(spec.nodes):
+            recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
+                                   engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
+            sid = servers.start_service(recipe, extra_files=files, progress=self.say)
+            pr.targets[sid] = target
+            self.state.started.append(sid)
+            pr.clients.append(sid)
 
     def _beside_recipe(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -138,6 +177,7 @@ class Deploying:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""
         for i, spec in enumerate(self.recipe.clients):
             where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
+            self._check_spread(spec, where)
             for check in KINDS[spec.kind].preflight(spec):   # a wrapped tool: there, and taking its flags
                 self.say(f"checking {check.what} on the login node")
                 result = self.orch.transport.run(check.command, timeout=180)
@@ -160,6 +200,21 @@ class Deploying:
                     f"{where}.scale: pgbench at scale {spec.options['scale']} needs about {need / 2**30:.1f} GiB of "
                     f"tables and indexes, more than the {spec.target} job's memory ({mem}); lower the scale or "
                     f"raise {spec.target}'s resources.mem")
+
+    def _check_spread(self, spec, where: str) -> None:
+        """A client's load is spread over its target's replicas: each must get at least one of its
+        connections (and of its requests), at every point of a sweep."""
+        ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+        if ref is None or ref.recipe is None:
+            return
+        sweep = self.recipe.sweep
+        replicas = max([self._base_recipe(ref).replicas, *sweep.get(f"services.{ref.name}.replicas", [])])
+        for field in ("concurrency", "requests"):
+            least = min(v for v in [getattr(spec, field), *sweep.get(field, [])] if v is not None) \
+                if getattr(spec, field) is not None else None
+            if least is not None and least < replicas:
+                raise RecipeError(f"{where}.{field}: {least} cannot be spread over the {replicas} replicas of "
+                                  f"{ref.name}: give each at least one")
 
     def _dataset_spec(self, ds):
         """A ShareGPT path is relative to the benchmark recipe's folder."""

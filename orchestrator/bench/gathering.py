@@ -145,7 +145,7 @@ class Gathering:
             jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.records()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
             client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
-            load=self._offered(pr))
+            load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()})
 
     def _offered(self, pr: PointRun) -> Load:
         """What the point's clients offered (the first client's shape; jobs of every client)."""
@@ -165,6 +165,8 @@ class Gathering:
                 engine = tracked[sid].engine if sid in tracked else None
                 if engine:
                     out[ref.name] = engine
+        for group, names in self.state.replicas.items():   # each replica is its group's engine
+            out.update({name: out[group] for name in names if group in out})
         return out
 
     def sweep_data(self):

@@ -43,6 +43,20 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
             emit(ctx, {"service_id": mid, "monitor_id": mid, "job_id": ctx.orch.servers.record(mid).job_id}, mid)
         return
     servers = ctx.orch.servers
+    if recipe.replicas > 1:   # N copies, each its own job (a benchmark session spreads a client over them)
+        ids = []
+        try:
+            for _ in range(recipe.replicas):
+                ids.append(servers.start_service(recipe, progress=progress))
+            eps = [servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
+                                            progress=progress) for sid in ids] if wait else []
+        except (KeyboardInterrupt, Terminated):
+            servers.cancel_many(ids)   # none of them outlives an interrupted start
+            raise
+        emit(ctx, [{"service_id": sid, **(eps[i].to_dict() if eps else {"job_id": servers.record(sid).job_id})}
+                   for i, sid in enumerate(ids)],
+             "\n".join(f"{sid} ready: {eps[i].url or eps[i].host}" if eps else sid for i, sid in enumerate(ids)))
+        return
     sid = servers.start_service(recipe, progress=progress)
     if wait:
         try:

@@ -27,6 +27,7 @@ from orchestrator.analysis.kpi import (
     ok_totals,
     ok_totals_between,
     op_phases,
+    replica_rows,
     throughput_series,
     window_of,
 )
@@ -76,6 +77,7 @@ class ReportContext:
     load: Load | None = None                        # what the clients offered (the bottleneck verdict reads it)
     logs: list[dict] = field(default_factory=list)  # each job's log saved under logs/ (service_id, role, path, verdict)
     counted_between: dict = field(default_factory=dict)  # offline: a report's earlier counter sample times
+    replicas: dict[str, list[str]] = field(default_factory=dict)  # a replicated service -> its replicas' names
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -143,7 +145,9 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     values = {k.kpi: k.value for k in kpis}
     report = {
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
-        "cross_check": cross_check(ctx, table, kpis, between), "counted_between": between, "logs": ctx.logs,
+        "cross_check": with_replica_totals(cross_check(ctx, table, kpis, between), ctx.replicas),
+        "counted_between": between, "logs": ctx.logs,
+        "replicas": replica_rows(table, window, ctx.replicas, kpis) if records and ctx.replicas else [],
         "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
         "open_services": open_services(ctx.jobs),
         "definitions": DEFINITIONS,
@@ -229,6 +233,25 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
                              f"differ by {abs(held - sent):g}: the collection held vectors before the session, or "
                              "an upsert failed on the way after the service applied it")})
     return rows
+
+
+def with_replica_totals(rows: list[dict], replicas: dict[str, list[str]]) -> list[dict]:
+    """After each replicated service's per-replica rows, one that adds the replicas together: the clients'
+    counts against the sum of the replicas' engine counters, within the sum of their tolerances."""
+    out = list(rows)
+    for group, names in replicas.items():
+        for what in dict.fromkeys(r["what"] for r in rows if r["service"] in names):
+            mine = [r for r in rows if r["service"] in names and r["what"] == what]
+            if len(mine) != len(names) or any(r.get("engine_count") is None for r in mine):
+                continue   # a replica without the counter: no total to state
+            client, engine = sum(r["client"] for r in mine), sum(r["engine_count"] for r in mine)
+            tolerance = sum(r.get("tolerance") or 0 for r in mine)
+            agree = abs(client - engine) <= tolerance
+            out.append({"service": f"{group} ({len(names)} replicas)", "engine": mine[0]["engine"], "what": what,
+                        "metric": f"{mine[0]['metric']}, summed over {', '.join(names)}", "client": client,
+                        "engine_count": engine, "span": mine[0].get("span", ""), "tolerance": tolerance,
+                        "agree": agree, "note": "agree" if agree else f"differ by {abs(client - engine):g}"})
+    return out
 
 
 # each latency measure as the clients saw it and as the engine's own histogram saw it

@@ -58,6 +58,15 @@ def markdown(report: dict) -> str:
                 for r in beside]
         out += ["", "The engine's percentiles are interpolated within its histogram's buckets (one in the lowest "
                 "bucket is only known to lie below that bucket's bound).", ""]
+    replicas = report.get("replicas") or []
+    if replicas:
+        out += ["| replica | OK | requests/s | output tokens/s | latency p50 | latency p99 |",
+                "|---|---:|---:|---:|---:|---:|"]
+        ms = lambda v: "-" if v is None else f"{v * 1000:.1f} ms"
+        out += [f"| {r['service']}: {r['replica']} | {r['requests_ok']:,} | {r['throughput']:.2f} | "
+                f"{r['output_tokens_per_second']:.1f} | {ms(r['latency_p50'])} | {ms(r['latency_p99'])} |"
+                for r in replicas]
+        out.append("")
     checks = report.get("cross_check") or []
     if checks:
         out += ["| cross-check | client | service | agree |", "|---|---:|---:|---|"]

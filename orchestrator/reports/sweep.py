@@ -10,7 +10,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from orchestrator.analysis.experiments import knee, point_results, saturation, slo_limit
+from orchestrator.analysis.experiments import knee, point_results, saturation, scaling, slo_limit
 from orchestrator.analysis.kpi import KPI, Window
 from orchestrator.analysis.sweep import Point
 from orchestrator.fileio import atomic_open, write_atomic
@@ -92,7 +92,8 @@ def write_sweep_artifacts(data: SweepData) -> dict:
                           "latency_p99": r.p99, "ttft_p99": r.ttft_p99, "error_rate": r.error_rate} for r in results],
               "point_kpis": {p.point.label: p.report["kpis"] for p in done},
               "kpis": [k.to_dict() for k in kpis],
-              "verdicts": found, "manifest": manifest}
+              "verdicts": found, "manifest": manifest,
+              "scaling": scaling(data.sweep, results, {p.point.label: kpis_by_point[i] for i, p in enumerate(done)})}
     write_atomic(out / "report.json", json.dumps(report, indent=2))
     write_atomic(out / "report.html", render_sweep(report, done))
     return report

@@ -113,6 +113,8 @@ class ServiceRecipe:
     files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
     engine: str | None = None        # an inference engine of analysis/engines.py: whose metric names
     auth: str = "none"               # one of AUTHS: how clients show the job's secret
+    replicas: int = 1                # copies, each its own job (a session spreads a client's load over them)
+    replica_not_ready: str = "stop"  # a replica never ready: stop the session, or measure_others
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
 
@@ -127,7 +129,9 @@ class ServiceRecipe:
         return "prometheus.yml" in self.command
 
 
-_SERVICE_KEYS = ["name", "description", "container", "command", "environment", "resources", "ports",
+REPLICA_POLICIES = ("stop", "measure_others")
+_SERVICE_KEYS = ["replicas", "replica_not_ready", "name", "description", "container", "command", "environment",
+                 "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
                  "retention_time", "files", "engine", "launch", "auth"]
 LAUNCHES = ("native", "container")
@@ -402,7 +406,11 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
                                  enumerate(expect_list(s.get("monitoring_targets") or [], "service.monitoring_targets"))),
         scrape_interval=_duration(s.get("scrape_interval", "15s"), "service.scrape_interval"),
         retention_time=_duration(s.get("retention_time", "15d"), "service.retention_time"),
-        files=_files(s.get("files"), source), engine=_engine(s.get("engine")), auth=auth, source=source, text=text)
+        files=_files(s.get("files"), source), engine=_engine(s.get("engine")), auth=auth,
+        replicas=expect_int(s.get("replicas", 1), "service.replicas", 1, 64),
+        replica_not_ready=expect_pattern(s.get("replica_not_ready", "stop"), "service.replica_not_ready",
+                                         lambda v: v in REPLICA_POLICIES, " or ".join(REPLICA_POLICIES)),
+        source=source, text=text)
 
 
 __all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",

@@ -111,3 +111,20 @@ def test_a_worker_whose_rpc_server_fails_says_so(gate):
     worker = start("worker", "--", sys.executable, "-c", "import sys; sys.exit(3)")
     assert worker.wait(timeout=20) == 3
     assert "exited with 3 before it listened" in worker.stderr.read()
+
+
+def test_a_job_across_nodes_has_a_node_exporter_target_on_each_node():
+    """The endpoint.json a 3-node llamacpp-rpc job wrote on the sandbox (its nodes as SLURM compresses
+    them): the service on the head, a node exporter on each node."""
+    from orchestrator.monitoring.targets import targets_from_probe
+    from orchestrator.services.probe import Probe
+    from orchestrator.services.recipes import TargetSpec
+    endpoint = {"job_id": "2", "node": "n1", "nodes": "n[1-3]", "ports": [59277],
+                "metrics": {"port": 59277, "path": "/metrics"}, "exporters": {"node": 46097},
+                "static": {"auth": "bearer"}}
+    targets = targets_from_probe(TargetSpec(service_id="llamacpp-rpc_48a3ae35"),
+                                 Probe("2", "llamacpp-rpc_48a3ae35", None, endpoint))
+    assert [(t.job_name, t.address, t.kind) for t in targets] == [
+        ("llamacpp-rpc_48a3ae35", "n1:59277", "service"), ("llamacpp-rpc_48a3ae35-node", "n1:46097", "node"),
+        ("llamacpp-rpc_48a3ae35-node", "n2:46097", "node"), ("llamacpp-rpc_48a3ae35-node", "n3:46097", "node")]
+    assert targets[0].auth == "bearer" and all(t.auth == "" for t in targets[1:])
