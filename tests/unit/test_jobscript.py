@@ -1,3 +1,4 @@
+import re
 import subprocess
 from pathlib import Path
 
@@ -101,3 +102,40 @@ def test_recipes_reach_the_configured_remote_paths_never_a_hard_coded_one():
     assert '"${CHROMA_BIN:-${ORCH_REMOTE_VENV}/bin/chroma}"' in script
     for path in SHIPPED:   # no shipped recipe names the default work dir's venv itself
         assert ".orchestrator/venv" not in load_recipe(str(path)).command, path.stem
+
+
+@pytest.mark.parametrize("name", ["vllm-multinode", "llamacpp-rpc"])
+def test_multinode_scripts_match_their_golden_files(name):
+    script = render_service_script(load_recipe(name), SLURM, f"{name}_0123abcd")
+    golden = DATA / f"{name}.sbatch.golden"
+    assert script == golden.read_text(), f"rendered script changed; if intended, update {golden}"
+
+
+def test_vllm_multinode_renders_the_forms_of_vllms_docs():
+    """vLLM's docs/serving/parallelism_scaling.md (fetched from vllm-project/vllm): a Ray cluster started by
+    `ray start --head` and `ray start --address=<head>:<port>` (run_cluster.sh keeps them with --block,
+    VLLM_HOST_IP set on each node), then `vllm serve ... --tensor-parallel-size T --pipeline-parallel-size P
+    --distributed-executor-backend ray`; or, without Ray, `vllm serve ... --nnodes N --node-rank 0
+    --master-addr <head>` on the head and `--node-rank i ... --headless` on the others."""
+    script = render_service_script(load_recipe("vllm-multinode"), SLURM, "vllm-multinode_0123abcd")
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --ntasks-per-node=1" in script
+    for documented in ('ray start --head --node-ip-address="$head_ip" --port="$RAY_PORT" --block',
+                       'ray start --address="$1" --node-ip-address="$VLLM_HOST_IP" --block',
+                       "--distributed-executor-backend ray", '--tensor-parallel-size "$tp"',
+                       '--pipeline-parallel-size "$pp"', '--nnodes "$nnodes" --node-rank 0 --master-addr "$head_ip"',
+                       '--node-rank "$rank"', "--headless", "export VLLM_HOST_IP="):
+        assert documented in script, documented
+    # the defaults the docs recommend: tensor parallel over a node's GPUs, pipeline parallel over the nodes
+    assert "tp=${VLLM_TENSOR_PARALLEL_SIZE:-${SLURM_GPUS_ON_NODE:-1}}" in script
+    assert "pp=${VLLM_PIPELINE_PARALLEL_SIZE:-$nnodes}" in script
+    # one srun step per worker node, beside the head's own
+    assert script.count('srun --overlap --nodes=1 --ntasks=1 --nodelist="$w"') == 2
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_recipes_command_is_valid_bash(path):
+    """The command runs as `bash -c '<command>'`: its own syntax, with the template's values in place."""
+    recipe = load_recipe(str(path))
+    command = re.sub(r"\{\{ *(\w+) *\}\}", lambda m: {"port": "8000"}.get(m.group(1), "/x"), recipe.command)
+    proc = subprocess.run(["bash", "-n"], input=command, text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
