@@ -65,6 +65,11 @@ class Deploying:
                    if n in self.state.services]
             if old and only_swept:
                 self._stop(old, wait=True)
+                if self.state.monitor_id:   # their targets go too: the new jobs take their job names
+                    try:
+                        self.orch.monitors.remove_targets(self.state.monitor_id, old)
+                    except OrchestratorError as exc:
+                        self.state.errors.append(f"removing {', '.join(old)} from the monitor: {exc}")
             recipe = with_changes(self._base_recipe(ref), changes)
             self.service_recipes[ref.name if not self.is_sweep else f"{ref.name}@{point.label}"] = recipe
             names = [ref.name] if recipe.replicas == 1 else [f"{ref.name}-r{i + 1}" for i in range(recipe.replicas)]

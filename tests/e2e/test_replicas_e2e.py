@@ -86,18 +86,18 @@ def test_a_sweep_over_replicas_gives_the_scaling_table(sandbox_config_path, tmp_
     recipe = recipe_with(tmp_path, "standin-llm", "standin-llm", "")
     proc, out = run(sandbox_config_path, tmp_path, BENCH % {
         "name": "scaling", "recipe": recipe, "target": "standin-llm", "bound": "duration: 6s",
-        "sweep": "  sweep: {services.standin-llm.replicas: [1, 2]}\n"}, "scaling")
+        "sweep": "  sweep: {services.standin-llm.replicas: [1, 2, 3]}\n"}, "scaling")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads((out / "report.json").read_text())
     scaling = {s["replicas"]: s for s in report["scaling"]}
     points = {p["x"]: p for p in report["points"]}
-    assert set(scaling) == {1, 2}
+    assert set(scaling) == {1, 2, 3} and not report["errors"], report["errors"]
     for n, s in scaling.items():
         assert s["throughput"] == points[n]["throughput"]
         assert s["efficiency"] == pytest.approx(points[n]["throughput"] / (n * points[1]["throughput"]))
     assert scaling[1]["efficiency"] == pytest.approx(1.0)
     # the point at 2 replicas had two service jobs and two client jobs, each replica's share named
-    two = json.loads((out / "points" / next(d.name for d in (out / "points").iterdir() if "2" in d.name)
+    two = json.loads((out / "points" / next(d.name for d in (out / "points").iterdir() if d.name.endswith("replicas=2"))
                       / "report.json").read_text())
     assert {r["replica"] for r in two["replicas"]} == {"standin-llm-r1", "standin-llm-r2", "total"}
     assert "Scaling over replicas" in (out / "report.html").read_text()
