@@ -34,7 +34,7 @@ SHIPPED = sorted(Path(__file__).resolve().parents[2].joinpath("recipes/services"
 SLURM = SlurmConfig(partition="cpu")
 # what each shipped service must be locked with; `none` only where the recipe says why (read-only host
 # counters, a static folder): the report names every open one
-LOCKS = {"chroma": "bearer", "grafana": "basic", "llamacpp": "bearer", "llamacpp-rpc": "bearer", "minio": "password", "node-exporter": "none",
+LOCKS = {"chroma": "bearer", "grafana": "basic", "llamacpp": "bearer", "llamacpp-rpc": "bearer", "vllm-multinode": "bearer", "minio": "password", "node-exporter": "none",
          "ollama": "none", "postgres": "password", "prometheus": "basic", "python-http": "none", "qdrant": "bearer",
          "redis": "password", "standin-llm": "bearer", "vllm": "bearer"}
 
