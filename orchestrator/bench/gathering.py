@@ -118,10 +118,46 @@ class Gathering:
                         **({"verdict": w["verdict"], "evidence": w.get("evidence", [])} if w.get("verdict") else {})})
         return out
 
+    def _collect_rpc(self, pr: PointRun, window) -> list[dict]:
+        """Services across nodes through llama.cpp's RPC gate: each worker's traffic in the window, from
+        the counters its gate keeps in the job dir (``rpc-<node>.json``), in one transfer."""
+        from orchestrator.analysis.rpc import worker_traffic
+        from orchestrator.cluster.slurm import expand_nodelist
+        records = self.orch.servers.records()
+        gated = {name: sid for name, sid in self.state.services.items()
+                 if "rpc_gate.py" in self._recipe_of(name).files and sid in records}
+        hosts = {sid: expand_nodelist(records[sid].nodelist)[1:] for sid in gated.values()}
+        names = sorted({f"rpc-{h}.json" for hs in hosts.values() for h in hs})
+        if not names:
+            return []
+        dest = pr.out_dir / "rpc"
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            got = self.orch.servers.fetch_files(list(gated.values()), names, lambda sid, n: dest / f"{sid}.{n}")
+        except (OrchestratorError, OSError, tarfile.TarError) as exc:
+            self.state.errors.append(f"collecting the RPC workers' counters: {exc}")
+            return []
+        out = []
+        for name, sid in gated.items():
+            for host in hosts[sid]:
+                if (sid, f"rpc-{host}.json") in got:
+                    stats = json.loads((dest / f"{sid}.rpc-{host}.json").read_text())
+                    out.append(worker_traffic(name, host, stats, window.start, window.end))
+                else:
+                    self.state.errors.append(f"{sid}: no rpc-{host}.json (its worker's gate never ran)")
+        return out
+
+    def _recipe_of(self, name: str):
+        """The recipe a service of the session (or one of its replicas) was deployed from."""
+        group = next((g for g, names in self.state.replicas.items() if name in names), name)
+        recipe = self.base_recipes.get(group)
+        return recipe if recipe is not None else ServiceRecipe(name=name, command="")
+
     def _report_point(self, pr: PointRun, table: RequestTable) -> None:
         window = window_for(table, pr.warmup_until)
         ctx = self.context(pr)
         ctx.logs = self._collect_logs(pr)  # (while the monitor's last scrape of the window lands)
+        ctx.rpc = self._collect_rpc(pr, window) if window.end > 0 else []
         if self.state.monitor_id and not pr.interrupted and window.end > 0:
             ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
                                                self.recipe.scrape_interval, window, pr.go_time, self.state.errors,

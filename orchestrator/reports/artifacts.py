@@ -78,6 +78,7 @@ class ReportContext:
     logs: list[dict] = field(default_factory=list)  # each job's log saved under logs/ (service_id, role, path, verdict)
     counted_between: dict = field(default_factory=dict)  # offline: a report's earlier counter sample times
     replicas: dict[str, list[str]] = field(default_factory=dict)  # a replicated service -> its replicas' names
+    rpc: list[dict] = field(default_factory=list)   # llama.cpp RPC workers' traffic in the window (analysis.rpc)
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -146,7 +147,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     report = {
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
         "cross_check": with_replica_totals(cross_check(ctx, table, kpis, between), ctx.replicas),
-        "counted_between": between, "logs": ctx.logs,
+        "counted_between": between, "logs": ctx.logs, "rpc_workers": ctx.rpc,
         "replicas": replica_rows(table, window, ctx.replicas, kpis) if records and ctx.replicas else [],
         "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
         "open_services": open_services(ctx.jobs),

@@ -67,6 +67,11 @@ def markdown(report: dict) -> str:
                 f"{r['output_tokens_per_second']:.1f} | {ms(r['latency_p50'])} | {ms(r['latency_p99'])} |"
                 for r in replicas]
         out.append("")
+    for w in report.get("rpc_workers") or []:
+        out.append(f"RPC worker {w['node']} of {w['service']}: {w['bytes_to_worker']:,} bytes to it, "
+                   f"{w['bytes_from_worker']:,} from it in the window ({w['refused']} connections refused)")
+    if report.get("rpc_workers"):
+        out.append("")
     checks = report.get("cross_check") or []
     if checks:
         out += ["| cross-check | client | service | agree |", "|---|---:|---:|---|"]

@@ -61,6 +61,7 @@ def test_llamacpp_serves_across_three_nodes_through_its_rpc_workers(rpc_ready, t
     log = (out / job["path"]).read_text()
     assert "RPC worker n2 answers" in log and "RPC worker n3 answers" in log and "Accepted client connection" in log
     assert "node exporters on the job's other nodes (n[1-3])" in log
+    assert "<h2>RPC workers</h2>" in (out / "report.html").read_text()
     # the load went through both workers: their gates counted bytes each way inside the load's window
     start, end = min(r["start"] for r in records), max(r["start"] + r["latency_s"] for r in records)
     with BenchmarkOrchestrator(rpc_ready) as orch:
@@ -69,6 +70,11 @@ def test_llamacpp_serves_across_three_nodes_through_its_rpc_workers(rpc_ready, t
             stats = json.loads((tmp_path / f"rpc-{node}.json").read_text())
             sent, received = traffic(stats["history"], start - 1, end + 1)
             assert sent > 0 and received > 0 and stats["refused"] == 0, (node, stats)
+            # the report's row for that worker, over its measured window, from the same counters
+            row = next(w for w in report["rpc_workers"] if w["node"] == node)
+            w = report["window"]
+            assert row["service"] == "llamacpp-rpc" and (row["bytes_to_worker"], row["bytes_from_worker"]) == \
+                traffic(stats["history"], w["start"], w["end"]) and row["bytes_to_worker"] > 0
         rec = orch.servers.record(sid)
         assert rec.state == "CANCELLED" and rec.nodelist == "n[1-3]", rec
 

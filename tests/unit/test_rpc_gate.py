@@ -128,3 +128,13 @@ def test_a_job_across_nodes_has_a_node_exporter_target_on_each_node():
         ("llamacpp-rpc_48a3ae35", "n1:59277", "service"), ("llamacpp-rpc_48a3ae35-node", "n1:46097", "node"),
         ("llamacpp-rpc_48a3ae35-node", "n2:46097", "node"), ("llamacpp-rpc_48a3ae35-node", "n3:46097", "node")]
     assert targets[0].auth == "bearer" and all(t.auth == "" for t in targets[1:])
+
+
+def test_a_workers_traffic_in_a_window_is_the_difference_of_its_totals():
+    from orchestrator.analysis.rpc import worker_traffic
+    stats = {"connections": 17, "refused": 1, "bytes_to_worker": 900, "bytes_from_worker": 90,
+             "history": [[10.0, 600, 10], [12.0, 700, 40], [15.0, 900, 90]]}
+    row = worker_traffic("llamacpp-rpc", "n2", stats, 11.0, 14.0)
+    assert (row["bytes_to_worker"], row["bytes_from_worker"]) == (100, 30)   # from the totals at 10 to those at 12
+    assert worker_traffic("x", "n2", stats, 0.0, 20.0)["bytes_to_worker"] == 900
+    assert (row["total_to_worker"], row["connections"], row["refused"]) == (900, 17, 1)
