@@ -29,8 +29,10 @@ NATIVE_SERVICES = {
     "redis": ["redis-server", "redis_exporter|prometheus-redis-exporter"],
     "postgres": ["postgres", "pgbench", "postgres_exporter|prometheus-postgres-exporter"],
     "llamacpp": ["llama-server"],
+    "llamacpp-rpc": ["llama-server", "ggml-rpc-server"],
     "chroma": ["venv:chroma"],
     "vllm": ["vllm"],
+    "vllm-multinode": ["vllm"],
 }
 # how each native service gets installed, said where doctor finds it missing
 INSTALL_HINTS = {
@@ -38,6 +40,8 @@ INSTALL_HINTS = {
             "nodes) and ~/vllm/bin on the nodes' PATH, or `modules: [vllm]` in the recipe, or `launch: container`",
     "llamacpp": "llama-server: build it (`cmake --build build --target llama-server`, see README) and put it on "
                 "the nodes' PATH",
+    "llamacpp-rpc": "ggml-rpc-server: build llama.cpp with -DGGML_RPC=ON (target ggml-rpc-server, see README) and "
+                    "put it on the nodes' PATH",
     "chroma": "chroma: `<remote.venv>/bin/pip install chromadb`",
 }
 CONTAINER_ONLY = ["ollama", "qdrant", "minio"]

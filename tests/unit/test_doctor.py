@@ -70,7 +70,9 @@ def test_sinfo_failure_is_reported_not_counted_as_nodes():
 def test_services_say_what_runs_natively_and_what_needs_a_container():
     checks = by_name(parse_report(REPORT_OK, "~/.orchestrator", MARK))
     assert checks["services"].detail == ("native: redis, postgres, chroma; not here: llamacpp (no llama-server); "
-                                         "vllm (no vllm); containers only: ollama, qdrant, minio")
+                                         "llamacpp-rpc (no llama-server, ggml-rpc-server); vllm (no vllm); "
+                                         "vllm-multinode (no vllm); containers only: ollama, qdrant, minio")
+    assert "GGML_RPC=ON" in checks["services"].fix
     # each missing engine says how to install it
     assert "pip install vllm" in checks["services"].fix and "launch: container" in checks["services"].fix
     assert "llama-server" in checks["services"].fix
