@@ -179,6 +179,41 @@ def sweep(orch, tmp: Path) -> dict:
     return {"report": report, "said": said, "dir": tmp / "sweep", "tracked": orch.servers.store.load()}
 
 
+def _replicated(tmp: Path, extra: str, command_prefix: str = "") -> str:
+    """The packaged stand-in with replica fields (and a command prefix), as a recipe file beside the bench."""
+    from orchestrator.resources import packaged
+    text = packaged("recipes", "services", "standin-llm.yaml").read_text()
+    text = text.replace("  name: standin-llm\n", "  name: standin-llm\n" + extra)
+    if command_prefix:
+        text = text.replace("  command: python3", f"  command: {command_prefix} python3")
+    return _write(tmp, "standin-llm.yaml", text)
+
+
+def replicas(orch, tmp: Path) -> dict:
+    """Two replicas, one of which never becomes ready (an odd job ID exits at once), with
+    replica_not_ready: measure_others: the session measures the other and says so."""
+    said: list[str] = []
+    recipe = _replicated(tmp, "  replicas: 2\n  replica_not_ready: measure_others\n",
+                         "test $((SLURM_JOB_ID % 2)) -eq 0 || { echo odd job ID, refusing to start >&2; exit 3; };")
+    text = BENCH.replace("name: replay-bench", "name: replay-replicas").replace(
+        "services: [{recipe: standin-llm}]", f"services: [{{recipe: {recipe}}}]")
+    report = BenchmarkSession(orch, load_benchmark_text(text, str(tmp / "replicas.yaml")), tmp / "replicas",
+                              progress=said.append).run()
+    return {"report": report, "said": said, "tracked": orch.servers.store.load()}
+
+
+def replica_sweep(orch, tmp: Path) -> dict:
+    """A sweep over the stand-in's replicas, 1 then 2: the scaling table."""
+    said: list[str] = []
+    recipe = _replicated(tmp, "")
+    text = SWEEP.replace("name: replay-sweep", "name: replay-scaling").replace(
+        "services: [{recipe: standin-llm}]", f"services: [{{recipe: {recipe}}}]").replace(
+        "  sweep: {concurrency: [1, 4]}", "  sweep: {services.standin-llm.replicas: [1, 2]}")
+    report = BenchmarkSession(orch, load_benchmark_text(text, str(tmp / "scaling.yaml")), tmp / "scaling",
+                              progress=said.append).run()
+    return {"report": report, "said": said, "dir": tmp / "scaling", "tracked": orch.servers.store.load()}
+
+
 def watcher(orch, tmp: Path) -> dict:
     s = orch.servers
     ids = {"crash": s.start_service(orch.load_recipe(_write(tmp, "crash.yaml", CRASH))),
@@ -202,4 +237,4 @@ def watcher(orch, tmp: Path) -> dict:
 
 
 SCENARIOS = {"services": services, "monitoring": monitoring, "session": session, "interrupted": interrupted,
-             "sweep": sweep, "watcher": watcher}
+             "sweep": sweep, "watcher": watcher, "replicas": replicas, "replica_sweep": replica_sweep}

@@ -262,3 +262,41 @@ def test_what_a_command_ships_is_compared_member_by_member():
         "$2b$10$abcdefghijklmnopqrstuu0123456789ABCDEFGHIJKLMNOPQRSTU")]
     assert salted[0] == salted[1]   # a bcrypt salt is random: compared as "a bcrypt hash"
     assert shipped("plain text\n") == {"sha256": shipped("plain text\n")["sha256"]}
+
+
+replicas_run = replayed("replicas")
+
+
+def test_a_replica_never_ready_is_dropped_and_the_other_measured(replicas_run):
+    r = replicas_run
+    report = r["report"]
+    dropped = [e for e in report["errors"] if "never became ready and was not measured" in e]
+    assert len(dropped) == 1
+    measured = [row["replica"] for row in report["replicas"] if row["replica"] != "total"]
+    assert len(measured) == 1 and measured[0] not in dropped[0]
+    total = next(row for row in report["replicas"] if row["replica"] == "total")
+    assert total["requests_ok"] == report["records"]["measured"] > 0
+    # the dropped replica's job was cancelled (or had already ended); the measured one stopped with the session
+    states = {sid: rec.get("state") for sid, rec in r["tracked"].items() if sid.startswith("standin-llm_")}
+    assert len(states) == 2 and set(states.values()) <= {"CANCELLED", "FAILED", "COMPLETED"}
+    checks = [c for c in report["cross_check"] if c["service"] == measured[0] and c["what"] == "requests"]
+    assert checks and checks[0]["agree"] is True
+
+
+replica_sweep_run = replayed("replica_sweep")
+
+
+def test_a_sweep_over_replicas_has_its_scaling_table(replica_sweep_run):
+    report = replica_sweep_run["report"]
+    points = {p["x"]: p for p in report["points"]}
+    rows = {s["replicas"]: s for s in report["scaling"]}
+    assert set(rows) == {1, 2} and not report["errors"], report["errors"]
+    assert rows[2]["ideal"] == pytest.approx(2 * points[1]["throughput"])
+    assert rows[2]["efficiency"] == pytest.approx(points[2]["throughput"] / (2 * points[1]["throughput"]))
+    # at 2 replicas, each served its share: two client jobs, one per replica, named in the records
+    two = json.loads((replica_sweep_run["dir"] / "points" / next(
+        d.name for d in (replica_sweep_run["dir"] / "points").iterdir() if d.name.endswith("=2")) / "report.json")
+        .read_text())
+    per = {row["replica"]: row["requests_ok"] for row in two["replicas"]}
+    assert set(per) == {"standin-llm-r1", "standin-llm-r2", "total"} and per["total"] == per["standin-llm-r1"] + \
+        per["standin-llm-r2"] and min(per.values()) > 0
