@@ -22,6 +22,7 @@ import pytest
 from orchestrator import BenchmarkOrchestrator
 from orchestrator.config import load_config
 from tests.e2e.conftest import config_with_state
+from tests.e2e.test_monitoring_e2e import stop_everything
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,14 +46,7 @@ def laptop(sandbox_config_path, tmp_path):
             raise AssertionError(f"main.py {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc
     yield run, work, cfg, config_path
-    orch = BenchmarkOrchestrator(cfg)   # nothing outlives a failed test
-    for sid, rec in orch.servers.store.load().items():
-        if rec.get("state") not in ("CANCELLED", "COMPLETED", "FAILED"):
-            try:
-                orch.servers.stop_service(sid)
-            except Exception:
-                pass
-    orch.close()
+    stop_everything(BenchmarkOrchestrator(cfg))   # nothing outlives a failed test
 
 
 def eventually(fn, timeout=60, interval=1.0):
@@ -89,7 +83,8 @@ def test_seed_001_cli_quick_start(laptop):
     # 6. query: Prometheus itself and the service, then one job by its name (single quotes in PromQL)
     def up_rows():
         proc = run("--query-service-metrics", short, "up", check=False)
-        return proc.returncode == 0 and "ollama-service" in proc.stdout and 'job="prometheus"' in proc.stdout \
+        # (exactly: the service's node exporter is job ollama-service-node, scraped on its own)
+        return proc.returncode == 0 and 'job="ollama-service"' in proc.stdout and 'job="prometheus"' in proc.stdout \
             and proc.stdout
     rows = eventually(up_rows, timeout=90)
     assert rows, run("--query-service-metrics", short, "up", check=False)
