@@ -4,6 +4,7 @@ waiting for their go, and the checks before any job."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,7 +82,7 @@ class Deploying:
                 self.state.all_services.append(sid)
                 self.state.services[name] = sid
                 new.append((ref.name, name, sid, recipe))
-        failed: dict[str, list[str]] = {}
+        failed: Counter[str] = Counter()   # group -> its replicas never ready
         for group, name, sid, recipe in new:
             try:
                 servers.wait_until_ready(sid, timeout=recipe.health.timeout if recipe.health else 600,
@@ -89,11 +90,11 @@ class Deploying:
             except OrchestratorError as exc:
                 if recipe.replicas == 1 or recipe.replica_not_ready != "measure_others":
                     raise
-                failed.setdefault(group, []).append(name)
+                failed[group] += 1
                 self._drop_replica(group, name, sid, exc)
-        for group, names in failed.items():
+        for group, n in failed.items():
             if not self.state.replicas.get(group):
-                raise OrchestratorError(f"{group}: none of its {len(names)} replicas became ready")
+                raise OrchestratorError(f"{group}: none of its {n} replicas became ready")
         return [sid for _, name, sid, _ in new if name in self.state.services]
 
     def _drop_replica(self, group: str, name: str, sid: str, why: OrchestratorError) -> None:
@@ -103,7 +104,6 @@ class Deploying:
         self._stop([sid])
         self.state.services.pop(name, None)
         self.state.replicas[group] = [n for n in self.state.replicas.get(group, []) if n != name]
-        self.state.dropped.append(name)
 
     def _targets_of(self, target: str) -> list[str]:
         """The service names a client's ``target`` loads: the service, or each of its replicas."""

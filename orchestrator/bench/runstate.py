@@ -32,7 +32,6 @@ class SessionState:
     started: list[str] = field(default_factory=list)       # service IDs this session started
     services: dict = field(default_factory=dict)           # name -> service_id (current)
     replicas: dict = field(default_factory=dict)           # a replicated service's name -> its replicas' names
-    dropped: list[str] = field(default_factory=list)       # replicas never ready, not measured (measure_others)
     all_services: list[str] = field(default_factory=list)
     monitor_id: str | None = None
     interrupted: bool = False

@@ -43,13 +43,13 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
             emit(ctx, {"service_id": mid, "monitor_id": mid, "job_id": ctx.orch.servers.record(mid).job_id}, mid)
         return
     servers = ctx.orch.servers
+    wait_s = timeout or (recipe.health.timeout if recipe.health else 300)
     if recipe.replicas > 1:   # N copies, each its own job (a benchmark session spreads a client over them)
         ids = []
         try:
             for _ in range(recipe.replicas):
                 ids.append(servers.start_service(recipe, progress=progress))
-            eps = [servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
-                                            progress=progress) for sid in ids] if wait else []
+            eps = [servers.wait_until_ready(sid, timeout=wait_s, progress=progress) for sid in ids] if wait else []
         except (KeyboardInterrupt, Terminated):
             servers.cancel_many(ids)   # none of them outlives an interrupted start
             raise
@@ -60,8 +60,7 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
     sid = servers.start_service(recipe, progress=progress)
     if wait:
         try:
-            ep = servers.wait_until_ready(sid, timeout=timeout or (recipe.health.timeout if recipe.health else 300),
-                                          progress=progress)
+            ep = servers.wait_until_ready(sid, timeout=wait_s, progress=progress)
         except (KeyboardInterrupt, Terminated):
             servers.cancel_many([sid])  # interrupted while waiting: the job does not outlive the command
             raise

@@ -167,12 +167,10 @@ class MonitorsModule:
 
     def stop_monitor(self, monitor_id: str) -> bool:
         """Seed 001's form: True once the monitor is stopped, False (with the reason logged) otherwise."""
-        try:
+        def stopped() -> bool:
             self.stop(monitor_id)
             return True
-        except OrchestratorError as exc:
-            log(f"stop_monitor({monitor_id}): {exc}", level="warning")
-            return False
+        return _logged(f"stop_monitor({monitor_id})", stopped, False)
 
     def record(self, monitor_id: str) -> MonitorRecord | None:
         """What local state knows of a monitor, typed; None when it is not tracked here."""
@@ -238,13 +236,13 @@ class MonitorsModule:
                  if (SHORT_ID_RE.match(ident) and m.endswith("_" + ident)) or rec.get("job_id") == ident]
         return found[0] if len(found) == 1 else None
 
-    def _live(self, monitor_id: str, rec: dict) -> bool:
-        """Not stopped: neither by stop_monitor nor as a plain service (servers.stop_service, scancel
-        seen by --status), whose state lands in the service's record."""
-        if rec.get("stopped_at"):
-            return False
-        svc = self.servers.record(monitor_id)
-        return svc is None or svc.state not in TERMINAL_STATES
+    def _live(self, monitors: dict) -> list[str]:
+        """Those of ``monitors`` not stopped: neither by stop_monitor nor as a plain service
+        (servers.stop_service, scancel seen by --status), whose state lands in the service's record
+        (services.json read once for all of them)."""
+        services = self.servers.records()
+        return [mid for mid, rec in monitors.items() if not rec.get("stopped_at")
+                and (mid not in services or services[mid].state not in TERMINAL_STATES)]
 
     def monitor_for(self, ident: str) -> str:
         """A monitor ID, or the live monitor that scrapes the service ``ident``."""
@@ -255,8 +253,9 @@ class MonitorsModule:
         if SHORT_ID_RE.match(ident):   # a service's 8 hex alone
             ident = next((t["service_id"] for rec in monitors.values() for t in rec["targets"]
                           if (t.get("service_id") or "").endswith("_" + ident)), ident)
+        live = set(self._live(monitors))
         for mid, rec in sorted(monitors.items(), key=lambda kv: kv[1].get("submitted_at", ""), reverse=True):
-            if not self._live(mid, rec):
+            if mid not in live:
                 continue
             if any(ident in (t.get("service_id"), t.get("labels", {}).get("slurm_job_id")) for t in rec["targets"]):
                 return mid
@@ -264,7 +263,7 @@ class MonitorsModule:
 
     def live_monitors(self) -> list[str]:
         """Monitors tracked here and not stopped (local state; no remote command)."""
-        return [mid for mid, rec in self.store.load().items() if self._live(mid, rec)]
+        return self._live(self.store.load())
 
     def _run_queries(self, monitor_id: str, curls: list[str], timeout: float = 90) -> list[str]:
         mark = Marker()
@@ -335,20 +334,17 @@ class MonitorsModule:
         path = Path(output_file)
         if path.parent == Path("."):
             path = Path("metrics") / path
-        try:
+
+        def write() -> bool:
             path.parent.mkdir(parents=True, exist_ok=True)
             if start is not None or end is not None:
                 now = waiting.now()
                 self.collect(monitor_id, [query], start if start is not None else now - 900,
                              end if end is not None else now, step, path, "json")
-                return True
-            result = self.query_metrics(monitor_id, query)
-            with atomic_open(path, "w") as f:
-                json.dump(result.api_response(), f, indent=1)
+            else:
+                write_json(path, self.query_metrics(monitor_id, query).api_response())
             return True
-        except (OrchestratorError, OSError) as exc:
-            log(f"collect_metrics_to_file({monitor_id}, {query!r}): {exc}", level="warning")
-            return False
+        return _logged(f"collect_metrics_to_file({monitor_id}, {query!r})", write, False, OSError)
 
     # -- status and reports -------------------------------------------------------------
     def check_monitor_status(self, monitor_id: str) -> dict:
@@ -380,11 +376,7 @@ class MonitorsModule:
     def get_monitor_endpoint(self, monitor_id: str) -> str | None:
         """Seed 001's form: ``http://node:port``, or None while the monitor has no endpoint (pending,
         ended, unknown; the reason is logged)."""
-        try:
-            return self.endpoint(monitor_id)["url"]
-        except OrchestratorError as exc:
-            log(f"get_monitor_endpoint({monitor_id}): {exc}", level="warning")
-            return None
+        return _logged(f"get_monitor_endpoint({monitor_id})", lambda: self.endpoint(monitor_id)["url"], None)
 
     def show_metrics(self, monitor_id: str, query: str | None = None) -> dict:
         """Seed 001's form: print the current answer to ``query`` (default ``up``) as a table and return
@@ -405,16 +397,10 @@ class MonitorsModule:
     def construct_report(self, monitor_id: str, output_file: str | Path) -> bool:
         """Seed 001's form: ``report`` written to ``output_file`` as JSON; True when written, False (the
         reason logged) otherwise."""
-        try:
-            doc = self.report(monitor_id)
-            path = Path(output_file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_open(path, "w") as f:
-                json.dump(doc, f, indent=1, default=str)
+        def write() -> bool:
+            write_json(Path(output_file), self.report(monitor_id))
             return True
-        except (OrchestratorError, OSError) as exc:
-            log(f"construct_report({monitor_id}): {exc}", level="warning")
-            return False
+        return _logged(f"construct_report({monitor_id})", write, False, OSError)
 
     def running_monitors(self) -> list[ServiceStatus]:
         """Every monitor in the queue (one squeue call): those tracked here and any prometheus_ job of ours."""
@@ -446,3 +432,16 @@ class MonitorsModule:
         return out
 
 
+def _logged(what: str, fn, failed, *also: type[Exception]):
+    """Seed 001's forms answer instead of raising: ``fn()``, or ``failed`` with the reason logged."""
+    try:
+        return fn()
+    except (OrchestratorError, *also) as exc:
+        log(f"{what}: {exc}", level="warning")
+        return failed
+
+
+def write_json(path: Path, doc) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=str)

@@ -148,9 +148,9 @@ class Watcher:
             self.stats.last_poll = time.time()
         jobs = self.store.load()
         ours = self._ours()
-        # ...and ours seen ended (by --status) with no verdict yet: the same command reads their exit code
+        # ...and ours seen ended (by --status, say) with no verdict yet: the same command reads their exit code
         unexplained = {j for j, r in ours.items() if r.state in TERMINAL_STATES and not r.verdict
-                       and not r.stopped_by_user and not (jobs.get(j) or {}).get("attributed")}
+                       and not (jobs.get(j) or {}).get("attributed")}
         open_ids = sorted({j for j, r in jobs.items() if r.get("state") not in TERMINAL_STATES}
                           | {j for j, r in ours.items() if r.state not in TERMINAL_STATES and j not in jobs}
                           | unexplained)
@@ -175,10 +175,9 @@ class Watcher:
             seen[jid] = {"name": job.name, "state": job.state, "nodelist": job.nodelist, "reason": job.reason,
                          "exit_code": job.exit_code, "stdout": job.stdout, "partition": job.partition,
                          "elapsed": job.elapsed, "user": job.user}
-        # a job of ours that ended while no watcher ran (seen FAILED by --status, say) is explained now
+        # one of those that SLURM no longer knows is explained from what its record says
         for jid, svc in ours.items():
-            if (jid not in seen and svc.state in TERMINAL_STATES and not svc.verdict
-                    and not (jobs.get(jid) or {}).get("attributed")):
+            if jid in unexplained and jid not in seen:
                 seen[jid] = {"name": svc.service_id, "state": svc.state, "nodelist": svc.nodelist,
                              "exit_code": svc.exit_code, "elapsed": svc.elapsed}
         ended = []

@@ -95,7 +95,7 @@ class StubServers:
 
     def __init__(self):
         self.stopped = []
-        self.records = {}
+        self.tracked = {}
 
     def stop_service(self, ident):
         if ident.startswith("ghost"):
@@ -108,8 +108,11 @@ class StubServers:
                 ServiceStatus("40", "ollama_abc12345", "RUNNING", "5:23", "n1"),
                 ServiceStatus("39", "prometheus_0badc0de", "CANCELLED", "1:00", "n2")]
 
+    def records(self):
+        return dict(self.tracked)
+
     def record(self, sid):
-        return self.records.get(sid)
+        return self.tracked.get(sid)
 
     def load_recipe(self, ref):
         return load_recipe(ref)
@@ -179,7 +182,7 @@ def test_a_monitor_stopped_as_a_plain_service_is_no_longer_live(monitors):
     from orchestrator.state import ServiceRecord
     m = monitors
     assert m.live_monitors() == ["prometheus_6355d49f"]
-    m.servers.records["prometheus_6355d49f"] = ServiceRecord.from_dict("prometheus_6355d49f",
+    m.servers.tracked["prometheus_6355d49f"] = ServiceRecord.from_dict("prometheus_6355d49f",
                                                                        {"job_id": "41", "state": "CANCELLED"})
     assert m.live_monitors() == []
     assert m.tracked("6355d49f") == m.tracked("41") == "prometheus_6355d49f" and m.tracked("deadbeef") is None
