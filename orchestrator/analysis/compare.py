@@ -66,15 +66,24 @@ def compare_sessions(dir_a: Path, dir_b: Path, thresholds: dict | None = None) -
     common = [u for u in ua if u in ub]
     if not common:
         raise OrchestratorError(f"nothing to compare: {dir_a} has points {sorted(ua)}, {dir_b} has {sorted(ub)}")
+    refused = invalid_sides({"A": rep_a, "B": rep_b})
     rows = []
     for unit in common:
         ka, kb = ua[unit][0], ub[unit][0]
         na = _noise(rep_a, rec_a, unit)
         nb = _noise(rep_b, rec_b, unit)
         for c in compare(ka, kb, na, nb, thresholds):
+            # an invalid session measured another load than it reports: no verdict is called on it
+            verdict = "not judged (invalid session)" if refused else c.verdict
             rows.append(Comparison(f"{unit}/{c.kpi}" if unit else c.kpi, c.a, c.b, c.change, c.noise, c.threshold,
-                                   c.verdict))
+                                   verdict))
     return rows, common
+
+
+def invalid_sides(reports: dict[str, dict]) -> list[str]:
+    """'A: why' for each session whose report says it is invalid (a reference tool's result has no say)."""
+    return [f"{side} is invalid: {'; '.join(rep.get('invalid_reasons') or ['(no reason recorded)'])}"
+            for side, rep in reports.items() if rep.get("valid") is False]
 
 
 def _noise(report: dict, requests: Path, unit: str) -> dict:

@@ -36,6 +36,13 @@ class Engine:
     # counters are published late (PostgreSQL flushes its statistics up to a second after a commit) is
     # read over the whole session instead, where the lag falls before the load and after it
     window_counts: bool = True
+    # the prefix cache: prompt tokens found in it, and prompt tokens looked up (counters); where the
+    # engine counts only the misses apart (llama.cpp), the lookups are the misses plus the hits
+    prefix_cache_hits: str | None = None
+    prefix_cache_queries: str | None = None
+    prefix_cache_queries_plus_hits: bool = False
+    # an HTTP route (POST) that empties the prefix cache (cache: cold); None: the service is restarted
+    reset_prefix_cache: str | None = None
 
 
 _VLLM = dict(requests="vllm:request_success_total", requests_summed_over="finished_reason", output_tokens="vllm:generation_tokens_total",
@@ -47,7 +54,10 @@ _VLLM = dict(requests="vllm:request_success_total", requests_summed_over="finish
 _VLLM_V1 = dict(_VLLM, queue_histogram="vllm:request_queue_time_seconds",
                 itl_histogram="vllm:inter_token_latency_seconds",
                 tpot_histogram="vllm:request_time_per_output_token_seconds",
-                input_tokens_cached_within="vllm:prompt_tokens_cached_total", cache_usage="vllm:kv_cache_usage_perc")
+                input_tokens_cached_within="vllm:prompt_tokens_cached_total", cache_usage="vllm:kv_cache_usage_perc",
+                prefix_cache_hits="vllm:prefix_cache_hits_total", prefix_cache_queries="vllm:prefix_cache_queries_total",
+                # a development route (VLLM_SERVER_DEV_MODE=1); answered 404 otherwise
+                reset_prefix_cache="/reset_prefix_cache")
 
 ENGINES: dict[str, Engine] = {
     "vllm": Engine("vLLM", **_VLLM_V1),
@@ -58,7 +68,9 @@ ENGINES: dict[str, Engine] = {
     "llamacpp": Engine("llama.cpp server", output_tokens="llamacpp:tokens_predicted_total",
                        input_tokens="llamacpp:prompt_tokens_total",
                        input_tokens_cached="llamacpp:prompt_tokens_cached_total",
-                       running="llamacpp:requests_processing", waiting="llamacpp:requests_deferred"),
+                       running="llamacpp:requests_processing", waiting="llamacpp:requests_deferred",
+                       prefix_cache_hits="llamacpp:prompt_tokens_cached_total",
+                       prefix_cache_queries="llamacpp:prompt_tokens_total", prefix_cache_queries_plus_hits=True),
     "ollama": Engine("Ollama (no metrics endpoint)"),
     # data services: an operation is a request (the load client's GETs and SETs; its preload is MSET)
     "redis": Engine("Redis (redis_exporter)", requests='redis_commands_total{cmd=~"get|set"}',

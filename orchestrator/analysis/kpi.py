@@ -92,14 +92,15 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
                 slo: dict | None = None, phases: dict[str, Window] | None = None) -> list[KPI]:
     """``phases``: ``op_phases(table, window)`` when the caller has it already (a pass over the table)."""
     n = n_ok = good = retried = n_cpu = 0
-    tok_out = tok_in = nbytes = 0
+    tok_out = tok_in = nbytes = cached = cached_of = 0
+    any_cached = False
     any_out = any_in = any_bytes = has_requests = False
     cpu = 0.0
     nops = len(table.ops)
     ops_ok, ops_err, ops_items = (np.zeros(nops, dtype=np.int64) for _ in range(3))
     recall_sum, recall_n = np.zeros(nops), np.zeros(nops, dtype=np.int64)
     for c in table.chunks(["start", "latency_s", "ok", "warmup", "tokens_out", "tokens_in", "retried",
-                           "client_cpu_s", "ttft_s", "tpot_s", "op", "bytes", "items", "recall"]):
+                           "client_cpu_s", "ttft_s", "tpot_s", "op", "bytes", "items", "recall", "cached_tokens"]):
         m = _in_window(c, window)
         ok = m & (c["ok"] == 1)
         n += int(m.sum())
@@ -112,6 +113,10 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
         any_in |= bool((in_ok >= 0).any())
         any_bytes |= bool((b_ok >= 0).any())
         has_requests |= bool((c["op"] < 0).any())
+        said = ok & (c["cached_tokens"] >= 0) & (c["tokens_in"] > 0)   # the engine's usage told the cached part
+        cached += int(c["cached_tokens"][said].sum())
+        cached_of += int(c["tokens_in"][said].sum())
+        any_cached |= bool(said.any())
         if table.ops:
             op = c["op"]
             ops_ok += np.bincount(op[ok & (op >= 0)], minlength=nops)
@@ -144,8 +149,14 @@ def client_kpis(table: RequestTable, window: Window, percentiles=DEFAULT_PERCENT
     out += [KPI("success_rate", n_ok / n if n else None, "ratio", "client"),
             KPI("error_rate", (n - n_ok) / n if n else None, "ratio", "client")]
     if slo:
-        out.append(KPI("goodput", good / window.seconds, "requests/s", "client",
-                       "requests meeting " + ", ".join(f"{k} <= {v * 1000:g} ms" for k, v in slo.items())))
+        met = "requests meeting " + ", ".join(f"{k} <= {v * 1000:g} ms" for k, v in slo.items())
+        out.append(KPI("goodput", good / window.seconds, "requests/s", "client", met))
+        out.append(KPI("slo_attainment", good / n if n else None, "ratio", "client",
+                       f"share of the window's requests (failed ones included) {met}"))
+    if any_cached:
+        out.append(KPI("client_prefix_cache_hit_rate", cached / cached_of if cached_of else None, "ratio", "client",
+                       "prompt tokens the engine's usage reported cached (cached_tokens) over all prompt tokens "
+                       "of the OK requests that reported it"))
     qs = [p / 100 for p in percentiles]
 
     def ok_in_window(c):
@@ -224,6 +235,39 @@ def throughput_series(table: RequestTable, window: Window, bin_s: float = 1.0) -
     return [(window.start + (i + 0.5) * bin_s, int(v) / bin_s) for i, v in enumerate(counts)]
 
 
+def group_rows(table: RequestTable, window: Window, column: str, names: list | None = None,
+               percentiles=(50, 99)) -> list[dict]:
+    """Per value of ``column`` (a multiturn request's ``turn``, a LoRA mix's ``model``): the window's
+    requests, errors, throughput, output tokens/s, mean prompt tokens, and TTFT, TPOT and latency
+    quantiles of its OK requests. ``names``: the column's index names (models)."""
+    values: set = set()
+    for c in table.chunks([column]):
+        values.update(np.unique(c[column][c[column] >= 0]).tolist())
+    qs = [p / 100 for p in percentiles]
+    rows = []
+    for v in sorted(values):
+        def sel(c, v=v):
+            return _in_window(c, window) & (c[column] == v)
+        n = n_ok = tok = tin = n_in = 0
+        for c in table.chunks(["start", "ok", "warmup", "tokens_out", "tokens_in", column]):
+            m = sel(c)
+            ok = m & (c["ok"] == 1)
+            n, n_ok = n + int(m.sum()), n_ok + int(ok.sum())
+            out, inp = c["tokens_out"][ok], c["tokens_in"][ok]
+            tok += int(out[out >= 0].sum())
+            tin += int(inp[inp >= 0].sum())
+            n_in += int((inp >= 0).sum())
+        row = {column: names[v] if names else v, "requests": n, "errors": n - n_ok,
+               "throughput": n_ok / window.seconds, "output_tokens_per_second": tok / window.seconds,
+               "tokens_in_mean": tin / n_in if n_in else None}
+        for name in ("ttft", "tpot", "latency"):
+            col = DIST_COLUMNS[name]
+            summary = summary_of(table, col, lambda c, sel=sel: sel(c) & (c["ok"] == 1), qs)
+            row.update({f"{name}_{_label(p)}": summary.percentiles.get(q) for p, q in zip(percentiles, qs)})
+        rows.append(row)
+    return rows
+
+
 @dataclass
 class Totals:
     """OK requests and their token counts (a target's, or every target's)."""
@@ -235,9 +279,13 @@ class Totals:
     any_out: bool = False
     any_in: bool = False
     items: int = 0                  # vectors (rows) the OK operations carried
+    cached: int = 0                 # prompt tokens the engine's usage said it served from its cache
+    any_cached: bool = False
 
     def add(self, other: Totals) -> None:
         self.items += other.items
+        self.cached += other.cached
+        self.any_cached |= other.any_cached
         self.requests += other.requests
         self.tokens_out += other.tokens_out
         self.tokens_in += other.tokens_in
@@ -275,7 +323,7 @@ def ok_totals_between(table: RequestTable, between: tuple[float, float] | None =
     they generate them (vLLM) count part of those; the edge bounds how far the two sides may differ."""
     inside: dict = {}
     edge: dict = {}
-    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in", "items", "start", "latency_s"]):
+    for c in table.chunks(["ok", "target", "tokens_out", "tokens_in", "items", "start", "latency_s", "cached_tokens"]):
         ok = c["ok"] == 1
         if between is None:
             sel_in, sel_edge = ok, np.zeros_like(ok)
@@ -290,9 +338,11 @@ def ok_totals_between(table: RequestTable, between: tuple[float, float] | None =
             for i in np.unique(c["target"][sel_all]).tolist():
                 sel = sel_all & (c["target"] == i)
                 out, inp, items = c["tokens_out"][sel], c["tokens_in"][sel], c["items"][sel]
+                hit = c["cached_tokens"][sel]
                 t = Totals(int(sel.sum()), int(out[out >= 0].sum()), int(inp[inp >= 0].sum()),
                            int(max(out.max(), 0)), int(max(inp.max(), 0)), bool((out >= 0).any()),
-                           bool((inp >= 0).any()), int(items[items >= 0].sum()))
+                           bool((inp >= 0).any()), int(items[items >= 0].sum()), int(hit[hit >= 0].sum()),
+                           bool((hit >= 0).any()))
                 into.setdefault(table.targets[i], Totals()).add(t)
     return TargetTotals(inside), TargetTotals(edge)
 

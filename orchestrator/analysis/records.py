@@ -34,13 +34,18 @@ SCALARS = {
     "target": ("i4", "i"), "error": ("i4", "i"), "ngaps": ("i4", "i"),
     "op": ("i4", "i"), "bytes": ("i8", "q"),     # data services: the operation (get, set, ...), its bytes,
     "items": ("i8", "q"), "recall": ("f8", "d"),  # the vectors in it, a query's recall@k
+    # open loop: when the schedule meant to send it, and how long it waited for a free slot
+    "scheduled": ("f8", "d"), "queued_s": ("f8", "d"),
+    # prompt tokens the engine served from its prefix cache (usage), a multiturn request's place
+    "cached_tokens": ("i8", "q"), "conversation": ("i8", "q"), "turn": ("i8", "q"),
+    "model": ("i4", "i"),                         # the model (a LoRA mix) the request named
 }
 GAPS = ("f4", "f")
 CHUNK = 1 << 16
 FLUSH = 1 << 16
 REQUEST_FIELDS = ["start", "latency_s", "ttft_s", "tpot_s", "status", "ok", "tokens_in", "tokens_out", "error"]
-_FLOATS = ("ttft_s", "tpot_s", "client_cpu_s", "recall")
-_INTS = ("tokens_in", "tokens_out", "bytes", "items")
+_FLOATS = ("ttft_s", "tpot_s", "client_cpu_s", "recall", "scheduled", "queued_s")
+_INTS = ("tokens_in", "tokens_out", "bytes", "items", "cached_tokens", "conversation", "turn")
 _NAN = float("nan")
 
 
@@ -70,10 +75,11 @@ class RequestTable:
     """Columns of request records in a directory; ``close()`` removes a directory it owns."""
 
     def __init__(self, directory: Path, n: int, ngaps: int, targets: list[str | None], errors: list[str],
-                 owned: bool, ops: list[str] | None = None) -> None:
+                 owned: bool, ops: list[str] | None = None, models: list[str] | None = None) -> None:
         self.dir, self.n, self.ngaps = directory, n, ngaps
         self.targets, self.errors, self._owned = targets, errors, owned
         self.ops = ops or []                   # names of the "op" column's indices
+        self.models = models or []             # names of the "model" column's indices
         # a table nobody closes (an exception, a caller that forgot) still leaves no temporary directory
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(directory), True) if owned else None
 
@@ -161,6 +167,7 @@ class TableBuilder:
         self._targets: dict[str | None, int] = {}
         self._errors: dict[str, int] = {}
         self._ops: dict[str, int] = {}
+        self._models: dict[str, int] = {}
         self.n = self.ngaps = 0
 
     def add(self, rec: dict, out: IO[str] | None = None, where: str = "record") -> None:
@@ -192,6 +199,8 @@ class TableBuilder:
         b["target"].append(self._targets.setdefault(rec.get("target"), len(self._targets)))
         op = rec.get("op")
         b["op"].append(-1 if op is None else self._ops.setdefault(str(op), len(self._ops)))
+        model = rec.get("model")
+        b["model"].append(-1 if model is None else self._models.setdefault(str(model), len(self._models)))
         err = rec.get("error")
         b["error"].append(-1 if err is None else self._errors.setdefault(str(err), len(self._errors)))
         b["ngaps"].append(len(gaps))  # (before 0.2 itl_s was one mean per request)
@@ -226,7 +235,7 @@ class TableBuilder:
         if self._cleanup is not None:
             self._cleanup.detach()   # the table owns the directory from here
         return RequestTable(self.dir, self.n, self.ngaps, _names(self._targets), _names(self._errors), self._owned,
-                            _names(self._ops))
+                            _names(self._ops), _names(self._models))
 
 
 def _names(index: dict) -> list:

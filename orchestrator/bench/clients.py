@@ -24,7 +24,7 @@ def split_load(spec: ClientSpec, index: int, parts: int) -> ClientSpec:
         return total // parts + (1 if index < total % parts else 0)
     return replace(spec, concurrency=share(spec.concurrency),
                    requests=None if spec.requests is None else share(spec.requests),
-                   rate=None if spec.rate is None else spec.rate / parts)
+                   rate=None if spec.rate is None else spec.rate / parts, part=(index, parts))
 
 
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",

@@ -57,6 +57,8 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
             metric = getattr(engine, counter)
             if metric and counter == "input_tokens" and engine.input_tokens_cached:
                 metric = f"{metric} + {engine.input_tokens_cached}"
+            if metric and counter == "prefix_cache_queries" and engine.prefix_cache_queries_plus_hits:
+                metric = f"{metric} + {engine.prefix_cache_hits}"
             if metric is None:
                 note = f"absent: {engine.name} has no {counter.replace('_', ' ')} counter"
             elif b is None:
@@ -69,7 +71,27 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
                 note = f"{metric} over the session (warm-up included: its counters are published late)"
             kpis.append(KPI(f"{p}service_{counter}_counted", b - a if a is not None and b is not None else None,
                             "requests" if counter == "requests" else "tokens", "prometheus", note))
+        kpis.append(hit_rate_kpi(p, engine, {k.kpi: k for k in kpis}))
     return kpis
+
+
+def hit_rate_kpi(p: str, engine, by: dict) -> KPI:
+    """The prefix cache's hit rate over the measured window, from the engine's own counters: the
+    prompt tokens it found in the cache over those it looked up, both as deltas over the window."""
+    hits, queries = by.get(f"{p}service_prefix_cache_hits_counted"), by.get(f"{p}service_prefix_cache_queries_counted")
+    if engine.prefix_cache_hits is None:
+        return KPI(f"{p}prefix_cache_hit_rate", None, "ratio", "prometheus",
+                   f"absent: {engine.name} has no prefix-cache counters")
+    if hits is None or queries is None or hits.value is None or queries.value is None:
+        return KPI(f"{p}prefix_cache_hit_rate", None, "ratio", "prometheus",
+                   (hits.note if hits and hits.value is None else queries.note if queries else "absent"))
+    if queries.value <= 0:
+        return KPI(f"{p}prefix_cache_hit_rate", None, "ratio", "prometheus",
+                   "absent: the engine looked up no prompt tokens in the window")
+    return KPI(f"{p}prefix_cache_hit_rate", hits.value / queries.value, "ratio", "prometheus",
+               f"the engine's own counters over the window: increase of {engine.prefix_cache_hits} / increase of "
+               f"{engine.prefix_cache_queries}" + (f" + {engine.prefix_cache_hits}"
+                                                   if engine.prefix_cache_queries_plus_hits else ""))
 
 
 def _engine_of(kpi: str, services: dict[str, str], engines: dict[str, str] | None):

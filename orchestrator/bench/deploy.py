@@ -14,7 +14,8 @@ from orchestrator import waiting
 from orchestrator.analysis.sweep import Point, apply_to_client, service_changes, set_path
 from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
-from orchestrator.bench.kinds import KINDS
+from orchestrator.analysis.engines import ENGINES, NONE
+from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
 from orchestrator.bench.runstate import PointRun
 from orchestrator.errors import OrchestratorError, RecipeError
@@ -46,7 +47,7 @@ class Deploying:
             self.base_recipes[ref.name] = load_recipe(ref.recipe, self.orch.config.recipe_dirs)
         return self.base_recipes[ref.name]
 
-    def _deploy_services(self, point: Point, only_swept: bool = False) -> list[str]:
+    def _deploy_services(self, point: Point, only_swept: bool = False, restart: frozenset = frozenset()) -> list[str]:
         """Deploy the services (or, between points, those the point changes); returns new IDs.
 
         A recipe with ``replicas: N`` is N services, ``<name>-r1`` ... ``<name>-rN``, each its own job:
@@ -55,7 +56,7 @@ class Deploying:
         new = []
         for ref in self.recipe.services:
             changes = service_changes(point, ref.name)
-            if only_swept and not changes:
+            if only_swept and not changes and ref.name not in restart:
                 continue
             if ref.service_id:
                 if changes:
@@ -145,27 +146,29 @@ class Deploying:
     def _start_clients(self, pr: PointRun) -> None:
         servers = self.orch.servers
         engines = self._engines()
-        for whole in self.recipe.clients:
+        if pr.point.index == 0:
+            self._check_models(engines)
+        for c, whole in enumerate(self.recipe.clients):
             whole = apply_to_client(whole, pr.point)
             names = self._targets_of(whole.target)
             for i, name in enumerate(names):   # a service of N replicas: 1/N of the load on each
-                self._start_client(pr, split_load(whole, i, len(names)), name, engines)
+                self._start_client(pr, split_load(whole, i, len(names)), name, engines, self._rows.get(c))
         for sid in pr.clients:
             servers.wait_until_ready(sid, timeout=300, progress=self.say)
         self.orch.monitors.add_targets(self.state.monitor_id,
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
         pr.monitored = True
 
-    def _start_client(self, pr: PointRun, spec, target: str, engines: dict) -> None:
-        """One client spec's jobs (``nodes`` of them) against the service ``target`` names."""
+    def _start_client(self, pr: PointRun, spec, target: str, engines: dict, rows: str | None = None) -> None:
+        """One client spec's jobs (``nodes`` of them) against the service ``target`` names; ``rows``, its
+        dataset (every job takes its own share)."""
         servers = self.orch.servers
         ep = servers.get_service_endpoint(self.state.services[target])
         files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
         if spec.kind == "pgbench" and spec.options["script"]:
             files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
-        if spec.dataset and KINDS[spec.kind].ships_payload:
-            files["dataset.jsonl"] = "".join(json.dumps(r) + "\n" for r in build_rows(
-                self._dataset_spec(spec.dataset), spec.requests or DATASET_ROWS))
+        if rows is not None:
+            files["dataset.jsonl"] = rows
         for node in range(spec.nodes):
             recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
                                    engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
@@ -178,11 +181,75 @@ class Deploying:
         p = Path(path).expanduser()
         return p if p.is_absolute() or not self.recipe.source else Path(self.recipe.source).parent / p
 
+    def _rows_needed(self, spec) -> int | None:
+        """Dataset rows for every job of a client at the largest point (None: all a trace has)."""
+        if spec.dataset.timed:
+            return None
+        sweep = self.recipe.sweep
+        ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+        replicas = self._base_recipe(ref).replicas if ref is not None and ref.recipe else 1
+        per_job = DATASET_ROWS if spec.requests is None or "requests" in sweep else spec.requests
+        return per_job * max([spec.nodes, *sweep.get("nodes", [])]) * replicas
+
+    def _read_datasets(self) -> None:
+        """Every client's dataset rows, read and checked before any job (a bad trace line, a prompts
+        file that is not JSONL: its file, line and field named, nothing submitted)."""
+        self._rows: dict[int, str] = {}
+        for i, spec in enumerate(self.recipe.clients):
+            if not (spec.dataset and KINDS[spec.kind].ships_payload):
+                continue
+            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].dataset"
+            try:
+                rows = build_rows(self._dataset_spec(spec.dataset), self._rows_needed(spec))
+            except RecipeError as exc:
+                raise RecipeError(f"{where}: {exc}") from None
+            if spec.kind != "openai-chat" and any("messages" in r for r in rows):
+                raise RecipeError(f"{where}: {spec.dataset.path} has chat messages: a {spec.kind} client sends a "
+                                  "prompt (use kind: openai-chat, or rows of {\"prompt\": ...})")
+            self._rows[i] = "".join(json.dumps(r) + "\n" for r in rows)
+
+    def _served_models(self, name: str) -> list[str] | None:
+        """The models a service serves, from its own /v1/models (asked on the login node)."""
+        p = self.orch.servers.probe(self.state.services[name], then='curl -sS -m 20 "$BASE/v1/models"')
+        try:
+            return [m["id"] for m in json.loads(p.then_output or "")["data"]]
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _check_models(self, engines: dict) -> None:
+        """Before any client job: every model a vLLM target is asked for (a payload's, a LoRA mix's) is
+        one it serves, as its /v1/models says; a client that names none sends the served one, as
+        ``vllm bench serve`` does."""
+        clients = list(self.recipe.clients)
+        asked: dict[str, list[str] | None] = {}
+        for i, spec in enumerate(clients):
+            if spec.kind not in LLM_KINDS or engines.get(spec.target) != "vllm":
+                continue
+            name = self._targets_of(spec.target)[0]
+            if name not in asked:
+                asked[name] = self._served_models(name)
+            served = asked[name]
+            if served is None:
+                continue
+            wanted = list(spec.models) or ([spec.payload["model"]] if "model" in spec.payload else [])
+            missing = [m for m in wanted if m not in served]
+            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
+            if missing:
+                field = "models" if spec.models else "payload.model"
+                raise RecipeError(f"{where}.{field}: {', '.join(missing)} not served by {spec.target} (its /v1/models "
+                                  f"lists {', '.join(served)}); refused before any client job started")
+            if not wanted and served:
+                self.say(f"{where}: no model named: sending {served[0]!r}, the model {spec.target} serves")
+                clients[i] = replace(spec, payload={**spec.payload, "model": served[0]})
+        self.recipe = replace(self.recipe, clients=tuple(clients))
+
     def preflight(self) -> None:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""
+        self._read_datasets()
         for i, spec in enumerate(self.recipe.clients):
             where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
             self._check_spread(spec, where)
+            self._check_cache(spec, where)
             for check in KINDS[spec.kind].preflight(spec):   # a wrapped tool: there, and taking its flags
                 self.say(f"checking {check.what} on the login node")
                 result = self.orch.transport.run(check.command, timeout=180)
@@ -206,6 +273,28 @@ class Deploying:
                     f"tables and indexes, more than the {spec.target} job's memory ({mem}); lower the scale or "
                     f"raise {spec.target}'s resources.mem")
 
+    def _check_cache(self, spec, where: str) -> None:
+        """``cache: cold`` on a service this session did not start: its engine must empty its prefix cache
+        on request (the session cannot restart it); asked now, before any job."""
+        ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+        if spec.cache != "cold" or ref is None or ref.recipe is not None:
+            return
+        sid = self.orch.servers.probe(ref.service_id).service_id
+        engine = ENGINES.get(self.orch.servers.record(sid).engine if self.orch.servers.record(sid) else "", NONE)
+        if engine.reset_prefix_cache and self._reset_cache(sid, engine):
+            return
+        raise RecipeError(f"{where}.cache: cold needs the prefix cache of {spec.target} ({sid}) emptied before the "
+                          f"load, and this session did not start it (it cannot restart it): {engine.name} "
+                          + ("did not empty it on request (vLLM: start it with VLLM_SERVER_DEV_MODE=1)"
+                             if engine.reset_prefix_cache else "has no way to empty it on request")
+                          + "; use cache: warm, or let the session start the service")
+
+    def _reset_cache(self, sid: str, engine) -> bool:
+        """POST the engine's route that empties its prefix cache (on the login node, with the job's key)."""
+        p = self.orch.servers.probe(sid, then='curl -sS -o /dev/null -w "%{http_code}" -X POST -m 60 '
+                                              f'"$BASE{engine.reset_prefix_cache}"')
+        return (p.then_output or "").strip() == "200"
+
     def _check_spread(self, spec, where: str) -> None:
         """A client's load is spread over its target's replicas: each must get at least one of its
         connections (and of its requests), at every point of a sweep."""
@@ -222,7 +311,7 @@ class Deploying:
                                   f"{ref.name}: give each at least one")
 
     def _dataset_spec(self, ds):
-        """A ShareGPT path is relative to the benchmark recipe's folder."""
-        if ds.kind == "sharegpt" and ds.path and not Path(ds.path).expanduser().is_absolute() and self.recipe.source:
+        """A dataset's file is relative to the benchmark recipe's folder."""
+        if ds.path and not Path(ds.path).expanduser().is_absolute() and self.recipe.source:
             return replace(ds, path=str(Path(self.recipe.source).parent / ds.path))
-        return ds
+        return replace(ds, path=str(Path(ds.path).expanduser())) if ds.path else ds

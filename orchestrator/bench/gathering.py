@@ -51,6 +51,9 @@ class Gathering:
                         self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
                         continue
                     pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
+                    if isinstance(doc.get("conversations_cut"), int):   # multiturn: ended to fit the context
+                        pr.conversations["cut"] = pr.conversations.get("cut", 0) + doc["conversations_cut"]
+                        pr.conversations["context_tokens"] = doc.get("context_tokens")
                     count = doc.get("service_count")  # what the service said it holds, asked after the load
                     if isinstance(count, int) and not isinstance(count, bool):
                         target = pr.targets.get(sid)
@@ -181,7 +184,8 @@ class Gathering:
             jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.records()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
             client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
-            load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()})
+            load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()},
+            validity=self.recipe.validity, cache=dict(pr.cache), conversations=dict(pr.conversations))
 
     def _offered(self, pr: PointRun) -> Load:
         """What the point's clients offered (the first client's shape; jobs of every client)."""
@@ -216,7 +220,13 @@ class Gathering:
                             jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.records()),
                             runtime=self._runtime_facts())
         points = [SweepPoint(p.point, p.report, p.out_dir, p.go_time, p.clients) for p in st.points if p.report]
-        return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
+        search = self.recipe.search
+        if search is None:
+            return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
+        from orchestrator.analysis.search import answer
+        tried = [(e["value"], e["passed"], e["throughput"]) for e in self.search_log]
+        return SweepData(ctx, {search.field: [e["value"] for e in self.search_log]}, self.recipe.slo, points,
+                         search={**search.to_dict(), "points": self.search_log, "answer": answer(tried)})
 
     def recipes_manifest(self) -> dict:
         return {"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256, "text": self.recipe.text},

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 from orchestrator import waiting
+from orchestrator.analysis.engines import ENGINES, NONE
 from orchestrator.analysis.sweep import apply_to_client
+from orchestrator.bench.kinds import LLM_KINDS
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster.slurm import STATE_CAUSES, TERMINAL_STATES
 from orchestrator.errors import OrchestratorError
@@ -21,6 +23,41 @@ class ServiceDied(OrchestratorError):
 
 class Loading:
     """BenchmarkSession's load phase (a mixin)."""
+
+    def _cold_targets(self) -> list[str]:
+        """Services (each replica) whose prefix cache a client wants empty before each point's load."""
+        names = []
+        for spec in self.recipe.clients:
+            if spec.cache == "cold":
+                names += [n for n in self._targets_of(spec.target) if n not in names]
+        return names
+
+    def _empty_caches(self, pr: PointRun) -> None:
+        """cache: cold: the engine's own route empties its prefix cache now; where it has none (or refuses),
+        the first point's services are new, and later points restart them (``_restarts``)."""
+        engines = self._engines()
+        for name in self._cold_targets():
+            engine = ENGINES.get(engines.get(name) or "", NONE)
+            if engine.reset_prefix_cache and self._cache_mode.get(name) != "restart":
+                if self._reset_cache(self.state.services[name], engine):
+                    self._cache_mode[name] = "reset"
+                    pr.cache[name] = f"cold: emptied just before the load (POST {engine.reset_prefix_cache})"
+                    self.say(f"{name}: prefix cache emptied")
+                    continue
+            self._cache_mode[name] = "restart"
+            pr.cache[name] = ("cold: a new service, started for this session" if pr.point.index == 0 else
+                              "cold: the service was restarted before this point")
+        for spec in self.recipe.clients:
+            if spec.cache == "warm" and spec.kind in LLM_KINDS:
+                for name in self._targets_of(spec.target):
+                    pr.cache.setdefault(name, "warm: as earlier requests (warm-up, earlier points) left it")
+
+    def _restarts(self) -> frozenset:
+        """Services restarted before each later point (cache: cold, with no route that empties the cache)."""
+        return frozenset(self._group_of(n) for n, mode in self._cache_mode.items() if mode == "restart")
+
+    def _group_of(self, name: str) -> str:
+        return next((g for g, names in self.state.replicas.items() if name in names), name)
 
     def _go(self, pr: PointRun) -> None:
         pr.go_time = waiting.now()   # the wall clock (replays give back the recorded one)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.bench.datasets import DatasetSpec
+from orchestrator.bench.datasets import FILE_KINDS, MAX_ROWS, DatasetSpec
 from orchestrator.analysis.definitions import DEFAULT_PERCENTILES
 from orchestrator.bench.kinds import CLIENT_KINDS, KINDS, LLM_KINDS
 from orchestrator.analysis.sweep import parse_slo, validate_sweep
+from orchestrator.analysis.limits import Validity, parse_validity
+from orchestrator.analysis.search import Search, parse_search
 from orchestrator.errors import RecipeError
 from orchestrator.schema import (
     SchemaViolation,
@@ -64,6 +67,10 @@ class ClientSpec:
     percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     slo: dict = field(default_factory=dict)         # per request, seconds: ttft, tpot, e2e (goodput)
     options: dict = field(default_factory=dict)     # the kind's own (redis: ratio, keys, value_bytes, ...)
+    models: dict = field(default_factory=dict)      # a LoRA mix: model name -> weight (each request's model)
+    model_selection: str = "random"                 # random (by weight, from the seed) | round-robin
+    cache: str = "warm"                             # cold: the engine's prefix cache emptied before each point
+    part: tuple[int, int] = (0, 1)                  # this job's share of a trace: (index, parts)
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class BenchmarkRecipe:
     description: str = ""
     sweep: dict = field(default_factory=dict)
     slo: dict = field(default_factory=dict)     # parsed: seconds / ratio
+    validity: Validity = field(default_factory=lambda: Validity())
+    search: Search | None = None                # the highest load meeting an SLO, searched (analysis.search)
     source: str = ""
     text: str = ""
 
@@ -84,9 +93,10 @@ class BenchmarkRecipe:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-_KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo"]
+_KEYS = ["name", "description", "services", "monitor", "clients", "sweep", "slo", "validity", "cache", "search"]
 _COMMON_CLIENT_KEYS = ["kind", "target", "nodes", "concurrency", "rate", "duration", "requests", "warmup",
-                       "resources", "percentiles", "slo"]
+                       "resources", "percentiles", "slo", "cache"]
+
 def is_benchmark_file(path: str) -> bool:
     p = Path(path)
     if not p.is_file():
@@ -140,14 +150,15 @@ def _service(raw, i: int) -> ServiceRef:
                       alias=expect_str(raw.get("as"), f"{path}.as", optional=True))
 
 
-def _client(raw, i: int, names: list[str]) -> ClientSpec:
+def _client(raw, i: int, names: list[str], cache: str = "warm") -> ClientSpec:
     path = f"benchmark.clients[{i}]"
     raw = expect_mapping(raw, path)
     kind = raw.get("kind")
     if kind not in CLIENT_KINDS:
         raise SchemaViolation(f"{path}.kind", f"expected one of {', '.join(CLIENT_KINDS)}, got {kind!r}")
     k = KINDS[kind]
-    check_keys(raw, _COMMON_CLIENT_KEYS + list(k.keys), path, required=("kind", "target"))
+    check_keys(raw, _COMMON_CLIENT_KEYS + list(k.keys) + (["models", "model_selection"] if k.tokens else []), path,
+               required=("kind", "target"))
     target = expect_str(raw["target"], f"{path}.target")
     if target not in names:
         raise SchemaViolation(f"{path}.target", f"expected a service of this benchmark ({', '.join(names)}), got {target!r}")
@@ -155,8 +166,29 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
         if "concurrency" in raw:
             raise SchemaViolation(f"{path}.clients", "expected clients or concurrency (the same thing), not both")
         raw = {**raw, "concurrency": raw["clients"]}
-    if raw.get("duration") is None and raw.get("requests") is None and not k.duration_free:
+    dataset = _dataset(raw.get("dataset"), f"{path}.dataset")
+    if raw.get("duration") is None and raw.get("requests") is None and not k.duration_free \
+            and not (dataset and dataset.timed):
         raise SchemaViolation(path, "expected duration or requests (a load is always bounded)")
+    if dataset and dataset.timed:
+        for key in ("rate", "arrival", "ramp_up"):
+            if raw.get(key) is not None:
+                raise SchemaViolation(f"{path}.{key}", "a trace is sent at its own times (scaled by dataset.speedup): "
+                                      f"a {key} beside it is refused")
+    if dataset and dataset.conversations and (raw.get("rate") is not None or raw.get("ramp_up") is not None):
+        raise SchemaViolation(f"{path}.rate", "a multiturn client slot carries one conversation at a time: set "
+                              "concurrency (conversations at once) and dataset.think_time, not a rate")
+    models = _models(raw.get("models"), f"{path}.models")
+    if models and kind not in LLM_KINDS:
+        raise SchemaViolation(f"{path}.models", f"a {kind} client has no model to choose")
+    if models and "model" in (raw.get("payload") or {}):
+        raise SchemaViolation(f"{path}.models", "expected models (a mix) or payload.model (one model), not both")
+    selection = raw.get("model_selection", "random")
+    if selection not in ("random", "round-robin"):
+        raise SchemaViolation(f"{path}.model_selection", f"expected random or round-robin, got {selection!r}")
+    cache = raw.get("cache", cache)
+    if cache not in ("cold", "warm"):
+        raise SchemaViolation(f"{path}.cache", f"expected cold or warm, got {cache!r}")
     if k.needs_requests and raw.get("requests") is None:
         raise SchemaViolation(f"{path}.requests", f"a {kind} client is bounded by a request count: requests is needed")
     payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
@@ -189,7 +221,8 @@ def _client(raw, i: int, names: list[str]) -> ClientSpec:
     spec = ClientSpec(
         options=k.parse(raw, path),
         arrival=arrival, burstiness=expect_number(raw.get("burstiness", 1.0), f"{path}.burstiness", 0.001),
-        ramp_up=ramp, dataset=_dataset(raw.get("dataset"), f"{path}.dataset"), percentiles=percentiles, slo=slo,
+        ramp_up=ramp, dataset=dataset, percentiles=percentiles, slo=slo, models=models, model_selection=selection,
+        cache=cache,
         kind=kind, target=target, nodes=expect_int(raw.get("nodes", 1), f"{path}.nodes", 1, 64),
         concurrency=expect_int(raw.get("concurrency", 1), f"{path}.concurrency", 1, 4096),
         rate=None if raw.get("rate") is None else expect_number(raw["rate"], f"{path}.rate", 0.001),
@@ -219,20 +252,60 @@ def _stats(raw, path: str, default: float) -> tuple[float, float]:
     return (expect_number(raw["mean"], f"{path}.mean", 1), expect_number(raw.get("stddev", 0), f"{path}.stddev", 0))
 
 
+_DATASET_KEYS = {
+    "synthetic": ("input_tokens", "output_tokens", "seed"),
+    "sharegpt": ("path", "seed"),
+    "prefix": ("prefixes", "prefix_tokens", "suffix_tokens", "output_tokens", "seed"),
+    "multiturn": ("turns", "input_tokens", "output_tokens", "think_time", "path", "seed"),
+    "trace": ("path", "speedup", "block_tokens", "seed"),
+    "prompts": ("path",),
+}
+
+
 def _dataset(raw, path: str) -> DatasetSpec | None:
     if raw is None:
         return None
     raw = expect_mapping(raw, path)
-    check_keys(raw, ["kind", "input_tokens", "output_tokens", "seed", "path"], path)
     kind = raw.get("kind", "synthetic")
-    if kind not in ("synthetic", "sharegpt"):
-        raise SchemaViolation(f"{path}.kind", f"expected synthetic or sharegpt, got {kind!r}")
-    if kind == "sharegpt" and not raw.get("path"):
-        raise SchemaViolation(f"{path}.path", "expected the path of a ShareGPT-format JSON file")
+    if kind not in _DATASET_KEYS:
+        raise SchemaViolation(f"{path}.kind", f"expected one of {', '.join(_DATASET_KEYS)}, got {kind!r}")
+    check_keys(raw, ["kind", *_DATASET_KEYS[kind]], path)
+    if kind in FILE_KINDS and not raw.get("path"):
+        what = {"sharegpt": "a ShareGPT-format JSON file", "trace": "a JSONL trace (timestamp in ms, input_length, "
+                "output_length, hash_ids)", "prompts": 'a JSONL file of {"prompt": ..., "output_tokens": N}'}[kind]
+        raise SchemaViolation(f"{path}.path", f"expected the path of {what}")
+    speedup = expect_number(raw.get("speedup", 1.0), f"{path}.speedup", 0.001)
     return DatasetSpec(kind=kind, input_tokens=_stats(raw.get("input_tokens"), f"{path}.input_tokens", 64),
-                       output_tokens=_stats(raw.get("output_tokens"), f"{path}.output_tokens", 32),
+                       output_tokens=_stats(raw.get("output_tokens"), f"{path}.output_tokens",
+                                            16 if kind == "prefix" else 32),
                        seed=expect_int(raw.get("seed", 0), f"{path}.seed", 0),
-                       path=expect_str(raw.get("path"), f"{path}.path", optional=True))
+                       path=expect_str(raw.get("path"), f"{path}.path", optional=True),
+                       prefixes=expect_int(raw.get("prefixes", 1), f"{path}.prefixes", 1, MAX_ROWS),
+                       prefix_tokens=expect_int(raw.get("prefix_tokens", 256), f"{path}.prefix_tokens", 1, 1_000_000),
+                       suffix_tokens=expect_int(raw.get("suffix_tokens", 32), f"{path}.suffix_tokens", 0, 1_000_000),
+                       turns=expect_int(raw.get("turns", 4), f"{path}.turns", 1, 1000),
+                       think_time=_seconds(raw.get("think_time", 0), f"{path}.think_time"),
+                       speedup=speedup,
+                       block_tokens=expect_int(raw.get("block_tokens", 512), f"{path}.block_tokens", 1, 1_000_000))
+
+
+def _models(raw, path: str) -> dict[str, float]:
+    """``models: {name: weight}`` (a LoRA mix: each request's ``model`` drawn by weight), or a list of
+    names (equal weights)."""
+    if raw is None:
+        return {}
+    if isinstance(raw, list):
+        raw = {expect_str(v, f"{path}[{i}]"): 1 for i, v in enumerate(raw)}
+    raw = expect_mapping(raw, path)
+    if not raw:
+        raise SchemaViolation(path, "expected at least one model, e.g. {base: 0.5, adapter-a: 0.5}")
+    out = {}
+    for name, weight in raw.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0 \
+                or not math.isfinite(weight):
+            raise SchemaViolation(f"{path}.{name}", f"expected a positive weight (a number above 0), got {weight!r}")
+        out[str(name)] = float(weight)
+    return out
 
 
 def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
@@ -246,7 +319,11 @@ def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
     if not services:
         raise SchemaViolation("benchmark.services", "expected at least one service")
     names = [s.name for s in services]
-    clients = tuple(_client(c, i, names) for i, c in enumerate(expect_list(b["clients"], "benchmark.clients")))
+    cache = b.get("cache", "warm")
+    if cache not in ("cold", "warm"):
+        raise SchemaViolation("benchmark.cache", f"expected cold or warm, got {cache!r}")
+    clients = tuple(_client(c, i, names, cache)
+                    for i, c in enumerate(expect_list(b["clients"], "benchmark.clients")))
     if not clients:
         raise SchemaViolation("benchmark.clients", "expected at least one client")
     mon = expect_mapping(b.get("monitor") or {}, "benchmark.monitor")
@@ -258,7 +335,24 @@ def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
         monitor_recipe=expect_str(mon.get("recipe", "prometheus"), "benchmark.monitor.recipe"),
         scrape_interval=interval, description=str(b.get("description") or ""),
         sweep=validate_sweep(expect_mapping(b.get("sweep") or {}, "benchmark.sweep"), names),
-        slo=_slo(b.get("slo")), source=source, text=text)
+        slo=_slo(b.get("slo")), validity=parse_validity(b.get("validity"), "benchmark.validity"),
+        search=_search(b.get("search"), b.get("sweep"), clients), source=source, text=text)
+
+
+def _search(raw, sweep, clients) -> Search | None:
+    search = parse_search(raw)
+    if search is None:
+        return None
+    if sweep:
+        raise SchemaViolation("benchmark.search", "expected a search or a sweep, not both (a search chooses its "
+                              "own points)")
+    if search.field == "rate" and any(c.rate is None and not c.ramp_up for c in clients):
+        raise SchemaViolation("benchmark.search.rate", "a search over rate needs open-loop clients: give each "
+                              "client a rate (the search sets it at each point)")
+    if any(c.dataset and c.dataset.timed for c in clients):
+        raise SchemaViolation("benchmark.search", "a trace is sent at its own times: search over its speedup is "
+                              "not offered; replay it at several dataset.speedup values instead")
+    return search
 
 
 def _slo(raw) -> dict:

@@ -23,6 +23,8 @@ class PointRun:
     warmup_until: float | None = None
     report: dict | None = None
     interrupted: bool = False
+    cache: dict[str, str] = field(default_factory=dict)   # service -> how its prefix cache began the load
+    conversations: dict = field(default_factory=dict)     # multiturn: cut, context_tokens (from done.json)
 
 
 @dataclass

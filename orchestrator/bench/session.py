@@ -53,20 +53,26 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
         if size > limit:
             raise OrchestratorError(f"{recipe.source or recipe.name}: benchmark.sweep has {size} points, more than "
                                     f"the limit of {limit} (config.yaml limits.sweep_points)")
-        self.points = grid(recipe.sweep)
+        # a search chooses its points as their results come: the first is its low end
+        self.points = [Point(0, {recipe.search.field: recipe.search.low})] if recipe.search else grid(recipe.sweep)
+        self.search_log: list[dict] = []       # each point a search tried: value, passed, why, and where it went
+        self._cache_mode: dict[str, str] = {}   # cold services: "reset" (the engine's route) or "restart"
         self.base_recipes: dict[str, ServiceRecipe] = dict(service_recipes or {})
         self.service_recipes: dict[str, ServiceRecipe] = {}   # as deployed (for the manifest)
 
     @property
     def is_sweep(self) -> bool:
-        return bool(self.recipe.sweep)
+        return bool(self.recipe.sweep) or self.recipe.search is not None
 
     def _begin_point(self, pr: PointRun) -> None:
         """The point's services (those it changes) and its clients, which wait for their go."""
-        self.say(f"point {pr.point.index + 1}/{len(self.points)}: {pr.point.label}" if self.is_sweep else
-                 "running the load")
+        if self.recipe.search:
+            self.say(f"search point {pr.point.index + 1} (at most {self.recipe.search.max_points}): {pr.point.label}")
+        else:
+            self.say(f"point {pr.point.index + 1}/{len(self.points)}: {pr.point.label}" if self.is_sweep else
+                     "running the load")
         if pr.point.index > 0:
-            new = self._deploy_services(pr.point, only_swept=True)
+            new = self._deploy_services(pr.point, only_swept=True, restart=self._restarts())
             pr.redeployed = list(new)
             if new:
                 self.orch.monitors.add_targets(self.state.monitor_id, [
@@ -75,6 +81,7 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
 
     def _run_load(self, pr: PointRun) -> None:
         self._wait_scraped(pr)
+        self._empty_caches(pr)
         self._go(pr)
         self._wait_clients(pr)
 
@@ -85,7 +92,31 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
         return pr
 
     def _changes_services(self, point: Point) -> bool:
-        return any(service_changes(point, ref.name) for ref in self.recipe.services)
+        return bool(self._restarts()) or any(service_changes(point, ref.name) for ref in self.recipe.services)
+
+    def _following(self, pr: PointRun) -> Point | None:
+        """The point after ``pr``: a grid's next, or, for a search, the one its results so far choose
+        (known only once ``pr`` is reported)."""
+        i = pr.point.index
+        if not self.recipe.search:
+            return self.points[i + 1] if i + 1 < len(self.points) else None
+        if pr.report is None:
+            return None
+        from orchestrator.analysis.search import judge, next_value
+        search = self.recipe.search
+        kpis = {k["kpi"]: k["value"] for k in pr.report["kpis"]}
+        passed, why = judge(search, kpis, pr.report.get("valid", False), pr.report.get("invalid_reasons", []))
+        self.search_log.append({"point": pr.point.label, "value": pr.point.values[search.field], "passed": passed,
+                                "why": why, "throughput": kpis.get("throughput")})
+        self.say(f"{pr.point.label}: {'passes' if passed else 'fails'} ({why})")
+        value, where = next_value(search, [(e["value"], e["passed"], e["throughput"]) for e in self.search_log])
+        self.search_log[-1]["next"] = where
+        self.say(f"search: {where}")
+        if value is None:
+            return None
+        point = Point(i + 1, {search.field: int(value) if search.field == "concurrency" else value})
+        self.points.append(point)
+        return point
 
     def run(self) -> dict:
         from orchestrator.logs import log_context
@@ -103,12 +134,13 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
             self._deploy_services(self.points[0])
             self._start_monitor()
             ready: PointRun | None = None
-            for i, point in enumerate(self.points):
+            point: Point | None = self.points[0]
+            while point is not None:
                 current, ready = ready or self._point_run(point), None
                 if not current.clients:
                     self._begin_point(current)
                 self._run_load(current)
-                following = self.points[i + 1] if i + 1 < len(self.points) else None
+                following = self._following(current)
                 if following is not None and not self._changes_services(following):
                     # the next point's clients start now and wait for their go: this point's
                     # collection and report overlap their scheduling
@@ -116,6 +148,8 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
                     self._begin_point(ready)
                 self._finish_point(current)
                 current = None
+                point = following if following is not None or not self.recipe.search else \
+                    self._following(self.state.points[-1])
         except (KeyboardInterrupt, Terminated) as exc:
             self.state.interrupted = True
             ended_by = exc

@@ -30,9 +30,20 @@ def run_session(run) -> dict:
         sys.exit(code)
 
 
+INVALID_EXIT = 3    # the session ran, but did not measure the load it was asked for (report.json: valid false)
+
+
+def exit_if_invalid(report: dict) -> None:
+    """An invalid session is not a warning in small print: its reasons, then exit 3."""
+    if report.get("valid") is False:
+        click.echo("INVALID session: " + "; ".join(report.get("invalid_reasons") or []), err=True)
+        sys.exit(INVALID_EXIT)
+
+
 def run_benchmark(ctx, recipe_ref: str, out: str | None, keep: bool) -> None:
     report = run_session(lambda: ctx.orch.start_benchmark_session(recipe_ref, out_dir=out, keep=keep, progress=progress))
     emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']}: {report['out_dir']}/report.html")
+    exit_if_invalid(report)
 
 
 @click.group()
@@ -47,7 +58,8 @@ def bench():
 @click.option("--keep", is_flag=True, help="leave services, monitor and clients running")
 @click.pass_context
 def bench_run(click_ctx, config_path, as_json, recipe, out, keep):
-    """Deploy, monitor, load, collect, report, clean up."""
+    """Deploy, monitor, load, collect, report, clean up. Exits 3 when the session is invalid (its load not
+    delivered, too many errors, counts the engine contradicts): report.json says why."""
     run_benchmark(_ctx(click_ctx, config_path, as_json), recipe, out, keep)
 
 
@@ -156,13 +168,14 @@ def report_group():
               help="e.g. p99=10% throughput=10% (default: p99=10%, throughput=10%)")
 @click.pass_context
 def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
-    """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise).
+    """Side by side; exit 1 when B is worse than A beyond a threshold (and beyond the noise), 3 when either
+    session is invalid (no verdict is called on a session that did not deliver its load).
 
     A and B are session directories, or a reference tool's own result: a `vllm bench serve
     --save-detailed` JSON, or aiperf's profile_export.jsonl (or its artifact folder)."""
     from pathlib import Path
 
-    from orchestrator.analysis.compare import compare_sessions
+    from orchestrator.analysis.compare import compare_sessions, invalid_sides
     from orchestrator.analysis.experiments import parse_thresholds
     ctx = _ctx(click_ctx, config_path, as_json)
     try:
@@ -176,12 +189,24 @@ def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
                          [[r.kpi, val(r.a), val(r.b), pct(r.change), "-" if r.noise is None else f"±{2 * r.noise * 100:.1f}%",
                            "-" if r.threshold is None else f"{r.threshold * 100:.0f}%", r.verdict] for r in rows])
     regressions = [r for r in rows if r.verdict.startswith("REGRESSION")]
-    summary = (f"REGRESSION in {', '.join(r.kpi for r in regressions)}" if regressions
+    refused = invalid_sides({"A": _report_of(Path(a)), "B": _report_of(Path(b))})
+    summary = ("not compared: " + "; ".join(refused) if refused else
+               f"REGRESSION in {', '.join(r.kpi for r in regressions)}" if regressions
                else "no regression beyond the thresholds")
-    emit(ctx, {"a": a, "b": b, "rows": [r.__dict__ for r in rows], "regression": bool(regressions)},
+    emit(ctx, {"a": a, "b": b, "rows": [r.__dict__ for r in rows], "regression": bool(regressions),
+               **({"refused": refused} if refused else {})},
          f"A: {a}\nB: {b}\n{table}\n{summary}")
+    if refused:
+        sys.exit(INVALID_EXIT)
     if regressions:
         sys.exit(1)
+
+
+def _report_of(path) -> dict:
+    """A session directory's report.json (a reference tool's result: an empty one)."""
+    import json
+    report = path / "report.json" if path.is_dir() else None
+    return json.loads(report.read_text()) if report is not None and report.exists() else {}
 
 
 @click.command("rerun")
@@ -205,3 +230,4 @@ def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
                                                   rerun_of=previous).run())
     emit(ctx, report, kpi_table(report["kpis"]) + f"\n\nsession {report['session']} (rerun of {previous}): "
                                                   f"{report['out_dir']}/report.html")
+    exit_if_invalid(report)

@@ -21,7 +21,7 @@ REPORT_QUERIES = {
 }
 
 # the engine's own counters, read at the session's start and at its end: name@start / name@end
-COUNTERS = ("requests", "output_tokens", "input_tokens")
+COUNTERS = ("requests", "output_tokens", "input_tokens", "prefix_cache_hits", "prefix_cache_queries")
 COUNTED_AT_START = "service_requests_counted@start"   # (kept for callers of the older name)
 COUNTED_AT_END = "service_requests_counted@end"
 
@@ -79,12 +79,14 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
         })
         for counter in COUNTERS:
             metric = getattr(engine, counter)
-            unit = "requests" if counter == "requests" else "tokens"
+            unit = "requests" if counter == "requests" else "tokens"   # (the prefix cache counts tokens)
             q = metric and f"sum({selected(metric, sel)})"
             if q and engine.up:
                 q = f"({q} or 0 * sum({selected(engine.up, sel)}))"
             if q and counter == "input_tokens" and engine.input_tokens_cached:
                 q += f" + (sum({selected(engine.input_tokens_cached, sel)}) or vector(0))"
+            if q and counter == "prefix_cache_queries" and engine.prefix_cache_queries_plus_hits:
+                q += f" + (sum({selected(engine.prefix_cache_hits, sel)}) or vector(0))"
             for at in ("start", "end"):
                 out[f"{p}service_{counter}_counted@{at}"] = (q, unit)
         # when the counters above were scraped: the client's requests are counted between the same instants

@@ -5,11 +5,15 @@ Standard library only (the cluster's python3, nothing installed). Waits for
 its go file, runs the warm-up then the measured load (closed loop with
 `--concurrency` workers, or open loop at `--rate` requests/s with at most
 `--concurrency` in flight; arrivals constant, Poisson or gamma, optionally
-ramped), and records every request as one JSON line: start, latency_s,
-ttft_s, tpot_s, itl_s (the gaps between streamed chunks), status, ok,
-tokens_in and tokens_out (from the engine's usage), row (the dataset row),
-retried, error, warmup, client_cpu_s (this client's own CPU time for the
-request: its overhead). Definitions follow vLLM's benchmark (TTFT; TPOT =
+ramped; or a trace's own times), and records every request as one JSON line:
+start, latency_s, ttft_s, tpot_s, itl_s (the gaps between streamed chunks),
+status, ok, tokens_in and tokens_out (from the engine's usage), cached_tokens
+(where the engine says), row (the dataset row), model (a LoRA mix), retried,
+error, warmup, client_cpu_s (this client's own CPU time for the request: its
+overhead); open-loop requests add scheduled (when the schedule meant to send
+them) and queued_s (how long they waited for a free slot), multiturn ones
+conversation and turn. A multiturn slot carries one conversation at a time,
+each turn with the whole history and the engine's real answers. Definitions follow vLLM's benchmark (TTFT; TPOT =
 (latency - TTFT) / (tokens_out - 1); ITL between chunks). Live counters and
 latency histograms are served on /metrics.
 
@@ -119,11 +123,15 @@ def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[st
     if kind not in ("openai-completions", "openai-chat", "ollama-generate"):
         raise SystemExit(f"unknown client kind {kind!r}")
     body = dict(payload)
+    if row and row.get("model"):
+        body["model"] = row["model"]   # a LoRA mix: this request's model
     body.setdefault("model", "standin")
     stream = bool(body.get("stream", True))
     body["stream"] = stream
     if kind == "ollama-generate":
         if row:
+            if "messages" in row:
+                raise SystemExit("a dataset row of chat messages needs kind openai-chat")
             body["prompt"] = row["prompt"]
         body.setdefault("prompt", "Hello")
         options = dict(body.get("options") or {})
@@ -132,8 +140,14 @@ def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[st
         body["options"] = {**options, "num_predict": num_predict}
         return "POST", "/api/generate", body, stream
     if row:
-        body["prompt"] = row["prompt"]
-        body.pop("messages", None)
+        if "messages" in row:
+            if kind != "openai-chat":
+                raise SystemExit("a dataset row of chat messages needs kind openai-chat")
+            body["messages"] = row["messages"]
+            body.pop("prompt", None)
+        else:
+            body["prompt"] = row["prompt"]
+            body.pop("messages", None)
         if row.get("max_tokens"):
             body["max_tokens"] = row["max_tokens"]
     body.setdefault("max_tokens", 16)
@@ -155,27 +169,55 @@ def _usage(kind: str, doc: dict) -> tuple[int | None, int | None]:
     return usage.get("prompt_tokens"), usage.get("completion_tokens")
 
 
-def _tokens_in_line(kind: str, line: bytes) -> tuple[int, tuple[int | None, int | None] | None]:
-    """(content pieces in this streamed line, the usage it reports (in, out) or None)."""
+def _cached(doc: dict) -> int | None:
+    """Prompt tokens served from the engine's prefix cache, where the answer says: OpenAI's
+    ``usage.prompt_tokens_details.cached_tokens`` (vLLM with --enable-prompt-tokens-details),
+    llama.cpp's ``timings.cache_n``."""
+    details = (doc.get("usage") or {}).get("prompt_tokens_details") or {}
+    if isinstance(details.get("cached_tokens"), int):
+        return details["cached_tokens"]
+    timings = doc.get("timings") or {}
+    return timings["cache_n"] if isinstance(timings.get("cache_n"), int) else None
+
+
+def _text_of(kind: str, doc: dict) -> str:
+    if kind == "ollama-generate":
+        return doc.get("response") or ""
+    out = []
+    for ch in doc.get("choices") or []:
+        out.append(ch.get("text") or (ch.get("delta") or {}).get("content") or
+                   (ch.get("message") or {}).get("content") or "")
+    return "".join(out)
+
+
+def _tokens_in_line(kind: str, line: bytes, text: list | None = None
+                    ) -> tuple[int, tuple[int | None, int | None] | None, int | None]:
+    """(content pieces in this streamed line, the usage it reports (in, out) or None, cached prompt
+    tokens or None); the content itself is appended to ``text`` when given."""
     line = line.strip()
     if not line:
-        return 0, None
+        return 0, None, None
     if kind == "ollama-generate":
         doc = json.loads(line)
         if doc.get("done"):
-            return 0, _usage(kind, doc)
-        return (1 if doc.get("response") else 0), None
+            return 0, _usage(kind, doc), None
+        if text is not None:
+            text.append(doc.get("response") or "")
+        return (1 if doc.get("response") else 0), None, None
     if not line.startswith(b"data:"):
-        return 0, None
+        return 0, None, None
     data = line[5:].strip()
     if data == b"[DONE]":
-        return 0, None
+        return 0, None, None
     doc = json.loads(data)
     pieces = 0
     for ch in doc.get("choices") or []:
-        if ch.get("text") or (ch.get("delta") or {}).get("content"):
+        piece = ch.get("text") or (ch.get("delta") or {}).get("content")
+        if piece:
             pieces += 1
-    return pieces, (_usage(kind, doc) if doc.get("usage") else None)
+            if text is not None:
+                text.append(piece)
+    return pieces, (_usage(kind, doc) if doc.get("usage") else None), _cached(doc)
 
 
 STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
@@ -202,7 +244,9 @@ def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeo
 
 
 def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payload: dict, timeout: float,
-                row: dict | None = None) -> dict:
+                row: dict | None = None, answer: list | None = None) -> dict:
+    """One request, measured; its answer's text is appended to ``answer`` when given (a multiturn
+    conversation sends it back with the next turn)."""
     method, path, body, stream = build_request(kind, payload, row)
     cpu0 = time.thread_time()
     start = time.time()
@@ -212,6 +256,7 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
     gaps: list[float] = []
     pieces = 0
     usage = (None, None)
+    cached = None
     status = 0
     error = None
     retried = False
@@ -224,7 +269,7 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
                 line = resp.readline()
                 if not line:
                     break
-                n, reported = _tokens_in_line(kind, line)
+                n, reported, c = _tokens_in_line(kind, line, answer)
                 if n:
                     now = time.perf_counter()
                     if ttft is None:
@@ -234,11 +279,15 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
                     last_chunk = now
                 pieces += n
                 usage = reported if reported is not None else usage
+                cached = c if c is not None else cached
             resp.read()  # consume the end (and close the response), so the connection can carry the next
         else:
             raw = resp.read()
             if status == 200 and kind != "http":
-                usage = _usage(kind, json.loads(raw))
+                doc = json.loads(raw)
+                usage, cached = _usage(kind, doc), _cached(doc)
+                if answer is not None:
+                    answer.append(_text_of(kind, doc))
             elif status != 200:
                 error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
         if resp.will_close:  # Connection: close (or HTTP/1.0): the next request needs a new connection
@@ -263,9 +312,50 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
         rec["itl_s"] = [round(g, 6) for g in gaps]
     if retried:
         rec["retried"] = True
+    if cached is not None:
+        rec["cached_tokens"] = cached
     if row is not None:
         rec["row"] = row.get("row")
+        if row.get("model"):
+            rec["model"] = row["model"]
     return rec
+
+
+def pick_model(models: dict[str, float], selection: str, seed: int, index: int) -> str:
+    """The model of request (or conversation) ``index`` of a mix: in turn (round-robin), or drawn by
+    weight from the seed, the same for the same index whatever order the threads take them."""
+    names = list(models)
+    if selection == "round-robin":
+        return names[index % len(names)]
+    return random.Random(seed * 1_000_003 + index).choices(names, weights=[models[n] for n in names])[0]
+
+
+def context_tokens(conn_box: list, url: urllib.parse.SplitResult, timeout: float) -> int | None:
+    """The server's context length in tokens, as it says: vLLM's /v1/models ``max_model_len``,
+    llama.cpp's /props ``n_ctx`` (per slot); None when it does not say."""
+    for path, find in (("/v1/models", lambda d: (d.get("data") or [{}])[0].get("max_model_len")),
+                       ("/props", lambda d: (d.get("default_generation_settings") or {}).get("n_ctx") or d.get("n_ctx"))):
+        try:
+            resp, _ = _send(conn_box, url, "GET", path, None, timeout)
+            raw = resp.read()
+            if resp.will_close:
+                conn_box[0].close()
+                conn_box[0] = None
+            if resp.status == 200:
+                n = find(json.loads(raw))
+                if isinstance(n, int) and n > 0:
+                    return n
+        except Exception:  # a server that does not say: conversations are not cut
+            if conn_box[0] is not None:
+                conn_box[0].close()
+            conn_box[0] = None
+    return None
+
+
+def estimate_tokens(text: str) -> int:
+    """A generous guess of a text's tokens before the engine counts them (words, punctuation and a
+    chat template's wrapping): used only to stop a conversation before it outgrows the context."""
+    return int(len(text.split()) * 1.5) + len(text) // 16 + 16
 
 
 def arrivals(begin: float, rate: float, kind: str = "constant", burstiness: float = 1.0, seed: int = 0,
@@ -303,48 +393,122 @@ class Run:
         if args.dataset_file:
             with open(args.dataset_file) as f:
                 self.rows = [json.loads(line) for line in f if line.strip()]
+        index, parts = (int(v) for v in args.part.split("/"))
+        if parts > 1:   # a trace or a conversation set shared by several jobs: each takes its share
+            self.rows = self.rows[index::parts]
+        self.timed = bool(self.rows) and "at" in self.rows[0]          # a trace: rows carry send times
+        self.conversations = bool(self.rows) and "turns" in self.rows[0]
+        self.models = json.loads(args.models) if args.models else {}
         self.out = open(args.out, "a", buffering=1)
         self.out_lock = threading.Lock()
         self.stop = threading.Event()
         self.sent = 0
+        self.started_conversations = 0
         self.sent_lock = threading.Lock()
+        self.context: int | None = None     # the server's context (multiturn: conversations cut to fit)
+        self.cut = 0                        # conversations ended before their last turn to fit it
 
     def take_ticket(self) -> int | None:
-        """The request's sequence number (it picks the dataset row), or None when the count is reached."""
+        """The request's sequence number (it picks the dataset row), or None when the count is reached
+        (or, for a trace, its last line)."""
         with self.sent_lock:
             if self.args.requests and self.sent >= self.args.requests:
+                return None
+            if self.timed and self.sent >= len(self.rows):
                 return None
             self.sent += 1
             return self.sent - 1
 
-    def execute(self, conn_box: list, warmup_until: float, ticket: int, scheduled: float | None = None) -> None:
+    def row_for(self, ticket: int) -> dict | None:
+        if not self.rows and not self.models:
+            return None
+        row = dict(self.rows[ticket % len(self.rows)]) if self.rows else {"row": None}
+        if self.models:
+            row["model"] = pick_model(self.models, self.args.model_selection, self.args.seed, ticket)
+        return row
+
+    def execute(self, conn_box: list, warmup_until: float, row: dict | None, scheduled: float | None = None,
+                queued: float | None = None, extra: dict | None = None, answer: list | None = None) -> dict:
         with self.stats.lock:
             self.stats.in_flight += 1
-        row = self.rows[ticket % len(self.rows)] if self.rows else None
-        rec = one_request(conn_box, self.url, self.args.kind, self.payload, self.args.request_timeout, row)
+        rec = one_request(conn_box, self.url, self.args.kind, self.payload, self.args.request_timeout, row, answer)
         with self.stats.lock:
             self.stats.in_flight -= 1
         rec["warmup"] = rec["start"] < warmup_until
         rec["client"] = self.args.client_id
         if scheduled is not None:
             rec["scheduled"] = round(scheduled, 6)
+            rec["queued_s"] = round(queued or 0.0, 6)
+        if extra:
+            rec.update(extra)
         self.stats.record(rec)
         with self.out_lock:
             self.out.write(json.dumps(rec) + "\n")
+        return rec
 
     def closed_loop(self, end: float, warmup_until: float) -> None:
-        def worker():
+        def worker(end: float, warmup_until: float):
             box = [None]
             while not self.stop.is_set() and time.time() < end:
                 ticket = self.take_ticket()
                 if ticket is None:
                     break
-                self.execute(box, warmup_until, ticket)
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.args.concurrency)]
+                self.execute(box, warmup_until, self.row_for(ticket))
+        self._threads(self.conversation if self.conversations else worker, end, warmup_until)
+
+    def _threads(self, work, *args) -> None:
+        threads = [threading.Thread(target=work, args=args, daemon=True) for _ in range(self.args.concurrency)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+
+    def take_conversation(self) -> tuple[int, dict] | None:
+        with self.sent_lock:
+            if self.args.requests and self.sent >= self.args.requests:
+                return None
+            seq = self.started_conversations
+            self.started_conversations += 1
+        return seq, self.rows[seq % len(self.rows)]
+
+    def conversation(self, end: float, warmup_until: float) -> None:
+        """One client slot: a conversation at a time, each turn sent with the whole history (the
+        engine's own answers included), ``--think-time`` after each answer."""
+        box = [None]
+        chat = self.args.kind == "openai-chat"
+        while not self.stop.is_set() and time.time() < end:
+            taken = self.take_conversation()
+            if taken is None:
+                return
+            seq, conv = taken
+            model = pick_model(self.models, self.args.model_selection, self.args.seed, seq) if self.models else None
+            history: list[tuple[str, str]] = []
+            used = 0                        # tokens of the history so far, as the engine counted them
+            for turn, t in enumerate(conv["turns"], 1):
+                if self.stop.is_set() or time.time() >= end:
+                    return
+                if self.context and used + estimate_tokens(t["prompt"]) + t["max_tokens"] > self.context:
+                    with self.sent_lock:
+                        self.cut += 1       # the next turn would not fit: the conversation ends here
+                    break
+                ticket = self.take_ticket()
+                if ticket is None:
+                    return
+                if chat:
+                    msgs = [m for u, a in history for m in ({"role": "user", "content": u},
+                                                              {"role": "assistant", "content": a})]
+                    row = {"messages": msgs + [{"role": "user", "content": t["prompt"]}]}
+                else:
+                    row = {"prompt": "".join(f"{u}\n{a}\n" for u, a in history) + t["prompt"]}
+                row.update(row=conv.get("row"), max_tokens=t["max_tokens"], **({"model": model} if model else {}))
+                answer: list[str] = []
+                rec = self.execute(box, warmup_until, row, extra={"conversation": seq, "turn": turn}, answer=answer)
+                if not rec["ok"]:
+                    break                   # a conversation whose turn failed has no history to go on with
+                history.append((t["prompt"], "".join(answer)))
+                used = (rec["tokens_in"] or 0) + (rec["tokens_out"] or 0)
+                if self.args.think_time and turn < len(conv["turns"]) and self.stop.wait(self.args.think_time):
+                    return
 
     def open_loop(self, begin: float, end: float, warmup_until: float) -> None:
         slots = threading.Semaphore(self.args.concurrency)
@@ -353,22 +517,25 @@ class Run:
         free_lock = threading.Lock()
         threads = []
 
-        def fire(scheduled, ticket):
+        def fire(scheduled, ticket, queued):
             with free_lock:
                 i = free.pop()
             try:
-                self.execute(boxes[i], warmup_until, ticket, scheduled)
+                self.execute(boxes[i], warmup_until, self.row_for(ticket), scheduled, queued)
             finally:
                 with free_lock:
                     free.append(i)
                 slots.release()
 
         a = self.args
-        ramp = (a.ramp_from, a.ramp_to, a.ramp_over) if a.ramp_over else None
-        schedule = arrivals(begin, a.rate, a.arrival, a.burstiness, a.seed, ramp)
+        if self.timed:   # a trace: its own times from the go, scaled by --speedup
+            schedule = iter([begin + r["at"] / a.speedup for r in self.rows])
+        else:
+            ramp = (a.ramp_from, a.ramp_to, a.ramp_over) if a.ramp_over else None
+            schedule = arrivals(begin, a.rate, a.arrival, a.burstiness, a.seed, ramp)
         while not self.stop.is_set():
-            scheduled = next(schedule)
-            if scheduled >= end:
+            scheduled = next(schedule, None)
+            if scheduled is None or scheduled >= end:
                 break
             ticket = self.take_ticket()
             if ticket is None:
@@ -376,8 +543,14 @@ class Run:
             delay = scheduled - time.time()
             if delay > 0:
                 self.stop.wait(delay)
-            slots.acquire()  # at most `concurrency` in flight: beyond it the client queues (recorded via `scheduled`)
-            t = threading.Thread(target=fire, args=(scheduled, ticket), daemon=True)
+            # at most `concurrency` in flight: beyond it the request waits for a slot (its queued_s),
+            # and its send lag (start - scheduled) shows it
+            queued = 0.0
+            if not slots.acquire(blocking=False):
+                t0 = time.perf_counter()
+                slots.acquire()
+                queued = time.perf_counter() - t0
+            t = threading.Thread(target=fire, args=(scheduled, ticket, queued), daemon=True)
             t.start()
             threads.append(t)
         for t in threads:
@@ -399,7 +572,14 @@ def main(argv=None) -> None:
     ap.add_argument("--ramp-to", type=float, default=None)
     ap.add_argument("--ramp-over", type=float, default=None, help="seconds to move the rate from --ramp-from to --ramp-to")
     ap.add_argument("--request-timeout", type=float, default=120)
-    args = clientjob.parse_job_arguments(ap, argv)
+    ap.add_argument("--speedup", type=float, default=1.0, help="a trace's send times divided by this")
+    ap.add_argument("--think-time", type=float, default=0.0, help="multiturn: seconds between an answer and the next turn")
+    ap.add_argument("--context-tokens", type=int, default=0,
+                    help="multiturn: the server's context (0: ask it); a conversation stops before a turn that would not fit")
+    ap.add_argument("--models", default=None, help='a LoRA mix: JSON {"model": weight, ...}')
+    ap.add_argument("--model-selection", default="random", choices=["random", "round-robin"])
+    ap.add_argument("--part", default="0/1", help="I/N: this job takes every Nth dataset row from the Ith")
+    args = clientjob.parse_job_arguments(ap, argv, bounded=False)
     if args.ramp_over and args.rate is None:
         args.rate = args.ramp_to
     if args.payload_file:
@@ -411,6 +591,10 @@ def main(argv=None) -> None:
     job = clientjob.Job(args)
     run = Run(args, stats)
     run.stop = job.stop
+    if not (run.timed or args.duration or args.requests):
+        ap.error("one of --duration or --requests is required (a trace is bounded by its own lines)")
+    if run.conversations:
+        run.context = args.context_tokens or context_tokens([None], run.url, args.request_timeout)
 
     def counts() -> dict:
         with stats.lock:
@@ -420,15 +604,17 @@ def main(argv=None) -> None:
 
     def load(begin: float, end: float, warmup_until: float) -> None:
         stats.phase = "running"
-        if args.rate:
+        if args.rate or run.timed:
             run.open_loop(begin, end, warmup_until)
         else:
             run.closed_loop(end, warmup_until)
         stats.phase = "done"
         run.out.close()
 
-    job.run(load, counts, f"load: {args.kind} -> {args.url}, concurrency {args.concurrency}, "
-            f"{'rate %g/s' % args.rate if args.rate else 'closed loop'}")
+    shape = ("trace replay" if run.timed else "rate %g/s" % args.rate if args.rate else
+             "conversations" if run.conversations else "closed loop")
+    job.run(load, counts, f"load: {args.kind} -> {args.url}, concurrency {args.concurrency}, {shape}",
+            extra=lambda: {"context_tokens": run.context, "conversations_cut": run.cut} if run.conversations else {})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from orchestrator.analysis.kpi import (
     client_kpis,
     count_in_window,
     errors_in_window,
+    group_rows,
     histogram,
     latency_points,
     ok_totals,
@@ -31,7 +32,9 @@ from orchestrator.analysis.kpi import (
     throughput_series,
     window_of,
 )
+from orchestrator.analysis.limits import Validity, validity_from
 from orchestrator.analysis.records import RequestTable
+from orchestrator.analysis.validity import assess, delivery
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
 from orchestrator.analysis.engines import ENGINES, NONE
@@ -79,6 +82,9 @@ class ReportContext:
     counted_between: dict = field(default_factory=dict)  # offline: a report's earlier counter sample times
     replicas: dict[str, list[str]] = field(default_factory=dict)  # a replicated service -> its replicas' names
     rpc: list[dict] = field(default_factory=list)   # llama.cpp RPC workers' traffic in the window (analysis.rpc)
+    validity: Validity = field(default_factory=Validity)  # the recipe's limits of a valid session
+    cache: dict[str, str] = field(default_factory=dict)   # service name -> how its prefix cache started the load
+    conversations: dict = field(default_factory=dict)     # multiturn: cut (to fit the context), context_tokens
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -140,13 +146,28 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     tput = throughput_series(table, window) if records else []
     write_series_csv(out / "timeseries" / "throughput.csv", [[f"{t:.3f}", "ok_requests_per_s", repr(v)] for t, v in tput])
     series["throughput"] = tput
+    load = ctx.load
+    deliver = delivery(table, window, load.rate if load else None, ctx.validity,
+                       load.concurrency if load else None) if records else None
+    if deliver:
+        kpis += [KPI("achieved_rate", deliver["achieved_rate"], "requests/s", "client",
+                     "requests actually sent per second, over the span of their sends (the schedule asked "
+                     + ("-" if deliver["schedule_rate"] is None else f"{deliver['schedule_rate']:.4g}") + "/s)"),
+                 KPI("send_lag_p50", deliver["send_lag_p50"], "s", "client", "when sent minus when scheduled"),
+                 KPI("send_lag_p99", deliver["send_lag_p99"], "s", "client", "when sent minus when scheduled")]
     write_summary(out / "metrics_summary.csv", kpis)
     manifest = build_manifest(ctx, window, promql)
     write_atomic(out / "MANIFEST.json", json.dumps(manifest, indent=2))
     values = {k.kpi: k.value for k in kpis}
+    checked = with_replica_totals(cross_check(ctx, table, kpis, between), ctx.replicas)
+    valid, reasons = assess(values, deliver, checked, ctx.validity, ctx.interrupted, len(table))
     report = {
+        "valid": valid, "invalid_reasons": reasons, "delivery": deliver,
+        "cache": ctx.cache, "conversations": ctx.conversations,
+        "by_turn": group_rows(table, window, "turn") if records else [],
+        "by_model": group_rows(table, window, "model", table.models) if records and table.models else [],
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
-        "cross_check": with_replica_totals(cross_check(ctx, table, kpis, between), ctx.replicas),
+        "cross_check": checked,
         "counted_between": between, "logs": ctx.logs, "rpc_workers": ctx.rpc,
         "replicas": replica_rows(table, window, ctx.replicas, kpis) if records and ctx.replicas else [],
         "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
@@ -197,8 +218,11 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
             tolerance = {"requests": 1.0, "output_tokens": float(mine.max_out), "input_tokens": float(mine.max_in)}
             span = "over the whole session (warm-up included)"
         client = {"requests": float(mine.requests), "output_tokens": float(mine.tokens_out),
-                  "input_tokens": float(mine.tokens_in)}
-        for counter in ("requests", "output_tokens", "input_tokens"):
+                  "input_tokens": float(mine.tokens_in), "prefix_cache_hits": float(mine.cached)}
+        tolerance["prefix_cache_hits"] = tolerance["input_tokens"]
+        for counter in ("requests", "output_tokens", "input_tokens", "prefix_cache_hits"):
+            if counter == "prefix_cache_hits" and not (whole.any_cached and engine.prefix_cache_hits):
+                continue  # the answers did not say what was cached (or the engine does not count it)
             k = by.get(f"{p}service_{counter}_counted")
             metric = getattr(engine, counter)
             if counter != "requests" and metric is None and not (whole.any_out or whole.any_in):
@@ -216,7 +240,8 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
                    "tolerance": tolerance[counter]}
             if metric is None or k is None or k.value is None:
                 row.update(agree=None, note=k.note if k and k.note else f"absent: {engine.name} has no such counter")
-            elif counter != "requests" and not (mine.any_out if counter == "output_tokens" else mine.any_in):
+            elif counter != "requests" and not {"output_tokens": mine.any_out, "input_tokens": mine.any_in,
+                                                "prefix_cache_hits": mine.any_cached}[counter]:
                 row.update(agree=None, note="the API reported no token counts to compare")
             else:
                 diff = abs(client[counter] - k.value)
@@ -310,6 +335,7 @@ def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:
         "window": {"start": window.start, "end": window.end, "start_iso": iso(window.start), "end_iso": iso(window.end)},
         "scrape_interval": ctx.scrape_interval, "promql": promql, "interrupted": ctx.interrupted,
         "percentiles": list(ctx.percentiles), "client_slo": ctx.client_slo, "engines": ctx.engines,
+        "validity": ctx.validity.to_dict(), **({"cache": ctx.cache} if ctx.cache else {}),
         **({"service_counts": ctx.service_counts} if ctx.service_counts else {}),
         **({"logs": ctx.logs} if ctx.logs else {}),
         **({"load": {"jobs": ctx.load.jobs, "concurrency": ctx.load.concurrency, "rate": ctx.load.rate}}
@@ -337,7 +363,8 @@ def context_from_dir(session_dir: Path) -> tuple[ReportContext, dict]:
                         runtime=m.get("runtime") or {}, percentiles=tuple(m.get("percentiles") or DEFAULT_PERCENTILES),
                         client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {},
                         service_counts=m.get("service_counts") or {},
-                        load=Load(**m["load"]) if m.get("load") else None, logs=m.get("logs") or [])
+                        load=Load(**m["load"]) if m.get("load") else None, logs=m.get("logs") or [],
+                        validity=validity_from(m.get("validity")), cache=m.get("cache") or {})
     return ctx, m
 
 
@@ -347,6 +374,7 @@ def rerender_session(session_dir: Path) -> dict:
     old = json.loads((session_dir / "report.json").read_text()) if (session_dir / "report.json").exists() else {}
     prom = [KPI(**k) for k in old.get("kpis", []) if k["source"] == "prometheus"]
     ctx.counted_between = {k: tuple(v) for k, v in (old.get("counted_between") or {}).items()}
+    ctx.conversations = old.get("conversations") or {}
     window = Window(m["window"]["start"], m["window"]["end"])
     with RequestTable.from_jsonl(session_dir / "requests.jsonl") as table:
         return write_artifacts(ctx, table, window, offline_kpis=prom)

@@ -39,6 +39,7 @@ class SweepData:
     sweep: dict
     slo: dict
     points: list[SweepPoint]             # the points that finished, in order
+    search: dict | None = None           # a search: its range, SLO, each point tried and why, the answer
 
 
 def verdicts(sweep: dict, slo: dict, results) -> list[dict]:
@@ -84,7 +85,9 @@ def write_sweep_artifacts(data: SweepData) -> dict:
                            "window": p.report["manifest"]["window"], "go_time": p.go_time, "clients": p.clients,
                            "promql": p.report["manifest"]["promql"]} for p in done]
     write_atomic(out / "MANIFEST.json", json.dumps(manifest, indent=2))
-    report = {"session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted,
+    valid, reasons = sweep_validity(done, data.search, ctx.interrupted)
+    report = {"valid": valid, "invalid_reasons": reasons, **({"search": data.search} if data.search else {}),
+              "session": ctx.session_id, "benchmark": ctx.benchmark, "interrupted": ctx.interrupted,
               "errors": ctx.errors, "sweep": data.sweep, "slo": data.slo,
               "window": {"start": whole.start, "end": whole.end, "seconds": whole.seconds,
                          "start_iso": iso(whole.start), "end_iso": iso(whole.end)},
@@ -97,6 +100,21 @@ def write_sweep_artifacts(data: SweepData) -> dict:
     write_atomic(out / "report.json", json.dumps(report, indent=2))
     write_atomic(out / "report.html", render_sweep(report, done))
     return report
+
+
+def sweep_validity(done: list[SweepPoint], search: dict | None, interrupted: bool) -> tuple[bool, list[str]]:
+    """A grid is valid when every point is; a search expects points that fail (its boundary), and is
+    valid when it ran to its end on points that are themselves valid or failed for a reason it judged."""
+    reasons = []
+    if interrupted:
+        reasons.append("the session was interrupted before its last point ended")
+    if not done:
+        reasons.append("no point finished")
+    if search is None:
+        reasons += [f"{p.point.label}: {r}" for p in done for r in p.report.get("invalid_reasons", [])]
+    elif search.get("answer") is None and done:
+        reasons.append("the search found no load that meets the SLO: " + search["points"][-1]["next"])
+    return not reasons, reasons
 
 
 def _fmt(v, scale: float = 1.0, unit: str = "") -> str:

@@ -15,13 +15,26 @@ LOADGEN = Path(__file__).resolve().parents[2] / "orchestrator" / "oncluster" / "
 
 
 def test_openai_stream_lines_count_tokens_and_usage():
-    assert _tokens_in_line("openai-completions", b'data: {"choices": [{"text": " tok1"}]}\n') == (1, None)
-    assert _tokens_in_line("openai-chat", b'data: {"choices": [{"delta": {"content": "x"}}]}\n') == (1, None)
+    assert _tokens_in_line("openai-completions", b'data: {"choices": [{"text": " tok1"}]}\n') == (1, None, None)
+    assert _tokens_in_line("openai-chat", b'data: {"choices": [{"delta": {"content": "x"}}]}\n') == (1, None, None)
     assert _tokens_in_line("openai-completions", b'data: {"choices": [], "usage": {"prompt_tokens": 9, '
-                                                 b'"completion_tokens": 32}}') == (0, (9, 32))
-    assert _tokens_in_line("openai-completions", b"data: [DONE]\n") == (0, None)
-    assert _tokens_in_line("ollama-generate", b'{"response": "a", "done": false}\n') == (1, None)
-    assert _tokens_in_line("ollama-generate", b'{"done": true, "eval_count": 7, "prompt_eval_count": 3}\n') == (0, (3, 7))
+                                                 b'"completion_tokens": 32}}') == (0, (9, 32), None)
+    assert _tokens_in_line("openai-completions", b"data: [DONE]\n") == (0, None, None)
+    assert _tokens_in_line("ollama-generate", b'{"response": "a", "done": false}\n') == (1, None, None)
+    assert _tokens_in_line("ollama-generate", b'{"done": true, "eval_count": 7, "prompt_eval_count": 3}\n') \
+        == (0, (3, 7), None)
+
+
+def test_the_cached_prompt_tokens_and_the_answers_text_are_read_from_the_stream():
+    # vLLM (--enable-prompt-tokens-details) in usage; llama.cpp in its timings
+    assert _tokens_in_line("openai-chat", b'data: {"choices": [], "usage": {"prompt_tokens": 40, "completion_tokens": '
+                                          b'3, "prompt_tokens_details": {"cached_tokens": 32}}}')[2] == 32
+    assert _tokens_in_line("openai-chat", b'data: {"choices": [{"delta": {}}], "timings": {"cache_n": 17}}')[2] == 17
+    text: list = []
+    _tokens_in_line("openai-chat", b'data: {"choices": [{"delta": {"content": "Hel"}}]}', text)
+    _tokens_in_line("openai-chat", b'data: {"choices": [{"delta": {"content": "lo"}}]}', text)
+    _tokens_in_line("openai-completions", b'data: {"choices": [{"text": "!"}]}', text)
+    assert "".join(text) == "Hello!"
 
 
 def test_requests_per_kind():

@@ -4,6 +4,8 @@ Poisson or gamma, ramps, datasets; TTFT, TPOT and ITL as vLLM's benchmark define
 
 from __future__ import annotations
 
+import json
+
 from orchestrator.bench.kinds import ClientKind
 
 
@@ -14,10 +16,21 @@ def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
     if spec.ramp_up:
         args += ["--ramp-from", str(spec.ramp_up[0]), "--ramp-to", str(spec.ramp_up[1]),
                  "--ramp-over", str(spec.ramp_up[2])]
-    if spec.dataset:
-        args += ["--dataset-file", "dataset.jsonl", "--seed", str(spec.dataset.seed + node_index)]
+    ds = spec.dataset
+    if ds:
+        args += ["--dataset-file", "dataset.jsonl", "--seed", str(ds.seed + node_index)]
+        if ds.timed and ds.speedup != 1.0:
+            args += ["--speedup", repr(ds.speedup)]
+        if ds.conversations and ds.think_time:
+            args += ["--think-time", repr(ds.think_time)]
     elif node_index:
         args += ["--seed", str(node_index)]
+    # every job of the client (its nodes, over its target's replicas) takes its own rows of the dataset
+    index, parts = spec.part[0] * spec.nodes + node_index, spec.part[1] * spec.nodes
+    if ds and parts > 1:
+        args += ["--part", f"{index}/{parts}"]
+    if spec.models:
+        args += ["--models", json.dumps(spec.models), "--model-selection", spec.model_selection]
     return args
 
 
