@@ -209,16 +209,17 @@ def op_phases(table: RequestTable, window: Window) -> dict[str, Window]:
     return {table.ops[i]: Window(float(first[i]), float(last[i])) for i in seen}
 
 
-def summary_of(table: RequestTable, column: str, keep, qs) -> Summary:
+def summary_of(table: RequestTable, column: str, keep, qs, extra: tuple[str, ...] = ()) -> Summary:
     """Count, mean, max and exact percentiles of ``column`` (or "gaps", the ITL samples) over the
-    records ``keep(chunk)`` selects; NaN (absent) values excluded."""
+    records ``keep(chunk)`` selects (reading ``extra`` columns besides the usual); NaN (absent) values
+    excluded."""
     if column == "gaps":
         def source():
-            for c in table.chunks(["gaps", *ROW_COLUMNS]):
+            for c in table.chunks(["gaps", *ROW_COLUMNS, *extra]):
                 yield c["gaps"][keep(c)[c["gap_row"]]]
     else:
         def source():
-            for c in table.chunks([column, *ROW_COLUMNS]):
+            for c in table.chunks([column, *ROW_COLUMNS, *extra]):
                 v = c[column][keep(c)]
                 yield v[~np.isnan(v)]
     return summarise(source, qs)
@@ -262,7 +263,7 @@ def group_rows(table: RequestTable, window: Window, column: str, names: list | N
                "tokens_in_mean": tin / n_in if n_in else None}
         for name in ("ttft", "tpot", "latency"):
             col = DIST_COLUMNS[name]
-            summary = summary_of(table, col, lambda c, sel=sel: sel(c) & (c["ok"] == 1), qs)
+            summary = summary_of(table, col, lambda c, sel=sel: sel(c) & (c["ok"] == 1), qs, (column,))
             row.update({f"{name}_{_label(p)}": summary.percentiles.get(q) for p, q in zip(percentiles, qs)})
         rows.append(row)
     return rows

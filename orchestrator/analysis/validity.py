@@ -100,13 +100,14 @@ def assess(kpis: dict, deliver: dict | None, cross_rows: list[dict], limits: Val
         reasons.append("no request records were collected: nothing was measured")
     if deliver:
         ratio, lag = deliver.get("achieved_ratio"), deliver.get("send_lag_p99")
+        missed = []
         if ratio is not None and ratio < limits.achieved_rate:
-            reasons.append(f"load not delivered: the clients sent {deliver['achieved_rate']:.3g} requests/s against "
-                           f"the schedule's {deliver['schedule_rate']:.3g}/s ({ratio:.0%}, the limit is "
-                           f"{limits.achieved_rate:.0%}); cause: {deliver['cause']}")
+            missed.append(f"the clients sent {deliver['achieved_rate']:.3g} requests/s against the schedule's "
+                          f"{deliver['schedule_rate']:.3g}/s ({ratio:.0%}; the limit is {limits.achieved_rate:.0%})")
         if lag is not None and lag > limits.send_lag_p99:
-            reasons.append(f"load not delivered on time: send lag p99 {lag * 1000:.4g} ms (the limit is "
-                           f"{limits.send_lag_p99 * 1000:g} ms); cause: {deliver['cause']}")
+            missed.append(f"send lag p99 {lag * 1000:.4g} ms (the limit is {limits.send_lag_p99 * 1000:g} ms)")
+        if missed:
+            reasons.append(f"load not delivered: {', '.join(missed)}; cause: {deliver['cause']}")
     rate = kpis.get("error_rate")
     if rate is not None and rate > limits.error_rate:
         reasons.append(f"error rate {rate:.1%} of the window's requests (the limit is {limits.error_rate:.1%})")

@@ -290,10 +290,14 @@ class Deploying:
                           + "; use cache: warm, or let the session start the service")
 
     def _reset_cache(self, sid: str, engine) -> bool:
-        """POST the engine's route that empties its prefix cache (on the login node, with the job's key)."""
-        p = self.orch.servers.probe(sid, then='curl -sS -o /dev/null -w "%{http_code}" -X POST -m 60 '
-                                              f'"$BASE{engine.reset_prefix_cache}"')
-        return (p.then_output or "").strip() == "200"
+        """POST the engine's route that empties its prefix cache (on the login node, with the job's key);
+        vLLM answers {"success": true} when it did (false while blocks are still held), 404 outside its
+        development mode."""
+        p = self.orch.servers.probe(sid, then=f'curl -sS -X POST -m 60 "$BASE{engine.reset_prefix_cache}"')
+        try:
+            return json.loads(p.then_output or "").get("success") is True
+        except (ValueError, AttributeError):
+            return False
 
     def _check_spread(self, spec, where: str) -> None:
         """A client's load is spread over its target's replicas: each must get at least one of its

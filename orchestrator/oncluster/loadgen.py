@@ -129,9 +129,9 @@ def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[st
     stream = bool(body.get("stream", True))
     body["stream"] = stream
     if kind == "ollama-generate":
-        if row:
-            if "messages" in row:
-                raise SystemExit("a dataset row of chat messages needs kind openai-chat")
+        if row and "messages" in row:
+            raise SystemExit("a dataset row of chat messages needs kind openai-chat")
+        if row and "prompt" in row:
             body["prompt"] = row["prompt"]
         body.setdefault("prompt", "Hello")
         options = dict(body.get("options") or {})
@@ -145,7 +145,7 @@ def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[st
                 raise SystemExit("a dataset row of chat messages needs kind openai-chat")
             body["messages"] = row["messages"]
             body.pop("prompt", None)
-        else:
+        elif "prompt" in row:
             body["prompt"] = row["prompt"]
             body.pop("messages", None)
         if row.get("max_tokens"):
@@ -408,6 +408,10 @@ class Run:
         self.context: int | None = None     # the server's context (multiturn: conversations cut to fit)
         self.cut = 0                        # conversations ended before their last turn to fit it
 
+    def exhausted(self) -> bool:
+        with self.sent_lock:
+            return bool(self.args.requests) and self.sent >= self.args.requests
+
     def take_ticket(self) -> int | None:
         """The request's sequence number (it picks the dataset row), or None when the count is reached
         (or, for a trace, its last line)."""
@@ -485,7 +489,7 @@ class Run:
             history: list[tuple[str, str]] = []
             used = 0                        # tokens of the history so far, as the engine counted them
             for turn, t in enumerate(conv["turns"], 1):
-                if self.stop.is_set() or time.time() >= end:
+                if self.stop.is_set() or time.time() >= end or self.exhausted():
                     return
                 if self.context and used + estimate_tokens(t["prompt"]) + t["max_tokens"] > self.context:
                     with self.sent_lock:
