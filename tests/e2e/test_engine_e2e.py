@@ -109,3 +109,46 @@ def test_a_concurrency_sweep_on_two_slots_finds_saturation(engine_ready, tmp_pat
     sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
     assert points[sat["label"]]["throughput"] == max(t.values())
     assert f"{max(t.values()):.2f} requests/s" in sat["text"]
+
+
+WORKLOADS = """benchmark:
+  name: llamacpp-workloads
+  services: [{recipe: llamacpp}]
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: %s
+      target: llamacpp
+      concurrency: 1
+      requests: %d
+      dataset: %s
+      payload: {model: test-model, stream: true, ignore_eos: true}
+"""
+
+
+@pytest.mark.parametrize("prefixes", [2, 16])
+def test_a_prefix_session_on_llamacpp_reads_its_hit_rate_from_the_engine(engine_ready, tmp_path, prefixes):
+    dataset = f"{{kind: prefix, prefixes: {prefixes}, prefix_tokens: 200, suffix_tokens: 8, output_tokens: 8}}"
+    out, report = run_bench(engine_ready, WORKLOADS % ("openai-completions", 16, dataset), tmp_path, "prefix")
+    k = {x["kpi"]: x for x in report["kpis"]}
+    hits, queries = (k[f"service_prefix_cache_{w}_counted"]["value"] for w in ("hits", "queries"))
+    assert k["prefix_cache_hit_rate"]["value"] == pytest.approx(hits / queries)
+    assert "llamacpp:prompt_tokens_cached_total" in k["prefix_cache_hit_rate"]["note"]
+    # llama.cpp reuses a slot's cached prompt: 14 of the 16 requests find their 200-token prefix there
+    assert (k["prefix_cache_hit_rate"]["value"] > 0.5) if prefixes == 2 else (k["prefix_cache_hit_rate"]["value"] < 0.1)
+    rows = {c["what"]: c for c in report["cross_check"]}
+    assert rows["prefix cache hits"]["agree"] is True and rows["input tokens"]["agree"] is True, rows
+    assert report["valid"], report["invalid_reasons"]
+
+
+def test_a_multiturn_session_on_llamacpp_carries_the_history(engine_ready, tmp_path):
+    dataset = "{kind: multiturn, turns: 3, input_tokens: 20, output_tokens: 6}"
+    out, report = run_bench(engine_ready, WORKLOADS % ("openai-chat", 9, dataset), tmp_path, "multiturn")
+    records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    assert sorted((r["conversation"], r["turn"]) for r in records) == [(c, t) for c in range(3) for t in (1, 2, 3)]
+    for c in range(3):
+        ins = [r["tokens_in"] for r in sorted((r for r in records if r["conversation"] == c), key=lambda r: r["turn"])]
+        assert ins[0] < ins[1] < ins[2]
+    # the history is in llama.cpp's cache: the later turns' prompts are mostly served from it
+    later = [r for r in records if r["turn"] > 1]
+    assert sum(r["cached_tokens"] for r in later) > 0.5 * sum(r["tokens_in"] for r in later)
+    assert [r["turn"] for r in report["by_turn"]] == [1, 2, 3]

@@ -132,3 +132,34 @@ def test_compare_against_a_slowed_service_reports_a_regression_and_exits_non_zer
     line = next(l for l in proc.stdout.splitlines() if l.startswith("latency_p99 "))
     assert line.rstrip().endswith("REGRESSION")
     assert "REGRESSION in" in proc.stdout
+
+
+def test_a_search_bisects_to_the_highest_rate_that_meets_the_slo(sandbox_config_path, tmp_path):
+    """The stand-in serves 4 requests at once at 100 tokens/s each: about 14 requests/s of 24 tokens.
+    Above that a queue forms and p99 latency passes 600 ms; the search finds where, in few points."""
+    svc = service_recipe(tmp_path / "standin.yaml", 100)
+    bench = tmp_path / "search.yaml"
+    text = BENCH.format(name="e2e-search", service=svc, concurrency=64, duration="4s",
+                        extra="  search: {rate: [2, 40], slo: {latency_p99: 600ms}, max_points: 7}\n")
+    bench.write_text(text.replace("      concurrency: 64\n", "      concurrency: 64\n      rate: 2\n"))
+    cli(sandbox_config_path, tmp_path, "bench", "run", str(bench), "--out", str(tmp_path / "s"))
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    search = report["search"]
+    tried = [(p["value"], p["passed"]) for p in search["points"]]
+    assert tried[0] == (2, True) and tried[1] == (40, False) and len(tried) <= 7
+    best = max(v for v, ok in tried if ok)
+    assert search["answer"] == best and 5 < best < 20
+    assert all(not ok for v, ok in tried if v > best)
+    # each point's verdict, from its own raw records: the answer's p99 within the SLO, the next above it not
+    by_point = measured_by_point(tmp_path / "s")
+    labels = {p["value"]: p["point"] for p in search["points"]}
+
+    def p99(records):
+        lat = sorted(r["latency_s"] for r in records if r["ok"])
+        return statistics.quantiles(lat, n=100, method="inclusive")[98]
+    assert p99(by_point[labels[best]]) <= 0.6
+    above = min(v for v, ok in tried if v > best)
+    point = json.loads((tmp_path / "s" / "points" / next(
+        d.name for d in (tmp_path / "s" / "points").iterdir() if d.name.endswith(f"rate={above}")) / "report.json").read_text())
+    assert p99(by_point[labels[above]]) > 0.6 or point["valid"] is False
+    assert report["valid"] and "Search: the highest rate" in (tmp_path / "s" / "report.html").read_text()

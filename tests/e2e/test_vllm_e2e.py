@@ -104,7 +104,8 @@ def test_a_chat_session_agrees_with_vllms_own_counters_over_the_window(chat):
     assert len(records) == 200 and all(r["ok"] for r in records), [r["error"] for r in records if not r["ok"]][:3]
     assert all(r["tokens_out"] == 32 for r in records)   # ignore_eos: exactly what was asked
     rows = {c["what"]: c for c in report["cross_check"]}
-    assert set(rows) == {"requests", "output tokens", "input tokens"}
+    # vLLM's answers say which prompt tokens came from its prefix cache (--enable-prompt-tokens-details)
+    assert set(rows) == {"requests", "output tokens", "input tokens", "prefix cache hits"}
     assert rows["requests"]["metric"].startswith("vllm:request_success_total")
     assert rows["output tokens"]["metric"] == "vllm:generation_tokens_total"
     assert rows["input tokens"]["metric"].startswith("vllm:prompt_tokens_total (cached prompt tokens included")
@@ -222,3 +223,117 @@ def test_a_reference_client_whose_program_is_missing_starts_nothing(sandbox_conf
         assert "refused before any job was submitted" in str(err.value)
         assert orch.servers.store.load() == {}   # nothing submitted, nothing recorded
     assert not (tmp_path / "out").exists()
+
+
+PREFIX = """      concurrency: 2
+      requests: 24
+      dataset: {kind: prefix, prefixes: %d, prefix_tokens: 256, suffix_tokens: 16, output_tokens: 8, seed: %d}
+      payload: {model: test-model, stream: true, ignore_eos: true}
+"""
+
+
+def workload_text(name: str, sid: str, kind: str, body: str, extra: str = "") -> str:
+    return (f"benchmark:\n  name: {name}\n  services: [{{service_id: {sid}, as: vllm}}]\n"
+            f"  monitor: {{recipe: prometheus, scrape_interval: 1s}}\n{extra}  clients:\n    - kind: {kind}\n"
+            f"      target: vllm\n" + body)
+
+
+def counters_at(orch, report: dict, metric: str) -> float:
+    """vLLM's own counter's increase between the two scrapes the report's window counts between,
+    asked of the session's monitor here (independently of the report's own queries)."""
+    a, b = report["counted_between"]["vllm"]
+    sid = report["manifest"]["services"]["vllm"]
+    mid = report["manifest"]["monitor_id"]
+    at_a, at_b = orch.monitors.query_many_at(mid, [(f'sum({metric}{{service_id="{sid}"}})', t) for t in (a, b)])
+    return at_b.series[0].values[0][1] - at_a.series[0].values[0][1]
+
+
+@pytest.mark.parametrize("prefixes, seed", [(2, 11), (24, 12)])
+def test_a_prefix_sessions_hit_rate_is_the_delta_of_vllms_counters(vllm, prefixes, seed):
+    orch, started, tmp = vllm
+    out = tmp / f"prefix-{prefixes}"
+    report = run_session(orch, workload_text(f"prefix-{prefixes}", started["service_id"], "openai-completions",
+                                             PREFIX % (prefixes, seed)), out, keep=True)
+    try:
+        k = {x["kpi"]: x for x in report["kpis"]}
+        hits = counters_at(orch, report, "vllm:prefix_cache_hits_total")
+        queries = counters_at(orch, report, "vllm:prefix_cache_queries_total")
+    finally:
+        orch.servers.cancel_many([report["manifest"]["monitor_id"]])
+    assert report["valid"], report["invalid_reasons"]
+    rate = k["prefix_cache_hit_rate"]["value"]
+    assert k["prefix_cache_hit_rate"]["source"] == "prometheus" and queries > 0
+    assert rate == pytest.approx(hits / queries)
+    if prefixes == 2:   # 12 requests share each 256-token prefix: most of their prompt is found in the cache
+        assert rate > 0.4
+    else:               # every prefix its own: nothing but what the tokenizer's first token shares
+        assert rate < 0.1
+    # the clients' view (usage.prompt_tokens_details.cached_tokens) agrees with the engine's count
+    rows = {c["what"]: c for c in report["cross_check"]}
+    assert rows["prefix cache hits"]["agree"] is True, rows["prefix cache hits"]
+    assert k["client_prefix_cache_hit_rate"]["value"] == pytest.approx(rate, abs=0.05)
+
+
+def test_a_multiturn_session_sends_each_turn_with_its_history(vllm):
+    orch, started, tmp = vllm
+    body = """      concurrency: 2
+      requests: 12
+      dataset: {kind: multiturn, turns: 3, input_tokens: {mean: 24}, output_tokens: {mean: 8}, think_time: 0.1s}
+      payload: {model: test-model, stream: true, ignore_eos: true}
+"""
+    report = run_session(orch, workload_text("multiturn", started["service_id"], "openai-chat", body), tmp / "mt")
+    records = [json.loads(line) for line in (tmp / "mt" / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and all(r["ok"] for r in records)
+    by_conv: dict = {}
+    for r in records:
+        by_conv.setdefault(r["conversation"], []).append((r["turn"], r["tokens_in"], r["tokens_out"]))
+    for turns in by_conv.values():
+        turns.sort()
+        assert [t for t, _, _ in turns] == [1, 2, 3]
+        # turn k carries turns 1..k-1 and their answers: its prompt is longer than the last one's prompt
+        # plus its answer
+        for (_, a_in, a_out), (_, b_in, _) in zip(turns, turns[1:]):
+            assert b_in > a_in + a_out
+    table = {r["turn"]: r for r in report["by_turn"]}
+    assert sorted(table) == [1, 2, 3] and all(table[t]["ttft_p50"] > 0 for t in table)
+    assert table[1]["tokens_in_mean"] < table[2]["tokens_in_mean"] < table[3]["tokens_in_mean"]
+    assert "By turn" in (tmp / "mt" / "report.html").read_text()
+
+
+def test_a_trace_is_replayed_at_its_own_times(vllm, tmp_path):
+    orch, started, tmp = vllm
+    times = [0, 150, 400, 450, 900, 1300, 1350, 2000]
+    trace = tmp / "trace.jsonl"
+    trace.write_text("".join(json.dumps({"timestamp": 5000 + t, "input_length": 64, "output_length": 8,
+                                         "hash_ids": [i % 2]}) + "\n" for i, t in enumerate(times)))
+    body = (f"      concurrency: 4\n      dataset: {{kind: trace, path: {trace}, speedup: 1.0, block_tokens: 32}}\n"
+            "      payload: {model: test-model, stream: true, ignore_eos: true}\n")
+    report = run_session(orch, workload_text("trace", started["service_id"], "openai-completions", body), tmp / "tr")
+    records = sorted((json.loads(line) for line in (tmp / "tr" / "requests.jsonl").read_text().splitlines()),
+                     key=lambda r: r["scheduled"])
+    assert len(records) == len(times) and all(r["ok"] for r in records)
+    first = records[0]["scheduled"]
+    assert [round((r["scheduled"] - first) * 1000) for r in records] == times
+    lag = report["delivery"]["send_lag_max"]
+    assert all(0 <= r["start"] - r["scheduled"] <= lag + 1e-6 for r in records) and lag < 0.1
+    assert report["valid"], report["invalid_reasons"]
+
+
+def test_a_rate_the_client_cannot_deliver_makes_the_session_invalid_and_exit_3(vllm):
+    orch, started, tmp = vllm
+    body = """      concurrency: 1
+      rate: 40
+      duration: 3s
+      dataset: {kind: synthetic, input_tokens: 64, output_tokens: 32, seed: 3}
+      payload: {model: test-model, stream: true, ignore_eos: true}
+"""
+    recipe = tmp / "invalid.yaml"
+    recipe.write_text(workload_text("invalid", started["service_id"], "openai-completions", body))
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out",
+                           str(tmp / "invalid")], capture_output=True, text=True, timeout=300, cwd=tmp,
+                          env=dict(os.environ, ORCH_CONFIG=str(tmp / "config.yaml")))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "INVALID session: load not delivered" in proc.stderr and "concurrency cap" in proc.stderr
+    report = json.loads((tmp / "invalid" / "report.json").read_text())
+    assert report["valid"] is False and report["delivery"]["achieved_ratio"] < 0.9
+    assert "INVALID SESSION" in (tmp / "invalid" / "report.html").read_text()

@@ -64,11 +64,16 @@ def parse_common(raw, path: str, program: str, reserved: tuple[str, ...]) -> dic
             "ignore_eos": ignore, "endpoint": endpoint}
 
 
-def fixed_lengths(spec, path: str, stddev_ok: bool) -> tuple[tuple[float, float], tuple[float, float], int]:
+def fixed_lengths(spec, path: str, stddev_ok: bool, datasets: tuple[str, ...] = ("synthetic",)
+                  ) -> tuple[tuple[float, float], tuple[float, float], int]:
+    """The lengths of the prompts the tool generates itself; ``datasets``: the kinds it can generate."""
     ds = spec.dataset
-    if ds is None or ds.kind != "synthetic":
-        raise SchemaViolation(f"{path}.dataset", "expected {kind: synthetic, input_tokens: N, output_tokens: M}: "
-                              "the tool generates prompts of those lengths with its tokenizer")
+    if ds is None or ds.kind not in datasets:
+        also = "; or {kind: prefix, prefixes, prefix_tokens, suffix_tokens, output_tokens}" if "prefix" in datasets else ""
+        raise SchemaViolation(f"{path}.dataset", "expected {kind: synthetic, input_tokens: N, output_tokens: M}"
+                              f"{also}: the tool generates prompts of those lengths with its tokenizer")
+    if ds.kind == "prefix":
+        return (float(ds.prefix_tokens + ds.suffix_tokens), 0.0), ds.output_tokens, ds.seed
     if not stddev_ok and (ds.input_tokens[1] or ds.output_tokens[1]):
         raise SchemaViolation(f"{path}.dataset", "this tool's random prompts have fixed lengths: stddev must be 0")
     return ds.input_tokens, ds.output_tokens, ds.seed
@@ -93,7 +98,7 @@ def preflight(spec, subcommand: list[str], probe_argv: list[str]) -> list[Prefli
 
 
 def reference_kind(name: str, tool_argv, options, *, subcommand: list[str], count_flag: str, stddev_ok: bool,
-                   mem: str, needs_requests: bool = False) -> ClientKind:
+                   mem: str, needs_requests: bool = False, datasets: tuple[str, ...] = ("synthetic",)) -> ClientKind:
     """A kind that runs a reference tool through ``oncluster/refclient.py``: the tool's argv (``tool_argv(spec,
     url, node_index)``) goes after refclient's own options; its lengths are checked when the recipe is read;
     before any job, the tool is looked for and any extra ``args`` are read by its parser (``count_flag``
@@ -102,7 +107,7 @@ def reference_kind(name: str, tool_argv, options, *, subcommand: list[str], coun
         return ["--tool", name, "--", *tool_argv(spec, url, node_index)]
 
     def check(spec, path: str) -> None:
-        fixed_lengths(spec, path, stddev_ok=stddev_ok)
+        fixed_lengths(spec, path, stddev_ok=stddev_ok, datasets=datasets)
 
     def probe(spec) -> list[Preflight]:
         probe_argv = tool_argv(spec, "http://127.0.0.1:9", 0)

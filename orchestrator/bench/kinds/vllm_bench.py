@@ -12,6 +12,8 @@ from orchestrator.schema import SchemaViolation
 
 RESERVED = ("--backend", "--base-url", "--endpoint", "--model", "--tokenizer", "--dataset-name",
             "--random-input-len", "--random-output-len", "--random-range-ratio", "--num-prompts",
+            "--prefix-repetition-prefix-len", "--prefix-repetition-suffix-len", "--prefix-repetition-num-prefixes",
+            "--prefix-repetition-output-len",
             "--max-concurrency", "--request-rate", "--burstiness", "--seed", "--ignore-eos", "--save-result",
             "--save-detailed", "--result-dir", "--result-filename", "--host", "--port")
 
@@ -27,13 +29,21 @@ def _options(raw, path: str) -> dict:
 
 def tool_argv(spec, url: str, node_index: int) -> list[str]:
     o = spec.options
-    (n_in, _), (n_out, _), seed = fixed_lengths(spec, "client", stddev_ok=False)
+    (n_in, _), (n_out, _), seed = fixed_lengths(spec, "client", stddev_ok=False, datasets=DATASETS)
+    ds = spec.dataset
+    if ds.kind == "prefix":   # vLLM's own prefix_repetition: the same lengths and prefix count as ours
+        data = ["--dataset-name", "prefix_repetition", "--prefix-repetition-prefix-len", str(ds.prefix_tokens),
+                "--prefix-repetition-suffix-len", str(ds.suffix_tokens),
+                "--prefix-repetition-num-prefixes", str(ds.prefixes),
+                "--prefix-repetition-output-len", str(int(n_out))]
+    else:
+        data = ["--dataset-name", "random", "--random-input-len", str(int(n_in)), "--random-output-len",
+                str(int(n_out)), "--random-range-ratio", "0"]
     env = ["env", "HF_HUB_OFFLINE=1"] if o["tokenizer"].startswith(("/", "~", ".")) else ["env"]
     argv = [*env, "VLLM_CACHE_ROOT=cache", o["program"], "bench", "serve",
             "--backend", "openai-chat" if o["endpoint"] == "chat" else "openai", "--base-url", url,
-            "--endpoint", ENDPOINTS[o["endpoint"]], "--model", o["model"], "--tokenizer", o["tokenizer"],
-            "--dataset-name", "random", "--random-input-len", str(int(n_in)), "--random-output-len", str(int(n_out)),
-            "--random-range-ratio", "0", "--num-prompts", str(spec.requests), "--max-concurrency", str(spec.concurrency),
+            "--endpoint", ENDPOINTS[o["endpoint"]], "--model", o["model"], "--tokenizer", o["tokenizer"], *data,
+            "--num-prompts", str(spec.requests), "--max-concurrency", str(spec.concurrency),
             "--request-rate", str(spec.rate) if spec.rate else "inf", "--seed", str(seed + node_index),
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--save-result", "--save-detailed", "--result-dir", ".",
             "--result-filename", VLLM_RESULT]
@@ -44,6 +54,8 @@ def tool_argv(spec, url: str, node_index: int) -> list[str]:
     return argv + o["args"]
 
 
+DATASETS = ("synthetic", "prefix")   # vllm bench serve's random and prefix_repetition
+
 # vllm bench serve imports vLLM and torch: about 1 GB RSS
 KINDS = (reference_kind("vllm-bench", tool_argv, _options, subcommand=["bench", "serve"], count_flag="--num-prompts",
-                        stddev_ok=False, mem="2G", needs_requests=True),)
+                        stddev_ok=False, mem="2G", needs_requests=True, datasets=DATASETS),)
