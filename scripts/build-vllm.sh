@@ -65,6 +65,21 @@ else
   echo "[vllm] test model written: $VLLM/test-model"
 fi
 
+# two LoRA adapters of the test model (a LoRA mix against vLLM on the sandbox), written with it
+LORA_STAMP="$MODEL_STAMP $(sha256sum sandbox/vllm_testlora.py | cut -c1-16)"
+if [ "$(cat "$VLLM/loras/STAMP" 2>/dev/null)" = "$LORA_STAMP" ]; then
+  echo "[vllm] test LoRA adapters cached: $VLLM/loras"
+else
+  rm -rf "$VLLM/loras.new"
+  for i in 1 2; do
+    "$VLLM/bin/python" sandbox/vllm_testlora.py "$VLLM/test-model" "$VLLM/loras.new/lora-$i" --seed "$i" >/dev/null
+  done
+  echo "$LORA_STAMP" > "$VLLM/loras.new/STAMP"
+  chmod -R a+rX "$VLLM/loras.new"
+  rm -rf "$VLLM/loras" && mv "$VLLM/loras.new" "$VLLM/loras"
+  echo "[vllm] test LoRA adapters written: $VLLM/loras"
+fi
+
 if [ -x "$AIPERF/bin/aiperf" ] && [ "$(cat "$AIPERF/WANT" 2>/dev/null)" = "$WANT_AIPERF" ]; then
   echo "[aiperf] cached: $AIPERF ($WANT_AIPERF)"
   ln -sf "$AIPERF/bin/aiperf" /usr/local/bin/aiperf

@@ -53,6 +53,8 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
         p = f"{name}." if multi else ""
         engine = ENGINES.get((engines or {}).get(name) or "", NONE)
         for counter in COUNTERS:
+            if counter.startswith("prefix_cache") and engine.prefix_cache_hits is None:
+                continue   # an engine without a prefix cache (or its counters): no rows to say absent
             a, b = values.get(f"{p}service_{counter}_counted@start"), values.get(f"{p}service_{counter}_counted@end")
             metric = getattr(engine, counter)
             if metric and counter == "input_tokens" and engine.input_tokens_cached:
@@ -71,7 +73,8 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
                 note = f"{metric} over the session (warm-up included: its counters are published late)"
             kpis.append(KPI(f"{p}service_{counter}_counted", b - a if a is not None and b is not None else None,
                             "requests" if counter == "requests" else "tokens", "prometheus", note))
-        kpis.append(hit_rate_kpi(p, engine, {k.kpi: k for k in kpis}))
+        if engine.prefix_cache_hits is not None:
+            kpis.append(hit_rate_kpi(p, engine, {k.kpi: k for k in kpis}))
     return kpis
 
 
@@ -79,9 +82,6 @@ def hit_rate_kpi(p: str, engine, by: dict) -> KPI:
     """The prefix cache's hit rate over the measured window, from the engine's own counters: the
     prompt tokens it found in the cache over those it looked up, both as deltas over the window."""
     hits, queries = by.get(f"{p}service_prefix_cache_hits_counted"), by.get(f"{p}service_prefix_cache_queries_counted")
-    if engine.prefix_cache_hits is None:
-        return KPI(f"{p}prefix_cache_hit_rate", None, "ratio", "prometheus",
-                   f"absent: {engine.name} has no prefix-cache counters")
     if hits is None or queries is None or hits.value is None or queries.value is None:
         return KPI(f"{p}prefix_cache_hit_rate", None, "ratio", "prometheus",
                    (hits.note if hits and hits.value is None else queries.note if queries else "absent"))

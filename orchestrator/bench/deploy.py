@@ -146,8 +146,6 @@ class Deploying:
     def _start_clients(self, pr: PointRun) -> None:
         servers = self.orch.servers
         engines = self._engines()
-        if pr.point.index == 0:
-            self._check_models(engines)
         for c, whole in enumerate(self.recipe.clients):
             whole = apply_to_client(whole, pr.point)
             names = self._targets_of(whole.target)
@@ -216,6 +214,29 @@ class Deploying:
         except (ValueError, KeyError, TypeError):
             return None
 
+    def _check_models_early(self) -> None:
+        """Before any job: a model named for a vLLM recipe this session deploys is one it will serve (its
+        served name, its LoRA modules' names: VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES of the packaged
+        recipes); the service's own /v1/models is asked again once it runs (``_check_models``)."""
+        for i, spec in enumerate(self.recipe.clients):
+            ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+            wanted = list(spec.models) or ([spec.payload["model"]] if "model" in spec.payload else [])
+            if ref is None or ref.recipe is None or spec.kind not in LLM_KINDS or not wanted:
+                continue
+            recipe = self._base_recipe(ref)
+            env = recipe.environment
+            if recipe.engine != "vllm" or "VLLM_SERVED_MODEL_NAME" not in env:
+                continue
+            served = [str(env["VLLM_SERVED_MODEL_NAME"])] + [
+                m.split("=", 1)[0] for m in str(env.get("VLLM_LORA_MODULES") or "").split()]
+            missing = [m for m in wanted if m not in served]
+            if missing:
+                field = "models" if spec.models else "payload.model"
+                raise RecipeError(f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].{field}: "
+                                  f"{', '.join(missing)} not served by {spec.target} (its recipe serves "
+                                  f"{', '.join(served)}: VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES); "
+                                  "nothing was submitted")
+
     def _check_models(self, engines: dict) -> None:
         """Before any client job: every model a vLLM target is asked for (a payload's, a LoRA mix's) is
         one it serves, as its /v1/models says; a client that names none sends the served one, as
@@ -246,6 +267,7 @@ class Deploying:
     def preflight(self) -> None:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""
         self._read_datasets()
+        self._check_models_early()
         for i, spec in enumerate(self.recipe.clients):
             where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
             self._check_spread(spec, where)

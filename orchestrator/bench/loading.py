@@ -47,10 +47,11 @@ class Loading:
             self._cache_mode[name] = "restart"
             pr.cache[name] = ("cold: a new service, started for this session" if pr.point.index == 0 else
                               "cold: the service was restarted before this point")
-        for spec in self.recipe.clients:
+        for spec in self.recipe.clients:   # engines with a prefix cache the report can speak of
             if spec.cache == "warm" and spec.kind in LLM_KINDS:
                 for name in self._targets_of(spec.target):
-                    pr.cache.setdefault(name, "warm: as earlier requests (warm-up, earlier points) left it")
+                    if ENGINES.get(engines.get(name) or "", NONE).prefix_cache_hits:
+                        pr.cache.setdefault(name, "warm: as earlier requests (warm-up, earlier points) left it")
 
     def _restarts(self) -> frozenset:
         """Services restarted before each later point (cache: cold, with no route that empties the cache)."""

@@ -132,6 +132,7 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
         ended_by: BaseException | None = None
         try:
             self._deploy_services(self.points[0])
+            self._check_models(self._engines())   # the running services' own model lists, before the monitor
             self._start_monitor()
             ready: PointRun | None = None
             point: Point | None = self.points[0]

@@ -22,7 +22,7 @@ from orchestrator.reports.html import display
 # the KPIs a summary shows first, when present (the full table is in report.html and the CSV)
 HEADLINE = ["requests_total", "requests_error", "throughput", "goodput", "output_tokens_per_second",
             "latency_p50", "latency_p99", "ttft_p50", "ttft_p99", "tpot_p50", "itl_p50", "bytes_per_second",
-            "cpu_utilisation", "gpu_utilisation", "service_requests_waiting_max"]
+            "prefix_cache_hit_rate", "cpu_utilisation", "gpu_utilisation", "service_requests_waiting_max"]
 
 
 def _value(k: dict) -> str:
@@ -38,6 +38,14 @@ def markdown(report: dict) -> str:
     if w.get("seconds"):
         out += [f"Measured window: {w['seconds']:.1f} s, from {w.get('start_iso', '?')} to {w.get('end_iso', '?')}."
                 + (" **Interrupted.**" if report.get("interrupted") else ""), ""]
+    if report.get("valid") is False:
+        out += ["**INVALID session**: its figures do not measure the load it was asked for.", ""]
+        out += [f"- {r}" for r in report.get("invalid_reasons") or []] + [""]
+    d = report.get("delivery")
+    if d and d.get("achieved_rate") is not None:
+        out += [f"Load delivered: {d['achieved_rate']:.3g} requests/s sent against the schedule's "
+                f"{d['schedule_rate']:.3g}/s; send lag p50 {d['send_lag_p50'] * 1000:.2f} ms, "
+                f"p99 {d['send_lag_p99'] * 1000:.2f} ms.", ""]
     b = report.get("bottleneck")
     if b:
         out += [f"**{b['text']}**" + (f" Next: {b['next']}" if b.get("next") else ""), ""]
