@@ -197,8 +197,9 @@ class Deploying:
             if not (spec.dataset and KINDS[spec.kind].ships_payload):
                 continue
             where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].dataset"
+            count = self._rows_needed(spec)
             try:
-                rows = build_rows(self._dataset_spec(spec.dataset), self._rows_needed(spec))
+                rows = build_rows(self._dataset_spec(spec.dataset), count)
             except RecipeError as exc:
                 raise RecipeError(f"{where}: {exc}") from None
             if spec.kind != "openai-chat" and any("messages" in r for r in rows):

@@ -337,3 +337,47 @@ def test_a_rate_the_client_cannot_deliver_makes_the_session_invalid_and_exit_3(v
     report = json.loads((tmp / "invalid" / "report.json").read_text())
     assert report["valid"] is False and report["delivery"]["achieved_ratio"] < 0.9
     assert "INVALID SESSION" in (tmp / "invalid" / "report.html").read_text()
+
+
+LORA_MIX = """benchmark:
+  name: lora-mix
+  services: [{recipe: %s, as: vllm}]
+  monitor: {recipe: prometheus, scrape_interval: 1s}
+  clients:
+    - kind: openai-completions
+      target: vllm
+      concurrency: 4
+      requests: 30
+      models: %s
+      dataset: {kind: synthetic, input_tokens: 32, output_tokens: 8, seed: 2}
+      payload: {stream: true, ignore_eos: true}
+"""
+
+
+def test_a_lora_mix_against_vllm_cpu_serving_two_adapters(vllm):
+    """The packaged recipe with VLLM_LORA_MODULES set to the sandbox's two test adapters
+    (sandbox/vllm_testlora.py): each request's model drawn by weight, KPIs per model; an adapter
+    the recipe does not serve is refused before any job."""
+    orch, _, tmp = vllm
+    lora = tmp / "lora"
+    lora.mkdir()
+    text = (ROOT / "recipes" / "services" / "vllm.yaml").read_text()
+    modules = " ".join(f"lora-{i}=/var/cache/orch-vllm/loras/lora-{i}" for i in (1, 2))
+    (lora / "vllm-lora.yaml").write_text(text.replace('VLLM_LORA_MODULES: ""', f'VLLM_LORA_MODULES: "{modules}"'))
+    before = orch.servers.submissions()
+    with pytest.raises(RecipeError, match=r"models: lora-9 not served by vllm \(its recipe serves test-model, lora-1, "
+                                          r"lora-2"):
+        run_session(orch, LORA_MIX % (lora / "vllm-lora.yaml", "{test-model: 1, lora-9: 1}"), lora / "refused")
+    assert orch.servers.submissions() == before
+    report = run_session(orch, LORA_MIX % (lora / "vllm-lora.yaml", "{test-model: 0.5, lora-1: 0.3, lora-2: 0.2}"),
+                         lora / "mix")
+    records = [json.loads(line) for line in (lora / "mix" / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 30 and all(r["ok"] for r in records), [r["error"] for r in records if not r["ok"]][:3]
+    picked = {m: sum(r["model"] == m for r in records) for m in ("test-model", "lora-1", "lora-2")}
+    assert sum(picked.values()) == 30 and all(picked.values()), picked
+    by_model = {r["model"]: r for r in report["by_model"]}
+    assert set(by_model) == set(picked) and all(by_model[m]["ttft_p50"] > 0 for m in by_model)
+    # vLLM served the adapters as themselves: its log names them, and every request of theirs was answered
+    log = next((lora / "mix" / "logs").glob("vllm_*.log")).read_text()
+    assert "lora-1" in log and "'enable_lora': True" in log
+    assert report["valid"], report["invalid_reasons"]
