@@ -5,8 +5,9 @@ node's python3 (standard library only).
 
 The server listens on the node's loopback; this listens on the cluster network and forwards only
 requests that carry ``Authorization: Bearer <key>`` (the job's secret, read from a file), except the
-paths named ``--open`` (a health check). Requests and answers are passed whole (Chroma's API is plain
-JSON, no streaming).
+paths named ``--open`` (a health check). The key is checked before any byte of a body is read, and a
+body must state its length, at most ``--max-body``: a caller without the key costs a header's worth of
+memory. Answers are passed on as they come (a streamed answer chunk by chunk, as the server wrote it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", 
        "transfer-encoding", "upgrade", "host", "content-length"}
 
 
-def make_handler(backend: tuple[str, int], key: str, open_paths: set[str]):
+MAX_BODY = 64 << 20
+
+
+def make_handler(backend: tuple[str, int], key: str, open_paths: set[str], max_body: int = MAX_BODY):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -35,25 +39,60 @@ def make_handler(backend: tuple[str, int], key: str, open_paths: set[str]):
             self.end_headers()
             self.wfile.write(body)
 
+        def _refuse(self, code: int, message: str) -> None:
+            """An answer after which the connection closes (a body we did not read may follow)."""
+            self.close_connection = True
+            self._reply(code, f'{{"error": "{message}"}}'.encode(),
+                        [("Content-Type", "application/json"), ("Connection", "close")])
+
         def _forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
             if self.path.split("?")[0] not in open_paths and not hmac.compare_digest(
                     self.headers.get("Authorization", ""), f"Bearer {key}"):
-                self._reply(401, b'{"error": "Unauthorized"}', [("Content-Type", "application/json")])
+                self._refuse(401, "Unauthorized")
                 return
+            if self.headers.get("Transfer-Encoding"):
+                self._refuse(411, "a body must state its Content-Length")
+                return
+            raw = self.headers.get("Content-Length") or "0"
+            if not raw.isdigit():
+                self._refuse(400, "bad Content-Length")
+                return
+            length = int(raw)
+            if length > max_body:
+                self._refuse(413, f"body over {max_body} bytes")
+                return
+            body = self.rfile.read(length) if length else None
             conn = http.client.HTTPConnection(*backend, timeout=300)
             try:
                 conn.request(self.command, self.path, body=body,
                              headers={k: v for k, v in self.headers.items() if k.lower() not in HOP})
                 resp = conn.getresponse()
-                data = resp.read()
-                self._reply(resp.status, data, [(k, v) for k, v in resp.getheaders() if k.lower() not in HOP])
+                self._relay(resp)
             except OSError as exc:
-                self._reply(502, f'{{"error": "backend: {type(exc).__name__}"}}'.encode(),
-                            [("Content-Type", "application/json")])
+                self._refuse(502, f"backend: {type(exc).__name__}")
             finally:
                 conn.close()
+
+        def _relay(self, resp) -> None:
+            """The backend's answer as it comes: with its length when it said one, else chunked, each
+            piece written as soon as the backend wrote it (a stream's tokens keep their timing)."""
+            self.send_response(resp.status)
+            for k, v in resp.getheaders():
+                if k.lower() not in HOP:
+                    self.send_header(k, v)
+            length = resp.getheader("Content-Length")
+            if length is not None or self.command == "HEAD" or resp.status in (204, 304):
+                self.send_header("Content-Length", length or "0")
+                self.end_headers()
+                while piece := resp.read1(65536):
+                    self.wfile.write(piece)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            while piece := resp.read1(65536):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 
@@ -66,6 +105,7 @@ def main(argv=None) -> None:
     ap.add_argument("--backend", required=True, help="HOST:PORT of the server behind it")
     ap.add_argument("--key-file", required=True, help="the bearer key: the file's first line")
     ap.add_argument("--open", action="append", default=[], help="a path served without the key (repeatable)")
+    ap.add_argument("--max-body", type=int, default=MAX_BODY, help="the largest request body taken, in bytes")
     a = ap.parse_args(argv)
     with open(a.key_file) as f:
         key = f.readline().strip()
@@ -73,7 +113,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"{a.key_file}: empty key")
     host, _, port = a.listen.rpartition(":")
     bhost, _, bport = a.backend.rpartition(":")
-    server = ThreadingHTTPServer((host, int(port)), make_handler((bhost, int(bport)), key, set(a.open)))
+    server = ThreadingHTTPServer((host, int(port)), make_handler((bhost, int(bport)), key, set(a.open), a.max_body))
     server.daemon_threads = True
     print(f"bearer proxy on {a.listen} -> {a.backend} (open: {', '.join(a.open) or 'none'})", flush=True)
     server.serve_forever()

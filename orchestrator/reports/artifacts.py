@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
         "by_model": group_rows(table, window, "model", table.models) if records and table.models else [],
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
         "cross_check": checked,
-        "counted_between": between, "logs": ctx.logs, "rpc_workers": ctx.rpc,
+        "counted_between": between, "logs": own_logs(ctx.logs), "rpc_workers": ctx.rpc,
         "replicas": replica_rows(table, window, ctx.replicas, kpis) if records and ctx.replicas else [],
         "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
         "open_services": open_services(ctx.jobs),
@@ -185,6 +186,16 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     write_atomic(out / "report.html", render_report({**report, "kpi_objects": kpis}, {
         **series, "latency": latency_points(table, window), "latency_histogram": histogram(table, window)}))
     return report
+
+
+_LOG_PATH = re.compile(r"logs/[A-Za-z0-9_.-]+\.log")
+
+
+def own_logs(logs: list[dict]) -> list[dict]:
+    """The session's job logs as the report links them: only a relative path to a file of its own
+    ``logs/`` folder is a link (a MANIFEST from elsewhere may name ``javascript:`` or ``/etc``)."""
+    return [{**entry, "path": entry.get("path") if _LOG_PATH.fullmatch(str(entry.get("path") or "")) else None}
+            for entry in logs if isinstance(entry, dict)]
 
 
 def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],

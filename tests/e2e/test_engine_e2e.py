@@ -152,3 +152,22 @@ def test_a_multiturn_session_on_llamacpp_carries_the_history(engine_ready, tmp_p
     later = [r for r in records if r["turn"] > 1]
     assert sum(r["cached_tokens"] for r in later) > 0.5 * sum(r["tokens_in"] for r in later)
     assert [r["turn"] for r in report["by_turn"]] == [1, 2, 3]
+
+
+def test_a_cold_cache_on_llamacpp_restarts_it_before_each_later_point(engine_ready, tmp_path):
+    """llama.cpp has no route that empties its prompt cache: cache: cold starts each point on a new service."""
+    dataset = "{kind: prefix, prefixes: 2, prefix_tokens: 200, suffix_tokens: 8, output_tokens: 8}"
+    text = (WORKLOADS % ("openai-completions", 12, dataset)).replace("      concurrency: 1\n", "      concurrency: 1\n"
+                                                                      "      cache: cold\n")
+    out, report = run_bench(engine_ready, text + "  sweep: {requests: [12, 13]}\n", tmp_path, "cold")
+    points = [json.loads((out / p["dir"] / "report.json").read_text())
+              for p in report["manifest"]["points"]]
+    assert [p["cache"]["llamacpp"] for p in points] == ["cold: a new service, started for this session",
+                                                        "cold: the service was restarted before this point"]
+    # two llama.cpp jobs, one per point; each point's cache began empty, so both miss the same first prompts
+    services = [j for j in report["manifest"]["jobs"] if j["role"] == "service"]
+    assert len({j["job_id"] for j in services}) == 2
+    first = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    for label in {r["point"] for r in first}:
+        mine = sorted((r for r in first if r["point"] == label), key=lambda r: r["start"])
+        assert mine[0]["cached_tokens"] == 0

@@ -349,6 +349,7 @@ LORA_MIX = """benchmark:
       concurrency: 4
       requests: 30
       models: %s
+      cache: cold
       dataset: {kind: synthetic, input_tokens: 32, output_tokens: 8, seed: 2}
       payload: {stream: true, ignore_eos: true}
 """
@@ -357,13 +358,15 @@ LORA_MIX = """benchmark:
 def test_a_lora_mix_against_vllm_cpu_serving_two_adapters(vllm):
     """The packaged recipe with VLLM_LORA_MODULES set to the sandbox's two test adapters
     (sandbox/vllm_testlora.py): each request's model drawn by weight, KPIs per model; an adapter
-    the recipe does not serve is refused before any job."""
+    the recipe does not serve is refused before any job. In vLLM's development mode, cache: cold
+    empties its prefix cache through its own route before the load."""
     orch, _, tmp = vllm
     lora = tmp / "lora"
     lora.mkdir()
     text = (ROOT / "recipes" / "services" / "vllm.yaml").read_text()
     modules = " ".join(f"lora-{i}=/var/cache/orch-vllm/loras/lora-{i}" for i in (1, 2))
-    (lora / "vllm-lora.yaml").write_text(text.replace('VLLM_LORA_MODULES: ""', f'VLLM_LORA_MODULES: "{modules}"'))
+    (lora / "vllm-lora.yaml").write_text(text.replace('VLLM_LORA_MODULES: ""', f'VLLM_LORA_MODULES: "{modules}"\n'
+                                                      '    VLLM_SERVER_DEV_MODE: "1"'))
     before = orch.servers.submissions()
     with pytest.raises(RecipeError, match=r"models: lora-9 not served by vllm \(its recipe serves test-model, lora-1, "
                                           r"lora-2"):
@@ -381,3 +384,5 @@ def test_a_lora_mix_against_vllm_cpu_serving_two_adapters(vllm):
     log = next((lora / "mix" / "logs").glob("vllm_*.log")).read_text()
     assert "lora-1" in log and "'enable_lora': True" in log
     assert report["valid"], report["invalid_reasons"]
+    assert report["cache"] == {"vllm": "cold: emptied just before the load (POST /reset_prefix_cache)"}
+    assert "Resetting prefix cache" in log
