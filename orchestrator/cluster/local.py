@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from orchestrator.cluster.forward import LocalForward
-from orchestrator.cluster.transport import CommandResult, Forward, TransportStats
+from orchestrator.cluster.transport import PRIVATE, CommandResult, Forward, TransportStats
 from orchestrator.errors import CommandTimeout
 
 
@@ -25,7 +25,7 @@ class LocalTransport:
         self.stats.commands += 1
         self.stats.log.append(command)
         try:
-            proc = subprocess.run(["bash", "-c", command], input=stdin, capture_output=True,
+            proc = subprocess.run(["bash", "-c", PRIVATE + command], input=stdin, capture_output=True,
                                   encoding="utf-8", errors="replace", timeout=timeout, cwd=os.path.expanduser("~"))
         except subprocess.TimeoutExpired:
             raise CommandTimeout(f"command timed out after {timeout}s: {command[:120]}") from None

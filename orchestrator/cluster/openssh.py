@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.cluster.shell import path as remote_path
-from orchestrator.cluster.transport import CommandResult, TransportStats
+from orchestrator.cluster.transport import PRIVATE, CommandResult, TransportStats
 from orchestrator.config import SSHConfig
 from orchestrator.errors import CommandTimeout, HostKeyError, OutcomeUnknown, TransportError
 from orchestrator.fileio import NotPrivate, atomic_open, private_dir
@@ -176,7 +176,7 @@ class OpenSSHTransport:
         self._ensure_master()
         try:
             # ControlMaster=no: through the master, never a second one of its own
-            return subprocess.run(["ssh", *self._opts, "-o", "ControlMaster=no", self.cfg.host, "--", command],
+            return subprocess.run(["ssh", *self._opts, "-o", "ControlMaster=no", self.cfg.host, "--", PRIVATE + command],
                                   input=stdin if stdin is not None else b"", capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise CommandTimeout(f"remote command timed out after {timeout}s: {command[:120]}") from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from orchestrator.cluster.hostkeys import KnownHosts, parse_known_hosts
 from orchestrator.cluster.paramiko_lite import paramiko, ssh_config_from_text
 from orchestrator.cluster.shell import path as shell_path
-from orchestrator.cluster.transport import CommandResult, TransportStats
+from orchestrator.cluster.transport import PRIVATE, CommandResult, TransportStats
 from orchestrator.config import SSHConfig
 from orchestrator.errors import (
     CommandTimeout,
@@ -267,7 +267,7 @@ class SSHTransport:
         transport = self._alive()
         chan = transport.open_session(timeout=self.cfg.connect_timeout)
         try:
-            chan.exec_command(command)
+            chan.exec_command(PRIVATE + command)
             if stdin is not None:
                 chan.sendall(stdin.encode())
             chan.shutdown_write()

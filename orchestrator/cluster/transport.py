@@ -15,6 +15,10 @@ from typing import Protocol
 
 from orchestrator.errors import RemoteCommandError
 
+# heads every command a transport runs: what a command creates on the cluster (a job dir made by
+# `doctor`, a log archive on its way back) is the user's alone, whatever the login shell's umask
+PRIVATE = "umask 077; "
+
 
 @dataclass(frozen=True)
 class CommandResult:

@@ -113,6 +113,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"{a.key_file}: empty key")
     host, _, port = a.listen.rpartition(":")
     bhost, _, bport = a.backend.rpartition(":")
+    # every client slot of a load opens its connection at once: a backlog above the default 5
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer((host, int(port)), make_handler((bhost, int(bport)), key, set(a.open), a.max_body))
     server.daemon_threads = True
     print(f"bearer proxy on {a.listen} -> {a.backend} (open: {', '.join(a.open) or 'none'})", flush=True)
