@@ -70,6 +70,16 @@ def test_the_neighbour_cannot_query_any_service(kept):
     assert curl_code(eps["llamacpp"].url + "/v1/completions", body) == "401"
     assert curl_code(eps["vllm"].url + "/v1/models") == "401"
     assert curl_code(eps["vllm"].url + "/v1/completions", body) == "401"
+    # vLLM's own key guards only /v1, /v2 and /inference: every other route of its server (SageMaker's
+    # /invocations runs a whole chat, /tokenize, /pooling, /score...) is behind the tool's proxy
+    chat = ("-X POST -H 'Content-Type: application/json' -d '{\"model\": \"test-model\", \"messages\": "
+            "[{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 2}'")
+    for route in ("/invocations", "/tokenize", "/detokenize", "/pooling", "/classify", "/score", "/rerank",
+                  "/version", "/reset_prefix_cache", "/collective_rpc"):
+        assert curl_code(eps["vllm"].url + route, chat) == "401", route
+    # /health and /metrics stay open (the monitor scrapes counters; nothing to compute or store)
+    assert curl_code(eps["vllm"].url + "/health") == "200"
+    assert curl_code(eps["vllm"].url + "/metrics") == "200"
     assert curl_code(eps["chroma"].url + "/api/v2/tenants/default_tenant/databases/default_database/collections") \
         in ("401", "403")
     # a guessed key is no better
