@@ -111,10 +111,46 @@ def resolve_config_path(explicit: str | os.PathLike | None, env: Mapping[str, st
     return Path(DEFAULT_CONFIG)
 
 
+TRUSTED_ENV = "ORCH_TRUSTED_PATHS"
+
+
+def check_trusted(path: Path, what: str, env: Mapping[str, str]) -> None:
+    """A config, the ssh_config it names or a recipe folder can make the tool run commands as the user
+    (a ProxyCommand, a recipe's command): one that another user owns, or that users besides its owner may
+    write, is refused, as git refuses a repository owned by someone else, unless the user names it in
+    $ORCH_TRUSTED_PATHS (colon-separated). Root's files are trusted (root can do anything already)."""
+    if os.name != "posix":
+        return
+    try:
+        st = path.stat()
+    except OSError:
+        return   # missing: the caller says so where it reads it
+    trusted = {str(Path(p).expanduser().resolve()) for p in env.get(TRUSTED_ENV, "").split(":") if p}
+    if str(path.resolve()) in trusted:
+        return
+    me = os.getuid()
+    why = None
+    if st.st_uid not in (me, 0):
+        try:
+            import pwd
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except (ImportError, KeyError):
+            owner = f"uid {st.st_uid}"
+        why = f"owned by {owner}, not by you"
+    elif st.st_mode & 0o022:
+        why = f"writable by {'others' if st.st_mode & 0o002 else 'its group'} (mode {st.st_mode & 0o777:o})"
+    if why:
+        raise ConfigError(f"{path}: {what} {why}: another user could make this tool run commands as you through "
+                          f"it; refused. Fix its owner or mode (chmod go-w), or trust it on purpose: "
+                          f"export {TRUSTED_ENV}={path.resolve()}")
+
+
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Load, validate and layer the configuration; errors name file and key."""
+    """Load, validate and layer the configuration; errors name file and key. The file, the ssh_config
+    it names and its recipe folders must be the user's own (``check_trusted``)."""
     env = os.environ if env is None else env
     file = resolve_config_path(path, env)
+    check_trusted(Path(file), "the config file is", env)
     try:
         raw = load_yaml_file(file)
         if raw is None:
@@ -123,6 +159,9 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     except SchemaViolation as exc:
         where = f"{file}: {exc.path}" if exc.path else str(file)
         raise ConfigError(f"{where}: {exc.message}") from None
+    check_trusted(Path(config.ssh.ssh_config).expanduser(), f"the ssh_config that {file} names is", env)
+    for d in config.recipe_dirs:
+        check_trusted(d, f"the recipe folder that {file} names is", env)
     return replace(config, source=file)
 
 

@@ -91,9 +91,10 @@ def _cause(d: dict, concurrency: int | None) -> str:
 
 
 def assess(kpis: dict, deliver: dict | None, cross_rows: list[dict], limits: Validity, interrupted: bool = False,
-           records: int = 0) -> tuple[bool, list[str]]:
-    """(valid, reasons it is not): delivery, error rate, the engine's counts, an interruption."""
-    reasons = []
+           records: int = 0, lost: list[str] | None = None) -> tuple[bool, list[str]]:
+    """(valid, reasons it is not): delivery, error rate, the engine's counts, an interruption, client jobs
+    lost before their load ended (a node failure, a cancel)."""
+    reasons = [f"load not delivered: {why}" for why in lost or []]
     if interrupted:
         reasons.append("the session was interrupted before its load ended: its window is partial")
     if records == 0:

@@ -185,7 +185,8 @@ class Gathering:
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
             client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
             load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()},
-            validity=self.recipe.validity, cache=dict(pr.cache), conversations=dict(pr.conversations))
+            validity=self.recipe.validity, cache=dict(pr.cache), conversations=dict(pr.conversations),
+            lost_clients=list(pr.lost))
 
     def _offered(self, pr: PointRun) -> Load:
         """What the point's clients offered (the first client's shape; jobs of every client)."""

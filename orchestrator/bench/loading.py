@@ -110,6 +110,7 @@ class Loading:
                            on_timeout=lambda: OrchestratorError(
             f"clients did not finish within {budget:.0f}s"))
         self.state.errors.extend(lost.values())
+        pr.lost = list(lost.values())
 
     def _service_died(self, name: str, sid: str, job) -> str:
         """What ends a session whose service's job ended under the load: the job, its state, and the

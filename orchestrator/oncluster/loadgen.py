@@ -408,10 +408,6 @@ class Run:
         self.context: int | None = None     # the server's context (multiturn: conversations cut to fit)
         self.cut = 0                        # conversations ended before their last turn to fit it
 
-    def exhausted(self) -> bool:
-        with self.sent_lock:
-            return bool(self.args.requests) and self.sent >= self.args.requests
-
     def take_ticket(self) -> int | None:
         """The request's sequence number (it picks the dataset row), or None when the count is reached
         (or, for a trace, its last line)."""
@@ -467,13 +463,21 @@ class Run:
         for t in threads:
             t.join()
 
-    def take_conversation(self) -> tuple[int, dict] | None:
+    def take_conversation(self) -> tuple[int, dict, int] | None:
+        """The next conversation, its sequence number and the turns it may send: a conversation reserves
+        its turns from --requests when it starts, so the count ends between conversations, not inside one
+        (the last may be shorter when the count is not a multiple of the turns)."""
         with self.sent_lock:
             if self.args.requests and self.sent >= self.args.requests:
                 return None
             seq = self.started_conversations
             self.started_conversations += 1
-        return seq, self.rows[seq % len(self.rows)]
+            conv = self.rows[seq % len(self.rows)]
+            turns = len(conv["turns"])
+            if self.args.requests:
+                turns = min(turns, self.args.requests - self.sent)
+            self.sent += turns
+        return seq, conv, turns
 
     def conversation(self, end: float, warmup_until: float) -> None:
         """One client slot: a conversation at a time, each turn sent with the whole history (the
@@ -484,20 +488,17 @@ class Run:
             taken = self.take_conversation()
             if taken is None:
                 return
-            seq, conv = taken
+            seq, conv, allowed = taken
             model = pick_model(self.models, self.args.model_selection, self.args.seed, seq) if self.models else None
             history: list[tuple[str, str]] = []
             used = 0                        # tokens of the history so far, as the engine counted them
-            for turn, t in enumerate(conv["turns"], 1):
-                if self.stop.is_set() or time.time() >= end or self.exhausted():
+            for turn, t in enumerate(conv["turns"][:allowed], 1):
+                if self.stop.is_set() or time.time() >= end:
                     return
                 if self.context and used + estimate_tokens(t["prompt"]) + t["max_tokens"] > self.context:
                     with self.sent_lock:
                         self.cut += 1       # the next turn would not fit: the conversation ends here
                     break
-                ticket = self.take_ticket()
-                if ticket is None:
-                    return
                 if chat:
                     msgs = [m for u, a in history for m in ({"role": "user", "content": u},
                                                               {"role": "assistant", "content": a})]
@@ -511,7 +512,7 @@ class Run:
                     break                   # a conversation whose turn failed has no history to go on with
                 history.append((t["prompt"], "".join(answer)))
                 used = (rec["tokens_in"] or 0) + (rec["tokens_out"] or 0)
-                if self.args.think_time and turn < len(conv["turns"]) and self.stop.wait(self.args.think_time):
+                if self.args.think_time and turn < allowed and self.stop.wait(self.args.think_time):
                     return
 
     def open_loop(self, begin: float, end: float, warmup_until: float) -> None:

@@ -86,6 +86,7 @@ class ReportContext:
     validity: Validity = field(default_factory=Validity)  # the recipe's limits of a valid session
     cache: dict[str, str] = field(default_factory=dict)   # service name -> how its prefix cache started the load
     conversations: dict = field(default_factory=dict)     # multiturn: cut (to fit the context), context_tokens
+    lost_clients: list[str] = field(default_factory=list)  # client jobs that ended before their load did
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -161,7 +162,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     write_atomic(out / "MANIFEST.json", json.dumps(manifest, indent=2))
     values = {k.kpi: k.value for k in kpis}
     checked = with_replica_totals(cross_check(ctx, table, kpis, between), ctx.replicas)
-    valid, reasons = assess(values, deliver, checked, ctx.validity, ctx.interrupted, len(table))
+    valid, reasons = assess(values, deliver, checked, ctx.validity, ctx.interrupted, len(table), ctx.lost_clients)
     report = {
         "valid": valid, "invalid_reasons": reasons, "delivery": deliver,
         "cache": ctx.cache, "conversations": ctx.conversations,

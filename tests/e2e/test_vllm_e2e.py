@@ -271,7 +271,9 @@ def test_a_prefix_sessions_hit_rate_is_the_delta_of_vllms_counters(vllm, prefixe
     # the clients' view (usage.prompt_tokens_details.cached_tokens) agrees with the engine's count
     rows = {c["what"]: c for c in report["cross_check"]}
     assert rows["prefix cache hits"]["agree"] is True, rows["prefix cache hits"]
-    assert k["client_prefix_cache_hit_rate"]["value"] == pytest.approx(rate, abs=0.05)
+    # the answers' own view (cached_tokens) over every request of the window, the first misses included
+    client = k["client_prefix_cache_hit_rate"]["value"]
+    assert client > 0.4 if prefixes == 2 else client < 0.1
 
 
 def test_a_multiturn_session_sends_each_turn_with_its_history(vllm):

@@ -129,9 +129,19 @@ def test_a_conversation_that_would_outgrow_the_context_ends_before_the_turn(scri
     # a turn is guessed at 75 tokens (30 words, the template, its 5 answer tokens) over the history the engine
     # counted (10 prompt tokens per request so far, 5 answer tokens): 20 + 5 + 75 > 95 stops before turn 3
     recs = run_loadgen(tmp_path, url, "--kind", "openai-chat", "--requests", "4", "--context-tokens", "95", rows=conv)
-    # conversation 0 ends after turn 2; the slot goes on with the next (which the growing history cuts too)
-    assert [(r["conversation"], r["turn"]) for r in recs] == [(0, 1), (0, 2), (1, 1), (2, 1)]
-    assert json.loads((tmp_path / "done.json").read_text())["conversations_cut"] == 2
+    # the conversation reserved the 4 requests; it ends after turn 2, and the count with it
+    assert [(r["conversation"], r["turn"]) for r in recs] == [(0, 1), (0, 2)]
+    assert json.loads((tmp_path / "done.json").read_text())["conversations_cut"] == 1
+
+
+def test_a_request_count_ends_between_conversations_not_inside_one(scripted, tmp_path):
+    _, url = scripted
+    convs = [{"row": i, "conversation": i, "turns": [{"prompt": "q", "max_tokens": 5}] * 3} for i in range(4)]
+    recs = run_loadgen(tmp_path, url, "--kind", "openai-chat", "--requests", "12", "--concurrency", "2", rows=convs)
+    turns: dict = {}
+    for r in recs:
+        turns.setdefault(r["conversation"], []).append(r["turn"])
+    assert sorted(turns) == [0, 1, 2, 3] and all(sorted(t) == [1, 2, 3] for t in turns.values())
 
 
 def test_a_trace_is_sent_at_its_times_scaled_by_speedup(scripted, tmp_path):
@@ -281,3 +291,9 @@ def test_an_invalid_report_heads_its_page_and_compare_calls_no_verdict(tmp_path)
     assert page.index("INVALID SESSION") < page.index("<h2>KPIs</h2>") and "concurrency cap" in page
     rows, _ = compare_sessions(dirs[0], dirs[1])
     assert rows and all(r.verdict == "not judged (invalid session)" for r in rows)
+
+
+def test_a_client_lost_before_its_load_ended_makes_the_session_invalid():
+    why = "client-x: client job 7 on n2 ended NODE_FAIL (node failure) before it finished"
+    valid, reasons = assess({}, None, [], Validity(), records=10, lost=[why])
+    assert not valid and reasons == [f"load not delivered: {why}"]
