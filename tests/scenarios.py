@@ -236,5 +236,21 @@ def watcher(orch, tmp: Path) -> dict:
             "metrics": w.metrics_text(), "services": s.store.load()}
 
 
+SEARCH = BENCH.replace("name: replay-bench", "name: replay-search").replace(
+    "      concurrency: 4\n      duration: 3s\n", "      concurrency: 64\n      rate: 2\n      duration: 2s\n      cache: cold\n"
+    "      dataset: {kind: prefix, prefixes: 2, prefix_tokens: 16, suffix_tokens: 4, output_tokens: 8}\n") + \
+    "  search: {rate: [2, 64], slo: {latency_p99: 400ms}, max_points: 3}\n"
+
+
+def search(orch, tmp: Path) -> dict:
+    """A search over rate on the stand-in (4 slots: about 30 requests/s of 8 tokens), each point on a new
+    stand-in (cache: cold, and it has no route that empties a cache)."""
+    said: list[str] = []
+    recipe = load_benchmark_text(SEARCH, "replay-search.yaml")
+    report = BenchmarkSession(orch, recipe, tmp / "search", progress=said.append).run()
+    return {"report": report, "said": said, "dir": tmp / "search", "tracked": orch.servers.store.load()}
+
+
 SCENARIOS = {"services": services, "monitoring": monitoring, "session": session, "interrupted": interrupted,
-             "sweep": sweep, "watcher": watcher, "replicas": replicas, "replica_sweep": replica_sweep}
+             "sweep": sweep, "watcher": watcher, "replicas": replicas, "replica_sweep": replica_sweep,
+             "search": search}

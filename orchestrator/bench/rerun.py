@@ -8,7 +8,8 @@ from pathlib import Path
 from orchestrator.bench.recipe import load_benchmark_text
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import sha256_file
-from orchestrator.schema import safe_load
+from orchestrator.resources import packaged
+from orchestrator.schema import SchemaViolation, safe_load
 from orchestrator.services.recipes import parse_recipe
 
 
@@ -25,10 +26,22 @@ def rerun_recipes(session_dir: Path):
     services = {}
     warnings = []
     for name, entry in (m.get("service_recipes") or {}).items():
-        services[name] = parse_recipe(safe_load(entry["text"]), source=entry["source"], text=entry["text"])
+        # a recipe's own files are looked up in the session directory only (as if the recipe lay there):
+        # a MANIFEST from elsewhere must not make a rerun ship ~/.bashrc or /etc/shadow to the cluster
+        here = session_dir.resolve() / f"{name}.recipe.yaml"
+        try:
+            services[name] = parse_recipe(safe_load(entry["text"]), source=str(here), text=entry["text"])
+        except SchemaViolation as exc:
+            raise OrchestratorError(f"{path}: service_recipes.{name} (recorded from {entry.get('source', '?')}): "
+                                    f"{exc.path}: {exc.message}; a rerun ships only the package's files and files "
+                                    f"in {session_dir.resolve()}: copy them there") from None
         for fname, sha in (entry.get("files") or {}).items():
-            now = sha256_file(services[name].files.get(fname, ""))
+            local = services[name].files.get(fname, "")
+            now = sha256_file(local)
             if sha and now != sha:
+                if not Path(local).resolve().is_relative_to(packaged().resolve()):
+                    raise OrchestratorError(f"{path}: {name}: {local} is not the file {fname} the session shipped "
+                                            f"(sha256 {sha[:12]} then, {str(now)[:12]} now): refused")
                 warnings.append(f"{name}: shipped file {fname} changed since {m['session']} "
                                 f"(sha256 {sha[:12]} then, {str(now)[:12]} now): the rerun ships the current one")
     return bench, services, m["session"], warnings

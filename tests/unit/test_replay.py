@@ -300,3 +300,27 @@ def test_a_sweep_over_replicas_has_its_scaling_table(replica_sweep_run):
     per = {row["replica"]: row["requests_ok"] for row in two["replicas"]}
     assert set(per) == {"standin-llm-r1", "standin-llm-r2", "total"} and per["total"] == per["standin-llm-r1"] + \
         per["standin-llm-r2"] and min(per.values()) > 0
+
+
+search_run = replayed("search")
+
+
+def test_a_search_runs_low_high_then_the_middle_each_point_on_a_new_service(search_run):
+    report, d = search_run["report"], search_run["dir"]
+    tried = [(p["value"], p["passed"]) for p in report["search"]["points"]]
+    # the stand-in serves about 30 requests/s of 8 tokens: 2 passes, 64 queues past 400 ms, the middle passes
+    assert [v for v, _ in tried] == [2, 64, pytest.approx((2 * 64) ** 0.5, rel=1e-4)]
+    assert [ok for _, ok in tried] == [True, False, True]
+    assert report["search"]["answer"] == tried[2][0] and report["valid"]
+    assert report["search"]["points"][-1]["next"].startswith("stopped: 3 points")
+    # each point's own report: its cache cold, on a service of its own
+    points = [json.loads((d / p["dir"] / "report.json").read_text()) for p in report["manifest"]["points"]]
+    assert [p["cache"]["standin-llm"] for p in points] == ["cold: a new service, started for this session"] + \
+        ["cold: the service was restarted before this point"] * 2
+    services = {j["service_id"] for j in report["manifest"]["jobs"] if j["role"] == "service"}
+    assert len(services) == 3, services
+    # 64/s is past the stand-in: its 64 slots all busy, the client could not keep the schedule
+    assert [p["valid"] for p in points] == [True, False, True]
+    assert "concurrency cap" in points[1]["invalid_reasons"][0] and points[1]["delivery"]["achieved_ratio"] < 0.9
+    said = "\n".join(search_run["said"])
+    assert "search: 2 passed: the high end next (64)" in said and "search: stopped: 3 points (max_points)" in said
