@@ -57,8 +57,10 @@ def _units(report: dict) -> dict[str, tuple[dict, list[dict], dict]]:
     return {"": ({k["kpi"]: k["value"] for k in report["kpis"]}, None, report["window"])}
 
 
-def compare_sessions(dir_a: Path, dir_b: Path, thresholds: dict | None = None) -> tuple[list[Comparison], list[str]]:
-    """Rows per KPI (per point for sweeps); and the unit labels compared."""
+def compare_sessions(dir_a: Path, dir_b: Path, thresholds: dict | None = None
+                     ) -> tuple[list[Comparison], list[str], list[str]]:
+    """Rows per KPI (per point for sweeps); the unit labels compared; and why no verdict was called
+    ("A is invalid: ..."), when either session is invalid."""
     thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
     rep_a, rec_a = _load(dir_a)
     rep_b, rec_b = _load(dir_b)
@@ -77,7 +79,7 @@ def compare_sessions(dir_a: Path, dir_b: Path, thresholds: dict | None = None) -
             verdict = "not judged (invalid session)" if refused else c.verdict
             rows.append(Comparison(f"{unit}/{c.kpi}" if unit else c.kpi, c.a, c.b, c.change, c.noise, c.threshold,
                                    verdict))
-    return rows, common
+    return rows, common, refused
 
 
 def invalid_sides(reports: dict[str, dict]) -> list[str]:

@@ -88,3 +88,8 @@ ENGINES: dict[str, Engine] = {
     "minio": Engine("MinIO", requests='minio_s3_requests_total{api=~"putobject|getobject"}'),
 }
 NONE = Engine("none declared")
+
+
+def engine_named(name: str | None) -> Engine:
+    """The engine a recipe's ``engine:`` names; NONE for none or one not in the table."""
+    return ENGINES.get(name or "", NONE)

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from orchestrator.analysis.kpi import _in_window
 from orchestrator.analysis.limits import Validity
 from orchestrator.analysis.quantiles import summarise
 from orchestrator.analysis.records import RequestTable
 
 CONNECTION_ERRORS = ("Connection", "refused", "reset", "timed out", "Timeout", "RemoteDisconnected", "BrokenPipe")
-
-
-def _in(c: dict, window) -> np.ndarray:
-    return (c["warmup"] == 0) & (c["start"] >= window.start) & (c["start"] <= window.end)
 
 
 def delivery(table: RequestTable, window, asked_rate: float | None, limits: Validity,
@@ -38,7 +35,7 @@ def delivery(table: RequestTable, window, asked_rate: float | None, limits: Vali
     late = late_queued = 0
     conn_errors = 0
     for c in table.chunks(["start", "scheduled", "queued_s", "warmup", "ok", "error"]):
-        m = _in(c, window) & ~np.isnan(c["scheduled"])
+        m = _in_window(c, window) & ~np.isnan(c["scheduled"])
         if not m.any():
             continue
         n += int(m.sum())
@@ -59,7 +56,7 @@ def delivery(table: RequestTable, window, asked_rate: float | None, limits: Vali
 
     def lags():
         for c in table.chunks(["start", "scheduled", "warmup"]):
-            m = _in(c, window) & ~np.isnan(c["scheduled"])
+            m = _in_window(c, window) & ~np.isnan(c["scheduled"])
             yield np.maximum(c["start"][m] - c["scheduled"][m], 0.0)
     lag = summarise(lags, [0.5, 0.99])
     schedule_rate = (n - 1) / (s_max - s_min) if n > 1 and s_max > s_min else None

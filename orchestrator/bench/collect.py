@@ -12,7 +12,7 @@ from orchestrator import waiting
 from orchestrator.analysis.kpi import KPI, Window
 from orchestrator.analysis.records import RequestTable
 from orchestrator.errors import OrchestratorError
-from orchestrator.analysis.engines import ENGINES, NONE
+from orchestrator.analysis.engines import engine_named
 from orchestrator.monitoring.queries import (
     COUNTERS,
     HISTOGRAM_KPIS,
@@ -51,7 +51,7 @@ def prometheus_kpis_from(services: dict[str, str], queries: dict[str, tuple[str 
     multi = len(services) > 1
     for name in services:
         p = f"{name}." if multi else ""
-        engine = ENGINES.get((engines or {}).get(name) or "", NONE)
+        engine = engine_named((engines or {}).get(name))
         for counter in COUNTERS:
             if counter.startswith("prefix_cache") and engine.prefix_cache_hits is None:
                 continue   # an engine without a prefix cache (or its counters): no rows to say absent
@@ -96,7 +96,7 @@ def hit_rate_kpi(p: str, engine, by: dict) -> KPI:
 
 def _engine_of(kpi: str, services: dict[str, str], engines: dict[str, str] | None):
     name = kpi.split(".", 1)[0] if len(services) > 1 else next(iter(services), "")
-    return ENGINES.get((engines or {}).get(name) or "", NONE)
+    return engine_named((engines or {}).get(name))
 
 
 def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrape_interval: str, window: Window,
@@ -134,7 +134,7 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
             values[n] = None if v is None or math.isnan(v) else v
         data.kpis = prometheus_kpis_from(services, queries, values, engines)
         for name in services:
-            engine = ENGINES.get((engines or {}).get(name) or "", NONE)
+            engine = engine_named((engines or {}).get(name))
             p = f"{name}." if multi else ""
             if not engine.window_counts:
                 continue

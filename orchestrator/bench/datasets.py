@@ -116,7 +116,7 @@ def _multiturn_rows(spec: DatasetSpec, rng: random.Random, requests: int) -> lis
     """Conversations enough for ``requests`` turns."""
     n = math.ceil(requests / spec.turns)
     if spec.path:   # every human turn of ShareGPT conversations, answers' lengths as max_tokens
-        convs = [c for c in sharegpt_conversations(Path(spec.path))]
+        convs = sharegpt_conversations(Path(spec.path))
         rng.shuffle(convs)
         return [{"row": i, "conversation": i,
                  "turns": [{"prompt": p, "max_tokens": max(1, len(a.split()))} for p, a in c]}

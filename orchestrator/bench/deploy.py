@@ -14,7 +14,7 @@ from orchestrator import waiting
 from orchestrator.analysis.sweep import Point, apply_to_client, service_changes, set_path
 from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
-from orchestrator.analysis.engines import ENGINES, NONE
+from orchestrator.analysis.engines import engine_named
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
 from orchestrator.bench.runstate import PointRun
@@ -179,12 +179,16 @@ class Deploying:
         p = Path(path).expanduser()
         return p if p.is_absolute() or not self.recipe.source else Path(self.recipe.source).parent / p
 
+    def _ref_of(self, target: str):
+        """The benchmark's service a client's ``target`` names (None: none; the recipe checked it)."""
+        return next((r for r in self.recipe.services if r.name == target), None)
+
     def _rows_needed(self, spec) -> int | None:
         """Dataset rows for every job of a client at the largest point (None: all a trace has)."""
         if spec.dataset.timed:
             return None
         sweep = self.recipe.sweep
-        ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+        ref = self._ref_of(spec.target)
         replicas = self._base_recipe(ref).replicas if ref is not None and ref.recipe else 1
         per_job = DATASET_ROWS if spec.requests is None or "requests" in sweep else spec.requests
         return per_job * max([spec.nodes, *sweep.get("nodes", [])]) * replicas
@@ -215,14 +219,26 @@ class Deploying:
         except (ValueError, KeyError, TypeError):
             return None
 
+    @staticmethod
+    def _asked_models(spec) -> list[str]:
+        """The models a client names: its LoRA mix's, or its payload's one."""
+        return list(spec.models) or ([spec.payload["model"]] if "model" in spec.payload else [])
+
+    def _refuse_unserved(self, i: int, spec, served: list[str], said: str, then: str) -> None:
+        """A client naming a model its target does not serve is refused, with the list ``said`` gave."""
+        missing = [m for m in self._asked_models(spec) if m not in served]
+        if missing:
+            field = "models" if spec.models else "payload.model"
+            raise RecipeError(f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].{field}: "
+                              f"{', '.join(missing)} not served by {spec.target} ({said} {', '.join(served)}{then}")
+
     def _check_models_early(self) -> None:
         """Before any job: a model named for a vLLM recipe this session deploys is one it will serve (its
         served name, its LoRA modules' names: VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES of the packaged
         recipes); the service's own /v1/models is asked again once it runs (``_check_models``)."""
         for i, spec in enumerate(self.recipe.clients):
-            ref = next((r for r in self.recipe.services if r.name == spec.target), None)
-            wanted = list(spec.models) or ([spec.payload["model"]] if "model" in spec.payload else [])
-            if ref is None or ref.recipe is None or spec.kind not in LLM_KINDS or not wanted:
+            ref = self._ref_of(spec.target)
+            if ref is None or ref.recipe is None or spec.kind not in LLM_KINDS or not self._asked_models(spec):
                 continue
             recipe = self._base_recipe(ref)
             env = recipe.environment
@@ -230,13 +246,8 @@ class Deploying:
                 continue
             served = [str(env["VLLM_SERVED_MODEL_NAME"])] + [
                 m.split("=", 1)[0] for m in str(env.get("VLLM_LORA_MODULES") or "").split()]
-            missing = [m for m in wanted if m not in served]
-            if missing:
-                field = "models" if spec.models else "payload.model"
-                raise RecipeError(f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].{field}: "
-                                  f"{', '.join(missing)} not served by {spec.target} (its recipe serves "
-                                  f"{', '.join(served)}: VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES); "
-                                  "nothing was submitted")
+            self._refuse_unserved(i, spec, served, "its recipe serves",
+                                  ": VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES); nothing was submitted")
 
     def _check_models(self, engines: dict) -> None:
         """Before any client job: every model a vLLM target is asked for (a payload's, a LoRA mix's) is
@@ -253,14 +264,10 @@ class Deploying:
             served = asked[name]
             if served is None:
                 continue
-            wanted = list(spec.models) or ([spec.payload["model"]] if "model" in spec.payload else [])
-            missing = [m for m in wanted if m not in served]
-            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
-            if missing:
-                field = "models" if spec.models else "payload.model"
-                raise RecipeError(f"{where}.{field}: {', '.join(missing)} not served by {spec.target} (its /v1/models "
-                                  f"lists {', '.join(served)}); refused before any client job started")
-            if not wanted and served:
+            self._refuse_unserved(i, spec, served, "its /v1/models lists",
+                                  "); refused before any client job started")
+            if not self._asked_models(spec) and served:
+                where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
                 self.say(f"{where}: no model named: sending {served[0]!r}, the model {spec.target} serves")
                 clients[i] = replace(spec, payload={**spec.payload, "model": served[0]})
         self.recipe = replace(self.recipe, clients=tuple(clients))
@@ -284,7 +291,7 @@ class Deploying:
                 continue
             if spec.options["script"] and not self._beside_recipe(spec.options["script"]).is_file():
                 raise RecipeError(f"{where}.script: {self._beside_recipe(spec.options['script'])}: no such file")
-            ref = next(r for r in self.recipe.services if r.name == spec.target)
+            ref = self._ref_of(spec.target)
             if ref.recipe is None:
                 continue  # a running service: its memory is what it is
             mem = self._base_recipe(ref).resources.mem
@@ -299,11 +306,12 @@ class Deploying:
     def _check_cache(self, spec, where: str) -> None:
         """``cache: cold`` on a service this session did not start: its engine must empty its prefix cache
         on request (the session cannot restart it); asked now, before any job."""
-        ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+        ref = self._ref_of(spec.target)
         if spec.cache != "cold" or ref is None or ref.recipe is not None:
             return
         sid = self.orch.servers.probe(ref.service_id).service_id
-        engine = ENGINES.get(self.orch.servers.record(sid).engine if self.orch.servers.record(sid) else "", NONE)
+        record = self.orch.servers.record(sid)
+        engine = engine_named(record.engine if record else None)
         if engine.reset_prefix_cache and self._reset_cache(sid, engine):
             return
         raise RecipeError(f"{where}.cache: cold needs the prefix cache of {spec.target} ({sid}) emptied before the "
@@ -325,7 +333,7 @@ class Deploying:
     def _check_spread(self, spec, where: str) -> None:
         """A client's load is spread over its target's replicas: each must get at least one of its
         connections (and of its requests), at every point of a sweep."""
-        ref = next((r for r in self.recipe.services if r.name == spec.target), None)
+        ref = self._ref_of(spec.target)
         if ref is None or ref.recipe is None:
             return
         sweep = self.recipe.sweep

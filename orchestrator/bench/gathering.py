@@ -152,8 +152,7 @@ class Gathering:
 
     def _recipe_of(self, name: str):
         """The recipe a service of the session (or one of its replicas) was deployed from."""
-        group = next((g for g, names in self.state.replicas.items() if name in names), name)
-        recipe = self.base_recipes.get(group)
+        recipe = self.base_recipes.get(self._group_of(name))
         return recipe if recipe is not None else ServiceRecipe(name=name, command="")
 
     def _report_point(self, pr: PointRun, table: RequestTable) -> None:
@@ -225,9 +224,8 @@ class Gathering:
         if search is None:
             return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
         from orchestrator.analysis.search import answer
-        tried = [(e["value"], e["passed"], e["throughput"]) for e in self.search_log]
         return SweepData(ctx, {search.field: [e["value"] for e in self.search_log]}, self.recipe.slo, points,
-                         search={**search.to_dict(), "points": self.search_log, "answer": answer(tried)})
+                         search={**search.to_dict(), "points": self.search_log, "answer": answer(self._tried())})
 
     def recipes_manifest(self) -> dict:
         return {"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256, "text": self.recipe.text},

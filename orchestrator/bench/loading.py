@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from orchestrator import waiting
-from orchestrator.analysis.engines import ENGINES, NONE
+from orchestrator.analysis.engines import engine_named
 from orchestrator.analysis.sweep import apply_to_client
 from orchestrator.bench.kinds import LLM_KINDS
 from orchestrator.bench.runstate import PointRun
@@ -37,7 +37,7 @@ class Loading:
         the first point's services are new, and later points restart them (``_restarts``)."""
         engines = self._engines()
         for name in self._cold_targets():
-            engine = ENGINES.get(engines.get(name) or "", NONE)
+            engine = engine_named(engines.get(name))
             if engine.reset_prefix_cache and self._cache_mode.get(name) != "restart":
                 if self._reset_cache(self.state.services[name], engine):
                     self._cache_mode[name] = "reset"
@@ -50,7 +50,7 @@ class Loading:
         for spec in self.recipe.clients:   # engines with a prefix cache the report can speak of
             if spec.cache == "warm" and spec.kind in LLM_KINDS:
                 for name in self._targets_of(spec.target):
-                    if ENGINES.get(engines.get(name) or "", NONE).prefix_cache_hits:
+                    if engine_named(engines.get(name)).prefix_cache_hits:
                         pr.cache.setdefault(name, "warm: as earlier requests (warm-up, earlier points) left it")
 
     def _restarts(self) -> frozenset:
@@ -58,6 +58,7 @@ class Loading:
         return frozenset(self._group_of(n) for n, mode in self._cache_mode.items() if mode == "restart")
 
     def _group_of(self, name: str) -> str:
+        """The service a replica belongs to (a service that is no replica: itself)."""
         return next((g for g, names in self.state.replicas.items() if name in names), name)
 
     def _go(self, pr: PointRun) -> None:

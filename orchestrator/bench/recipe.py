@@ -83,7 +83,7 @@ class BenchmarkRecipe:
     description: str = ""
     sweep: dict = field(default_factory=dict)
     slo: dict = field(default_factory=dict)     # parsed: seconds / ratio
-    validity: Validity = field(default_factory=lambda: Validity())
+    validity: Validity = field(default_factory=Validity)
     search: Search | None = None                # the highest load meeting an SLO, searched (analysis.search)
     source: str = ""
     text: str = ""

@@ -95,21 +95,27 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
         return bool(self._restarts()) or any(service_changes(point, ref.name) for ref in self.recipe.services)
 
     def _following(self, pr: PointRun) -> Point | None:
-        """The point after ``pr``: a grid's next, or, for a search, the one its results so far choose
-        (known only once ``pr`` is reported)."""
+        """A grid's point after ``pr`` (a search's is known only once ``pr`` is reported: ``_searched``)."""
         i = pr.point.index
-        if not self.recipe.search:
-            return self.points[i + 1] if i + 1 < len(self.points) else None
-        if pr.report is None:
+        if self.recipe.search:
             return None
+        return self.points[i + 1] if i + 1 < len(self.points) else None
+
+    def _tried(self) -> list[tuple[float, bool, float | None]]:
+        """The search's points so far: (value, passed, throughput)."""
+        return [(e["value"], e["passed"], e["throughput"]) for e in self.search_log]
+
+    def _searched(self, pr: PointRun) -> Point | None:
+        """The point a search tries after ``pr``, from the verdicts of every point so far (None: done)."""
         from orchestrator.analysis.search import judge, next_value
+        i = pr.point.index
         search = self.recipe.search
         kpis = {k["kpi"]: k["value"] for k in pr.report["kpis"]}
         passed, why = judge(search, kpis, pr.report.get("valid", False), pr.report.get("invalid_reasons", []))
         self.search_log.append({"point": pr.point.label, "value": pr.point.values[search.field], "passed": passed,
                                 "why": why, "throughput": kpis.get("throughput")})
         self.say(f"{pr.point.label}: {'passes' if passed else 'fails'} ({why})")
-        value, where = next_value(search, [(e["value"], e["passed"], e["throughput"]) for e in self.search_log])
+        value, where = next_value(search, self._tried())
         self.search_log[-1]["next"] = where
         self.say(f"search: {where}")
         if value is None:
@@ -148,9 +154,10 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
                     ready = self._point_run(following)
                     self._begin_point(ready)
                 self._finish_point(current)
+                if self.recipe.search:
+                    following = self._searched(current)
                 current = None
-                point = following if following is not None or not self.recipe.search else \
-                    self._following(self.state.points[-1])
+                point = following
         except (KeyboardInterrupt, Terminated) as exc:
             self.state.interrupted = True
             ended_by = exc

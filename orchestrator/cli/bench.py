@@ -175,21 +175,20 @@ def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
     --save-detailed` JSON, or aiperf's profile_export.jsonl (or its artifact folder)."""
     from pathlib import Path
 
-    from orchestrator.analysis.compare import compare_sessions, invalid_sides
+    from orchestrator.analysis.compare import compare_sessions
     from orchestrator.analysis.experiments import parse_thresholds
     ctx = _ctx(click_ctx, config_path, as_json)
     try:
         thr = parse_thresholds([t for group in thresholds for t in group.split()]) if thresholds else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--threshold") from None
-    rows, _ = compare_sessions(Path(a), Path(b), thr)
+    rows, _, refused = compare_sessions(Path(a), Path(b), thr)
     pct = lambda v: "-" if v is None else f"{v * 100:+.1f}%"
     val = lambda v: "absent" if v is None else f"{v:.4g}"
     table = render_table(["kpi", "A", "B", "change", "noise (2σ)", "threshold", "verdict"],
                          [[r.kpi, val(r.a), val(r.b), pct(r.change), "-" if r.noise is None else f"±{2 * r.noise * 100:.1f}%",
                            "-" if r.threshold is None else f"{r.threshold * 100:.0f}%", r.verdict] for r in rows])
     regressions = [r for r in rows if r.verdict.startswith("REGRESSION")]
-    refused = invalid_sides({"A": _report_of(Path(a)), "B": _report_of(Path(b))})
     summary = ("not compared: " + "; ".join(refused) if refused else
                f"REGRESSION in {', '.join(r.kpi for r in regressions)}" if regressions
                else "no regression beyond the thresholds")
@@ -200,13 +199,6 @@ def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
         sys.exit(INVALID_EXIT)
     if regressions:
         sys.exit(1)
-
-
-def _report_of(path) -> dict:
-    """A session directory's report.json (a reference tool's result: an empty one)."""
-    import json
-    report = path / "report.json" if path.is_dir() else None
-    return json.loads(report.read_text()) if report is not None and report.exists() else {}
 
 
 @click.command("rerun")

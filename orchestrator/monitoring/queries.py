@@ -6,7 +6,7 @@ their queries from here, so a metric name is changed in one place.
 
 from __future__ import annotations
 
-from orchestrator.analysis.engines import ENGINES, NONE
+from orchestrator.analysis.engines import engine_named
 
 REPORT_QUERIES = {
     "up": "up",
@@ -47,7 +47,7 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
     multi = len(services) > 1
     out: dict[str, tuple[str | None, str]] = {}
     for name, sid in services.items():
-        engine = ENGINES.get((engines or {}).get(name) or "", NONE)
+        engine = engine_named((engines or {}).get(name))
         sel = f'service_id="{sid}"'
         p = f"{name}." if multi else ""
 

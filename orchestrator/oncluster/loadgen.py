@@ -224,6 +224,13 @@ STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, 
          http.client.CannotSendRequest)
 
 
+def _drop(conn_box: list) -> None:
+    """Close a slot's kept-alive connection (the next request opens a new one)."""
+    if conn_box[0] is not None:
+        conn_box[0].close()
+    conn_box[0] = None
+
+
 def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeout: float):
     """Send on the kept-alive connection; if the server had closed it (no byte of an answer came),
     once more on a new one. Returns (response, retried)."""
@@ -237,8 +244,7 @@ def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeo
             conn.request(method, path, body=data, headers=headers)
             return conn.getresponse(), attempt == 1
         except STALE:
-            conn.close()
-            conn_box[0] = None
+            _drop(conn_box)
             if not reused or attempt == 1:
                 raise
 
@@ -291,13 +297,10 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
             elif status != 200:
                 error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
         if resp.will_close:  # Connection: close (or HTTP/1.0): the next request needs a new connection
-            conn_box[0].close()
-            conn_box[0] = None
+            _drop(conn_box)
     except Exception as exc:  # a failed request is data, not a crash
         error = f"{type(exc).__name__}: {exc}"
-        if conn_box[0] is not None:
-            conn_box[0].close()
-        conn_box[0] = None
+        _drop(conn_box)
     latency = time.perf_counter() - t0
     tokens_in, tokens_out = usage
     tokens = tokens_out if tokens_out is not None else (pieces or None)
@@ -339,16 +342,13 @@ def context_tokens(conn_box: list, url: urllib.parse.SplitResult, timeout: float
             resp, _ = _send(conn_box, url, "GET", path, None, timeout)
             raw = resp.read()
             if resp.will_close:
-                conn_box[0].close()
-                conn_box[0] = None
+                _drop(conn_box)
             if resp.status == 200:
                 n = find(json.loads(raw))
                 if isinstance(n, int) and n > 0:
                     return n
         except Exception:  # a server that does not say: conversations are not cut
-            if conn_box[0] is not None:
-                conn_box[0].close()
-            conn_box[0] = None
+            _drop(conn_box)
     return None
 
 

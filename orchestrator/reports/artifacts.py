@@ -38,7 +38,7 @@ from orchestrator.analysis.records import RequestTable
 from orchestrator.analysis.validity import assess, delivery
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
-from orchestrator.analysis.engines import ENGINES, NONE
+from orchestrator.analysis.engines import engine_named
 from orchestrator.reports.bottleneck import Load, verdict
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso
@@ -213,7 +213,7 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
     multi = len(ctx.services) > 1
     totals = ok_totals(table)
     for name in ctx.services:
-        engine = ENGINES.get(ctx.engines.get(name) or "", NONE)
+        engine = engine_named(ctx.engines.get(name))
         p = f"{name}." if multi else ""
         scope = name if multi else None
         whole = totals.merged(scope)

@@ -122,7 +122,8 @@ def test_aiperf_export_becomes_records():
 
 def test_report_compare_takes_a_tool_result_as_either_side(tmp_path):
     from orchestrator.analysis.compare import compare_sessions
-    rows, _ = compare_sessions(DATA / "vllm-bench-detailed.json", DATA / "aiperf-profile_export.jsonl")
+    rows, _, refused = compare_sessions(DATA / "vllm-bench-detailed.json", DATA / "aiperf-profile_export.jsonl")
+    assert refused == []     # a reference tool's result has no validity to refuse
     by = {r.kpi: r for r in rows}
     assert by["throughput"].a == pytest.approx(6 / (max(s + l for s, l in zip(
         json.loads((DATA / "vllm-bench-detailed.json").read_text())["start_times"],
