@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.bench.datasets import FILE_KINDS, MAX_ROWS, DatasetSpec
@@ -326,6 +326,11 @@ def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
                     for i, c in enumerate(expect_list(b["clients"], "benchmark.clients")))
     if not clients:
         raise SchemaViolation("benchmark.clients", "expected at least one client")
+    search = _search(b.get("search"), b.get("sweep"), clients)
+    if search and search.goodput:
+        # the share of requests meeting the search's per-request limits (slo_attainment) is counted by
+        # the clients' own per-request SLO: the search's limits are theirs for this session
+        clients = tuple(replace(c, slo={**c.slo, **search.per_request}) for c in clients)
     mon = expect_mapping(b.get("monitor") or {}, "benchmark.monitor")
     check_keys(mon, ["recipe", "scrape_interval"], "benchmark.monitor")
     interval = str(mon.get("scrape_interval", "5s"))
@@ -336,7 +341,7 @@ def parse_benchmark(raw, source: str = "", text: str = "") -> BenchmarkRecipe:
         scrape_interval=interval, description=str(b.get("description") or ""),
         sweep=validate_sweep(expect_mapping(b.get("sweep") or {}, "benchmark.sweep"), names),
         slo=_slo(b.get("slo")), validity=parse_validity(b.get("validity"), "benchmark.validity"),
-        search=_search(b.get("search"), b.get("sweep"), clients), source=source, text=text)
+        search=search, source=source, text=text)
 
 
 def _search(raw, sweep, clients) -> Search | None:

@@ -153,3 +153,10 @@ def test_validity_and_search_are_parsed_with_their_units():
             load_benchmark_text(bench("rate: 2\nrequests: 8", extra), "b.yaml")
     with pytest.raises(RecipeError, match="search over rate needs open-loop clients"):
         load_benchmark_text(bench("requests: 8", "  search: {rate: [1, 8], slo: {ttft_p99: 1s}}\n"), "b.yaml")
+
+
+def test_a_search_with_a_goodput_share_counts_its_limits_per_request():
+    r = load_benchmark_text(bench("rate: 2\nrequests: 8\nslo: {e2e: 5s}",
+                                  "  search: {rate: [1, 64], slo: {ttft_p99: 500ms, tpot_p99: 50ms}, goodput: 0.95}\n"),
+                            "b.yaml")
+    assert r.clients[0].slo == {"e2e": 5.0, "ttft": 0.5, "tpot": 0.05}
