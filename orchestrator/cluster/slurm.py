@@ -109,8 +109,13 @@ _KV = re.compile(r"(\S+?)=(.*?)(?=\s+\S+?=|$)")
 
 
 def parse_scontrol_record(line: str) -> dict[str, str]:
-    """``Key=Value Key2=Value two`` (scontrol --oneliner) into a dict."""
-    return {m.group(1): m.group(2).strip() for m in _KV.finditer(line.strip())}
+    """``Key=Value Key2=Value two`` (scontrol --oneliner) into a dict. scontrol prints a job's own text
+    (its name, its output path) raw, so a value may hold ` Key=...` of its own making: the first of each
+    key is scontrol's (its keys come in a fixed order), a later one is the job's text, never taken."""
+    out: dict[str, str] = {}
+    for m in _KV.finditer(line.strip()):
+        out.setdefault(m.group(1), m.group(2).strip())
+    return out
 
 
 def _scontrol_job(rec: dict[str, str]) -> Job:

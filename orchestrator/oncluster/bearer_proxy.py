@@ -5,7 +5,8 @@ node's python3 (standard library only).
 
 The server listens on the node's loopback; this listens on the cluster network and forwards only
 requests that carry ``Authorization: Bearer <key>`` (the job's secret, read from a file), except the
-paths named ``--open`` (a health check). The key is checked before any byte of a body is read, and a
+paths named ``--open`` (a health check, an exporter's /metrics), which are served to GET and HEAD only
+and without their query string. The key is checked before any byte of a body is read, and a
 body must state its length, at most ``--max-body``: a caller without the key costs a header's worth of
 memory. Answers are passed on as they come (a streamed answer chunk by chunk, as the server wrote it).
 """
@@ -46,10 +47,14 @@ def make_handler(backend: tuple[str, int], key: str, open_paths: set[str], max_b
                         [("Content-Type", "application/json"), ("Connection", "close")])
 
         def _forward(self) -> None:
-            if self.path.split("?")[0] not in open_paths and not hmac.compare_digest(
-                    self.headers.get("Authorization", ""), f"Bearer {key}"):
-                self._refuse(401, "Unauthorized")
-                return
+            path = self.path.split("?")[0]
+            if not hmac.compare_digest(self.headers.get("Authorization", ""), f"Bearer {key}"):
+                if path not in open_paths or self.command not in ("GET", "HEAD"):
+                    self._refuse(401, "Unauthorized")
+                    return
+                # an open path is read as it is, without the caller's query: no parameter of it
+                # (an exporter's target=, a collector list) is the neighbour's to choose
+                self.path = path
             if self.headers.get("Transfer-Encoding"):
                 self._refuse(411, "a body must state its Content-Length")
                 return

@@ -11,22 +11,42 @@ import json
 import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 import jinja2
 
+from orchestrator.cluster import jobdir
 from orchestrator.config import RemoteConfig, SlurmConfig
 from orchestrator.errors import RecipeError
 from orchestrator.resources import packaged
-from orchestrator.services.recipes import AUTO, ServiceRecipe
+from orchestrator.services.recipes import AUTO, SERVICE_EXPORTERS, ServiceRecipe
 from orchestrator.templating import render, render_string
 
 _MARK = "\x00"
 GPU_EXPORTER = packaged("oncluster", "nvidia_smi_exporter.py")
+GATE_PROGRAM = packaged("oncluster", "bearer_proxy.py")
+EXPORTER_USER = "orch-exporter"   # the Redis ACL user the exporter logs in as (recipes/services/redis.yaml)
+
+
+def gated_exporters(recipe: ServiceRecipe) -> list[str]:
+    """The exporters that read the service with its credentials: each listens on loopback behind a gate."""
+    return [e for e in recipe.exporters if e in SERVICE_EXPORTERS]
+
+
+def bundle_files(recipe: ServiceRecipe) -> dict[str, bytes]:
+    """The files a job ships besides its script and secrets: the recipe's own, and the exporters' gate."""
+    files = {name: Path(local).read_bytes() for name, local in recipe.files.items()}
+    if gated_exporters(recipe) or recipe.gate is not None:
+        files[jobdir.GATE] = GATE_PROGRAM.read_bytes()
+    return files
 
 
 def _runtime_context(nports: int, static: dict) -> dict:
+    # gate_port: where a gated server listens on the node's loopback (service.gate)
     ctx = {"node": f"{_MARK}ORCH_NODE{_MARK}", "job_dir": f"{_MARK}ORCH_JOB_DIR{_MARK}",
-           "secret_file": f"{_MARK}ORCH_SECRET_FILE{_MARK}", "work_dir": f"{_MARK}ORCH_WORK_DIR{_MARK}",
+           "secret_file": f"{_MARK}ORCH_SECRET_FILE{_MARK}", "exporter_user": EXPORTER_USER,
+           "exporter_secret_file": f"{_MARK}ORCH_EXPORTER_SECRET_FILE{_MARK}",
+           "gate_port": f"{_MARK}ORCH_GATE_PORT{_MARK}", "work_dir": f"{_MARK}ORCH_WORK_DIR{_MARK}",
            "remote_venv": f"{_MARK}ORCH_REMOTE_VENV{_MARK}", **static}
     if nports:
         ctx["port"] = f"{_MARK}ORCH_PORT{_MARK}"
@@ -44,11 +64,11 @@ def _segments(text: str, nports: int, field: str, source: str, static: dict | No
     except jinja2.UndefinedError as exc:
         hint = " (service.ports is empty)" if "port" in str(exc) and not nports else ""
         raise RecipeError(f"{source}: {field}: {exc.message}{hint}; available: node, job_dir, "
-                          "secret_file, work_dir, remote_venv, scrape_interval, retention_time"
+                          "secret_file, exporter_user, exporter_secret_file, gate_port, work_dir, remote_venv, scrape_interval, retention_time"
                           + (", port, ports[0..%d]" % (nports - 1) if nports else "")) from None
     except jinja2.exceptions.SecurityError as exc:
         raise RecipeError(f"{source}: {field}: not allowed in a recipe: {exc}; only the variables node, job_dir, "
-                          "secret_file, work_dir, remote_venv, port, ports[i], scrape_interval and retention_time may be used") from None
+                          "secret_file, exporter_user, exporter_secret_file, gate_port, work_dir, remote_venv, port, ports[i], scrape_interval and retention_time may be used") from None
     except jinja2.TemplateError as exc:
         raise RecipeError(f"{source}: {field}: template error: {exc}") from None
     parts = rendered.split(_MARK)
@@ -91,6 +111,7 @@ class SbatchOptions:
     gpus: int
     constraint: str | None
     nodelist: str | None = None
+    exclusive: bool = False
 
     def directives(self) -> list[str]:
         # --no-requeue: after a node failure SLURM would otherwise start the job again later, somewhere
@@ -99,7 +120,7 @@ class SbatchOptions:
                  ("ntasks-per-node", 1), ("cpus-per-task", self.cpus_per_task), ("mem", self.mem),
                  ("gres", f"gpu:{self.gpus}" if self.gpus else None), ("time", self.time),
                  ("partition", self.partition), ("account", self.account), ("qos", self.qos),
-                 ("constraint", self.constraint), ("nodelist", self.nodelist)]
+                 ("constraint", self.constraint), ("nodelist", self.nodelist), ("exclusive", self.exclusive or None)]
         out = []
         for key, value in items:
             if value is None:
@@ -116,7 +137,7 @@ def sbatch_options(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str) -
     return SbatchOptions(job_name=service_id, partition=r.partition or slurm.partition,
                          account=r.account or slurm.account, qos=r.qos or slurm.qos,
                          time=r.time or slurm.time, nodes=r.nodes, cpus_per_task=r.cpus_per_task,
-                         mem=r.mem, gpus=r.gpus, constraint=r.constraint, nodelist=r.nodelist)
+                         mem=r.mem, gpus=r.gpus, constraint=r.constraint, nodelist=r.nodelist, exclusive=r.exclusive)
 
 
 def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id: str,
@@ -146,8 +167,13 @@ def render_service_script(recipe: ServiceRecipe, slurm: SlurmConfig, service_id:
         directives=sbatch_options(recipe, slurm, service_id).directives(),
         fixed_ports=[(i, p) for i, p in enumerate(recipe.ports) if p != AUTO],
         auto_vars=[f"ORCH_PORT_{i}" for i, p in enumerate(recipe.ports) if p == AUTO]
-        + [f"ORCH_EXPORTER_{e.upper()}_PORT" for e in recipe.exporters], nports=n,
-        exporters=recipe.exporters, auth=recipe.auth,
+        + [f"ORCH_EXPORTER_{e.upper()}_PORT" for e in recipe.exporters]
+        + [f"ORCH_EXPORTER_{e.upper()}_BACKEND" for e in gated_exporters(recipe)]
+        + (["ORCH_GATE_PORT"] if recipe.gate is not None else []), nports=n,
+        exporters=recipe.exporters, auth=recipe.auth, gated=bool(gated_exporters(recipe)) or recipe.gate is not None,
+        gate=recipe.gate,
+        gate_file=f'"$ORCH_JOB_DIR"/{jobdir.GATE}', exporter_user=EXPORTER_USER,
+        exporter_secret_file='"$ORCH_EXPORTER_SECRET_FILE"',
         gpu_exporter_source=GPU_EXPORTER.read_text() if "gpu" in recipe.exporters else "",
         work_dir_word=expand_home_word(remote.work_dir), venv_word=expand_home_word(remote.venv_dir),
         environment=env, command=shlex.quote(command), modules=recipe.modules, metrics=metrics,

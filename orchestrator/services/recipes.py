@@ -68,6 +68,7 @@ class Resources:
     qos: str | None = None
     constraint: str | None = None
     nodelist: str | None = None
+    exclusive: bool = False          # whole nodes (sbatch --exclusive): no other user's job beside ours
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ class ServiceRecipe:
     auth: str = "none"               # one of AUTHS: how clients show the job's secret
     replicas: int = 1                # copies, each its own job (a session spreads a client's load over them)
     replica_not_ready: str = "stop"  # a replica never ready: stop the session, or measure_others
+    # the tool's bearer gate on the first port, the server on {{ gate_port }} of the node's loopback:
+    # the paths served without the key (GET only), or None for no gate
+    gate: tuple[str, ...] | None = None
     source: str = ""                 # the file it came from
     text: str = ""                   # the YAML as read, for manifests and reruns
 
@@ -133,13 +137,13 @@ REPLICA_POLICIES = ("stop", "measure_others")
 _SERVICE_KEYS = ["replicas", "replica_not_ready", "name", "description", "container", "command", "environment",
                  "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
-                 "retention_time", "files", "engine", "launch", "auth"]
+                 "retention_time", "files", "engine", "launch", "auth", "gate"]
 LAUNCHES = ("native", "container")
 _TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
 DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
 _RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint",
-                  "nodelist"]
+                  "nodelist", "exclusive"]
 _HEALTH_KEYS = ["path", "timeout", "port", "tcp"]
 _METRICS_KEYS = ["path", "port"]
 
@@ -226,7 +230,14 @@ def _resources(raw, where: str = "service.resources", keys: list[str] = _RESOURC
         account=expect_str(raw.get("account"), p + "account", optional=True),
         qos=expect_str(raw.get("qos"), p + "qos", optional=True),
         constraint=expect_str(raw.get("constraint"), p + "constraint", optional=True),
-        nodelist=expect_str(raw.get("nodelist"), p + "nodelist", optional=True))
+        nodelist=expect_str(raw.get("nodelist"), p + "nodelist", optional=True),
+        exclusive=_bool(raw.get("exclusive", False), p + "exclusive"))
+
+
+def _bool(value, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise SchemaViolation(path, f"expected true or false, got {value!r}")
+    return value
 
 
 parse_resources = _resources
@@ -328,6 +339,20 @@ def _files(raw, source: str) -> dict[str, str]:
     return out
 
 
+def _gate(raw, ports: tuple, auth: str) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    raw = expect_mapping(raw, "service.gate")
+    check_keys(raw, ["open"], "service.gate")
+    if not ports:
+        raise SchemaViolation("service.gate", "the gate serves the service's first port: service.ports is needed")
+    if auth != "bearer":
+        raise SchemaViolation("service.gate", f"the gate asks for the job's secret as a bearer key: expected "
+                                              f"service.auth: bearer, got {auth!r}")
+    return tuple(_path_str(p, f"service.gate.open[{i}]")
+                 for i, p in enumerate(expect_list(raw.get("open") or [], "service.gate.open")))
+
+
 def _engine(value) -> str | None:
     from orchestrator.analysis.engines import ENGINES
     if value is None:
@@ -410,7 +435,7 @@ def parse_recipe(raw, source: str = "", text: str = "") -> ServiceRecipe:
         replicas=expect_int(s.get("replicas", 1), "service.replicas", 1, 64),
         replica_not_ready=expect_pattern(s.get("replica_not_ready", "stop"), "service.replica_not_ready",
                                          lambda v: v in REPLICA_POLICIES, " or ".join(REPLICA_POLICIES)),
-        source=source, text=text)
+        gate=_gate(s.get("gate"), ports, auth), source=source, text=text)
 
 
 __all__ = ["ServiceRecipe", "Container", "Resources", "Health", "Metrics", "load_recipe", "parse_recipe",

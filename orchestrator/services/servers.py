@@ -196,7 +196,8 @@ class ServersModule:
                           **({"engine": recipe.engine} if recipe.engine else {}), auth=recipe.auth,
                           submitted_at=now_iso(), health_timeout=recipe.health.timeout if recipe.health else None,
                           **(labels or {}))
-        shipped = {name: Path(local).read_bytes() for name, local in recipe.files.items()}
+        from orchestrator.services.jobscript import bundle_files
+        shipped = bundle_files(recipe)
         from orchestrator.services.auth import job_files, new_secret
         locks = job_files(recipe.auth, new_secret())
         bundle = job_bundle({jobdir.JOB_SCRIPT: script.encode(), **shipped,

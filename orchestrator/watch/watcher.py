@@ -284,7 +284,7 @@ class Watcher:
     def _attribute(self, jids: list[str], ours: dict) -> list[dict]:
         """Fetch the log tail of each newly ended job once (one remote command), classify, store."""
         jobs = self.store.load()
-        paths, owners, raw_paths = {}, {}, {}
+        paths, foreign, raw_paths = {}, {}, {}
         for jid in jids:
             rec = jobs[jid]
             if rec.get("service_id"):
@@ -293,9 +293,9 @@ class Watcher:
             elif rec.get("stdout"):
                 raw_paths[jid] = rec["stdout"]
                 paths[jid] = quote(rec["stdout"])
-                owners[jid] = rec.get("user") or "?"   # (no user known: nothing matches, nothing is read)
+                foreign[jid] = jid   # (its user is asked of squeue where the file is read)
         mark = Marker()
-        script = jobdir.log_tails_script(paths, self.options.log_lines, mark, owners)
+        script = jobdir.log_tails_script(paths, self.options.log_lines, mark, foreign)
         out = self.transport.run(script, timeout=60).stdout if paths else ""
         logs = {sec.args[0]: sec.text for sec in mark.parse(out) if sec.name == "log" and sec.args}
         reported = []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import BenchmarkOrchestrator
+from orchestrator.errors import OrchestratorError
 from sandbox import cluster as sandbox
 from tests.e2e.test_chaos_e2e import Bench
 
@@ -108,10 +109,19 @@ def test_vllm_serves_across_two_nodes_with_pipeline_parallelism(rpc_ready, tmp_p
     tests/unit/test_jobscript.py."""
     if not Path("/var/cache/orch-vllm/bin/vllm").exists():
         pytest.fail("vLLM's CPU build is installed by scripts/setup.sh (scripts/build-vllm.sh)")
-    text = (ROOT / "recipes/services/vllm-multinode.yaml").read_text()
+    text = (ROOT / "recipes/services/vllm-multinode.yaml").read_text().replace("    VLLM_BACKEND: ray ", "    VLLM_BACKEND: mp ")
     recipe = tmp_path / "vllm-multinode.yaml"
-    recipe.write_text(text.replace("    VLLM_BACKEND: ray ", "    VLLM_BACKEND: mp "))
+    recipe.write_text(text)
     with BenchmarkOrchestrator(rpc_ready) as orch:
+        # mp's torch.distributed takes anyone's connection: without whole nodes the job refuses to start it
+        sid = orch.servers.start_service(orch.load_recipe(str(recipe)))
+        try:
+            with pytest.raises(OrchestratorError, match="resources.exclusive: true"):
+                orch.servers.wait_until_ready(sid, timeout=120)
+        finally:
+            orch.servers.stop_service(sid)
+        assert "resources: {nodes: 2," in text
+        recipe.write_text(text.replace("resources: {nodes: 2,", "resources: {exclusive: true, nodes: 2,"))
         sid = orch.servers.start_service(orch.load_recipe(str(recipe)))
         try:
             ep = orch.servers.wait_until_ready(sid, timeout=900)

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import pwd
+import re
 import stat
 import subprocess
 import sys
@@ -199,3 +200,82 @@ def test_the_watcher_never_reads_a_file_the_neighbour_points_its_output_at(kept,
     secret = secret_path.read_text().strip()
     assert all(secret not in json.dumps(v) for v in verdicts) and all(secret not in m for m in lines)
     as_neighbour(f"rm -f {out}")
+
+
+# What the neighbour tries on every port our jobs listen on: each route of each packaged service, the
+# exporters' multi-target routes (which would log in elsewhere with our credentials), admin routes.
+PROBES = [("GET", "/"), ("GET", "/metrics?target=redis://127.0.0.1:1&collect[]=x"), ("GET", "/scrape?target=redis://{redis}"),
+          ("GET", "/probe?target={postgres}"), ("GET", "/v1/models"), ("POST", "/v1/completions"),
+          ("POST", "/v1/chat/completions"), ("POST", "/invocations"), ("POST", "/tokenize"), ("POST", "/pooling"),
+          ("GET", "/props"), ("GET", "/slots"), ("POST", "/slots/0?action=erase"), ("GET", "/api/tags"),
+          ("POST", "/api/generate"), ("POST", "/api/pull"), ("DELETE", "/api/delete"), ("GET", "/api/version"),
+          ("GET", "/api/v2/tenants/default_tenant/databases/default_database/collections"),
+          ("POST", "/api/v2/reset"), ("GET", "/api/v1/query?query=up"), ("POST", "/-/quit"), ("GET", "/debug/pprof/")]
+# the routes that may answer without the key, by design: health checks and exporters' counters
+OPEN = {"/health", "/metrics", "/api/v2/heartbeat"}
+
+
+def listening_ports(node: str, uid: int) -> dict[int, str]:
+    """{port: program} of the sockets our user's processes listen on at ``node`` beyond its loopback."""
+    out = subprocess.run(["nsenter", f"--net=/var/run/netns/{node}", "ss", "-Hltnp"], capture_output=True,
+                         text=True, check=True).stdout
+    ports = {}
+    for line in out.splitlines():
+        fields = line.split()
+        local, users = fields[3], " ".join(fields[5:])
+        host, port = local.rsplit(":", 1)
+        if host.startswith("127.") or host == "[::1]":
+            continue
+        for prog, pid in re.findall(r'\("([^"]+)",pid=(\d+)', users):
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == uid and prog != "srun":   # (srun's steps: munge-signed)
+                    ports[int(port)] = prog
+            except FileNotFoundError:
+                pass
+    return ports
+
+
+def test_every_port_of_every_job_gives_the_neighbour_nothing_but_counters(kept):
+    """Every socket our jobs listen on, found on the nodes themselves (not only the ports we meant to open:
+    vLLM's workers once listened on a dozen torch.distributed ports of the node's address), tried on every
+    route above: only a health check or an exporter's /metrics answers (with counters), only the node
+    exporter (host counters, auth: none) serves anything else, nothing else gets further than a refusal or
+    "no such route", and the only ports that do not speak HTTP are Redis's and PostgreSQL's own (locked by
+    their passwords: test_the_neighbour_cannot_query_any_service)."""
+    orch, _, eps, ids = kept
+    uid = pwd.getpwnam(sandbox.USER).pw_uid
+    exporters = {name: orch.servers.probe(ids[name]).endpoint.get("exporters") or {} for name in eps}
+    node_exporters = {(eps[n].host, e["node"]) for n, e in exporters.items() if "node" in e}
+    raw_protocols = {(eps[n].host, eps[n].port) for n in ("redis", "postgres")}
+    targets = {"redis": f"{eps['redis'].host}:{eps['redis'].port}", "postgres": f"{eps['postgres'].host}:{eps['postgres'].port}"}
+    body = "-H 'Content-Type: application/json' -d '{\"model\": \"test-model\", \"prompt\": \"hi\", \"name\": \"x\"}'"
+    tried = []
+    for node in sorted({ep.host for ep in eps.values()}):
+        for port, prog in sorted(listening_ports(node, uid).items()):
+            if (node, port) in node_exporters:
+                continue
+            # all routes in one command as the neighbour; a port that does not answer HTTP stops at the first
+            lines = [f"c=$(curl -gs -o /dev/null -w '%{{http_code}}' --max-time 5 -X {m} "
+                     f"{body if m != 'GET' else ''} 'http://{node}:{port}{r.format(**targets)}'); "
+                     f"echo \"{m} {r.format(**targets)} $c\"; [ \"$c\" = 000 ] && exit 0" for m, r in PROBES]
+            out = as_neighbour("\n".join(lines), timeout=300).stdout.split("\n")
+            for line in filter(None, out):
+                method, route, code = line.split(" ")
+                tried.append((node, port, prog, route, code))
+                if code == "000":
+                    assert (node, port) in raw_protocols, (node, port, prog, "listens, and is not HTTP")
+                    continue
+                # refused, or a route the server does not have (nothing was parsed or computed for the caller)
+                allowed = {"401", "403", "404", "405"} | ({"200"} if route.split("?")[0] in OPEN and method == "GET" else set())
+                assert code in allowed, (node, port, prog, method, route, code)
+    # every service's port and every gated exporter was among those tried
+    ours = {(eps[n].host, p) for n in eps for p in [eps[n].port, *exporters[n].values()]}
+    assert ours - node_exporters <= {(n, p) for n, p, *_ in tried}, (ours, tried)
+    # the gated exporters' counters are there for Prometheus, without the key, and nothing of our keys
+    for name in ("redis", "postgres"):
+        ep = eps[name]
+        r = as_neighbour(f"curl -s --max-time 10 http://{ep.host}:{exporters[name][name]}/metrics")
+        assert f"{name}_up 1" in r.stdout or "pg_up 1" in r.stdout, r.stdout[-500:]
+    # the Redis exporter is its own ACL user: it may read INFO, not a key
+    r = as_neighbour(f"curl -s --max-time 10 'http://{eps['redis'].host}:{exporters['redis']['redis']}/metrics'")
+    assert "redis_key_" not in r.stdout

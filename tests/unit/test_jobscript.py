@@ -139,3 +139,50 @@ def test_every_shipped_recipes_command_is_valid_bash(path):
     command = re.sub(r"\{\{ *(\w+) *\}\}", lambda m: {"port": "8000"}.get(m.group(1), "/x"), recipe.command)
     proc = subprocess.run(["bash", "-n"], input=command, text=True, capture_output=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _run_multinode(tmp_path, backend: str, exclusive: bool, ray_version: str = "2.53.0") -> subprocess.CompletedProcess:
+    """vllm-multinode's command in bash, with stand-ins for ray, vllm, srun and scontrol that log their argv
+    and environment: what the recipe would start on two nodes, and what it refuses."""
+    from orchestrator.services.jobscript import shell_snippet
+    recipe = load_recipe("vllm-multinode")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = ('#!/bin/bash\necho "$(basename "$0") $* auth=${RAY_AUTH_MODE:-}:${RAY_AUTH_TOKEN_PATH:-}" >> "$LOG"\n')
+    for name, extra in {"ray": f'[ "$1" = --version ] && echo "ray, version {ray_version}"\n'
+                                '[ "$1" = status ] && printf " node_a\\n node_b\\n"\nexit 0\n',
+                        "vllm": "exit 0\n", "srun": "exit 0\n",
+                        "scontrol": 'printf "n1\\nn2\\n"\n', "getent": 'echo "10.0.0.1 $2"\n'}.items():
+        (bin_dir / name).write_text(stub + extra)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(tmp_path / "calls.log"), "ORCH_NODE": "n1",
+           "SLURM_JOB_NODELIST": "n[1-2]", "SLURM_NNODES": "2", "ORCH_PORT": "8000", "ORCH_GATE_PORT": "8001",
+           "ORCH_SECRET_FILE": str(tmp_path / "secret"), "ORCH_JOB_DIR": str(tmp_path),
+           "ORCH_EXCLUSIVE": "1" if exclusive else "0",
+           **{k: v.replace("{{ job_dir }}", str(tmp_path)) for k, v in recipe.environment.items()},
+           "VLLM_BACKEND": backend}
+    (tmp_path / "calls.log").write_text("")
+    command = shell_snippet(recipe.command, len(recipe.ports), "service.command")
+    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True, timeout=30)
+
+
+def test_vllm_multinode_refuses_mp_on_shared_nodes_and_a_ray_without_token_auth(tmp_path):
+    mp = _run_multinode(tmp_path, "mp", exclusive=False)
+    assert mp.returncode == 1 and "resources.exclusive: true" in mp.stderr
+    assert "vllm " not in (tmp_path / "calls.log").read_text()          # nothing was started
+    old = _run_multinode(tmp_path, "ray", exclusive=True, ray_version="2.51.1")
+    assert old.returncode == 1 and "Ray 2.51.1: token authentication needs Ray 2.52" in old.stderr
+    assert "ray start" not in (tmp_path / "calls.log").read_text()
+
+
+def test_vllm_multinode_serves_on_loopback_and_starts_ray_with_the_jobs_token(tmp_path):
+    ok = _run_multinode(tmp_path, "ray", exclusive=False, ray_version="2.52.0")
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    token = f"auth=token:{tmp_path}/secret"
+    head = next(c for c in calls if c.startswith("ray start --head"))
+    assert ok.returncode == 0 and head.endswith(token) and "--include-dashboard=false" in head
+    serve = next(c for c in calls if c.startswith("vllm serve"))
+    assert "--host 127.0.0.1 --port 8001" in serve and "0.0.0.0" not in serve and serve.endswith(token)
+    mp = _run_multinode(tmp_path, "mp", exclusive=True)
+    serve = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("vllm serve")]
+    assert mp.returncode == 0 and "--host 127.0.0.1 --port 8001" in serve[-1] and "--node-rank 0" in serve[-1]

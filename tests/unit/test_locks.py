@@ -4,6 +4,7 @@ the user. The pure parts; the neighbour's own attempts run on the sandbox (tests
 
 import os
 import stat
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -18,6 +19,7 @@ import yaml
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.hostkeys import parse_known_hosts
 from orchestrator.cluster.remote import Marker
+from orchestrator.cluster.shell import quote
 from orchestrator.cluster.ssh import Endpoint, _RefuseUnknownKey
 from orchestrator.config import SlurmConfig
 from orchestrator.errors import HostKeyError, RecipeError
@@ -35,7 +37,7 @@ SLURM = SlurmConfig(partition="cpu")
 # what each shipped service must be locked with; `none` only where the recipe says why (read-only host
 # counters, a static folder): the report names every open one
 LOCKS = {"chroma": "bearer", "grafana": "basic", "llamacpp": "bearer", "llamacpp-rpc": "bearer", "vllm-multinode": "bearer", "minio": "password", "node-exporter": "none",
-         "ollama": "none", "postgres": "password", "prometheus": "basic", "python-http": "none", "qdrant": "bearer",
+         "ollama": "bearer", "postgres": "password", "prometheus": "basic", "python-http": "none", "qdrant": "bearer",
          "redis": "password", "standin-llm": "bearer", "vllm": "bearer"}
 
 
@@ -64,7 +66,9 @@ def test_the_locked_recipes_hand_the_secret_file_to_their_server():
     assert 'DATA_SOURCE_NAME="postgresql://postgres:$(cat "$ORCH_SECRET_FILE")@' in pg   # its exporter: environment
     redis = render_service_script(load_recipe("redis"), SLURM, "r_0123abcd")
     assert "requirepass" in redis and "rename-command CONFIG" in redis and "protected-mode no" not in redis
-    assert 'REDIS_PASSWORD="$(cat "$ORCH_SECRET_FILE")" "$orch_redis_exporter"' in redis
+    # the exporter never has the main password: its own ACL user, whose password the job makes
+    assert 'REDIS_PASSWORD="$(cat "$ORCH_SECRET_FILE")"' not in redis
+    assert 'REDIS_USER=orch-exporter REDIS_PASSWORD="$(cat "$ORCH_EXPORTER_SECRET_FILE")"' in redis
     assert "--web.config.file=${ORCH_JOB_DIR}/web.yml" in render_service_script(load_recipe("prometheus"), SLURM,
                                                                                   "prometheus_0123abcd")
 
@@ -116,11 +120,58 @@ def test_the_probe_acts_only_on_a_job_of_ours_named_as_the_service():
     assert "-o '%j|%u'" in cancel and '= x_0123abcd"|$me"' in cancel
 
 
-def test_another_users_output_file_is_read_only_when_it_is_that_users_plain_file():
-    script = jobdir.log_tails_script({"9": "/home/bob/out.txt", "7": "'~/ours'"}, 20, Marker(), owners={"9": "bob"})
-    assert "[ ! -L /home/bob/out.txt ]" in script and "stat -c %U /home/bob/out.txt" in script and "= bob" in script
-    ours = script.split("log' 7")[1]
-    assert ours.startswith("; tail -n 20 '~/ours'")   # our own job's log: no owner check needed
+def _tails(tmp_path, paths: dict[str, str], squeue_user: str, lines: int = 3) -> dict[str, str]:
+    """jobdir.log_tails_script run in bash, with a squeue that names ``squeue_user`` as every job's user."""
+    import getpass
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\necho '{squeue_user}|'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    mark = Marker()
+    script = jobdir.log_tails_script({k: quote(p) for k, p in paths.items()}, lines, mark,
+                                     foreign={k: "9" for k in paths})
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout
+    assert getpass.getuser()
+    return {sec.args[0]: sec.text for sec in mark.parse(out) if sec.name == "log"}
+
+
+def test_another_users_output_file_is_read_only_when_it_is_that_users_plain_file(tmp_path):
+    import getpass
+    me = getpass.getuser()
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    log = tmp_path / "out.txt"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    (tmp_path / "link").symlink_to(secret)
+    os.mkfifo(tmp_path / "fifo")
+    # the job's user's own plain file: its last lines
+    assert _tails(tmp_path, {"a": str(log)}, me)["a"].split() == ["line", "7", "line", "8", "line", "9"]
+    # the same file when squeue says the job is someone else's (a forged record's user is never asked)
+    got = _tails(tmp_path, {"a": str(log), "b": str(tmp_path / "link"), "c": str(tmp_path / "fifo")}, "bob")
+    assert all("log not read" in t for t in got.values()) and "s3cr3t" not in str(got)
+    # a link to our secret, even when squeue names us: not followed; a FIFO does not hang the watcher
+    got = _tails(tmp_path, {"b": str(tmp_path / "link"), "c": str(tmp_path / "fifo")}, me)
+    assert all("log not read" in t for t in got.values()) and "s3cr3t" not in str(got)
+
+
+def test_a_forged_stdout_record_never_reads_our_secret_nor_runs_its_text(tmp_path):
+    """scontrol prints a job's --output raw: `StdOut=/tmp/a StdOut=<our secret> UserId=<us>(uid)` must not
+    make the watcher read our secret, and a path of `/x'; touch PWNED; '` is a path, not a command."""
+    import getpass
+    from orchestrator.cluster.slurm import parse_job_records
+    me = getpass.getuser()
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    record = (f"JobId=9 JobName=bait UserId=bob(1001) GroupId=bob(1001) JobState=FAILED ExitCode=3:0 "
+              f"StdErr=/tmp/a StdIn=/dev/null StdOut=/tmp/a StdOut={secret} UserId={me}(0) Power=")
+    job = parse_job_records(record)[0]
+    assert job.user == "bob" and job.stdout == "/tmp/a"     # scontrol's own keys, not the job's text
+    got = _tails(tmp_path, {"9": job.stdout, "8": str(secret)}, "bob")   # even given the secret's path
+    assert "s3cr3t" not in str(got) and "log not read" in got["8"]
+    evil = "/x'; touch PWNED; '"
+    _tails(tmp_path, {"7": evil}, me)
+    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
 
 
 def test_prometheus_scrapes_locked_targets_with_their_secret_and_itself_with_basic_auth():

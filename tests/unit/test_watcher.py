@@ -93,3 +93,55 @@ def test_status_server_answers_on_localhost(tmp_path):
         assert code == 404 and "/healthz" in body
     finally:
         server.shutdown()
+
+
+class ShellCluster:
+    """A login node in a folder: every command runs in bash there, with a squeue and a scontrol that answer
+    from files (``queue`` for squeue's list, ``record`` for scontrol show job, ``owner`` for squeue -O)."""
+    description = "shell"
+
+    def __init__(self, root):
+        import os
+        self.root = root
+        self.stats = TransportStats()
+        self.commands = []
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "squeue").write_text('#!/bin/bash\ncase "$*" in *UserName*) cat "$ROOT/owner";; '
+                                        '*) cat "$ROOT/queue" 2>/dev/null;; esac\n')
+        (bin_dir / "scontrol").write_text('#!/bin/bash\ncat "$ROOT/record"\n')
+        (bin_dir / "sacct").write_text("#!/bin/bash\nexit 1\n")
+        for f in bin_dir.iterdir():
+            f.chmod(0o755)
+        self.env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "ROOT": str(root), "HOME": str(root)}
+
+    def run(self, command, **kw):
+        import subprocess
+        self.commands.append(command)
+        p = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=self.root, env=self.env)
+        return CommandResult(command, p.returncode, p.stdout, p.stderr)
+
+
+def test_a_neighbours_forged_output_path_is_a_path_never_a_command_nor_our_secret(tmp_path):
+    """Another user's failed job whose StdOut (printed raw by scontrol) holds shell text and a forged
+    `StdOut=<our secret> UserId=<us>`: the watcher quotes what it sends, reads the user from squeue's
+    `UserName` and opens only a plain file of that user: nothing runs, and our secret is never read."""
+    from orchestrator.cluster.slurm import SEP
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t\n")
+    cluster = ShellCluster(tmp_path)
+    w, events, _ = watcher(tmp_path / "state", transport=cluster, user="bob", interval=0.01)
+    (tmp_path / "queue").write_text(SEP.join(["9", "bait", "RUNNING", "0:05", "n1", "None", "cpu", "bob",
+                                              "10:00", "2026-01-01T00:00:00", "2026-01-01T00:00:01"]) + "\n")
+    assert w.poll() == []
+    (tmp_path / "queue").write_text("")
+    (tmp_path / "owner").write_text("bob|\n")
+    evil = "/x'; touch PWNED; '$(touch PWNED)"   # (breaks out of single quotes, or runs where unquoted)
+    (tmp_path / "record").write_text(f"JobId=9 JobName=bait UserId=bob(1001) JobState=FAILED ExitCode=3:0 "
+                                     f"StdOut={evil} StdOut={secret} UserId=root(0) Power=\n")
+    verdicts = w.poll()
+    assert [v["job_id"] for v in verdicts] == ["9"]
+    assert not (tmp_path / "PWNED").exists()
+    assert "s3cr3t" not in json.dumps(w.jobs()) and all("s3cr3t" not in m for m, _ in events)
+    # the forged path itself was offered to the reader quoted whole
+    assert any("touch PWNED" in c for c in cluster.commands)
