@@ -91,9 +91,12 @@ elif [ -n "$hp" ] && [ -n "$hport" ]; then
 fi
 """
 
-_CANCEL = """# scancel only a job of ours (its user is us, its name the service ID): checked here, before it runs
-if [ -n "$ours" ]; then
+_CANCEL = """# scancel only a job of ours (its user is us, its name the service ID) and, where the record knows it,
+# the submission it describes ($W: a job of that name submitted again is not it): checked here, before it runs
+if [ -n "$ours" ] && { [ -z "$W" ] || [ "$submit" = "$W" ]; }; then
   scancel "$J" 2>&1; echo "rc=$?"
+elif [ -n "$ours" ]; then
+  echo "resubmitted"
 else
   echo "refused"
 fi
@@ -103,12 +106,14 @@ fi
 # A job is ours only when the cluster says so, in the command that acts on it: its user is us and its
 # name is the service ID (a job ID is reused after slurmctld's state is reset or MaxJobId wraps, and any
 # user may name a job like one of ours). Its job dir, endpoint, log and scancel are reached only then.
-_OWNER = """R=$(scontrol show job --oneliner "$J" 2>/dev/null | head -n1)
+# The user and the submit time come before the name, each ended by '|' (neither can hold one): the name,
+# anyone's text, is the rest of the line, so it cannot forge them (scontrol's one-line record prints a job's
+# name and output path raw, where ` UserId=...` could be written).
+_OWNER = """R=$(squeue -h -t all -j "$J" -O 'UserName:|,SubmitTime:|,Name:|' 2>/dev/null | head -n1)
 if [ -n "$R" ]; then
-  jname=$(printf '%s\\n' "$R" | sed -n 's/^JobId=[^ ]* JobName=\\(.*\\) UserId=.*/\\1/p')
-  owner=$(printf '%s\\n' "$R" | sed -n 's/.* UserId=\\([^( ]*\\)(.*/\\1/p')
+  IFS='|' read -r owner submit jname <<< "$R"; jname=${jname%|}
 else
-  IFS='|' read -r jname owner <<< "$(sacct -n -P -X -j "$J" -o JobName,User 2>/dev/null | head -n1)"
+  IFS='|' read -r owner submit jname <<< "$(sacct -n -P -X -j "$J" -o User,Submit,JobName 2>/dev/null | head -n1)"
 fi
 [ -n "$N" ] || N="$jname"
 ours=""
@@ -122,18 +127,21 @@ _CURL = ('curl() { if [ -n "$ours" ] && [ -s "$D/%s" ]; then command curl -K "$D
 
 
 def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id: str | None, health: bool = False,
-                 log_lines: int = 0, health_timeout: int = 5, then: str = "", cancel: bool = False) -> str:
+                 log_lines: int = 0, health_timeout: int = 5, then: str = "", cancel: bool = False,
+                 submitted: str = "") -> str:
     """One round trip about one service: job ID <-> service ID, job state, endpoint, health, log tail.
 
     ``then`` is a shell snippet run once the service's endpoint is known, with $BASE
     (http://node:port), $node, $port, $ports and $D (its job dir) set, and ``curl`` showing the
     job's secret. Nothing but the job's state is looked at unless the job is ours (``_OWNER``);
-    ``cancel`` runs scancel only then.
+    ``cancel`` runs scancel only then, and only on the submission of ``submitted`` (SLURM's submit time
+    as recorded) when it is given.
     Built here rather than from a template: the fast commands (--service-endpoint, logs) would
     otherwise import Jinja2 for it.
     """
     # (``me``: who we are on the login node, asked once, for every lookup and ownership test below)
-    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}", 'N=""', 'J=""', "me=$(id -un)"]
+    out = [JOB_STATE_FUNCTION, f"S={remote_path(services_root(work_dir))}", 'N=""', 'J=""', "me=$(id -un)",
+           f"W={quote(submitted)}"]
     if job_id:
         out.append(f"J={quote(job_id)}")
     else:

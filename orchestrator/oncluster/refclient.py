@@ -162,11 +162,49 @@ def key_environment(tool: str, secret: str) -> dict[str, str]:
     return {"OPENAI_API_KEY": secret} if secret and tool == "vllm-bench" else {}
 
 
-def key_arguments(tool: str, secret: str) -> list[str]:
-    """aiperf 0.13 takes the key only as ``--api-key`` (its YAML config's ${VAR} form needs a whole
-    benchmark definition): the one place a key is on a command line, for the run's length, on the
-    client's node. Said in the README; use vllm-bench, or exclusive nodes, where that matters."""
-    return ["--api-key", secret] if secret and tool == "aiperf" else []
+# aiperf 0.13 takes the key only as ``--api-key`` (its YAML config's ${VAR} form needs a whole benchmark
+# definition, and its CLI takes ``${VAR}`` literally). A key in argv is in every user's `ps`. So aiperf (a
+# Python console script) runs in its own interpreter under this launcher: /proc/<pid>/cmdline shows the
+# launcher and aiperf's own arguments, the key reaches aiperf's argument parser from the launcher's
+# environment (readable by the job's user only), and aiperf hands it to its workers in their environment.
+KEY_VAR = "ORCH_TOOL_API_KEY"
+LAUNCHER = ("import os, runpy, sys\n"
+            f"key = os.environ.pop({KEY_VAR!r})\n"
+            "sys.argv = sys.argv[1:] + ['--api-key', key]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
+def _python_script(program: str) -> tuple[str, str] | None:
+    """(interpreter, script path) of a Python console script, from its #! line; None for anything else."""
+    import shutil
+    path = shutil.which(program) or program
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    words = first[2:].decode("utf-8", "replace").split() if first.startswith(b"#!") else []
+    if words[:1] == ["/usr/bin/env"] and len(words) > 1:
+        words = [shutil.which(words[1]) or words[1]]
+    return (words[0], path) if words and "python" in os.path.basename(words[0]) else None
+
+
+def key_command(tool: str, argv: list[str], secret: str) -> tuple[list[str], dict[str, str], bool]:
+    """(argv, environment, key in argv?) to run ``argv`` (a tool's, after any ``env -u VAR`` prefix) with the
+    target's key: `vllm bench serve` reads OPENAI_API_KEY; aiperf runs under LAUNCHER when it is a Python
+    script, else (a binary wrapper) with ``--api-key`` on its command line, which the log then says."""
+    if not secret or tool != "aiperf":
+        return argv, key_environment(tool, secret), False
+    i = 0
+    if argv[:1] == ["env"]:   # (`env -u HF_HUB_OFFLINE aiperf ...`: the program comes after the unsets)
+        i = 1
+        while i + 1 < len(argv) and argv[i] == "-u":
+            i += 2
+    found = _python_script(argv[i]) if i < len(argv) else None
+    if found is None:
+        return argv + ["--api-key", secret], {}, True
+    interpreter, script = found
+    return argv[:i] + [interpreter, "-c", LAUNCHER, script] + argv[i + 1:], {KEY_VAR: secret}, False
 
 
 def main(argv=None) -> None:
@@ -190,8 +228,11 @@ def main(argv=None) -> None:
             counts.in_flight = args.concurrency
         print("running: " + " ".join(tool), flush=True)   # (before the key is added: never in the log)
         secret = clientjob.target_secret()
-        env = {**os.environ, **key_environment(args.tool, secret)}
-        argv = tool + key_arguments(args.tool, secret)
+        argv, key_env, exposed = key_command(args.tool, tool, secret)
+        if exposed:
+            print(f"warning: {tool[0]} is not a Python script: the target's key is on its command line, "
+                  "visible in the node's process list while it runs", flush=True)
+        env = {**os.environ, **key_env}
         proc = subprocess.Popen(argv, start_new_session=True, env=env)  # its own group: a stop ends all it started
         while proc.poll() is None:
             if job.stop.wait(0.5) or time.time() > end + 5:

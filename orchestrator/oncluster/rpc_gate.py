@@ -14,7 +14,9 @@ totals' history, so a time window's traffic is known). The head
 waits until every worker answers with the secret before it hands out its local ports (written to
 ``rpc-head.json``), then checks each worker every few seconds: a worker that stops answering ends
 the head gate with an error line that names its node, so the job (and a session on it) ends saying
-which node was lost. Anyone who can log in to a worker node can still reach its loopback.
+which node was lost. The head's local ports take only connections of the job's own user (the peer's
+socket owner in /proc/net/tcp): another user logged in to the head node gets nothing from them. Anyone
+who can log in to a worker node can still reach that worker's loopback rpc-server.
 """
 
 from __future__ import annotations
@@ -199,6 +201,28 @@ def check(host: str, port: int, secret: bytes, timeout: float = 5) -> str | None
         return str(exc) or type(exc).__name__
 
 
+def _proc_address(host: str, port: int) -> str:
+    """An IPv4 address as /proc/net/tcp writes it: the address's 32 bits in host order, then the port."""
+    return "%08X:%04X" % (int.from_bytes(socket.inet_aton(host), sys.byteorder), port)
+
+
+def loopback_peer_uid(conn: socket.socket, table: str = "/proc/net/tcp") -> int | None:
+    """The uid owning the other end of an accepted loopback connection (its socket is in the same
+    network namespace's table, with our ends swapped); None when it is not found."""
+    local, peer = conn.getsockname()[:2], conn.getpeername()[:2]
+    want = (_proc_address(*peer), _proc_address(*local))
+    try:
+        with open(table) as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    for row in rows:
+        fields = row.split()
+        if len(fields) > 7 and (fields[1], fields[2]) == want:
+            return int(fields[7])
+    return None
+
+
 def head(args, secret: bytes) -> int:
     workers = [w for w in args.workers.split(",") if w]
     lost_file = os.path.join(args.state_dir, "rpc-lost")
@@ -240,6 +264,11 @@ def head(args, secret: bytes) -> int:
         def accept(server=server, w=w) -> None:
             while True:
                 conn, _ = server.accept()
+                uid = loopback_peer_uid(conn)
+                if uid != os.getuid():   # another user on this node: the relay adds the secret, so never
+                    log(f"refused a connection to worker {w}'s relay from uid {uid} (not the job's user)")
+                    conn.close()
+                    continue
                 try:
                     up = socket.create_connection((w, ports[w]), timeout=10)
                     up.sendall(secret + b"\n")

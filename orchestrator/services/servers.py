@@ -272,6 +272,9 @@ class ServersModule:
 
     def _probe_script(self, ident: str, mark: Marker, **options) -> str:
         sid, job_id = self._ids(ident)
+        if options.get("cancel"):   # scancel decides on the login node, with the submission we recorded
+            rec = self.store.load().get(sid or "") or {}
+            options["submitted"] = rec.get("slurm_submit_time", "") if job_id and rec.get("job_id") == job_id else ""
         return jobdir.probe_script(self.config.remote.work_dir, mark, service_id=sid, job_id=job_id, **options)
 
     def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, then: str = "", cancel: bool = False,
@@ -461,6 +464,9 @@ class ServersModule:
         if out == "refused":
             raise OrchestratorError(f"job {p.job_id} ({p.service_id or 'no name'}) is not a service started by "
                                     "this tool: refused, nothing was cancelled")
+        if out == "resubmitted":
+            raise OrchestratorError(f"job {p.job_id} ({p.service_id}) is another submission of that name than the "
+                                    "one recorded: nothing was cancelled")
         if "rc=0" not in out and not already:
             raise SlurmError(f"scancel of job {p.job_id} failed: {out.replace('rc=', 'exit ')}")
         state = p.job.state if already else "CANCELLED"

@@ -130,3 +130,52 @@ def test_the_engines_own_histograms_stand_beside_the_clients_figures(tmp_path):
     assert beside[("TTFT", "p50")]["client"] == 0.02 and beside[("TTFT", "p50")]["engine"] == 0.018
     assert beside[("queue time", "p99")]["client"] is None
     assert "Latency from both sides" in (tmp_path / "out" / "report.html").read_text()
+
+
+EVIL = '<img src=x onerror=alert(1)>"\'`'
+
+
+def _live_markup(html: str) -> list[str]:
+    """What in ``html`` a browser would run: event-handler attributes, javascript: links, and tags beyond
+    the report's own (its tables, lists, headings and SVG charts)."""
+    from html.parser import HTMLParser
+    allowed = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "h4", "p", "div", "span", "table",
+               "thead", "tbody", "tr", "th", "td", "ul", "ol", "li", "a", "strong", "em", "code", "pre", "small", "br",
+               "details", "summary", "section", "header", "footer", "nav", "figure", "figcaption", "hr", "b", "i",
+               "svg", "g", "path", "line", "polyline", "rect", "circle", "text", "title", "desc", "tspan", "defs",
+               "clippath", "polygon", "sup", "sub", "caption", "colgroup", "col", "main", "abbr", "label"}
+    found = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag not in allowed:
+                found.append(f"<{tag}>")
+            for name, value in attrs:
+                if name.startswith("on") or (value or "").strip().lower().startswith("javascript:"):
+                    found.append(f"{tag} {name}={value}")
+    Parser().feed(html)
+    return found
+
+
+def test_no_string_that_reaches_the_report_becomes_live_markup(tmp_path):
+    """Every string a report shows that came from a recipe, a cluster, a service or a results folder, set to
+    an <img onerror> and a javascript: link: the page has no tag, handler or link of theirs."""
+    recs = [{**r, "error": EVIL if not r["ok"] else "", "model": EVIL, "conversation": i % 3, "turn": 1}
+            for i, r in enumerate(records())]
+    prom = PrometheusData(kpis=[KPI("cpu_utilisation", 42.0, "%", "prometheus", EVIL)], promql={"cpu_utilisation": EVIL},
+                          series={"cpu_utilisation": [(EVIL, [(1002.0, 40.0), (1003.0, 44.0)])]})
+    ctx = ReportContext(
+        session_id=EVIL, benchmark=EVIL, out_dir=tmp_path / "out", scrape_interval=EVIL, services={EVIL: EVIL},
+        clients=[EVIL], monitor_id=EVIL, errors=[EVIL], interrupted=True,
+        jobs=[{"role": EVIL, "service_id": EVIL, "job_id": EVIL, "nodes": EVIL, "recipe": EVIL, "recipe_sha256": EVIL}],
+        runtime={EVIL: [EVIL]}, engines={EVIL: "vllm"}, cache={EVIL: EVIL}, lost_clients=[EVIL], prometheus=prom,
+        logs=[{"service_id": EVIL, "role": EVIL, "job_id": EVIL, "path": "javascript:alert(1)", "verdict": EVIL,
+               "evidence": [EVIL]},
+              {"service_id": "s_0123abcd", "role": "service", "job_id": "7", "path": "logs/x.log\" onmouseover=\"alert(1)"}],
+        replicas={EVIL: [EVIL]}, conversations={"cut": 1, "context_tokens": {EVIL: 1}})
+    write(ctx, recs)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert _live_markup(html) == [] and "&lt;img" in html
+    # and again when the report is rendered offline from a results folder someone else may have written
+    rerender_session(tmp_path / "out")
+    assert _live_markup((tmp_path / "out" / "report.html").read_text()) == []

@@ -2,6 +2,7 @@
 user controls (a recipe's package path, a Host header, a job name, a known_hosts line) turned against
 the user. The pure parts; the neighbour's own attempts run on the sandbox (tests/e2e/test_neighbour_e2e.py)."""
 
+import json
 import os
 import stat
 import subprocess
@@ -110,12 +111,38 @@ def test_recipe_inputs_that_could_escape_are_refused(tmp_path):
         render_service_script(r, SLURM, "x_0123abcd")
 
 
-def test_the_probe_acts_only_on_a_job_of_ours_named_as_the_service():
-    script = jobdir.probe_script("~/w", Marker(), service_id="x_0123abcd", job_id=None, log_lines=5, cancel=True)
-    assert script.count("me=$(id -un)") == 1 and "--user=\"$me\"" in script and "sacct -n -P -X -u \"$me\"" in script
-    assert '[ "$owner" = "$me" ] && [ "$jname" = "$N" ]' in script
-    assert 'D=""; [ -n "$ours" ] && D="$S/$N"' in script and '[ -n "$ours" ] && tail' in script
-    assert 'if [ -n "$ours" ]; then\n  scancel' in script
+def _probe_cancel(tmp_path, squeue_line: str, submitted: str = "") -> tuple[str, str]:
+    """jobdir.probe_script with cancel, run in bash against a squeue that prints ``squeue_line`` for the
+    job (user|submit time|name|) and a scancel that logs what it was asked: (what it printed, scancel's log)."""
+    import getpass
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "line").write_text(squeue_line + "\n")
+    (tmp_path / "cancelled").write_text("")
+    for name, body in {"squeue": f'cat {tmp_path}/line', "scancel": f'echo "$*" >> {tmp_path}/cancelled',
+                       "scontrol": "exit 1", "sacct": "exit 1"}.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    mark = Marker()
+    script = jobdir.probe_script(str(tmp_path / "w"), mark, service_id="redis_0123abcd", job_id="42", cancel=True,
+                                 submitted=submitted)
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}).stdout
+    assert getpass.getuser()
+    said = [sec.text.strip() for sec in mark.parse(out) if sec.name == "cancel"]
+    return said[0], (tmp_path / "cancelled").read_text().strip()
+
+
+def test_stop_cancels_only_our_job_of_that_name_and_submission_decided_where_scancel_runs(tmp_path):
+    import getpass
+    me = getpass.getuser()
+    assert _probe_cancel(tmp_path, f"{me}|2026-12-03T10:00:00|redis_0123abcd|", "2026-12-03T10:00:00") == ("rc=0", "42")
+    assert _probe_cancel(tmp_path, f"{me}|2026-12-03T10:00:00|redis_0123abcd|") == ("rc=0", "42")  # (none recorded)
+    # the same user and name submitted again: not the job of the record, and not cancelled
+    assert _probe_cancel(tmp_path, f"{me}|2026-12-03T11:11:11|redis_0123abcd|", "2026-12-03T10:00:00") == ("resubmitted", "")
+    # another user's job of our name; one whose name forges our user after a '|': never cancelled
+    assert _probe_cancel(tmp_path, "bob|2026-12-03T10:00:00|redis_0123abcd|") == ("refused", "")
+    assert _probe_cancel(tmp_path, f"bob|2026-12-03T10:00:00|redis_0123abcd|{me}|x|") == ("refused", "")
     cancel = jobdir.cancel_script({"7": "x_0123abcd"}, Marker())
     assert "-o '%j|%u'" in cancel and '= x_0123abcd"|$me"' in cancel
 
@@ -290,14 +317,16 @@ def test_a_record_keeps_its_jobs_submit_time_and_refuses_another_submission(tmp_
     from orchestrator.services.servers import ServersModule
     cfg = Config(ssh=SSHConfig(host="login"), slurm=SLURM, remote=RemoteConfig(), state_dir=tmp_path / "state",
                  results_dir=tmp_path / "results")
-    servers = ServersModule(cfg, _Recorded(data("probe_running.txt")))
-    servers.store.update("python-http_fe09e023", service_id="python-http_fe09e023", job_id="12", state="PENDING")
-    servers.probe("python-http_fe09e023", mark=Marker("rec"))
-    first = servers.store.get("python-http_fe09e023")["slurm_submit_time"]
-    assert first.startswith("2026-12-02T")
-    servers.store.update("python-http_fe09e023", slurm_submit_time="2026-01-01T00:00:00")
+    import re
+    text = data("probe_running.txt")
+    sid, job, submitted = re.search(r"JobId=(\d+) JobName=(\S+) .* SubmitTime=(\S+)", text).group(2, 1, 3)
+    servers = ServersModule(cfg, _Recorded(text))
+    servers.store.update(sid, service_id=sid, job_id=job, state="PENDING")
+    servers.probe(sid, mark=Marker("rec"))
+    assert servers.store.get(sid)["slurm_submit_time"] == submitted
+    servers.store.update(sid, slurm_submit_time="2026-01-01T00:00:00")
     with pytest.raises(OrchestratorError, match="another submission of that name; nothing was done"):
-        servers.probe("python-http_fe09e023", mark=Marker("rec"))
+        servers.probe(sid, mark=Marker("rec"))
 
 
 class _Queue:
@@ -331,3 +360,29 @@ def test_a_service_is_found_by_its_hex_part_alone_as_the_seed_documents_show(tmp
     with pytest.raises(OrchestratorError, match="no service with ID '<name>_deadbeef'"):
         servers._ids("deadbeef")
     assert servers._ids("12345678") == (None, "12345678")   # all digits, no such service: a job ID
+
+
+def test_aiperfs_key_reaches_its_argument_parser_but_never_its_command_line(tmp_path):
+    """aiperf takes the key only as --api-key: it runs under a launcher, so `ps` (its /proc cmdline) never
+    shows the key, while its own sys.argv (what its parser reads) ends with it."""
+    import sys as _sys
+    from orchestrator.oncluster.refclient import key_command
+    tool = tmp_path / "aiperf"
+    tool.write_text(f"#!{_sys.executable}\nimport json, os, sys\n"
+                    "cmdline = open('/proc/self/cmdline', 'rb').read().split(b'\\0')\n"
+                    "print(json.dumps({'argv': sys.argv[1:], 'cmdline': [c.decode() for c in cmdline],"
+                    " 'env': [k for k, v in os.environ.items() if 'k3y' in v]}))\n")
+    tool.chmod(0o755)
+    argv, env, exposed = key_command("aiperf", ["env", "-u", "HF_HUB_OFFLINE", str(tool), "profile", "--model", "m"],
+                                     "s3cr3t-k3y")
+    assert not exposed
+    out = subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+    seen = json.loads(out.stdout)
+    assert seen["argv"] == ["profile", "--model", "m", "--api-key", "s3cr3t-k3y"]
+    assert not any("s3cr3t" in c for c in seen["cmdline"]) and seen["env"] == []   # (popped before the tool ran)
+    # a tool that is no Python script: the key is in argv, and the caller is told so
+    binary = tmp_path / "wrapper"
+    binary.write_text("#!/bin/sh\necho \"$@\"\n")
+    binary.chmod(0o755)
+    assert key_command("aiperf", [str(binary), "profile"], "k")[2] is True
+    assert key_command("vllm-bench", ["vllm", "bench", "serve"], "k") == (["vllm", "bench", "serve"], {"OPENAI_API_KEY": "k"}, False)

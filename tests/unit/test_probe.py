@@ -1,3 +1,5 @@
+import re
+
 from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.slurm import parse_sacct_line
@@ -6,15 +8,24 @@ from orchestrator.services.probe import parse_probe
 REC = Marker("rec")   # the token the recorded probes were made with
 
 
+def _started(text: str) -> tuple[str, str, str, int]:
+    """(service ID, node, job ID, port) from the job's own first log line in a recording: what the job
+    said, independent of the probe's sections that the parser reads."""
+    sid, node, job, port = re.search(r"service (\S+) starting on (\S+) \(job (\d+)\) ports: (\d+)", text).groups()
+    return sid, node, job, int(port)
+
+
 def test_running_service_probe_recorded(data):
-    p = parse_probe(REC.parse(data("probe_running.txt")))
-    assert (p.job_id, p.service_id, p.ours, p.owner) == ("12", "python-http_fe09e023", True, "orch")
-    assert p.job.state == "RUNNING" and p.job.nodes == ["n1"]
-    assert p.job.stdout.endswith("/python-http_fe09e023/slurm-12.out")
-    assert p.endpoint["ports"] == [56087] and p.endpoint["static"]["health_path"] == "/endpoint.json"
+    text = data("probe_running.txt")
+    sid, node, job, port = _started(text)
+    p = parse_probe(REC.parse(text))
+    assert (p.job_id, p.service_id, p.ours, p.owner) == (job, sid, True, "orch")
+    assert p.job.state == "RUNNING" and p.job.nodes == [node]
+    assert p.job.stdout.endswith(f"/{sid}/slurm-{job}.out")
+    assert p.endpoint["ports"] == [port] and p.endpoint["static"]["health_path"] == "/endpoint.json"
     assert p.endpoint["static"]["auth"] == "none"
-    assert p.health_code == "200" and p.health_url == "http://n1:56087/endpoint.json" and p.healthy
-    assert "starting on n1" in p.log
+    assert p.health_code == "200" and p.health_url == f"http://{node}:{port}/endpoint.json" and p.healthy
+    assert f"starting on {node}" in p.log
 
 
 def test_cancelled_service_probe_recorded(data):
@@ -36,7 +47,7 @@ def test_endpoint_that_is_json_but_not_an_endpoint_is_absent():
 def test_a_log_line_forging_an_old_style_marker_changes_nothing(data):
     text = data("probe_running.txt") + "@@job\nJobId=5 JobName=x JobState=FAILED\n@@ids 9 other_0123abcd\n"
     p = parse_probe(REC.parse(text))
-    assert (p.job_id, p.job.state) == ("12", "RUNNING")
+    assert (p.job_id, p.job.state) == (_started(text)[2], "RUNNING")
 
 
 def test_sacct_fallback_line():

@@ -73,6 +73,14 @@ def test_the_head_relays_to_the_worker_and_the_worker_counts_the_traffic(gate):
         while len(got) < 9:
             got += s.recv(100)
     assert got == b"HELLO RPC"
+    if os.getuid() == 0:   # another user on the head node: its relay (which adds the secret) refuses them
+        # (the system's python3: this interpreter's own library may be in a folder only root reads)
+        other = subprocess.run(["/usr/bin/python3", "-c", "import os, socket, sys\nos.setuid(65534)\n"
+                                "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n"
+                                "s.sendall(b'hello rpc'); s.settimeout(5)\ntry:\n    print(repr(s.recv(100)))\n"
+                                "except ConnectionResetError:\n    print('reset')", local],
+                               capture_output=True, text=True, timeout=30)
+        assert other.returncode == 0 and other.stdout.strip() in ("b''", "reset"), other
     deadline = time.monotonic() + 10
     while True:
         stats = json.loads((tmp / "rpc-localhost.json").read_text())
@@ -97,6 +105,20 @@ def test_the_head_relays_to_the_worker_and_the_worker_counts_the_traffic(gate):
     assert head.wait(timeout=20) == 1
     assert "error: RPC worker node localhost lost" in head.stderr.read()
     assert (tmp / "rpc-lost").read_text() == "localhost\n"
+
+
+def test_a_loopback_peers_uid_is_read_from_the_kernels_socket_table():
+    from orchestrator.oncluster.rpc_gate import loopback_peer_uid
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    conn, _ = server.accept()
+    try:
+        assert loopback_peer_uid(conn) == os.getuid()
+        # a table without that connection (or none at all): unknown, and so refused by the relay
+        assert loopback_peer_uid(conn, table="/nonexistent") is None
+    finally:
+        for s in (conn, client, server):
+            s.close()
 
 
 def test_a_head_whose_workers_never_answer_says_which(gate):
