@@ -106,7 +106,7 @@ class ServiceRecord:
     nodelist: str = ""
     elapsed: str = ""
     exit_code: str = ""
-    engine: str | None = None        # whose metric names (analysis/engines.py)
+    engine: str | None = None        # whose metric names (engines.py)
     auth: str = ""                   # how the service is locked (recipe field auth)
     role: str = ""                   # monitor | exporter | "" (a service or a load client)
     submitted_at: str = ""

@@ -33,7 +33,7 @@ def _reference_result(path: Path) -> tuple[dict, Path]:
     import tempfile
 
     from orchestrator.analysis.kpi import Window, client_kpis
-    from orchestrator.oncluster.refclient import read_result
+    from orchestrator.oncluster.formats import read_result
     try:
         records = read_result(path)
     except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:

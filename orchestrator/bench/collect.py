@@ -12,7 +12,7 @@ from orchestrator import waiting
 from orchestrator.analysis.kpi import KPI, Window
 from orchestrator.analysis.records import RequestTable
 from orchestrator.errors import OrchestratorError
-from orchestrator.analysis.engines import engine_named
+from orchestrator.engines import engine_named
 from orchestrator.monitoring.queries import (
     COUNTERS,
     HISTOGRAM_KPIS,

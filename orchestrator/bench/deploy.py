@@ -14,7 +14,7 @@ from orchestrator import waiting
 from orchestrator.analysis.sweep import Point, apply_to_client, service_changes, set_path
 from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
-from orchestrator.analysis.engines import engine_named
+from orchestrator.engines import engine_named
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
 from orchestrator.bench.runstate import PointRun

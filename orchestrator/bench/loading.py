@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from orchestrator import waiting
-from orchestrator.analysis.engines import engine_named
+from orchestrator.engines import engine_named
 from orchestrator.analysis.sweep import apply_to_client
 from orchestrator.bench.kinds import LLM_KINDS
 from orchestrator.bench.runstate import PointRun

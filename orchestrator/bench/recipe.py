@@ -193,7 +193,7 @@ def _client(raw, i: int, names: list[str], cache: str = "warm") -> ClientSpec:
         raise SchemaViolation(f"{path}.requests", f"a {kind} client is bounded by a request count: requests is needed")
     payload = expect_mapping(raw.get("payload") or {}, f"{path}.payload")
     if k.ships_payload:
-        from orchestrator.oncluster.loadgen import payload_problems
+        from orchestrator.oncluster.formats import payload_problems
         problems = payload_problems(kind, payload)
         if problems:
             field, _, why = problems[0].partition(": ")

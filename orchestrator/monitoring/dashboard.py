@@ -2,7 +2,7 @@
 
 The data comes as today's reports get it: PromQL range queries run by curl on the login node,
 over the command's one SSH connection. No chart library: the charts are the report's own SVG
-renderer (``analysis/charts.py``), drawn here and swapped into the page by a few lines of script
+renderer (``charts.py``), drawn here and swapped into the page by a few lines of script
 every scrape interval, so the page needs no network and ships nothing third-party. Queries are
 cached for one interval, so several open tabs cost the cluster no more than one.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from orchestrator.errors import OrchestratorError
-from orchestrator.analysis.engines import ENGINES
-from orchestrator.analysis.charts import empty_chart, line_chart
+from orchestrator.engines import ENGINES
+from orchestrator.charts import empty_chart, line_chart
 from orchestrator.templating import render_html
 
 R = "30s"  # rate window: a few scrapes of the usual 1-5 s interval

@@ -3,7 +3,7 @@
 Many sites already run Grafana; `monitor start --grafana` deploys one beside Prometheus (the
 `grafana` recipe, a container) with these files in its provisioning directory. Dashboards are
 built here from one table of panels, so a metric name lives in one place (the engines' in
-``analysis/engines.py``), and the JSON follows Grafana's dashboard model (schemaVersion 39:
+``engines.py``), and the JSON follows Grafana's dashboard model (schemaVersion 39:
 ``timeseries`` panels with Prometheus targets, 24-column grid).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from orchestrator.analysis.engines import ENGINES
+from orchestrator.engines import ENGINES
 
 DATASOURCE_UID = "orch-prometheus"
 SCHEMA_VERSION = 39

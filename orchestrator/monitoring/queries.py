@@ -6,7 +6,7 @@ their queries from here, so a metric name is changed in one place.
 
 from __future__ import annotations
 
-from orchestrator.analysis.engines import engine_named
+from orchestrator.engines import engine_named
 
 REPORT_QUERIES = {
     "up": "up",
@@ -37,7 +37,7 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
                         engines: dict[str, str] | None = None) -> dict[str, tuple[str | None, str]]:
     """``{kpi name: (promql or None, unit)}`` over a window of ``window_seconds`` ending at the query time.
 
-    Engine metrics come from analysis/engines.py by each service's declared engine; a metric the
+    Engine metrics come from engines.py by each service's declared engine; a metric the
     engine does not have is ``None`` (reported absent, with the reason). With several services each
     name is prefixed ``<service name>.``; ``service_<counter>_counted@start|@end`` are instants of the
     engine's counters (requests, output_tokens, input_tokens), not KPIs.

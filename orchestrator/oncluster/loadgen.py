@@ -35,8 +35,10 @@ import urllib.parse
 
 try:  # shipped beside this file to the job dir; imported from the package in tests
     from orchestrator.oncluster import clientjob
+    from orchestrator.oncluster.formats import payload_problems
 except ImportError:
     import clientjob
+    from formats import payload_problems
 
 LAT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
@@ -80,34 +82,6 @@ class Stats:
                    f"orch_client_overhead_seconds_sum {self.cpu_sum}", f"orch_client_overhead_seconds_count {n}"]
             out += self.latency.lines("orch_client_latency_seconds") + self.ttft.lines("orch_client_ttft_seconds")
         return "\n".join(out) + "\n"
-
-
-# what the client itself must decide for each kind: a payload may set everything else of the body
-_NOT_HONOURED = {
-    "openai-chat": {"n": "the client measures one completion per request (n must be 1)",
-                    "best_of": "the client measures one completion per request"},
-    "openai-completions": {"messages": "a completions request has a prompt, not messages (use kind: openai-chat)",
-                           "n": "the client measures one completion per request (n must be 1)",
-                           "best_of": "the client measures one completion per request"},
-    "ollama-generate": {"messages": "/api/generate takes a prompt, not messages"},
-}
-
-
-def payload_problems(kind: str, payload: dict) -> list[str]:
-    """Fields of a payload this kind cannot honour, each with why (empty: the payload is sent as given)."""
-    out = []
-    for key, why in _NOT_HONOURED.get(kind, {}).items():
-        if key in payload and not (key == "n" and payload[key] == 1):
-            out.append(f"{key}: {why}")
-    if kind == "openai-chat" and "prompt" in payload and "messages" in payload:
-        out.append("prompt and messages: give one (prompt is sent as a single user message)")
-    if kind == "openai-chat" and "messages" in payload:
-        msgs = payload["messages"]
-        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
-            out.append("messages: expected a list of {role, content} objects")
-    if "stream_options" in payload and not isinstance(payload["stream_options"], dict):
-        out.append("stream_options: expected a mapping")
-    return out
 
 
 def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[str, str, dict | None, bool]:

@@ -38,7 +38,7 @@ from orchestrator.analysis.records import RequestTable
 from orchestrator.analysis.validity import assess, delivery
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
-from orchestrator.analysis.engines import engine_named
+from orchestrator.engines import engine_named
 from orchestrator.reports.bottleneck import Load, verdict
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso

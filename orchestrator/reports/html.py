@@ -6,7 +6,7 @@ from __future__ import annotations
 from markupsafe import Markup
 
 from orchestrator.analysis.kpi import KPI
-from orchestrator.analysis.charts import empty_chart, histogram_chart, line_chart
+from orchestrator.charts import empty_chart, histogram_chart, line_chart
 from orchestrator.templating import render_html
 
 

@@ -19,7 +19,7 @@ from orchestrator.reports.artifacts import (
     build_manifest,
     write_summary,
 )
-from orchestrator.analysis.charts import line_chart
+from orchestrator.charts import line_chart
 from orchestrator.templating import render_html
 from orchestrator.times import iso
 

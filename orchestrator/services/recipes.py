@@ -112,7 +112,7 @@ class ServiceRecipe:
     scrape_interval: str = "15s"
     retention_time: str = "15d"
     files: dict[str, str] = field(default_factory=dict)   # job-dir file name -> local file
-    engine: str | None = None        # an inference engine of analysis/engines.py: whose metric names
+    engine: str | None = None        # an inference engine of engines.py: whose metric names
     auth: str = "none"               # one of AUTHS: how clients show the job's secret
     replicas: int = 1                # copies, each its own job (a session spreads a client's load over them)
     replica_not_ready: str = "stop"  # a replica never ready: stop the session, or measure_others
@@ -354,7 +354,7 @@ def _gate(raw, ports: tuple, auth: str) -> tuple[str, ...] | None:
 
 
 def _engine(value) -> str | None:
-    from orchestrator.analysis.engines import ENGINES
+    from orchestrator.engines import ENGINES
     if value is None:
         return None
     return expect_pattern(value, "service.engine", lambda v: v in ENGINES, "one of " + ", ".join(ENGINES))

@@ -225,9 +225,11 @@ def test_a_reference_client_whose_program_is_missing_starts_nothing(sandbox_conf
     assert not (tmp_path / "out").exists()
 
 
-PREFIX = """      concurrency: 2
+# one request at a time, 64 tokens each: the measured window spans several of the monitor's 1 s scrapes
+# (at concurrency 2 and 8 tokens it lasted about a second, and a busy machine left no scrape inside it)
+PREFIX = """      concurrency: 1
       requests: 24
-      dataset: {kind: prefix, prefixes: %d, prefix_tokens: 256, suffix_tokens: 16, output_tokens: 8, seed: %d}
+      dataset: {kind: prefix, prefixes: %d, prefix_tokens: 256, suffix_tokens: 16, output_tokens: 64, seed: %d}
       payload: {model: test-model, stream: true, ignore_eos: true}
 """
 

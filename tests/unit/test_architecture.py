@@ -102,7 +102,7 @@ def test_analysis_is_downstream_of_nothing_that_acts_and_reports_never_import_be
         if name.startswith("orchestrator.reports"):
             assert not {d for d in deps if d.startswith("orchestrator.bench")}, name
     # the dashboard and the report draw with one charts module; job-state causes are SLURM's
-    assert "orchestrator.analysis.charts" in graph["orchestrator.monitoring.dashboard"]
+    assert "orchestrator.charts" in graph["orchestrator.monitoring.dashboard"]
     assert "orchestrator.cluster.slurm" in graph["orchestrator.watch.attribution"]
     assert not any(d.startswith("orchestrator.watch") for d in graph["orchestrator.bench.session"])
 
@@ -140,3 +140,65 @@ def test_programs_for_the_nodes_live_apart_and_need_nothing_of_the_laptop_code()
     for path in (Path(__file__).resolve().parents[2] / "orchestrator").rglob("*.py"):
         if "oncluster" not in path.parts:
             assert "if __name__ == \"__main__\"" not in path.read_text() or path.name == "__main__.py", path
+
+
+# The layers, lowest first: a module may import its own package and any layer below its own, never one
+# above it nor another package of its own layer. foundation: the top-level modules (config, errors,
+# fileio, schema, engines, charts, ...). What has no effects comes first: analysis (what measurements
+# mean) and reports (data in, files out) need nothing that acts; then what acts, from the connection up:
+# cluster, services, monitoring and the watcher, the benchmark session (which writes its report), the API
+# and the CLI. oncluster/ stands apart: programs shipped to the nodes, standard library only; the laptop
+# reads what both sides share through oncluster/formats.py alone. (README's Layout states this order.)
+LAYERS = [("foundation",), ("analysis",), ("reports",), ("cluster",), ("services",), ("monitoring", "watch"),
+          ("bench",), ("api",), ("cli",)]
+SHARED_WITH_NODES = "orchestrator.oncluster.formats"
+
+
+def _layer_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) > 1 and any(parts[1] in layer for layer in LAYERS) or parts[1:2] == ["oncluster"]:
+        return parts[1]
+    return "foundation"
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    bad = []
+    for module, deps in sorted(graph.items()):
+        if module == "orchestrator":
+            continue   # the package's __init__ re-exports the API
+        mine = _layer_of(module)
+        for dep in sorted(deps):
+            theirs = _layer_of(dep)
+            if dep == "orchestrator" or theirs == mine:
+                continue
+            if mine == "oncluster":
+                bad.append(f"{module} -> {dep}: a node program imports the laptop's code")
+            elif theirs == "oncluster":
+                if dep != SHARED_WITH_NODES:
+                    bad.append(f"{module} -> {dep}: the laptop imports a node program (only {SHARED_WITH_NODES})")
+            elif rank[theirs] > rank[mine]:
+                bad.append(f"{module} -> {dep}: upward ({mine} imports {theirs})")
+            elif rank[theirs] == rank[mine]:
+                bad.append(f"{module} -> {dep}: sideways ({mine} imports {theirs})")
+    return bad
+
+
+def test_every_import_points_down_the_layers():
+    assert layering_violations(_imports()) == []
+    readme = (PKG.parent / "README.md").read_text()
+    stated = " -> ".join(", ".join(layer) for layer in LAYERS)
+    assert f"Layers, lowest first: {stated}" in readme, stated
+
+
+def test_the_layering_check_fails_on_imports_that_point_up_or_sideways():
+    graph = _imports()
+    for module, dep in [("orchestrator.cluster.slurm", "orchestrator.monitoring.promql"),
+                        ("orchestrator.reports.html", "orchestrator.watch.watcher"),
+                        ("orchestrator.cluster.shell", "orchestrator.bench.kinds"),
+                        ("orchestrator.services.probe", "orchestrator.watch.attribution"),
+                        ("orchestrator.monitoring.queries", "orchestrator.watch.attribution"),
+                        ("orchestrator.bench.recipe", "orchestrator.oncluster.loadgen"),
+                        ("orchestrator.oncluster.loadgen", "orchestrator.config")]:
+        planted = {**graph, module: graph[module] | {dep}}
+        assert any(v.startswith(f"{module} -> {dep}:") for v in layering_violations(planted)), (module, dep)

@@ -179,3 +179,23 @@ def test_no_string_that_reaches_the_report_becomes_live_markup(tmp_path):
     # and again when the report is rendered offline from a results folder someone else may have written
     rerender_session(tmp_path / "out")
     assert _live_markup((tmp_path / "out" / "report.html").read_text()) == []
+
+
+def test_an_engine_that_counts_twice_the_clients_tokens_disagrees_windowed_or_whole(tmp_path):
+    """The tolerance is what requests at the edges explain (a request's worth of tokens), never a share of
+    the total: an engine counting double is a disagreement in both forms of the check."""
+    recs = [{**r, "tokens_in": 5} for r in records()]
+    ok = [r for r in recs if r["ok"]]
+    ends = [r["start"] + r["latency_s"] for r in ok]
+    inside = sum(1 for e in ends if 1003.0 < e <= 1011.0)
+    for between, n in (({"svc": (1003.0, 1011.0)}, inside), ({}, len(ok))):
+        prom = PrometheusData(kpis=[KPI("service_requests_counted", float(n), "requests", "prometheus"),
+                                    KPI("service_output_tokens_counted", 2 * 8.0 * n, "tokens", "prometheus"),
+                                    KPI("service_input_tokens_counted", 5.0 * n, "tokens", "prometheus")],
+                              counted_between=between)
+        out = tmp_path / f"w{len(between)}"
+        report, _ = write(context(out, engines={"svc": "vllm"}, prometheus=prom), recs)
+        rows = {c["what"]: c for c in report["cross_check"]}
+        assert rows["requests"]["agree"] is True and rows["input tokens"]["agree"] is True, rows
+        assert rows["output tokens"]["agree"] is False and rows["output tokens"]["engine_count"] == 16.0 * n, rows
+        assert ("measured window" in rows["output tokens"]["span"]) == bool(between)

@@ -15,6 +15,9 @@ def test_squeue_recorded_output_parses_every_job(data):
     assert set(jobs) == {"2", "3", "4_[0-5%2]"}
     running = jobs["2"]
     assert (running.name, running.state, running.nodes, running.reason) == ("svc_running", "RUNNING", ["n1", "n2"], "")
+    # the user (which `watch --user` filters on) and the partition are different words in this recording
+    assert (running.user, running.partition) == ("orch", "cpu")
+    assert all(j.user == "orch" and j.partition == "cpu" for j in jobs.values())
     pending = jobs["3"]
     assert pending.name == "weird name|x" and pending.state == "PENDING" and pending.reason == "BeginTime"
     assert pending.nodes == [] and pending.start_time == "2026-11-25T19:48:04"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from orchestrator.bench.kinds.reference import fixed_lengths, parse_common, reference_kind
-from orchestrator.oncluster.refclient import AIPERF_DIR
+from orchestrator.oncluster.formats import AIPERF_DIR
 
 RESERVED = ("--api-key", "--model", "-m", "--url", "-u", "--endpoint-type", "--streaming", "--isl", "--osl", "--isl-stddev",
             "--osl-stddev", "--concurrency", "--request-count", "--benchmark-duration", "--request-rate",

@@ -116,4 +116,4 @@ def reference_kind(name: str, tool_argv, options, *, subcommand: list[str], coun
         return preflight(spec, subcommand, probe_argv)
 
     return ClientKind(name, "refclient.py", KEYS, options, argv, tokens=True, needs_requests=needs_requests,
-                      preflight=probe, check=check, mem=mem)
+                      preflight=probe, check=check, mem=mem, files=("formats.py",))

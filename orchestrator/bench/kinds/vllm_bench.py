@@ -7,7 +7,7 @@ every client; its failed requests (connection resets against llama.cpp, say) cou
 from __future__ import annotations
 
 from orchestrator.bench.kinds.reference import ENDPOINTS, fixed_lengths, parse_common, reference_kind
-from orchestrator.oncluster.refclient import VLLM_RESULT
+from orchestrator.oncluster.formats import VLLM_RESULT
 from orchestrator.schema import SchemaViolation
 
 RESERVED = ("--backend", "--base-url", "--endpoint", "--model", "--tokenizer", "--dataset-name",
