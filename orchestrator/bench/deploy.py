@@ -16,11 +16,10 @@ from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
 from orchestrator.engines import engine_named
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
-from orchestrator.bench.kinds.pgbench import PGBENCH_SCRIPT, pgbench_bytes
 from orchestrator.bench.runstate import PointRun
 from orchestrator.errors import OrchestratorError, RecipeError
 from orchestrator.schema import safe_load
-from orchestrator.services.recipes import ServiceRecipe, TargetSpec, load_recipe, mem_bytes, parse_recipe
+from orchestrator.services.recipes import ServiceRecipe, TargetSpec, load_recipe, parse_recipe
 from orchestrator.times import parse_duration
 
 DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count
@@ -163,8 +162,7 @@ class Deploying:
         servers = self.orch.servers
         ep = servers.get_service_endpoint(self.state.services[target])
         files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
-        if spec.kind == "pgbench" and spec.options["script"]:
-            files[PGBENCH_SCRIPT] = self._beside_recipe(spec.options["script"]).read_text()
+        files.update(KINDS[spec.kind].job_files(spec, self._beside_recipe))
         if rows is not None:
             files["dataset.jsonl"] = rows
         for node in range(spec.nodes):
@@ -206,7 +204,7 @@ class Deploying:
                 rows = build_rows(self._dataset_spec(spec.dataset), count)
             except RecipeError as exc:
                 raise RecipeError(f"{where}: {exc}") from None
-            if spec.kind != "openai-chat" and any("messages" in r for r in rows):
+            if not KINDS[spec.kind].takes_messages and any("messages" in r for r in rows):
                 raise RecipeError(f"{where}: {spec.dataset.path} has chat messages: a {spec.kind} client sends a "
                                   "prompt (use kind: openai-chat, or rows of {\"prompt\": ...})")
             self._rows[i] = "".join(json.dumps(r) + "\n" for r in rows)
@@ -287,21 +285,10 @@ class Deploying:
                     said = (result.stderr or result.stdout).strip()[-1500:]
                     raise RecipeError(f"{where} ({spec.kind}): {check.what}: refused before any job was submitted:\n"
                                       f"{said or f'exit {result.exit_code}'}")
-            if spec.kind != "pgbench":
-                continue
-            if spec.options["script"] and not self._beside_recipe(spec.options["script"]).is_file():
-                raise RecipeError(f"{where}.script: {self._beside_recipe(spec.options['script'])}: no such file")
             ref = self._ref_of(spec.target)
-            if ref.recipe is None:
-                continue  # a running service: its memory is what it is
-            mem = self._base_recipe(ref).resources.mem
-            limit = mem_bytes(mem) if mem else None
-            need = pgbench_bytes(spec.options["scale"])
-            if limit is not None and need > limit:
-                raise RecipeError(
-                    f"{where}.scale: pgbench at scale {spec.options['scale']} needs about {need / 2**30:.1f} GiB of "
-                    f"tables and indexes, more than the {spec.target} job's memory ({mem}); lower the scale or "
-                    f"raise {spec.target}'s resources.mem")
+            # (a running service's memory is what it is: only a job this session starts is checked)
+            target_mem = self._base_recipe(ref).resources.mem if ref is not None and ref.recipe is not None else None
+            KINDS[spec.kind].deploy_check(spec, where, self._beside_recipe, target_mem)
 
     def _check_cache(self, spec, where: str) -> None:
         """``cache: cold`` on a service this session did not start: its engine must empty its prefix cache

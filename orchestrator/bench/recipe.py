@@ -162,10 +162,11 @@ def _client(raw, i: int, names: list[str], cache: str = "warm") -> ClientSpec:
     target = expect_str(raw["target"], f"{path}.target")
     if target not in names:
         raise SchemaViolation(f"{path}.target", f"expected a service of this benchmark ({', '.join(names)}), got {target!r}")
-    if kind == "pgbench" and "clients" in raw:  # pgbench's own word for its connections
-        if "concurrency" in raw:
-            raise SchemaViolation(f"{path}.clients", "expected clients or concurrency (the same thing), not both")
-        raw = {**raw, "concurrency": raw["clients"]}
+    for theirs, ours in k.aliases:   # a tool's own word for one of ours (pgbench's clients: its connections)
+        if theirs in raw:
+            if ours in raw:
+                raise SchemaViolation(f"{path}.{theirs}", f"expected {theirs} or {ours} (the same thing), not both")
+            raw = {**raw, ours: raw[theirs]}
     dataset = _dataset(raw.get("dataset"), f"{path}.dataset")
     if raw.get("duration") is None and raw.get("requests") is None and not k.duration_free \
             and not (dataset and dataset.timed):

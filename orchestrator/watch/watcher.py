@@ -90,6 +90,35 @@ class WatchOptions:
         return o
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What one poll learned of a job, whichever way it was learned: in the queue, from its final record
+    (scontrol or sacct) once it left it, or from our own service record when SLURM no longer knows it."""
+    name: str = ""
+    state: str = ""
+    nodelist: str = ""
+    reason: str = ""
+    partition: str = ""
+    user: str = ""
+    exit_code: str = ""
+    stdout: str = ""
+    elapsed: str = ""
+
+    @classmethod
+    def queued(cls, job) -> "Seen":
+        return cls(name=job.name, state=job.state, nodelist=job.nodelist, reason=job.reason,
+                   partition=job.partition, user=job.user)
+
+    @classmethod
+    def ended(cls, job) -> "Seen":
+        return cls(name=job.name, state=job.state, nodelist=job.nodelist, reason=job.reason, partition=job.partition,
+                   user=job.user, exit_code=job.exit_code, stdout=job.stdout, elapsed=job.elapsed)
+
+    def known(self) -> dict[str, str]:
+        """The fields it knows, for the job's record (an unknown one never overwrites what was known)."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
 @dataclass
 class WatchStats:
     started: float = field(default_factory=time.time)
@@ -161,7 +190,7 @@ class Watcher:
         except SlurmError as exc:
             raise OrchestratorError(str(exc)) from None
         now = now_iso()
-        seen: dict[str, dict] = {}
+        seen: dict[str, Seen] = {}
         # a job ID of our records is ours only while the job carries that service's name (IDs are reused)
         names = {j.job_id: j.name for j in (*poll.queued, *poll.ended.values())}
         ours = {jid: svc for jid, svc in ours.items() if names.get(jid, svc.service_id) == svc.service_id}
@@ -169,30 +198,27 @@ class Watcher:
             if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
                 continue
             for jid in parse_job_ids(job.job_id):  # an array summary becomes its tasks
-                seen[str(jid)] = {"name": job.name, "state": job.state, "nodelist": job.nodelist,
-                                  "reason": job.reason, "partition": job.partition, "user": job.user}
+                seen[str(jid)] = Seen.queued(job)
         for jid, job in poll.ended.items():
-            seen[jid] = {"name": job.name, "state": job.state, "nodelist": job.nodelist, "reason": job.reason,
-                         "exit_code": job.exit_code, "stdout": job.stdout, "partition": job.partition,
-                         "elapsed": job.elapsed, "user": job.user}
+            seen[jid] = Seen.ended(job)
         # one of those that SLURM no longer knows is explained from what its record says
         for jid, svc in ours.items():
             if jid in unexplained and jid not in seen:
-                seen[jid] = {"name": svc.service_id, "state": svc.state, "nodelist": svc.nodelist,
-                             "exit_code": svc.exit_code, "elapsed": svc.elapsed}
+                seen[jid] = Seen(name=svc.service_id, state=svc.state, nodelist=svc.nodelist,
+                                 exit_code=svc.exit_code, elapsed=svc.elapsed)
         ended = []
         with self.store.transaction() as data:
             for jid, info in seen.items():
                 rec = data.get(jid)
-                if rec is not None and rec.get("name") and info.get("name") and rec["name"] != info["name"]:
+                if rec is not None and rec.get("name") and info.name and rec["name"] != info.name:
                     rec = None   # the ID was reused: a new job, whose record starts afresh
                 if rec is None:
                     rec = data[jid] = {"job_id": jid, "first_seen": now}
                 if jid in ours:
                     rec["service_id"] = ours[jid].service_id
-                if info["state"] in TERMINAL_STATES and rec.get("state") not in TERMINAL_STATES:
+                if info.state in TERMINAL_STATES and rec.get("state") not in TERMINAL_STATES:
                     rec["ended_at"] = now
-                rec.update({k: v for k, v in info.items() if v not in (None, "")})
+                rec.update(info.known())
                 if (rec["state"] in TERMINAL_STATES and not rec.get("attributed")
                         and ended_badly(rec["state"], rec.get("exit_code", ""))):
                     ended.append(jid)

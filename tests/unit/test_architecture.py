@@ -202,3 +202,17 @@ def test_the_layering_check_fails_on_imports_that_point_up_or_sideways():
                         ("orchestrator.oncluster.loadgen", "orchestrator.config")]:
         planted = {**graph, module: graph[module] | {dep}}
         assert any(v.startswith(f"{module} -> {dep}:") for v in layering_violations(planted)), (module, dep)
+
+
+def test_client_kinds_are_branched_on_only_in_their_own_modules():
+    """A client kind is one module of bench/kinds/ and one node program: the rest of the code asks the
+    kind's hooks (aliases, job_files, deploy_check, takes_messages...), never compares its name."""
+    import re
+    from orchestrator.bench.kinds import CLIENT_KINDS
+    names = "|".join(re.escape(k) for k in CLIENT_KINDS)
+    pattern = re.compile(rf"kind\s*(==|!=|in)\s*[(\[]?\s*[\"']({names})[\"']")
+    for path in PKG.rglob("*.py"):
+        if "kinds" in path.parts or "oncluster" in path.parts:
+            continue
+        found = pattern.search(path.read_text())
+        assert found is None, f"{path.relative_to(PKG)}: {found.group(0)}"

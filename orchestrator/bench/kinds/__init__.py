@@ -43,6 +43,12 @@ class ClientKind:
     duration_free: bool = False                    # bounded by its own counts (vectors and queries)
     ships_payload: bool = False                    # payload.json and dataset.jsonl go to its job dir
     mem: str = "256M"                              # the job's memory unless the recipe's resources say
+    aliases: tuple[tuple[str, str], ...] = ()      # (the tool's own word, ours): pgbench's clients = concurrency
+    takes_messages: bool = False                   # its requests carry chat messages (a dataset's rows may)
+    # the files a job of it gets from beside the recipe, {name in the job dir: text}; beside(path) -> Path
+    job_files: Callable[..., dict[str, str]] = lambda spec, beside: {}
+    # checks before any job that need the recipe's folder or the target's memory (raise RecipeError)
+    deploy_check: Callable[..., None] = lambda spec, where, beside, target_mem: None
 
 
 def _load() -> dict[str, ClientKind]:

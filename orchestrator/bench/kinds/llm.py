@@ -36,7 +36,8 @@ def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
 
 def _kind(name: str, tokens: bool = True) -> ClientKind:
     return ClientKind(name=name, program="loadgen.py", keys=("payload", "arrival", "burstiness", "ramp_up", "dataset"),
-                      argv=_argv, tokens=tokens, ships_payload=True, files=("formats.py",))
+                      argv=_argv, tokens=tokens, ships_payload=True, files=("formats.py",),
+                      takes_messages=name == "openai-chat")
 
 
 # `http` takes the same keys (its payload is method, path and body) and has no tokens; its SLOs are e2e only
