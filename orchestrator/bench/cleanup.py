@@ -48,7 +48,7 @@ class Cleaning:
         return self.state.out_dir / LEFT_RUNNING
 
     def _record_left(self, left: list[str], exc: BaseException) -> None:
-        tracked = self.orch.servers.records()
+        tracked = self.orch.servers.registry.records()
         jobs = [{"service_id": sid, "job_id": tracked[sid].job_id if sid in tracked else None} for sid in left]
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self._left_file(), json.dumps({"session": self.state.session_id, "reason": str(exc),

@@ -297,7 +297,7 @@ class Deploying:
         if spec.cache != "cold" or ref is None or ref.recipe is not None:
             return
         sid = self.orch.servers.probe(ref.service_id).service_id
-        record = self.orch.servers.record(sid)
+        record = self.orch.servers.registry.record(sid)
         engine = engine_named(record.engine if record else None)
         if engine.reset_prefix_cache and self._reset_cache(sid, engine):
             return

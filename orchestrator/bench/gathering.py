@@ -31,10 +31,10 @@ class Gathering:
             return cdir / (f"{sid}.jsonl" if name == jobdir.REQUESTS else f"{sid}.done.json")
         names = [jobdir.REQUESTS, jobdir.DONE]
         try:  # every client's files in one compressed transfer
-            got = self.orch.servers.fetch_files(pr.clients, names, dest)
+            got = self.orch.servers.files.fetch_files(pr.clients, names, dest)
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
             self.say(f"collecting the clients' files in one transfer failed ({exc}); fetching them one by one")
-            got = {(sid, n) for sid in pr.clients for n in names if self.orch.servers.fetch_file(sid, n, dest(sid, n))}
+            got = {(sid, n) for sid in pr.clients for n in names if self.orch.servers.files.fetch_file(sid, n, dest(sid, n))}
         with atomic_open(pr.out_dir / "requests.jsonl", "w") as out:
             for sid in pr.clients:
                 local, done = dest(sid, jobdir.REQUESTS), dest(sid, jobdir.DONE)
@@ -105,11 +105,11 @@ class Gathering:
         if self.state.monitor_id:
             jobs[self.state.monitor_id] = "monitor"
         try:
-            got = self.orch.servers.fetch_logs(list(jobs), pr.out_dir / "logs")
+            got = self.orch.servers.files.fetch_logs(list(jobs), pr.out_dir / "logs")
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
             self.state.errors.append(f"collecting the jobs' logs: {exc}")
             return []
-        tracked = self.orch.servers.records()
+        tracked = self.orch.servers.registry.records()
         watched = StateStore(self.orch.config.state_dir, "watch").load()
         out = []
         for sid, role in jobs.items():
@@ -126,7 +126,7 @@ class Gathering:
         the counters its gate keeps in the job dir (``rpc-<node>.json``), in one transfer."""
         from orchestrator.analysis.rpc import worker_traffic
         from orchestrator.cluster.slurm import expand_nodelist
-        records = self.orch.servers.records()
+        records = self.orch.servers.registry.records()
         gated = {name: sid for name, sid in self.state.services.items()
                  if "rpc_gate.py" in self._recipe_of(name).files and sid in records}
         hosts = {sid: expand_nodelist(records[sid].nodelist)[1:] for sid in gated.values()}
@@ -136,7 +136,7 @@ class Gathering:
         dest = pr.out_dir / "rpc"
         dest.mkdir(parents=True, exist_ok=True)
         try:
-            got = self.orch.servers.fetch_files(list(gated.values()), names, lambda sid, n: dest / f"{sid}.{n}")
+            got = self.orch.servers.files.fetch_files(list(gated.values()), names, lambda sid, n: dest / f"{sid}.{n}")
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
             self.state.errors.append(f"collecting the RPC workers' counters: {exc}")
             return []
@@ -180,7 +180,7 @@ class Gathering:
             benchmark=self.recipe.name, out_dir=pr.out_dir, scrape_interval=self.recipe.scrape_interval,
             services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
-            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.records()),
+            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.registry.records()),
             runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
             client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
             load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()},
@@ -200,7 +200,7 @@ class Gathering:
         tracked = None
         for ref in self.recipe.services:
             if ref.service_id and ref.name not in out:
-                tracked = tracked if tracked is not None else self.orch.servers.records()
+                tracked = tracked if tracked is not None else self.orch.servers.registry.records()
                 sid = self.state.services.get(ref.name, ref.service_id)
                 engine = tracked[sid].engine if sid in tracked else None
                 if engine:
@@ -217,7 +217,7 @@ class Gathering:
                             scrape_interval=self.recipe.scrape_interval, services=dict(st.services), clients=clients,
                             monitor_id=st.monitor_id, interrupted=st.interrupted, errors=st.errors,
                             recipes=self.recipes_manifest(),
-                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.records()),
+                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.registry.records()),
                             runtime=self._runtime_facts())
         points = [SweepPoint(p.point, p.report, p.out_dir, p.go_time, p.clients) for p in st.points if p.report]
         search = self.recipe.search
@@ -241,7 +241,7 @@ class Gathering:
         if not ids:
             return {}
         try:
-            return self.orch.servers.runtime_facts(ids)
+            return self.orch.servers.files.runtime_facts(ids)
         except OrchestratorError as exc:
             self.state.errors.append(f"runtime facts: {exc}")
             return {}

@@ -63,7 +63,7 @@ class Loading:
 
     def _go(self, pr: PointRun) -> None:
         pr.go_time = waiting.now()   # the wall clock (replays give back the recorded one)
-        self.orch.servers.signal_go(pr.clients)
+        self.orch.servers.files.signal_go(pr.clients)
         self.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
 
     def _wait_clients(self, pr: PointRun) -> None:
@@ -77,7 +77,7 @@ class Loading:
 
         def step() -> tuple[bool, str]:
             # the services' jobs in the same command: a service that dies under the load ends the session
-            found = self.orch.servers.read_progress(pr.clients + list(services))
+            found = self.orch.servers.files.read_progress(pr.clients + list(services))
             for sid, name in services.items():
                 job = found.pop(sid, {}).get("job")
                 if job is not None and job.state in TERMINAL_STATES:

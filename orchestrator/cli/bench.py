@@ -149,7 +149,7 @@ def bench_cleanup(click_ctx, config_path, as_json, session_dir):
     jobs = {j["service_id"]: j.get("job_id") for j in json.loads(path.read_text())["jobs"]}
     servers = ctx.orch.servers
     for sid, job_id in jobs.items():  # the session's state may be elsewhere: the file has the job IDs
-        servers.remember(sid, job_id)
+        servers.registry.remember(sid, job_id)
     result = servers.cancel_many(list(jobs))
     path.unlink()
     emit(ctx, {"cancelled": result}, "\n".join(f"{sid}: {r}" for sid, r in result.items()))

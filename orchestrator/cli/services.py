@@ -40,7 +40,7 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
             ep = ctx.orch.monitors.endpoint(mid)
             emit(ctx, {"service_id": mid, "monitor_id": mid, **ep}, f"{mid} ready: {ep['url']} (UI {ep['ui_url']})")
         else:
-            emit(ctx, {"service_id": mid, "monitor_id": mid, "job_id": ctx.orch.servers.record(mid).job_id}, mid)
+            emit(ctx, {"service_id": mid, "monitor_id": mid, "job_id": ctx.orch.servers.registry.record(mid).job_id}, mid)
         return
     servers = ctx.orch.servers
     wait_s = timeout or (recipe.health.timeout if recipe.health else 300)
@@ -53,7 +53,7 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
         except (KeyboardInterrupt, Terminated):
             servers.cancel_many(ids)   # none of them outlives an interrupted start
             raise
-        emit(ctx, [{"service_id": sid, **(eps[i].to_dict() if eps else {"job_id": servers.record(sid).job_id})}
+        emit(ctx, [{"service_id": sid, **(eps[i].to_dict() if eps else {"job_id": servers.registry.record(sid).job_id})}
                    for i, sid in enumerate(ids)],
              "\n".join(f"{sid} ready: {eps[i].url or eps[i].host}" if eps else sid for i, sid in enumerate(ids)))
         return
@@ -66,7 +66,7 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
             raise
         emit(ctx, {"service_id": sid, **ep.to_dict()}, f"{sid} ready: {ep.url or ep.host}")
     else:
-        emit(ctx, {"service_id": sid, "job_id": servers.record(sid).job_id}, sid)
+        emit(ctx, {"service_id": sid, "job_id": servers.registry.record(sid).job_id}, sid)
 
 
 def stop_cmd(ctx: Context, ident: str) -> None:
@@ -82,7 +82,7 @@ def explain_unexplained(ctx: Context) -> None:
     one poll of the watcher, which reads each such job's log once."""
     from orchestrator.watch.attribution import ended_badly
     servers = ctx.orch.servers
-    unexplained = [sid for sid, rec in servers.records().items()
+    unexplained = [sid for sid, rec in servers.registry.records().items()
                    if rec.job_id and not rec.verdict and not rec.stopped_by_user
                    and ended_badly(rec.state, rec.exit_code)
                    and rec.state not in ("PENDING", "RUNNING", "SUBMITTING", "CANCELLED")]
@@ -94,7 +94,7 @@ def explain_unexplained(ctx: Context) -> None:
 def show_status(ctx: Context) -> None:
     rows = ctx.orch.servers.list_running_services()
     explain_unexplained(ctx)
-    tracked = ctx.orch.servers.records()
+    tracked = ctx.orch.servers.registry.records()
     verdicts = {sid: rec.verdict for sid, rec in tracked.items() if rec.verdict}
     text = "\n".join(r.line() + (f" | {verdicts[r.service_id]}" if r.service_id in verdicts else "")
                      for r in rows) if rows else "no services"
@@ -140,7 +140,7 @@ def logs(click_ctx, config_path, as_json, ident, lines, follow):
     p = servers.logs(ident, lines)
     if p.job is not None and p.job.state not in ("PENDING", "RUNNING"):
         explain_unexplained(ctx)
-    rec = servers.record(p.service_id) if p.service_id else None
+    rec = servers.registry.record(p.service_id) if p.service_id else None
     verdict, evidence = (rec.verdict, rec.evidence) if rec else (None, None)
     head = ""
     if verdict:

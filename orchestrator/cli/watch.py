@@ -73,7 +73,7 @@ def health(click_ctx, config_path, as_json):
     from orchestrator.cluster.slurm import TERMINAL_STATES
     ctx = _ctx(click_ctx, config_path, as_json)
     servers = ctx.orch.servers
-    ids = [sid for sid, rec in servers.records().items() if rec.job_id and rec.state not in TERMINAL_STATES]
+    ids = [sid for sid, rec in servers.registry.records().items() if rec.job_id and rec.state not in TERMINAL_STATES]
     if not ids:
         emit(ctx, [], "no running services tracked")
         return

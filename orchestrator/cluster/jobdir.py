@@ -170,6 +170,19 @@ def probe_script(work_dir: str, mark: Marker, *, service_id: str | None, job_id:
     return text + "true\n"
 
 
+def submit_script(d: str, precheck: str = "") -> str:
+    """Unpack a job bundle (stdin) into the job dir ``d`` (a shell word) and sbatch its script there;
+    ``precheck`` runs in the job dir first. Either failing removes the job dir: nothing half-written."""
+    check = f"{{ {precheck}; }} && " if precheck else ""
+    # the job's files travel on stdin as one compressed archive (a command line has a size limit;
+    # a dataset may be megabytes); sbatch runs only when every file was unpacked whole
+    # umask 077: the job dir (and any parent made here) is 700, and sbatch passes the umask to the job
+    return (f"umask 077; d={d}; mkdir -p \"$d\" && chmod 700 \"$d\" && cd \"$d\" && base64 -d | tar -xzf - "
+            f"|| {{ rc=$?; cd / && rm -rf \"$d\"; echo \"writing the job files failed\" >&2; exit $rc; }}\n"
+            f"{{ out=$({{ {check}sbatch --parsable {JOB_SCRIPT}; }} 2>&1); rc=$?; "
+            f"if [ $rc -ne 0 ]; then cd / && rm -rf \"$d\"; echo \"$out\" >&2; exit $rc; fi; echo \"$out\"; }}")
+
+
 def write_go_script(work_dir: str, service_ids: list[str]) -> str:
     """The start signal for load clients: the time, written atomically, in each job dir."""
     parts = []

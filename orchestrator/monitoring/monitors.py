@@ -122,7 +122,7 @@ class MonitorsModule:
         except BaseException:
             self.servers.cancel_many(exporter_jobs)  # nothing left behind when the monitor itself is refused
             raise
-        self.store.update(mid, monitor_id=mid, job_id=self.servers.record(mid).job_id,
+        self.store.update(mid, monitor_id=mid, job_id=self.servers.registry.record(mid).job_id,
                           targets=[t.to_dict() for t in resolved], scrape_interval=interval,
                           retention_time=recipe.retention_time, submitted_at=now_iso(), exporter_jobs=exporter_jobs)
         if wait:
@@ -240,7 +240,7 @@ class MonitorsModule:
         """Those of ``monitors`` not stopped: neither by stop_monitor nor as a plain service
         (servers.stop_service, scancel seen by --status), whose state lands in the service's record
         (services.json read once for all of them)."""
-        services = self.servers.records()
+        services = self.servers.registry.records()
         return [mid for mid, rec in monitors.items() if not rec.get("stopped_at")
                 and (mid not in services or services[mid].state not in TERMINAL_STATES)]
 

@@ -155,7 +155,7 @@ class Watcher:
     # -- what to watch --------------------------------------------------------------
     def _ours(self) -> dict[str, ServiceRecord]:
         """The tool's services by job ID (of two records of one job ID, a reused one, the later)."""
-        return {rec.job_id: rec for rec in self.servers.records().values() if rec.job_id}
+        return {rec.job_id: rec for rec in self.servers.registry.records().values() if rec.job_id}
 
     def _matches_filters(self, job) -> bool:
         o = self.options
@@ -301,7 +301,7 @@ class Watcher:
                 out.append({"job_id": jid, "service_id": sid, "cause": data[jid]["verdict"],
                             "evidence": data[jid]["evidence"]})
         for r in out:
-            self.servers.record_verdict(r["service_id"], r["cause"], r["evidence"])
+            self.servers.registry.record_verdict(r["service_id"], r["cause"], r["evidence"])
             self.log(f"job {r['job_id']} ({r['service_id']}) still running but its health check never passed: "
                      f"{r['evidence'][0]}", level="warning", job_id=r["job_id"], service_id=r["service_id"],
                      verdict=r["cause"])
@@ -325,7 +325,7 @@ class Watcher:
         out = self.transport.run(script, timeout=60).stdout if paths else ""
         logs = {sec.args[0]: sec.text for sec in mark.parse(out) if sec.name == "log" and sec.args}
         reported = []
-        svc_records = self.servers.records()
+        svc_records = self.servers.registry.records()
         with self.store.transaction() as data:
             for jid in jids:
                 rec = data[jid]
@@ -341,7 +341,7 @@ class Watcher:
                                  "nodelist": rec.get("nodelist", ""), "elapsed": rec.get("elapsed", ""), **v.to_dict()})
         for r in reported:
             if r["service_id"] and r["service_id"] in svc_records:
-                self.servers.record_verdict(r["service_id"], r["cause"], r["evidence"],
+                self.servers.registry.record_verdict(r["service_id"], r["cause"], r["evidence"],
                                             state=r["state"], nodelist=r["nodelist"], elapsed=r["elapsed"])
             with self.lock:
                 self.stats.reports += 1

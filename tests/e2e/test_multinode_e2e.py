@@ -67,7 +67,7 @@ def test_llamacpp_serves_across_three_nodes_through_its_rpc_workers(rpc_ready, t
     start, end = min(r["start"] for r in records), max(r["start"] + r["latency_s"] for r in records)
     with BenchmarkOrchestrator(rpc_ready) as orch:
         for node in ("n2", "n3"):
-            assert orch.servers.fetch_file(sid, f"rpc-{node}.json", tmp_path / f"rpc-{node}.json")
+            assert orch.servers.files.fetch_file(sid, f"rpc-{node}.json", tmp_path / f"rpc-{node}.json")
             stats = json.loads((tmp_path / f"rpc-{node}.json").read_text())
             sent, received = traffic(stats["history"], start - 1, end + 1)
             assert sent > 0 and received > 0 and stats["refused"] == 0, (node, stats)
@@ -76,7 +76,7 @@ def test_llamacpp_serves_across_three_nodes_through_its_rpc_workers(rpc_ready, t
             w = report["window"]
             assert row["service"] == "llamacpp-rpc" and (row["bytes_to_worker"], row["bytes_from_worker"]) == \
                 traffic(stats["history"], w["start"], w["end"]) and row["bytes_to_worker"] > 0
-        rec = orch.servers.record(sid)
+        rec = orch.servers.registry.record(sid)
         assert rec.state == "CANCELLED" and rec.nodelist == "n[1-3]", rec
 
 

@@ -79,7 +79,7 @@ def test_two_llamacpp_replicas_report_each_and_the_total_against_their_own_count
     # two service jobs, both stopped
     with BenchmarkOrchestrator(sandbox_config_path) as orch:
         services = [s for s in report["logs"] if s["role"] == "service"]
-        assert len(services) == 2 and all(orch.servers.record(s["service_id"]).state == "CANCELLED" for s in services)
+        assert len(services) == 2 and all(orch.servers.registry.record(s["service_id"]).state == "CANCELLED" for s in services)
 
 
 def test_a_sweep_over_replicas_gives_the_scaling_table(sandbox_config_path, tmp_path):

@@ -96,7 +96,7 @@ def test_seed_001_cli_quick_start(laptop):
     orch = BenchmarkOrchestrator(cfg)
     assert orch.monitors.store.get(mid)["stopped_at"] and orch.monitors.live_monitors() == []
     run("--stop-service", sid)
-    assert orch.servers.record(sid).state == "CANCELLED"
+    assert orch.servers.registry.record(sid).state == "CANCELLED"
     orch.close()
 
 
@@ -194,5 +194,5 @@ def test_the_monitor_example_runs(laptop):
     assert json.loads((work / "monitor_report.json").read_text())["metrics"]["up"]["series"]
     orch = BenchmarkOrchestrator(cfg)
     assert orch.monitors.live_monitors() == [] and all(
-        r.state == "CANCELLED" for r in orch.servers.records().values())
+        r.state == "CANCELLED" for r in orch.servers.registry.records().values())
     orch.close()

@@ -17,8 +17,10 @@ KEY = "s3cret-key"
 class Backend(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     seen: list = []
+    paths: list = []    # what GETs reached the server, as it saw them
 
     def do_GET(self):
+        Backend.paths.append(self.path)
         body = b"ok"
         self.send_response(200)
         self.send_header("Content-Length", "2")
@@ -106,3 +108,21 @@ def test_a_streamed_answer_is_relayed_piece_by_piece_as_it_comes(proxy):
     assert len(arrivals) == 3 and Backend.seen[-1] == b'{"prompt": "x"}'
     # the first piece arrives before the backend wrote the last (0.4 s later): not buffered whole
     assert arrivals[0] < 0.15 and arrivals[2] - arrivals[0] > 0.3
+
+
+def test_an_open_path_is_served_to_get_only_and_without_the_callers_query(proxy):
+    """An exporter's /metrics is open, its /metrics?target=... must not reach it (redis_exporter would log
+    in to the host named), and a POST to an open path needs the key like any other."""
+    Backend.paths.clear()
+    conn = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    conn.request("GET", "/health?target=redis://10.0.0.9:6379&check-keys=*")
+    r = conn.getresponse()
+    assert r.status == 200 and r.read() == b"ok" and Backend.paths == ["/health"]
+    conn = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    conn.request("POST", "/health", body=b"{}", headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 401 and Backend.seen.count(b"{}") == 0
+    # with the key, the caller's request goes as sent
+    conn = http.client.HTTPConnection("127.0.0.1", proxy, timeout=5)
+    conn.request("GET", "/health?x=1", headers={"Authorization": f"Bearer {KEY}"})
+    assert conn.getresponse().status == 200 and Backend.paths[-1] == "/health?x=1"

@@ -102,11 +102,13 @@ def test_ttft_tpot_and_itl_are_measured_as_vllm_defines_them(scripted, tmp_path)
     recs = run_loadgen(tmp_path, url, "--requests", "4", "--payload", '{"max_tokens": 5}')
     assert len(recs) == 4 and all(r["ok"] and r["tokens_out"] == CHUNKS for r in recs)
     for r in recs:
-        assert r["ttft_s"] == pytest.approx(FIRST, abs=0.015)
-        assert len(r["itl_s"]) == CHUNKS - 1 and all(g == pytest.approx(GAP, abs=0.01) for g in r["itl_s"])
+        # the server sleeps FIRST before the first chunk and GAP between chunks: a busy machine only adds
+        # to them (the bounds below hold under load; the formula is checked exactly, from the same record)
+        assert FIRST - 0.002 <= r["ttft_s"] < FIRST + 0.5
+        assert len(r["itl_s"]) == CHUNKS - 1 and all(GAP - 0.005 <= g < GAP + 0.5 for g in r["itl_s"])
         # TPOT: (latency - TTFT) / (output tokens - 1): the 4 gaps over 4, not over 5
         assert r["tpot_s"] == pytest.approx((r["latency_s"] - r["ttft_s"]) / (CHUNKS - 1), abs=1e-5)
-        assert r["tpot_s"] == pytest.approx(GAP, abs=0.005)
+        assert GAP - 0.005 <= r["tpot_s"] < GAP + 0.5
         assert r["cached_tokens"] == 4
 
 

@@ -18,6 +18,7 @@ class Servers:
 
     def __init__(self, answers: dict[str, str], engine: str = "vllm"):
         self.answers, self.asked, self.engine = answers, [], engine
+        self.registry = self   # (records: services/registry.py's ServiceRegistry.record)
 
     def submissions(self) -> int:
         return 0

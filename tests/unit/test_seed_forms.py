@@ -96,6 +96,7 @@ class StubServers:
     def __init__(self):
         self.stopped = []
         self.tracked = {}
+        self.registry = self   # (records: services/registry.py)
 
     def stop_service(self, ident):
         if ident.startswith("ghost"):
