@@ -7,15 +7,12 @@ probe of the monitor, so it is one remote command and needs no local state.
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from orchestrator import waiting
-from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.shell import heredoc
 from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.config import Config
@@ -24,15 +21,10 @@ from orchestrator.fileio import atomic_open
 from orchestrator.logs import log
 from orchestrator.monitoring.promql import (
     QueryResult,
-    checked_range,
-    curl_query,
-    curl_range,
-    joined,
-    parse_response,
     result_text,
-    stitch,
 )
 from orchestrator.monitoring.queries import REPORT_QUERIES
+from orchestrator.monitoring.querying import MonitorQueries
 from orchestrator.monitoring.targets import (
     ResolvedTarget,
     host_target,
@@ -46,7 +38,6 @@ from orchestrator.services.recipes import (
     recipe_dirs,
 )
 from orchestrator.services.servers import ServersModule, ServiceStatus
-from orchestrator.services.probe import SHORT_ID_RE
 from orchestrator.state import MonitorRecord, StateStore
 from orchestrator.times import now_iso, parse_duration
 
@@ -59,6 +50,7 @@ class MonitorsModule:
         self.config = config
         self.servers = servers
         self.store = StateStore(config.state_dir, "monitors")
+        self.queries = MonitorQueries(config, servers, self.store)
 
     # -- targets ------------------------------------------------------------------
     def resolve_targets(self, specs: list[TargetSpec], timeout: float = 600,
@@ -224,105 +216,39 @@ class MonitorsModule:
         self._reload(monitor_id, [t for t in current if t not in gone])
         return gone
 
-    # -- queries -----------------------------------------------------------------------
-    def tracked(self, ident: str) -> str | None:
-        """The monitor tracked here that ``ident`` names (its ID, its 8 hex alone, or its SLURM job ID),
-        from local state alone; None when it names none."""
-        ident = ident.strip()
-        monitors = self.store.load()
-        if ident in monitors:
-            return ident
-        found = [m for m, rec in monitors.items()
-                 if (SHORT_ID_RE.match(ident) and m.endswith("_" + ident)) or rec.get("job_id") == ident]
-        return found[0] if len(found) == 1 else None
+    def available_recipes(self) -> list[dict]:
+        return available_recipes(self.config, self.servers.load_recipe)
 
-    def _live(self, monitors: dict) -> list[str]:
-        """Those of ``monitors`` not stopped: neither by stop_monitor nor as a plain service
-        (servers.stop_service, scancel seen by --status), whose state lands in the service's record
-        (services.json read once for all of them)."""
-        services = self.servers.registry.records()
-        return [mid for mid, rec in monitors.items() if not rec.get("stopped_at")
-                and (mid not in services or services[mid].state not in TERMINAL_STATES)]
+    # -- queries (monitoring/querying.py) ----------------------------------------------------
+    def tracked(self, ident: str) -> str | None:
+        return self.queries.tracked(ident)
 
     def monitor_for(self, ident: str) -> str:
-        """A monitor ID, or the live monitor that scrapes the service ``ident``."""
-        mid = self.tracked(ident)
-        if mid is not None:
-            return mid
-        monitors = self.store.load()
-        if SHORT_ID_RE.match(ident):   # a service's 8 hex alone
-            ident = next((t["service_id"] for rec in monitors.values() for t in rec["targets"]
-                          if (t.get("service_id") or "").endswith("_" + ident)), ident)
-        live = set(self._live(monitors))
-        for mid, rec in sorted(monitors.items(), key=lambda kv: kv[1].get("submitted_at", ""), reverse=True):
-            if mid not in live:
-                continue
-            if any(ident in (t.get("service_id"), t.get("labels", {}).get("slurm_job_id")) for t in rec["targets"]):
-                return mid
-        return ident  # maybe a monitor started elsewhere: the probe finds it from squeue
+        return self.queries.monitor_for(ident)
 
     def live_monitors(self) -> list[str]:
-        """Monitors tracked here and not stopped (local state; no remote command)."""
-        return self._live(self.store.load())
-
-    def _run_queries(self, monitor_id: str, curls: list[str], timeout: float = 90) -> list[str]:
-        mark = Marker()
-        p = self.servers.probe(self.monitor_for(monitor_id), then=joined(curls, mark), mark=mark, timeout=timeout)
-        if p.then_output is None:
-            state = p.job.state if p.job else "UNKNOWN"
-            raise OrchestratorError(f"monitor {p.service_id} is {state}: it has no endpoint to query")
-        if len(p.responses) != len(curls):
-            raise OrchestratorError(f"monitor {p.service_id}: {len(p.responses)} of {len(curls)} answers came back")
-        return p.responses
+        return self.queries.live_monitors()
 
     def query_many(self, monitor_id: str, queries: list[str], at: float | None = None) -> list[QueryResult]:
-        answers = self._run_queries(monitor_id, [curl_query(q, at) for q in queries])
-        return [parse_response(a, q) for a, q in zip(answers, queries)]
+        return self.queries.query_many(monitor_id, queries, at)
 
     def query_many_at(self, monitor_id: str, queries: list[tuple[str, float | None]]) -> list[QueryResult]:
-        """Instant queries, each at its own time, in one remote command."""
-        answers = self._run_queries(monitor_id, [curl_query(q, at) for q, at in queries])
-        return [parse_response(a, q) for a, (q, _) in zip(answers, queries)]
+        return self.queries.query_many_at(monitor_id, queries)
 
     def query_metrics(self, monitor_id: str, promql: str, at: float | None = None) -> QueryResult:
-        return self.query_many(monitor_id, [promql], at)[0]
+        return self.queries.query_many(monitor_id, [promql], at)[0]
 
     def query_range(self, monitor_id: str, promql: str, start: float, end: float,
                     step: float | str = 15) -> QueryResult:
-        """A range query of any length: split at 11,000 points, one remote command, stitched."""
-        return self.query_range_many(monitor_id, [promql], start, end, step)[0]
+        return self.queries.query_range(monitor_id, promql, start, end, step)
 
     def query_range_many(self, monitor_id: str, queries: list[str], start: float, end: float,
                          step: float | str = 15) -> list[QueryResult]:
-        """Several range queries over one window; every chunk of every query in one remote command."""
-        chunks, step_s = checked_range(start, end, step, self.config.limits.range_points)
-        curls = [curl_range(q, s, e, step_s) for q in queries for s, e in chunks]
-        answers = self._run_queries(monitor_id, curls, timeout=60 + 10 * len(curls))
-        out = []
-        for i, q in enumerate(queries):
-            part = answers[i * len(chunks):(i + 1) * len(chunks)]
-            out.append(stitch([parse_response(a, q) for a in part]))
-        return out
+        return self.queries.query_range_many(monitor_id, queries, start, end, step)
 
     def collect(self, monitor_id: str, queries: list[str], start: float, end: float,
                 step: float | str, path: str | Path, fmt: str | None = None) -> Path:
-        """Range queries over a window to a JSON (Prometheus' own shape per query) or CSV file."""
-        path = Path(path)
-        fmt = fmt or ("csv" if path.suffix == ".csv" else "json")
-        results = self.query_range_many(monitor_id, queries, start, end, step)
-        with atomic_open(path, "w", newline="") as f:
-            if fmt == "json":
-                json.dump({"monitor": monitor_id, "start": start, "end": end, "step": checked_range(
-                           start, end, step, self.config.limits.range_points)[1],
-                           "results": [r.to_dict() for r in results]}, f, indent=1)
-            else:
-                w = csv.writer(f)
-                w.writerow(["query", "labels", "timestamp", "value"])
-                for r in results:
-                    for s in r.series:
-                        lab = json.dumps(s.labels, sort_keys=True)
-                        w.writerows([r.query, lab, f"{t:.3f}", "" if math.isnan(v) else repr(v)] for t, v in s.values)
-        return path
+        return self.queries.collect(monitor_id, queries, start, end, step, path, fmt)
 
     def collect_metrics_to_file(self, monitor_id: str, query: str, output_file: str | Path, *,
                                 start: float | None = None, end: float | None = None,
@@ -417,19 +343,20 @@ class MonitorsModule:
         """Seed 001's form: the monitor types that can be started (recipe names, ``prometheus`` first)."""
         return [r["name"] for r in self.available_recipes()]
 
-    def available_recipes(self) -> list[dict]:
-        """Monitor recipes (Prometheus ones) in recipe_dirs and the package: name, path, description."""
-        out = []
-        for d in recipe_dirs("services", self.config.recipe_dirs):
-            for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
-                try:
-                    r = self.servers.load_recipe(str(f))
-                except OrchestratorError:
-                    continue
-                if "prometheus" in r.command and r.health and r.health.path.startswith("/-/"):
-                    if all(x["name"] != r.name for x in out):
-                        out.append({"name": r.name, "path": str(f), "description": r.description})
-        return out
+
+def available_recipes(config: Config, load) -> list[dict]:
+    """Monitor recipes (Prometheus ones) in recipe_dirs and the package: name, path, description."""
+    out = []
+    for d in recipe_dirs("services", config.recipe_dirs):
+        for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+            try:
+                r = load(str(f))
+            except OrchestratorError:
+                continue
+            if "prometheus" in r.command and r.health and r.health.path.startswith("/-/"):
+                if all(x["name"] != r.name for x in out):
+                    out.append({"name": r.name, "path": str(f), "description": r.description})
+    return out
 
 
 def _logged(what: str, fn, failed, *also: type[Exception]):

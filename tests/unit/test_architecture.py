@@ -216,3 +216,13 @@ def test_client_kinds_are_branched_on_only_in_their_own_modules():
             continue
         found = pattern.search(path.read_text())
         assert found is None, f"{path.relative_to(PKG)}: {found.group(0)}"
+
+
+def test_no_class_in_services_or_monitoring_grows_past_300_lines():
+    """Split a module's class by job (records, submission, files, queries) before it carries everything."""
+    for package in ("services", "monitoring"):
+        for path in (PKG / package).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ClassDef):
+                    length = node.end_lineno - node.lineno + 1
+                    assert length <= 300, f"{path.relative_to(PKG)}: class {node.name} has {length} lines"
