@@ -32,6 +32,11 @@ class BenchmarkOrchestrator:
         return self._transport
 
     @property
+    def opened_transport(self) -> Transport | None:
+        """The transport if a remote call opened it (None: nothing was asked of the cluster)."""
+        return self._transport
+
+    @property
     def servers(self):
         if self._servers is None:
             from orchestrator.services.servers import ServersModule

@@ -14,7 +14,7 @@ from orchestrator.cluster import jobdir
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, sha256_file, write_atomic
 from orchestrator.reports.artifacts import ReportContext, jobs_table, window_for, write_artifacts
-from orchestrator.reports.bottleneck import Load
+from orchestrator.analysis.bottleneck import Load
 from orchestrator.services.recipes import ServiceRecipe
 
 

@@ -30,9 +30,9 @@ class Context:
     def close(self) -> None:
         if self._orch is None:
             return
-        if self.stats and self._orch._transport is not None:
-            stats = self._orch._transport.stats
-            via = getattr(self._orch._transport, "kind", "?")
+        if self.stats and self._orch.opened_transport is not None:
+            stats = self._orch.opened_transport.stats
+            via = getattr(self._orch.opened_transport, "kind", "?")
             from orchestrator.logs import json_format, log
             if json_format():
                 log("orch-stats", connections=stats.connections, commands=stats.commands,

@@ -39,7 +39,7 @@ from orchestrator.analysis.validity import assess, delivery
 from orchestrator.errors import OrchestratorError
 from orchestrator.fileio import atomic_open, write_atomic
 from orchestrator.engines import engine_named
-from orchestrator.reports.bottleneck import Load, verdict
+from orchestrator.analysis.bottleneck import Load, verdict
 from orchestrator.reports.html import render_report
 from orchestrator.times import iso
 from orchestrator.version import __version__, git_commit

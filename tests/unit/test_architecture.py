@@ -226,3 +226,12 @@ def test_no_class_in_services_or_monitoring_grows_past_300_lines():
                 if isinstance(node, ast.ClassDef):
                     length = node.end_lineno - node.lineno + 1
                     assert length <= 300, f"{path.relative_to(PKG)}: class {node.name} has {length} lines"
+
+
+def test_every_module_path_the_readme_and_pyproject_name_exists():
+    """A module moved is a README line to change: a path in the docs that names no file is stale."""
+    import re
+    root = PKG.parent
+    for doc in ("README.md", "pyproject.toml"):
+        for path in set(re.findall(r"\b(?:orchestrator/)?(?:[a-z_]+/)+[a-z_]+\.py\b", (root / doc).read_text())):
+            assert (root / path).exists() or (PKG / path).exists(), f"{doc} names {path}, which does not exist"

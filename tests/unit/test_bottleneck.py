@@ -1,6 +1,6 @@
 """The bottleneck verdict: which limit the window's numbers show, and the numbers behind it."""
 
-from orchestrator.reports.bottleneck import Load, verdict
+from orchestrator.analysis.bottleneck import Load, verdict
 
 CLOSED = Load(jobs=1, concurrency=8)
 

@@ -9,7 +9,7 @@ from orchestrator.analysis.kpi import KPI
 from orchestrator.analysis.records import RequestTable
 from orchestrator.reports import export
 from orchestrator.reports.artifacts import PrometheusData, ReportContext, window_for, write_artifacts
-from orchestrator.reports.bottleneck import Load
+from orchestrator.analysis.bottleneck import Load
 from tests.pngcheck import colour_counts
 
 
