@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 
 from orchestrator import waiting
-from orchestrator.analysis.sweep import Point, apply_to_client, service_changes, set_path
+from orchestrator.analysis.sweep import Point
+from orchestrator.bench.points import apply_to_client, service_changes, set_path
 from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
 from orchestrator.engines import engine_named

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 from orchestrator.analysis.records import RequestTable, TableBuilder, jsonl_line
-from orchestrator.analysis.sweep import apply_to_client
+from orchestrator.bench.points import apply_to_client
 from orchestrator.bench.collect import gather_prometheus
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster import jobdir

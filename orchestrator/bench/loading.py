@@ -6,7 +6,7 @@ import time
 
 from orchestrator import waiting
 from orchestrator.engines import engine_named
-from orchestrator.analysis.sweep import apply_to_client
+from orchestrator.bench.points import apply_to_client
 from orchestrator.bench.kinds import LLM_KINDS
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster.slurm import STATE_CAUSES, TERMINAL_STATES

@@ -11,7 +11,8 @@ from pathlib import Path
 from orchestrator.bench.datasets import FILE_KINDS, MAX_ROWS, DatasetSpec
 from orchestrator.analysis.definitions import DEFAULT_PERCENTILES
 from orchestrator.bench.kinds import CLIENT_KINDS, KINDS, LLM_KINDS
-from orchestrator.analysis.sweep import parse_slo, validate_sweep
+from orchestrator.analysis.sweep import parse_slo
+from orchestrator.bench.points import validate_sweep
 from orchestrator.analysis.limits import Validity, parse_validity
 from orchestrator.analysis.search import Search, parse_search
 from orchestrator.errors import RecipeError

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from orchestrator.analysis.sweep import Point, grid, service_changes
+from orchestrator.analysis.sweep import Point, grid
+from orchestrator.bench.points import service_changes
 from orchestrator.bench.cleanup import Cleaning
 from orchestrator.bench.deploy import Deploying
 from orchestrator.bench.gathering import Gathering

@@ -11,13 +11,8 @@ from orchestrator.analysis.experiments import (
     slo_limit,
 )
 from orchestrator.bench.recipe import load_benchmark_text
-from orchestrator.analysis.sweep import (
-    Point,
-    apply_to_client,
-    grid,
-    parse_slo,
-    service_changes,
-)
+from orchestrator.analysis.sweep import Point, grid, parse_slo
+from orchestrator.bench.points import apply_to_client, service_changes
 from orchestrator.errors import RecipeError
 
 BASE = ("benchmark: {name: x, services: [{recipe: standin-llm}], clients: [{kind: openai-completions, "
