@@ -47,7 +47,8 @@ class BenchmarkOrchestrator:
     def monitors(self):
         if self._monitors is None:
             from orchestrator.monitoring.monitors import MonitorsModule
-            self._monitors = MonitorsModule(self.config, self.servers)
+            # the seed forms print here (show_metrics' table), never in monitoring/
+            self._monitors = MonitorsModule(self.config, self.servers, show=lambda r: print(result_text(r)))
         return self._monitors
 
     def show_monitors_status(self) -> list[dict]:
@@ -117,3 +118,13 @@ class SSHClient:
         # not idempotent: a command of the caller's is never run twice after a dropped connection
         r = self.transport.run(command, timeout=timeout, idempotent=False)
         return r.exit_code, r.stdout, r.stderr
+
+
+def result_text(r) -> str:
+    """An instant answer (a monitoring.promql.QueryResult) as a table for the terminal: one row per series,
+    its latest value."""
+    from orchestrator.monitoring.promql import format_value, label_text
+    from orchestrator.terminal import render_table
+    if not r.series:
+        return f"no data for {r.query}"
+    return render_table(["series", "value"], [[label_text(s.labels), format_value(s.values[-1][1])] for s in r.series])

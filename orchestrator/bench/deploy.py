@@ -17,6 +17,7 @@ from orchestrator.bench.clients import client_recipe, split_load
 from orchestrator.bench.datasets import build_rows
 from orchestrator.engines import engine_named
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
+from orchestrator.bench.context import SessionContext
 from orchestrator.bench.runstate import PointRun
 from orchestrator.errors import OrchestratorError, RecipeError
 from orchestrator.schema import safe_load
@@ -39,93 +40,106 @@ def with_changes(recipe: ServiceRecipe, changes: dict) -> ServiceRecipe:
     return parse_recipe(raw, source=recipe.source, text=text)
 
 
-class Deploying:
-    """BenchmarkSession's deploy phase (a mixin: the session holds orch, recipe, state and say)."""
+def reset_prefix_cache(orch, sid: str, engine) -> bool:
+    """POST the engine's route that empties its prefix cache (on the login node, with the job's key);
+    vLLM answers {"success": true} when it did (false while blocks are still held), 404 outside its
+    development mode."""
+    p = orch.servers.probe(sid, then=f'curl -sS -X POST -m 60 "$BASE{engine.reset_prefix_cache}"')
+    try:
+        return json.loads(p.then_output or "").get("success") is True
+    except (ValueError, AttributeError):
+        return False
+
+
+class Deploy:
+    """The deploy phase: checks before any job (``preflight``), the services (``deploy_services``), the
+    monitor, and each point's clients. Reads the context's recipe; writes its state's services, replicas,
+    started jobs and monitor, and the recipes as deployed."""
+
+    def __init__(self, ctx: SessionContext):
+        self.ctx = ctx
+        self.rows: dict[int, str] = {}   # client index -> its dataset's rows file (read_datasets)
 
     def _base_recipe(self, ref) -> ServiceRecipe:
-        if ref.name not in self.base_recipes:
-            self.base_recipes[ref.name] = load_recipe(ref.recipe, self.orch.config.recipe_dirs)
-        return self.base_recipes[ref.name]
+        if ref.name not in self.ctx.base_recipes:
+            self.ctx.base_recipes[ref.name] = load_recipe(ref.recipe, self.ctx.orch.config.recipe_dirs)
+        return self.ctx.base_recipes[ref.name]
 
-    def _deploy_services(self, point: Point, only_swept: bool = False, restart: frozenset = frozenset()) -> list[str]:
+    def deploy_services(self, point: Point, only_swept: bool = False, restart: frozenset = frozenset()) -> list[str]:
         """Deploy the services (or, between points, those the point changes); returns new IDs.
 
         A recipe with ``replicas: N`` is N services, ``<name>-r1`` ... ``<name>-rN``, each its own job:
         SLURM starts each where it finds room, and a replica that fails is seen and handled alone."""
-        servers = self.orch.servers
+        servers = self.ctx.orch.servers
         new = []
-        for ref in self.recipe.services:
+        for ref in self.ctx.recipe.services:
             changes = service_changes(point, ref.name)
             if only_swept and not changes and ref.name not in restart:
                 continue
             if ref.service_id:
                 if changes:
                     raise OrchestratorError(f"sweep: {ref.name} is reused ({ref.service_id}), its fields cannot be swept")
-                self.state.services[ref.name] = servers.probe(ref.service_id).service_id
+                self.ctx.state.services[ref.name] = servers.probe(ref.service_id).service_id
                 continue
-            old = [self.state.services.pop(n) for n in self.state.replicas.pop(ref.name, [ref.name])
-                   if n in self.state.services]
+            old = [self.ctx.state.services.pop(n) for n in self.ctx.state.replicas.pop(ref.name, [ref.name])
+                   if n in self.ctx.state.services]
             if old and only_swept:
-                self._stop(old, wait=True)
-                if self.state.monitor_id:   # their targets go too: the new jobs take their job names
+                self.ctx.stop(old, wait=True)
+                if self.ctx.state.monitor_id:   # their targets go too: the new jobs take their job names
                     try:
-                        self.orch.monitors.remove_targets(self.state.monitor_id, old)
+                        self.ctx.orch.monitors.remove_targets(self.ctx.state.monitor_id, old)
                     except OrchestratorError as exc:
-                        self.state.errors.append(f"removing {', '.join(old)} from the monitor: {exc}")
+                        self.ctx.state.errors.append(f"removing {', '.join(old)} from the monitor: {exc}")
             recipe = with_changes(self._base_recipe(ref), changes)
-            self.service_recipes[ref.name if not self.is_sweep else f"{ref.name}@{point.label}"] = recipe
+            self.ctx.service_recipes[ref.name if not self.ctx.is_sweep else f"{ref.name}@{point.label}"] = recipe
             names = [ref.name] if recipe.replicas == 1 else [f"{ref.name}-r{i + 1}" for i in range(recipe.replicas)]
             if recipe.replicas > 1:
-                self.state.replicas[ref.name] = names
+                self.ctx.state.replicas[ref.name] = names
             for name in names:
-                sid = servers.start_service(recipe, progress=self.say)
-                self.state.started.append(sid)
-                self.state.all_services.append(sid)
-                self.state.services[name] = sid
+                sid = servers.start_service(recipe, progress=self.ctx.say)
+                self.ctx.state.started.append(sid)
+                self.ctx.state.all_services.append(sid)
+                self.ctx.state.services[name] = sid
                 new.append((ref.name, name, sid, recipe))
         failed: Counter[str] = Counter()   # group -> its replicas never ready
         for group, name, sid, recipe in new:
             try:
                 servers.wait_until_ready(sid, timeout=recipe.health.timeout if recipe.health else 600,
-                                         progress=self.say)
+                                         progress=self.ctx.say)
             except OrchestratorError as exc:
                 if recipe.replicas == 1 or recipe.replica_not_ready != "measure_others":
                     raise
                 failed[group] += 1
                 self._drop_replica(group, name, sid, exc)
         for group, n in failed.items():
-            if not self.state.replicas.get(group):
+            if not self.ctx.state.replicas.get(group):
                 raise OrchestratorError(f"{group}: none of its {n} replicas became ready")
-        return [sid for _, name, sid, _ in new if name in self.state.services]
+        return [sid for _, name, sid, _ in new if name in self.ctx.state.services]
 
     def _drop_replica(self, group: str, name: str, sid: str, why: OrchestratorError) -> None:
         """replica_not_ready: measure_others: say so, cancel it, and load the others."""
-        self.state.errors.append(f"{name} ({sid}) never became ready and was not measured: {why}")
-        self.say(f"{name} ({sid}) not ready: measuring the other replicas of {group} ({why})")
-        self._stop([sid])
-        self.state.services.pop(name, None)
-        self.state.replicas[group] = [n for n in self.state.replicas.get(group, []) if n != name]
+        self.ctx.state.errors.append(f"{name} ({sid}) never became ready and was not measured: {why}")
+        self.ctx.say(f"{name} ({sid}) not ready: measuring the other replicas of {group} ({why})")
+        self.ctx.stop([sid])
+        self.ctx.state.services.pop(name, None)
+        self.ctx.state.replicas[group] = [n for n in self.ctx.state.replicas.get(group, []) if n != name]
 
-    def _targets_of(self, target: str) -> list[str]:
-        """The service names a client's ``target`` loads: the service, or each of its replicas."""
-        return self.state.replicas.get(target) or [target]
+    def start_monitor(self) -> None:
+        targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.ctx.state.services.items()]
+        mid = self.ctx.orch.monitors.start_monitor(self.ctx.recipe.monitor_recipe, targets, progress=self.ctx.say,
+                                               scrape_interval=self.ctx.recipe.scrape_interval, wait=False)
+        self.ctx.state.started.append(mid)
+        self.ctx.state.monitor_id = mid
+        self.ctx.orch.servers.wait_until_ready(mid, timeout=300, progress=self.ctx.say)
 
-    def _start_monitor(self) -> None:
-        targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items()]
-        mid = self.orch.monitors.start_monitor(self.recipe.monitor_recipe, targets, progress=self.say,
-                                               scrape_interval=self.recipe.scrape_interval, wait=False)
-        self.state.started.append(mid)
-        self.state.monitor_id = mid
-        self.orch.servers.wait_until_ready(mid, timeout=300, progress=self.say)
-
-    def _wait_scraped(self, pr: PointRun) -> None:
+    def wait_scraped(self, pr: PointRun) -> None:
         """The load starts only once the services' counters have a baseline: every target scraped
         before the first point; later, only services the point redeployed (the others were scraped
         all along, and a client's own counters are not what the report reads). Prometheus applies
         new targets up to 5 s after a reload (its discovery throttle): not waiting for the clients
         of later points saves that on every point of a sweep."""
-        mid = self.state.monitor_id
-        targets = self.orch.monitors.record(mid).targets
+        mid = self.ctx.state.monitor_id
+        targets = self.ctx.orch.monitors.record(mid).targets
         if pr.point.index > 0:
             targets = [t for t in targets if t.get("service_id") in set(pr.redeployed)]
             if not targets:
@@ -134,59 +148,59 @@ class Deploying:
         down: list[str] = []
 
         def step() -> tuple[bool, str]:
-            health = {t["instance"]: t["health"] for t in self.orch.monitors.check_monitor_status(mid)["targets"]}
+            health = {t["instance"]: t["health"] for t in self.ctx.orch.monitors.check_monitor_status(mid)["targets"]}
             down[:] = sorted(a for a in expected if health.get(a) != "up")
             return (True, f"monitor {mid} scraping {len(expected) + 1} targets") if not down else (False, "")
 
-        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.recipe.scrape_interval),
-                           interval=min(1.0, parse_duration(self.recipe.scrape_interval) / 4),
-                           say=self.say, on_timeout=lambda: OrchestratorError(
+        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.ctx.recipe.scrape_interval),
+                           interval=min(1.0, parse_duration(self.ctx.recipe.scrape_interval) / 4),
+                           say=self.ctx.say, on_timeout=lambda: OrchestratorError(
                                f"monitor {mid}: targets not up: {', '.join(down)}"))
 
-    def _start_clients(self, pr: PointRun) -> None:
-        servers = self.orch.servers
-        engines = self._engines()
-        for c, whole in enumerate(self.recipe.clients):
+    def start_clients(self, pr: PointRun) -> None:
+        servers = self.ctx.orch.servers
+        engines = self.ctx.engines()
+        for c, whole in enumerate(self.ctx.recipe.clients):
             whole = apply_to_client(whole, pr.point)
-            names = self._targets_of(whole.target)
+            names = self.ctx.targets_of(whole.target)
             for i, name in enumerate(names):   # a service of N replicas: 1/N of the load on each
-                self._start_client(pr, split_load(whole, i, len(names)), name, engines, self._rows.get(c))
+                self._start_client(pr, split_load(whole, i, len(names)), name, engines, self.rows.get(c))
         for sid in pr.clients:
-            servers.wait_until_ready(sid, timeout=300, progress=self.say)
-        self.orch.monitors.add_targets(self.state.monitor_id,
+            servers.wait_until_ready(sid, timeout=300, progress=self.ctx.say)
+        self.ctx.orch.monitors.add_targets(self.ctx.state.monitor_id,
                                        [TargetSpec(service_id=sid, job_name="client") for sid in pr.clients])
         pr.monitored = True
 
     def _start_client(self, pr: PointRun, spec, target: str, engines: dict, rows: str | None = None) -> None:
         """One client spec's jobs (``nodes`` of them) against the service ``target`` names; ``rows``, its
         dataset (every job takes its own share)."""
-        servers = self.orch.servers
-        ep = servers.get_service_endpoint(self.state.services[target])
+        servers = self.ctx.orch.servers
+        ep = servers.get_service_endpoint(self.ctx.state.services[target])
         files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
         files.update(KINDS[spec.kind].job_files(spec, self._beside_recipe))
         if rows is not None:
             files["dataset.jsonl"] = rows
         for node in range(spec.nodes):
-            recipe = client_recipe(spec, ep.url, node, self.orch.config.remote.venv_dir,
+            recipe = client_recipe(spec, ep.url, node, self.ctx.orch.config.remote.venv_dir,
                                    engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
-            sid = servers.start_service(recipe, extra_files=files, progress=self.say)
+            sid = servers.start_service(recipe, extra_files=files, progress=self.ctx.say)
             pr.targets[sid] = target
-            self.state.started.append(sid)
+            self.ctx.state.started.append(sid)
             pr.clients.append(sid)
 
     def _beside_recipe(self, path: str) -> Path:
         p = Path(path).expanduser()
-        return p if p.is_absolute() or not self.recipe.source else Path(self.recipe.source).parent / p
+        return p if p.is_absolute() or not self.ctx.recipe.source else Path(self.ctx.recipe.source).parent / p
 
     def _ref_of(self, target: str):
         """The benchmark's service a client's ``target`` names (None: none; the recipe checked it)."""
-        return next((r for r in self.recipe.services if r.name == target), None)
+        return next((r for r in self.ctx.recipe.services if r.name == target), None)
 
     def _rows_needed(self, spec) -> int | None:
         """Dataset rows for every job of a client at the largest point (None: all a trace has)."""
         if spec.dataset.timed:
             return None
-        sweep = self.recipe.sweep
+        sweep = self.ctx.recipe.sweep
         ref = self._ref_of(spec.target)
         replicas = self._base_recipe(ref).replicas if ref is not None and ref.recipe else 1
         per_job = DATASET_ROWS if spec.requests is None or "requests" in sweep else spec.requests
@@ -195,11 +209,11 @@ class Deploying:
     def _read_datasets(self) -> None:
         """Every client's dataset rows, read and checked before any job (a bad trace line, a prompts
         file that is not JSONL: its file, line and field named, nothing submitted)."""
-        self._rows: dict[int, str] = {}
-        for i, spec in enumerate(self.recipe.clients):
+        self.rows: dict[int, str] = {}
+        for i, spec in enumerate(self.ctx.recipe.clients):
             if not (spec.dataset and KINDS[spec.kind].ships_payload):
                 continue
-            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].dataset"
+            where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}].dataset"
             count = self._rows_needed(spec)
             try:
                 rows = build_rows(self._dataset_spec(spec.dataset), count)
@@ -208,11 +222,11 @@ class Deploying:
             if not KINDS[spec.kind].takes_messages and any("messages" in r for r in rows):
                 raise RecipeError(f"{where}: {spec.dataset.path} has chat messages: a {spec.kind} client sends a "
                                   "prompt (use kind: openai-chat, or rows of {\"prompt\": ...})")
-            self._rows[i] = "".join(json.dumps(r) + "\n" for r in rows)
+            self.rows[i] = "".join(json.dumps(r) + "\n" for r in rows)
 
     def _served_models(self, name: str) -> list[str] | None:
         """The models a service serves, from its own /v1/models (asked on the login node)."""
-        p = self.orch.servers.probe(self.state.services[name], then='curl -sS -m 20 "$BASE/v1/models"')
+        p = self.ctx.orch.servers.probe(self.ctx.state.services[name], then='curl -sS -m 20 "$BASE/v1/models"')
         try:
             return [m["id"] for m in json.loads(p.then_output or "")["data"]]
         except (ValueError, KeyError, TypeError):
@@ -228,14 +242,14 @@ class Deploying:
         missing = [m for m in self._asked_models(spec) if m not in served]
         if missing:
             field = "models" if spec.models else "payload.model"
-            raise RecipeError(f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}].{field}: "
+            raise RecipeError(f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}].{field}: "
                               f"{', '.join(missing)} not served by {spec.target} ({said} {', '.join(served)}{then}")
 
     def _check_models_early(self) -> None:
         """Before any job: a model named for a vLLM recipe this session deploys is one it will serve (its
         served name, its LoRA modules' names: VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES of the packaged
-        recipes); the service's own /v1/models is asked again once it runs (``_check_models``)."""
-        for i, spec in enumerate(self.recipe.clients):
+        recipes); the service's own /v1/models is asked again once it runs (``check_models``)."""
+        for i, spec in enumerate(self.ctx.recipe.clients):
             ref = self._ref_of(spec.target)
             if ref is None or ref.recipe is None or spec.kind not in LLM_KINDS or not self._asked_models(spec):
                 continue
@@ -248,16 +262,16 @@ class Deploying:
             self._refuse_unserved(i, spec, served, "its recipe serves",
                                   ": VLLM_SERVED_MODEL_NAME and VLLM_LORA_MODULES); nothing was submitted")
 
-    def _check_models(self, engines: dict) -> None:
+    def check_models(self, engines: dict) -> None:
         """Before any client job: every model a vLLM target is asked for (a payload's, a LoRA mix's) is
         one it serves, as its /v1/models says; a client that names none sends the served one, as
         ``vllm bench serve`` does."""
-        clients = list(self.recipe.clients)
+        clients = list(self.ctx.recipe.clients)
         asked: dict[str, list[str] | None] = {}
         for i, spec in enumerate(clients):
             if spec.kind not in LLM_KINDS or engines.get(spec.target) != "vllm":
                 continue
-            name = self._targets_of(spec.target)[0]
+            name = self.ctx.targets_of(spec.target)[0]
             if name not in asked:
                 asked[name] = self._served_models(name)
             served = asked[name]
@@ -266,22 +280,22 @@ class Deploying:
             self._refuse_unserved(i, spec, served, "its /v1/models lists",
                                   "); refused before any client job started")
             if not self._asked_models(spec) and served:
-                where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
-                self.say(f"{where}: no model named: sending {served[0]!r}, the model {spec.target} serves")
+                where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}]"
+                self.ctx.say(f"{where}: no model named: sending {served[0]!r}, the model {spec.target} serves")
                 clients[i] = replace(spec, payload={**spec.payload, "model": served[0]})
-        self.recipe = replace(self.recipe, clients=tuple(clients))
+        self.ctx.recipe = replace(self.ctx.recipe, clients=tuple(clients))
 
     def preflight(self) -> None:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""
         self._read_datasets()
         self._check_models_early()
-        for i, spec in enumerate(self.recipe.clients):
-            where = f"{self.recipe.source or self.recipe.name}: benchmark.clients[{i}]"
+        for i, spec in enumerate(self.ctx.recipe.clients):
+            where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}]"
             self._check_spread(spec, where)
             self._check_cache(spec, where)
             for check in KINDS[spec.kind].preflight(spec):   # a wrapped tool: there, and taking its flags
-                self.say(f"checking {check.what} on the login node")
-                result = self.orch.transport.run(check.command, timeout=180)
+                self.ctx.say(f"checking {check.what} on the login node")
+                result = self.ctx.orch.transport.run(check.command, timeout=180)
                 if result.exit_code != 0:
                     said = (result.stderr or result.stdout).strip()[-1500:]
                     raise RecipeError(f"{where} ({spec.kind}): {check.what}: refused before any job was submitted:\n"
@@ -297,10 +311,10 @@ class Deploying:
         ref = self._ref_of(spec.target)
         if spec.cache != "cold" or ref is None or ref.recipe is not None:
             return
-        sid = self.orch.servers.probe(ref.service_id).service_id
-        record = self.orch.servers.registry.record(sid)
+        sid = self.ctx.orch.servers.probe(ref.service_id).service_id
+        record = self.ctx.orch.servers.registry.record(sid)
         engine = engine_named(record.engine if record else None)
-        if engine.reset_prefix_cache and self._reset_cache(sid, engine):
+        if engine.reset_prefix_cache and reset_prefix_cache(self.ctx.orch, sid, engine):
             return
         raise RecipeError(f"{where}.cache: cold needs the prefix cache of {spec.target} ({sid}) emptied before the "
                           f"load, and this session did not start it (it cannot restart it): {engine.name} "
@@ -308,23 +322,13 @@ class Deploying:
                              if engine.reset_prefix_cache else "has no way to empty it on request")
                           + "; use cache: warm, or let the session start the service")
 
-    def _reset_cache(self, sid: str, engine) -> bool:
-        """POST the engine's route that empties its prefix cache (on the login node, with the job's key);
-        vLLM answers {"success": true} when it did (false while blocks are still held), 404 outside its
-        development mode."""
-        p = self.orch.servers.probe(sid, then=f'curl -sS -X POST -m 60 "$BASE{engine.reset_prefix_cache}"')
-        try:
-            return json.loads(p.then_output or "").get("success") is True
-        except (ValueError, AttributeError):
-            return False
-
     def _check_spread(self, spec, where: str) -> None:
         """A client's load is spread over its target's replicas: each must get at least one of its
         connections (and of its requests), at every point of a sweep."""
         ref = self._ref_of(spec.target)
         if ref is None or ref.recipe is None:
             return
-        sweep = self.recipe.sweep
+        sweep = self.ctx.recipe.sweep
         replicas = max([self._base_recipe(ref).replicas, *sweep.get(f"services.{ref.name}.replicas", [])])
         for field in ("concurrency", "requests"):
             least = min(v for v in [getattr(spec, field), *sweep.get(field, [])] if v is not None) \
@@ -335,6 +339,6 @@ class Deploying:
 
     def _dataset_spec(self, ds):
         """A dataset's file is relative to the benchmark recipe's folder."""
-        if ds.path and not Path(ds.path).expanduser().is_absolute() and self.recipe.source:
-            return replace(ds, path=str(Path(self.recipe.source).parent / ds.path))
+        if ds.path and not Path(ds.path).expanduser().is_absolute() and self.ctx.recipe.source:
+            return replace(ds, path=str(Path(self.ctx.recipe.source).parent / ds.path))
         return replace(ds, path=str(Path(ds.path).expanduser())) if ds.path else ds

@@ -9,6 +9,7 @@ from pathlib import Path
 from orchestrator.analysis.records import RequestTable, TableBuilder, jsonl_line
 from orchestrator.bench.points import apply_to_client
 from orchestrator.bench.collect import gather_prometheus
+from orchestrator.bench.context import SessionContext
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster import jobdir
 from orchestrator.errors import OrchestratorError
@@ -18,29 +19,33 @@ from orchestrator.analysis.bottleneck import Load
 from orchestrator.services.recipes import ServiceRecipe
 
 
-class Gathering:
-    """BenchmarkSession's gathering and reporting phase (a mixin)."""
+class Gather:
+    """The gathering phase: each point's records, logs and monitor window, its report, and the session's
+    artifacts. Reads the context and its state; writes the point's results under the state's output dir."""
+
+    def __init__(self, ctx: SessionContext):
+        self.ctx = ctx
 
     def _collect_records(self, pr: PointRun, builder: TableBuilder) -> None:
         """Download every client's records (partial ones too) and its warm-up end; each record goes
         to requests.jsonl and the table's columns as it is read, so none is held."""
         cdir = pr.out_dir / "clients"
         cdir.mkdir(parents=True, exist_ok=True)
-        extra = {"point": pr.point.label} if self.is_sweep else {}
+        extra = {"point": pr.point.label} if self.ctx.is_sweep else {}
         def dest(sid: str, name: str) -> Path:
             return cdir / (f"{sid}.jsonl" if name == jobdir.REQUESTS else f"{sid}.done.json")
         names = [jobdir.REQUESTS, jobdir.DONE]
         try:  # every client's files in one compressed transfer
-            got = self.orch.servers.files.fetch_files(pr.clients, names, dest)
+            got = self.ctx.orch.servers.files.fetch_files(pr.clients, names, dest)
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
-            self.say(f"collecting the clients' files in one transfer failed ({exc}); fetching them one by one")
-            got = {(sid, n) for sid in pr.clients for n in names if self.orch.servers.files.fetch_file(sid, n, dest(sid, n))}
+            self.ctx.say(f"collecting the clients' files in one transfer failed ({exc}); fetching them one by one")
+            got = {(sid, n) for sid in pr.clients for n in names if self.ctx.orch.servers.files.fetch_file(sid, n, dest(sid, n))}
         with atomic_open(pr.out_dir / "requests.jsonl", "w") as out:
             for sid in pr.clients:
                 local, done = dest(sid, jobdir.REQUESTS), dest(sid, jobdir.DONE)
                 for name in names:
                     if (sid, name) not in got:
-                        self.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
+                        self.ctx.state.errors.append(f"{sid}: no {name} (client did not start or finish)")
                 if local.exists():
                     self._read_client_file(sid, local, {"target": pr.targets.get(sid), **extra}, builder, out)
                 if done.exists():
@@ -48,7 +53,7 @@ class Gathering:
                         doc = json.loads(done.read_text())
                         w = float(doc["warmup_until"])
                     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                        self.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
+                        self.ctx.state.errors.append(f"{sid}: done.json unreadable; warm-up end taken from the records")
                         continue
                     pr.warmup_until = w if pr.warmup_until is None else max(pr.warmup_until, w)
                     if isinstance(doc.get("conversations_cut"), int):   # multiturn: ended to fit the context
@@ -77,40 +82,40 @@ class Gathering:
                 builder.add({**rec, **extra}, where=f"{path}: line {i}")
                 out.write(jsonl_line(rec, extra, line))
             if pending is not None:
-                self.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
+                self.ctx.state.errors.append(f"{sid}: last record was cut short by the stop and skipped")
 
-    def _finish_point(self, pr: PointRun) -> None:
+    def finish_point(self, pr: PointRun) -> None:
         builder = TableBuilder()
         with builder.abandon_on_error():
             pr.out_dir.mkdir(parents=True, exist_ok=True)
             if pr.clients:
                 # no more load (files stay on the cluster); a client that did not finish is waited for,
                 # so that its file is no longer written while it is read
-                self._stop(pr.clients, wait=not pr.all_done)
+                self.ctx.stop(pr.clients, wait=not pr.all_done)
                 self._collect_records(pr, builder)
             else:
                 write_atomic(pr.out_dir / "requests.jsonl", "")
         with builder.finish() as table:
             pr.records = len(table)
             if pr.warmup_until is None and len(table):
-                pr.warmup_until = float(table.column("start").min()) + max(s.warmup for s in self.recipe.clients)
+                pr.warmup_until = float(table.column("start").min()) + max(s.warmup for s in self.ctx.recipe.clients)
             self._report_point(pr, table)
 
     def _collect_logs(self, pr: PointRun) -> list[dict]:
         """Each job's SLURM output (its last 256 KiB) under logs/, in one transfer, with the watcher's
         verdict where a watcher explained a job's end."""
         from orchestrator.state import ServiceRecord, StateStore
-        jobs = {sid: "service" for sid in self.state.services.values()}
+        jobs = {sid: "service" for sid in self.ctx.state.services.values()}
         jobs.update({sid: "client" for sid in pr.clients})
-        if self.state.monitor_id:
-            jobs[self.state.monitor_id] = "monitor"
+        if self.ctx.state.monitor_id:
+            jobs[self.ctx.state.monitor_id] = "monitor"
         try:
-            got = self.orch.servers.files.fetch_logs(list(jobs), pr.out_dir / "logs")
+            got = self.ctx.orch.servers.files.fetch_logs(list(jobs), pr.out_dir / "logs")
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
-            self.state.errors.append(f"collecting the jobs' logs: {exc}")
+            self.ctx.state.errors.append(f"collecting the jobs' logs: {exc}")
             return []
-        tracked = self.orch.servers.registry.records()
-        watched = StateStore(self.orch.config.state_dir, "watch").load()
+        tracked = self.ctx.orch.servers.registry.records()
+        watched = StateStore(self.ctx.orch.config.state_dir, "watch").load()
         out = []
         for sid, role in jobs.items():
             if sid not in got:
@@ -126,8 +131,8 @@ class Gathering:
         the counters its gate keeps in the job dir (``rpc-<node>.json``), in one transfer."""
         from orchestrator.analysis.rpc import worker_traffic
         from orchestrator.cluster.slurm import expand_nodelist
-        records = self.orch.servers.registry.records()
-        gated = {name: sid for name, sid in self.state.services.items()
+        records = self.ctx.orch.servers.registry.records()
+        gated = {name: sid for name, sid in self.ctx.state.services.items()
                  if "rpc_gate.py" in self._recipe_of(name).files and sid in records}
         hosts = {sid: expand_nodelist(records[sid].nodelist)[1:] for sid in gated.values()}
         names = sorted({f"rpc-{h}.json" for hs in hosts.values() for h in hs})
@@ -136,9 +141,9 @@ class Gathering:
         dest = pr.out_dir / "rpc"
         dest.mkdir(parents=True, exist_ok=True)
         try:
-            got = self.orch.servers.files.fetch_files(list(gated.values()), names, lambda sid, n: dest / f"{sid}.{n}")
+            got = self.ctx.orch.servers.files.fetch_files(list(gated.values()), names, lambda sid, n: dest / f"{sid}.{n}")
         except (OrchestratorError, OSError, tarfile.TarError) as exc:
-            self.state.errors.append(f"collecting the RPC workers' counters: {exc}")
+            self.ctx.state.errors.append(f"collecting the RPC workers' counters: {exc}")
             return []
         out = []
         for name, sid in gated.items():
@@ -147,119 +152,103 @@ class Gathering:
                     stats = json.loads((dest / f"{sid}.rpc-{host}.json").read_text())
                     out.append(worker_traffic(name, host, stats, window.start, window.end))
                 else:
-                    self.state.errors.append(f"{sid}: no rpc-{host}.json (its worker's gate never ran)")
+                    self.ctx.state.errors.append(f"{sid}: no rpc-{host}.json (its worker's gate never ran)")
         return out
 
     def _recipe_of(self, name: str):
         """The recipe a service of the session (or one of its replicas) was deployed from."""
-        recipe = self.base_recipes.get(self._group_of(name))
+        recipe = self.ctx.base_recipes.get(self.ctx.group_of(name))
         return recipe if recipe is not None else ServiceRecipe(name=name, command="")
 
     def _report_point(self, pr: PointRun, table: RequestTable) -> None:
         window = window_for(table, pr.warmup_until)
-        ctx = self.context(pr)
+        ctx = self.report_context(pr)
         ctx.logs = self._collect_logs(pr)  # (while the monitor's last scrape of the window lands)
         ctx.rpc = self._collect_rpc(pr, window) if window.end > 0 else []
-        if self.state.monitor_id and not pr.interrupted and window.end > 0:
-            ctx.prometheus = gather_prometheus(self.orch.monitors, self.state.monitor_id, ctx.services,
-                                               self.recipe.scrape_interval, window, pr.go_time, self.state.errors,
+        if self.ctx.state.monitor_id and not pr.interrupted and window.end > 0:
+            ctx.prometheus = gather_prometheus(self.ctx.orch.monitors, self.ctx.state.monitor_id, ctx.services,
+                                               self.ctx.recipe.scrape_interval, window, pr.go_time, self.ctx.state.errors,
                                                ctx.engines)
         pr.report = write_artifacts(ctx, table, window)
-        self.say(f"report: {pr.out_dir / 'report.html'}")
-        if pr.monitored and self.state.monitor_id and not pr.interrupted:
+        self.ctx.say(f"report: {pr.out_dir / 'report.html'}")
+        if pr.monitored and self.ctx.state.monitor_id and not pr.interrupted:
             try:
-                self.orch.monitors.remove_targets(self.state.monitor_id, pr.clients)
+                self.ctx.orch.monitors.remove_targets(self.ctx.state.monitor_id, pr.clients)
             except OrchestratorError as exc:
-                self.state.errors.append(f"removing clients from the monitor: {exc}")
+                self.ctx.state.errors.append(f"removing clients from the monitor: {exc}")
 
-    def context(self, pr: PointRun) -> ReportContext:
+    def report_context(self, pr: PointRun) -> ReportContext:
         """What the point's report is made of (gathered now: jobs, runtime facts)."""
-        st = self.state
+        st = self.ctx.state
         return ReportContext(
-            session_id=st.session_id + (f"/{pr.point.label}" if self.is_sweep else ""),
-            benchmark=self.recipe.name, out_dir=pr.out_dir, scrape_interval=self.recipe.scrape_interval,
+            session_id=st.session_id + (f"/{pr.point.label}" if self.ctx.is_sweep else ""),
+            benchmark=self.ctx.recipe.name, out_dir=pr.out_dir, scrape_interval=self.ctx.recipe.scrape_interval,
             services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
-            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.orch.servers.registry.records()),
-            runtime=self._runtime_facts(), percentiles=self.recipe.clients[0].percentiles,
-            client_slo=self.recipe.clients[0].slo, engines=self._engines(), service_counts=dict(pr.service_counts),
+            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.ctx.orch.servers.registry.records()),
+            runtime=self._runtime_facts(), percentiles=self.ctx.recipe.clients[0].percentiles,
+            client_slo=self.ctx.recipe.clients[0].slo, engines=self.ctx.engines(), service_counts=dict(pr.service_counts),
             load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()},
-            validity=self.recipe.validity, cache=dict(pr.cache), conversations=dict(pr.conversations),
+            validity=self.ctx.recipe.validity, cache=dict(pr.cache), conversations=dict(pr.conversations),
             lost_clients=list(pr.lost))
 
     def _offered(self, pr: PointRun) -> Load:
         """What the point's clients offered (the first client's shape; jobs of every client)."""
-        specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
+        specs = [apply_to_client(s, pr.point) for s in self.ctx.recipe.clients]
         return Load(jobs=sum(s.nodes for s in specs), concurrency=specs[0].concurrency,
                     rate=None if any(s.rate is None for s in specs) else sum(s.rate * s.nodes for s in specs))
 
-    def _engines(self) -> dict[str, str]:
-        """Service name -> engine, from the recipes deployed; a reused service's from what was recorded
-        when this laptop started it."""
-        out = {name: r.engine for name, r in self.base_recipes.items() if r.engine}
-        tracked = None
-        for ref in self.recipe.services:
-            if ref.service_id and ref.name not in out:
-                tracked = tracked if tracked is not None else self.orch.servers.registry.records()
-                sid = self.state.services.get(ref.name, ref.service_id)
-                engine = tracked[sid].engine if sid in tracked else None
-                if engine:
-                    out[ref.name] = engine
-        for group, names in self.state.replicas.items():   # each replica is its group's engine
-            out.update({name: out[group] for name in names if group in out})
-        return out
-
     def sweep_data(self):
         from orchestrator.reports.sweep import SweepData, SweepPoint
-        st = self.state
+        st = self.ctx.state
         clients = [c for p in st.points for c in p.clients]
-        ctx = ReportContext(session_id=st.session_id, benchmark=self.recipe.name, out_dir=st.out_dir,
-                            scrape_interval=self.recipe.scrape_interval, services=dict(st.services), clients=clients,
+        ctx = ReportContext(session_id=st.session_id, benchmark=self.ctx.recipe.name, out_dir=st.out_dir,
+                            scrape_interval=self.ctx.recipe.scrape_interval, services=dict(st.services), clients=clients,
                             monitor_id=st.monitor_id, interrupted=st.interrupted, errors=st.errors,
                             recipes=self.recipes_manifest(),
-                            jobs=jobs_table(st.services, clients, st.monitor_id, self.orch.servers.registry.records()),
+                            jobs=jobs_table(st.services, clients, st.monitor_id, self.ctx.orch.servers.registry.records()),
                             runtime=self._runtime_facts())
         points = [SweepPoint(p.point, p.report, p.out_dir, p.go_time, p.clients) for p in st.points if p.report]
-        search = self.recipe.search
+        search = self.ctx.recipe.search
         if search is None:
-            return SweepData(ctx, self.recipe.sweep, self.recipe.slo, points)
+            return SweepData(ctx, self.ctx.recipe.sweep, self.ctx.recipe.slo, points)
         from orchestrator.analysis.search import answer
-        return SweepData(ctx, {search.field: [e["value"] for e in self.search_log]}, self.recipe.slo, points,
-                         search={**search.to_dict(), "points": self.search_log, "answer": answer(self._tried())})
+        return SweepData(ctx, {search.field: [e["value"] for e in self.ctx.search_log]}, self.ctx.recipe.slo, points,
+                         search={**search.to_dict(), "points": self.ctx.search_log, "answer": answer(self.ctx.tried())})
 
     def recipes_manifest(self) -> dict:
-        return {"benchmark_recipe": {"source": self.recipe.source, "sha256": self.recipe.sha256, "text": self.recipe.text},
+        return {"benchmark_recipe": {"source": self.ctx.recipe.source, "sha256": self.ctx.recipe.sha256, "text": self.ctx.recipe.text},
                 # as loaded (what a rerun deploys); sweeps also record each point's deployed variant
-                "service_recipes": {n: _recipe_entry(r) for n, r in self.base_recipes.items()},
-                **({"deployed_service_recipes": {n: _recipe_entry(r) for n, r in self.service_recipes.items()}}
-                   if self.is_sweep else {}),
-                **({"rerun_of": self.rerun_of} if self.rerun_of else {})}
+                "service_recipes": {n: _recipe_entry(r) for n, r in self.ctx.base_recipes.items()},
+                **({"deployed_service_recipes": {n: _recipe_entry(r) for n, r in self.ctx.service_recipes.items()}}
+                   if self.ctx.is_sweep else {}),
+                **({"rerun_of": self.ctx.rerun_of} if self.ctx.rerun_of else {})}
 
     def _runtime_facts(self) -> dict:
         """What makes a rerun comparable: binary/image facts and sbatch options of each service job."""
-        ids = list(dict.fromkeys(self.state.all_services + ([self.state.monitor_id] if self.state.monitor_id else [])))
+        ids = list(dict.fromkeys(self.ctx.state.all_services + ([self.ctx.state.monitor_id] if self.ctx.state.monitor_id else [])))
         if not ids:
             return {}
         try:
-            return self.orch.servers.files.runtime_facts(ids)
+            return self.ctx.orch.servers.files.runtime_facts(ids)
         except OrchestratorError as exc:
-            self.state.errors.append(f"runtime facts: {exc}")
+            self.ctx.state.errors.append(f"runtime facts: {exc}")
             return {}
 
-    def _write_what_was_collected(self, current: PointRun | None) -> dict:
+    def write_what_was_collected(self, current: PointRun | None) -> dict:
         if current is not None:
-            current.interrupted = self.state.interrupted
-            self._finish_point(current)
-        if not self.state.points:
-            self.state.points.append(PointRun(self.points[0], self.state.out_dir, interrupted=self.state.interrupted))
-            self._finish_point(self.state.points[0])
-        if not self.is_sweep:
-            return self.state.points[0].report
+            current.interrupted = self.ctx.state.interrupted
+            self.finish_point(current)
+        if not self.ctx.state.points:
+            self.ctx.state.points.append(PointRun(self.ctx.points[0], self.ctx.state.out_dir, interrupted=self.ctx.state.interrupted))
+            self.finish_point(self.ctx.state.points[0])
+        if not self.ctx.is_sweep:
+            return self.ctx.state.points[0].report
         from orchestrator.reports.sweep import write_sweep_artifacts
         result = write_sweep_artifacts(self.sweep_data())
-        self.say(f"sweep report: {self.state.out_dir / 'report.html'}")
+        self.ctx.say(f"sweep report: {self.ctx.state.out_dir / 'report.html'}")
         for v in result["verdicts"]:
-            self.say(v["text"])
+            self.ctx.say(v["text"])
         return result
 
 

@@ -8,6 +8,8 @@ from orchestrator import waiting
 from orchestrator.engines import engine_named
 from orchestrator.bench.points import apply_to_client
 from orchestrator.bench.kinds import LLM_KINDS
+from orchestrator.bench.context import SessionContext
+from orchestrator.bench.deploy import reset_prefix_cache
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster.slurm import STATE_CAUSES, TERMINAL_STATES
 from orchestrator.errors import OrchestratorError
@@ -21,63 +23,64 @@ class ServiceDied(OrchestratorError):
     """A service's job ended under the load: the session stops, writes what it has and fails."""
 
 
-class Loading:
-    """BenchmarkSession's load phase (a mixin)."""
+class Load:
+    """The load phase: empty the prefix caches a client wants cold, the go, and the wait for the clients
+    while the services keep running. Writes the point's go time, cache states and lost clients, and the
+    context's cache modes (which services a later point restarts)."""
+
+    def __init__(self, ctx: SessionContext):
+        self.ctx = ctx
 
     def _cold_targets(self) -> list[str]:
         """Services (each replica) whose prefix cache a client wants empty before each point's load."""
         names = []
-        for spec in self.recipe.clients:
+        for spec in self.ctx.recipe.clients:
             if spec.cache == "cold":
-                names += [n for n in self._targets_of(spec.target) if n not in names]
+                names += [n for n in self.ctx.targets_of(spec.target) if n not in names]
         return names
 
-    def _empty_caches(self, pr: PointRun) -> None:
+    def empty_caches(self, pr: PointRun) -> None:
         """cache: cold: the engine's own route empties its prefix cache now; where it has none (or refuses),
-        the first point's services are new, and later points restart them (``_restarts``)."""
-        engines = self._engines()
+        the first point's services are new, and later points restart them (``restarts``)."""
+        engines = self.ctx.engines()
         for name in self._cold_targets():
             engine = engine_named(engines.get(name))
-            if engine.reset_prefix_cache and self._cache_mode.get(name) != "restart":
-                if self._reset_cache(self.state.services[name], engine):
-                    self._cache_mode[name] = "reset"
+            if engine.reset_prefix_cache and self.ctx.cache_mode.get(name) != "restart":
+                if reset_prefix_cache(self.ctx.orch, self.ctx.state.services[name], engine):
+                    self.ctx.cache_mode[name] = "reset"
                     pr.cache[name] = f"cold: emptied just before the load (POST {engine.reset_prefix_cache})"
-                    self.say(f"{name}: prefix cache emptied")
+                    self.ctx.say(f"{name}: prefix cache emptied")
                     continue
-            self._cache_mode[name] = "restart"
+            self.ctx.cache_mode[name] = "restart"
             pr.cache[name] = ("cold: a new service, started for this session" if pr.point.index == 0 else
                               "cold: the service was restarted before this point")
-        for spec in self.recipe.clients:   # engines with a prefix cache the report can speak of
+        for spec in self.ctx.recipe.clients:   # engines with a prefix cache the report can speak of
             if spec.cache == "warm" and spec.kind in LLM_KINDS:
-                for name in self._targets_of(spec.target):
+                for name in self.ctx.targets_of(spec.target):
                     if engine_named(engines.get(name)).prefix_cache_hits:
                         pr.cache.setdefault(name, "warm: as earlier requests (warm-up, earlier points) left it")
 
-    def _restarts(self) -> frozenset:
+    def restarts(self) -> frozenset:
         """Services restarted before each later point (cache: cold, with no route that empties the cache)."""
-        return frozenset(self._group_of(n) for n, mode in self._cache_mode.items() if mode == "restart")
+        return frozenset(self.ctx.group_of(n) for n, mode in self.ctx.cache_mode.items() if mode == "restart")
 
-    def _group_of(self, name: str) -> str:
-        """The service a replica belongs to (a service that is no replica: itself)."""
-        return next((g for g, names in self.state.replicas.items() if name in names), name)
-
-    def _go(self, pr: PointRun) -> None:
+    def go(self, pr: PointRun) -> None:
         pr.go_time = waiting.now()   # the wall clock (replays give back the recorded one)
-        self.orch.servers.files.signal_go(pr.clients)
-        self.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
+        self.ctx.orch.servers.files.signal_go(pr.clients)
+        self.ctx.say(f"{pr.point.label}: load started on {len(pr.clients)} client(s)")
 
-    def _wait_clients(self, pr: PointRun) -> None:
+    def wait_clients(self, pr: PointRun) -> None:
         """Until every client is done, or its job ended without finishing (its node failed, it was
         cancelled): those are named in the report, their records so far kept."""
-        specs = [apply_to_client(s, pr.point) for s in self.recipe.clients]
+        specs = [apply_to_client(s, pr.point) for s in self.ctx.recipe.clients]
         budget = max((s.warmup + (s.duration or 3600)) for s in specs) + 120
         lost: dict[str, str] = {}
 
-        services = {sid: name for name, sid in self.state.services.items()}
+        services = {sid: name for name, sid in self.ctx.state.services.items()}
 
         def step() -> tuple[bool, str]:
             # the services' jobs in the same command: a service that dies under the load ends the session
-            found = self.orch.servers.files.read_progress(pr.clients + list(services))
+            found = self.ctx.orch.servers.files.read_progress(pr.clients + list(services))
             for sid, name in services.items():
                 job = found.pop(sid, {}).get("job")
                 if job is not None and job.state in TERMINAL_STATES:
@@ -88,7 +91,7 @@ class Loading:
                     cause = STATE_CAUSES.get(job.state, f"job {job.state}")
                     lost[sid] = f"{sid}: client job {job.job_id} on {job.nodelist or '?'} ended {job.state} " \
                                 f"({cause}) before it finished; its records up to then are kept"
-                    self.say(lost[sid])
+                    self.ctx.say(lost[sid])
             docs = [f["progress"] for f in found.values() if f["progress"]]
             done = sum(f["done"] for f in found.values())
             ok, err, flight = (sum(d.get(k, 0) for d in docs) for k in ("ok", "errors", "in_flight"))
@@ -107,10 +110,10 @@ class Loading:
             due = (pr.go_time + expected - time.time()) if expected else 0.0
             return 2.0 if due > 2.0 else max(0.25, due)
 
-        waiting.poll_until(step, timeout=budget, interval=pause, say=self.say, every=5, expected=expected,
+        waiting.poll_until(step, timeout=budget, interval=pause, say=self.ctx.say, every=5, expected=expected,
                            on_timeout=lambda: OrchestratorError(
             f"clients did not finish within {budget:.0f}s"))
-        self.state.errors.extend(lost.values())
+        self.ctx.state.errors.extend(lost.values())
         pr.lost = list(lost.values())
 
     def _service_died(self, name: str, sid: str, job) -> str:
@@ -118,7 +121,7 @@ class Loading:
         engine's own last log lines (the cause is usually there: a crash, an out-of-memory kill)."""
         cause = STATE_CAUSES.get(job.state, f"job {job.state}")
         try:
-            tail = self.orch.servers.logs(sid, lines=12).log.rstrip()
+            tail = self.ctx.orch.servers.logs(sid, lines=12).log.rstrip()
         except OrchestratorError as exc:
             tail = f"(its log could not be read: {exc})"
         return (f"service {name} ({sid}): job {job.job_id} on {job.nodelist or '?'} ended {job.state} ({cause}) "

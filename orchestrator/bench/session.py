@@ -14,56 +14,67 @@ import math
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from orchestrator.analysis.sweep import Point, grid
 from orchestrator.bench.points import service_changes
-from orchestrator.bench.cleanup import Cleaning
-from orchestrator.bench.deploy import Deploying
-from orchestrator.bench.gathering import Gathering
-from orchestrator.bench.loading import Loading, ServiceDied
+from orchestrator.bench.cleanup import Cleanup
+from orchestrator.bench.context import Progress, SessionContext
+from orchestrator.bench.deploy import Deploy
+from orchestrator.bench.gathering import Gather
+from orchestrator.bench.loading import Load, ServiceDied
 from orchestrator.bench.recipe import BenchmarkRecipe
 from orchestrator.bench.runstate import PointRun, SessionState
 from orchestrator.errors import OrchestratorError, Terminated
 from orchestrator.services.recipes import ServiceRecipe, TargetSpec
 
-Progress = Callable[[str], None]
 
 
-
-
-class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
-    """One benchmark session, by phase: deploy (bench/deploy.py), load (bench/loading.py), gather and
-    report (bench/gathering.py), clean up (bench/cleanup.py); this module runs them in order."""
+class BenchmarkSession:
+    """One benchmark session, by phase, each an object handed the same context (bench/context.py):
+    deploy (bench/deploy.py), load (bench/loading.py), gather and report (bench/gathering.py), clean up
+    (bench/cleanup.py); this module runs them in order, point by point."""
 
     def __init__(self, orch, recipe: BenchmarkRecipe, out_dir: str | Path | None = None, keep: bool = False,
                  progress: Progress | None = None, service_recipes: dict[str, ServiceRecipe] | None = None,
                  rerun_of: str | None = None):
-        self.orch = orch
-        self.recipe = recipe
-        self.keep = keep
-        self.say = progress or (lambda m: None)
-        self.rerun_of = rerun_of
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         sid = f"{recipe.name}-{stamp}-{secrets.token_hex(2)}"
         base = Path(out_dir) if out_dir else orch.config.results_dir / sid
-        self.state = SessionState(sid, base)
-        self._attempted_from = orch.servers.submissions()   # submissions before this session are not ours
         limit = orch.config.limits.sweep_points
         size = math.prod(len(v) for v in recipe.sweep.values()) if recipe.sweep else 1
         if size > limit:
             raise OrchestratorError(f"{recipe.source or recipe.name}: benchmark.sweep has {size} points, more than "
                                     f"the limit of {limit} (config.yaml limits.sweep_points)")
         # a search chooses its points as their results come: the first is its low end
-        self.points = [Point(0, {recipe.search.field: recipe.search.low})] if recipe.search else grid(recipe.sweep)
-        self.search_log: list[dict] = []       # each point a search tried: value, passed, why, and where it went
-        self._cache_mode: dict[str, str] = {}   # cold services: "reset" (the engine's route) or "restart"
-        self.base_recipes: dict[str, ServiceRecipe] = dict(service_recipes or {})
-        self.service_recipes: dict[str, ServiceRecipe] = {}   # as deployed (for the manifest)
+        points = [Point(0, {recipe.search.field: recipe.search.low})] if recipe.search else grid(recipe.sweep)
+        self.ctx = SessionContext(
+            orch=orch, recipe=recipe, state=SessionState(sid, base), say=progress or (lambda m: None),
+            attempted_from=orch.servers.submissions(),   # submissions before this session are not ours
+            points=points, base_recipes=dict(service_recipes or {}), rerun_of=rerun_of, keep=keep)
+        self.deploy = Deploy(self.ctx)
+        self.load = Load(self.ctx)
+        self.gather = Gather(self.ctx)
+        self.cleanup = Cleanup(self.ctx)
+
+    @property
+    def state(self) -> SessionState:
+        return self.ctx.state
+
+    @property
+    def recipe(self) -> BenchmarkRecipe:
+        return self.ctx.recipe
+
+    @property
+    def points(self) -> list[Point]:
+        return self.ctx.points
+
+    @property
+    def say(self) -> Progress:
+        return self.ctx.say
 
     @property
     def is_sweep(self) -> bool:
-        return bool(self.recipe.sweep) or self.recipe.search is not None
+        return self.ctx.is_sweep
 
     def _begin_point(self, pr: PointRun) -> None:
         """The point's services (those it changes) and its clients, which wait for their go."""
@@ -73,18 +84,18 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
             self.say(f"point {pr.point.index + 1}/{len(self.points)}: {pr.point.label}" if self.is_sweep else
                      "running the load")
         if pr.point.index > 0:
-            new = self._deploy_services(pr.point, only_swept=True, restart=self._restarts())
+            new = self.deploy.deploy_services(pr.point, only_swept=True, restart=self.load.restarts())
             pr.redeployed = list(new)
             if new:
-                self.orch.monitors.add_targets(self.state.monitor_id, [
+                self.ctx.orch.monitors.add_targets(self.state.monitor_id, [
                     TargetSpec(service_id=sid, job_name=name) for name, sid in self.state.services.items() if sid in new])
-        self._start_clients(pr)
+        self.deploy.start_clients(pr)
 
     def _run_load(self, pr: PointRun) -> None:
-        self._wait_scraped(pr)
-        self._empty_caches(pr)
-        self._go(pr)
-        self._wait_clients(pr)
+        self.deploy.wait_scraped(pr)
+        self.load.empty_caches(pr)
+        self.load.go(pr)
+        self.load.wait_clients(pr)
 
     def _point_run(self, point: Point) -> PointRun:
         out = self.state.out_dir / "points" / point.dirname if self.is_sweep else self.state.out_dir
@@ -93,7 +104,7 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
         return pr
 
     def _changes_services(self, point: Point) -> bool:
-        return bool(self._restarts()) or any(service_changes(point, ref.name) for ref in self.recipe.services)
+        return bool(self.load.restarts()) or any(service_changes(point, ref.name) for ref in self.recipe.services)
 
     def _following(self, pr: PointRun) -> Point | None:
         """A grid's point after ``pr`` (a search's is known only once ``pr`` is reported: ``_searched``)."""
@@ -102,10 +113,6 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
             return None
         return self.points[i + 1] if i + 1 < len(self.points) else None
 
-    def _tried(self) -> list[tuple[float, bool, float | None]]:
-        """The search's points so far: (value, passed, throughput)."""
-        return [(e["value"], e["passed"], e["throughput"]) for e in self.search_log]
-
     def _searched(self, pr: PointRun) -> Point | None:
         """The point a search tries after ``pr``, from the verdicts of every point so far (None: done)."""
         from orchestrator.analysis.search import judge, next_value
@@ -113,11 +120,11 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
         search = self.recipe.search
         kpis = {k["kpi"]: k["value"] for k in pr.report["kpis"]}
         passed, why = judge(search, kpis, pr.report.get("valid", False), pr.report.get("invalid_reasons", []))
-        self.search_log.append({"point": pr.point.label, "value": pr.point.values[search.field], "passed": passed,
+        self.ctx.search_log.append({"point": pr.point.label, "value": pr.point.values[search.field], "passed": passed,
                                 "why": why, "throughput": kpis.get("throughput")})
         self.say(f"{pr.point.label}: {'passes' if passed else 'fails'} ({why})")
-        value, where = next_value(search, self._tried())
-        self.search_log[-1]["next"] = where
+        value, where = next_value(search, self.ctx.tried())
+        self.ctx.search_log[-1]["next"] = where
         self.say(f"search: {where}")
         if value is None:
             return None
@@ -131,16 +138,16 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
             return self._run()
 
     def _run(self) -> dict:
-        self.preflight()
+        self.deploy.preflight()
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"session {self.state.session_id} -> {self.state.out_dir}"
                  + (f" ({len(self.points)} points)" if self.is_sweep else ""))
         current = None
         ended_by: BaseException | None = None
         try:
-            self._deploy_services(self.points[0])
-            self._check_models(self._engines())   # the running services' own model lists, before the monitor
-            self._start_monitor()
+            self.deploy.deploy_services(self.points[0])
+            self.deploy.check_models(self.ctx.engines())   # the running services' own model lists, before the monitor
+            self.deploy.start_monitor()
             ready: PointRun | None = None
             point: Point | None = self.points[0]
             while point is not None:
@@ -154,7 +161,7 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
                     # collection and report overlap their scheduling
                     ready = self._point_run(following)
                     self._begin_point(ready)
-                self._finish_point(current)
+                self.gather.finish_point(current)
                 if self.recipe.search:
                     following = self._searched(current)
                 current = None
@@ -175,13 +182,13 @@ class BenchmarkSession(Deploying, Loading, Gathering, Cleaning):
             ended_by = exc
         result = None
         try:
-            result = self._write_what_was_collected(current)
+            result = self.gather.write_what_was_collected(current)
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             self.state.errors.append(f"writing the artifacts: {type(exc).__name__}: {exc}")
             ended_by = ended_by or exc
         finally:
-            if not self.keep or ended_by is not None:
-                self._cleanup()
+            if not self.ctx.keep or ended_by is not None:
+                self.cleanup.run()
             else:
                 self.say(f"kept running: {', '.join(self.state.started)}")
         if ended_by is not None:

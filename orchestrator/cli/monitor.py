@@ -12,7 +12,8 @@ import click
 
 from orchestrator.cli.common import _ctx, common_options, emit, progress
 from orchestrator.terminal import render_table
-from orchestrator.monitoring.promql import QueryResult, format_value, label_text, result_text
+from orchestrator.api import result_text
+from orchestrator.monitoring.promql import QueryResult, format_value, label_text
 from orchestrator.times import parse_time
 
 

@@ -21,7 +21,6 @@ from orchestrator.fileio import atomic_open
 from orchestrator.logs import log
 from orchestrator.monitoring.promql import (
     QueryResult,
-    result_text,
 )
 from orchestrator.monitoring.queries import REPORT_QUERIES
 from orchestrator.monitoring.querying import MonitorQueries
@@ -46,9 +45,10 @@ PROMTOOL_CHECK = "if command -v promtool >/dev/null 2>&1; then promtool check co
 
 
 class MonitorsModule:
-    def __init__(self, config: Config, servers: ServersModule):
+    def __init__(self, config: Config, servers: ServersModule, show: Callable[[QueryResult], None] | None = None):
         self.config = config
         self.servers = servers
+        self.show = show   # how show_metrics shows an answer (the API facade prints a table); None: not at all
         self.store = StateStore(config.state_dir, "monitors")
         self.queries = MonitorQueries(config, servers, self.store)
 
@@ -308,7 +308,8 @@ class MonitorsModule:
         """Seed 001's form: print the current answer to ``query`` (default ``up``) as a table and return
         Prometheus' API response."""
         result = self.query_metrics(monitor_id, query or "up")
-        print(result_text(result))
+        if self.show is not None:
+            self.show(result)
         return result.api_response()
 
     def report(self, monitor_id: str) -> dict:

@@ -194,11 +194,3 @@ def label_text(labels: dict) -> str:
     name = labels.get("__name__", "")
     rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
     return f"{name}{{{rest}}}" if rest or not name else name
-
-
-def result_text(r: QueryResult) -> str:
-    """An instant answer as a table for the terminal: one row per series, its latest value."""
-    from orchestrator.terminal import render_table
-    if not r.series:
-        return f"no data for {r.query}"
-    return render_table(["series", "value"], [[label_text(s.labels), format_value(s.values[-1][1])] for s in r.series])

@@ -79,8 +79,10 @@ class Counter:
             return dict(self.values)
 
 
-def pipe(src: socket.socket, dst: socket.socket, counter: Counter | None, key: str) -> None:
-    """Copy until EOF or an error, then shut the other side's writing down."""
+def pipe(src: socket.socket, dst: socket.socket, counter: Counter | None, key: str,
+         ended: threading.Event | None = None) -> None:
+    """Copy until EOF or an error, then set ``ended`` and shut the other side's writing down (in that
+    order: the other side closes in answer, and whoever watches it must already know who began)."""
     try:
         while True:
             data = src.recv(CHUNK)
@@ -92,6 +94,8 @@ def pipe(src: socket.socket, dst: socket.socket, counter: Counter | None, key: s
     except OSError:
         pass
     finally:
+        if ended is not None:
+            ended.set()
         try:
             dst.shutdown(socket.SHUT_WR)
         except OSError:
@@ -110,8 +114,7 @@ def relay(a: socket.socket, b: socket.socket, counter: Counter | None,
             on_b_gone()
     t = threading.Thread(target=back, daemon=True)
     t.start()
-    pipe(a, b, counter, "bytes_to_worker")
-    a_done.set()
+    pipe(a, b, counter, "bytes_to_worker", a_done)
     t.join()
     a.close()
     b.close()

@@ -235,3 +235,59 @@ def test_every_module_path_the_readme_and_pyproject_name_exists():
     for doc in ("README.md", "pyproject.toml"):
         for path in set(re.findall(r"\b(?:orchestrator/)?(?:[a-z_]+/)+[a-z_]+\.py\b", (root / doc).read_text())):
             assert (root / path).exists() or (PKG / path).exists(), f"{doc} names {path}, which does not exist"
+
+
+def test_monitoring_prints_nothing_and_imports_no_terminal_code():
+    """What a terminal shows is the CLI's or the API facade's (api.result_text, show_metrics' table)."""
+    graph = _imports()
+    for path in (PKG / "monitoring").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "print"]
+        assert not calls, f"{path.name} prints"
+        module = "orchestrator.monitoring" + ("" if path.stem == "__init__" else f".{path.stem}")
+        assert "orchestrator.terminal" not in graph[module], path.name
+
+
+PHASES = {"deploy.py": "Deploy", "loading.py": "Load", "gathering.py": "Gather", "cleanup.py": "Cleanup"}
+
+
+def _phase_uses(source: str, cls: str) -> tuple[set, set, set]:
+    """A phase class's own methods, what it reads as ``self.X`` and what it reads as ``self.ctx.X``."""
+    node = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == cls)
+    own = {f.name for f in node.body if isinstance(f, ast.FunctionDef)}
+    targets = [t for n in ast.walk(node) if isinstance(n, ast.Assign) for t in n.targets]
+    targets += [n.target for n in ast.walk(node) if isinstance(n, ast.AnnAssign)]
+    own |= {t.attr for t in targets if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+            and t.value.id == "self"}
+    on_self, on_ctx = set(), set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self":
+            on_self.add(n.attr)
+        if (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "ctx"
+                and isinstance(n.value.value, ast.Name) and n.value.value.id == "self"):
+            on_ctx.add(n.attr)
+    return own, on_self, on_ctx
+
+
+def _check_phases(sources: dict[str, str]) -> list[str]:
+    from orchestrator.bench.context import SessionContext
+    import dataclasses
+    declared = {f.name for f in dataclasses.fields(SessionContext)} | {
+        k for k in vars(SessionContext) if not k.startswith("__")}
+    problems = []
+    for fname, cls in PHASES.items():
+        own, on_self, on_ctx = _phase_uses(sources[fname], cls)
+        problems += [f"{cls} reads self.{a}, which it does not define" for a in sorted(on_self - own - {"ctx"})]
+        problems += [f"{cls} reads self.ctx.{a}, which SessionContext does not declare" for a in sorted(on_ctx - declared)]
+    return problems
+
+
+def test_session_phases_share_only_what_their_context_declares():
+    """Each phase of a session is an object handed a SessionContext: what it reads of another phase or of
+    the session is a declared field of the context, never an attribute someone else happened to set."""
+    sources = {f: (PKG / "bench" / f).read_text() for f in PHASES}
+    assert _check_phases(sources) == []
+    planted = dict(sources, **{"loading.py": sources["loading.py"].replace(
+        "self.ctx = ctx", "self.ctx = ctx\n        self.ctx.say(str(self._rows) + str(self.ctx.spare))")})
+    assert _check_phases(planted) == ["Load reads self._rows, which it does not define",
+                                      "Load reads self.ctx.spare, which SessionContext does not declare"]

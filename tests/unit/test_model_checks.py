@@ -48,7 +48,7 @@ def test_a_model_the_vllm_recipe_does_not_serve_is_refused_before_any_job(tmp_pa
     s = session(bench("{recipe: vllm}", "      models: {test-model: 1, lora-x: 1}\n"), Servers({}), tmp_path)
     with pytest.raises(RecipeError, match=r"clients\[0\]\.models: lora-x not served by vllm \(its recipe serves "
                                           r"test-model: VLLM_SERVED_MODEL_NAME"):
-        s.preflight()
+        s.deploy.preflight()
 
 
 def test_a_running_service_is_asked_for_its_models_and_a_missing_one_named(tmp_path):
@@ -58,26 +58,26 @@ def test_a_running_service_is_asked_for_its_models_and_a_missing_one_named(tmp_p
     s.state.services["vllm"] = "vllm_0123abcd"
     with pytest.raises(RecipeError, match=r"payload.model: lora-2 not served by vllm \(its /v1/models lists "
                                           r"test-model, lora-1\)"):
-        s._check_models({"vllm": "vllm"})
+        s.deploy.check_models({"vllm": "vllm"})
 
 
 def test_a_client_naming_no_model_sends_the_one_served(tmp_path):
     models = json.dumps({"data": [{"id": "served-name"}]})
     said = []
     s = session(bench("{service_id: vllm_0123abcd, as: vllm}", ""), Servers({"/v1/models": models}), tmp_path)
-    s.say = said.append
+    s.ctx.say = said.append
     s.state.services["vllm"] = "vllm_0123abcd"
-    s._check_models({"vllm": "vllm"})
+    s.deploy.check_models({"vllm": "vllm"})
     assert s.recipe.clients[0].payload["model"] == "served-name" and "sending 'served-name'" in said[0]
 
 
 def test_cold_on_a_service_not_started_here_needs_the_engines_reset_route(tmp_path):
     text = bench("{service_id: vllm_0123abcd, as: vllm}", "      cache: cold\n")
     ok = session(text, Servers({"/reset_prefix_cache": '{"success": true}'}), tmp_path)
-    ok._check_cache(ok.recipe.clients[0], "b.yaml: benchmark.clients[0]")
+    ok.deploy._check_cache(ok.recipe.clients[0], "b.yaml: benchmark.clients[0]")
     refused = session(text, Servers({"/reset_prefix_cache": '{"detail": "Not Found"}'}), tmp_path)
     with pytest.raises(RecipeError, match="did not empty it on request .*VLLM_SERVER_DEV_MODE=1"):
-        refused._check_cache(refused.recipe.clients[0], "b.yaml: benchmark.clients[0]")
+        refused.deploy._check_cache(refused.recipe.clients[0], "b.yaml: benchmark.clients[0]")
     llama = session(text, Servers({}, engine="llamacpp"), tmp_path)
     with pytest.raises(RecipeError, match="llama.cpp server has no way to empty it on request"):
-        llama._check_cache(llama.recipe.clients[0], "b.yaml: benchmark.clients[0]")
+        llama.deploy._check_cache(llama.recipe.clients[0], "b.yaml: benchmark.clients[0]")

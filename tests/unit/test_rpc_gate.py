@@ -160,3 +160,60 @@ def test_a_workers_traffic_in_a_window_is_the_difference_of_its_totals():
     assert (row["bytes_to_worker"], row["bytes_from_worker"]) == (100, 30)   # from the totals at 10 to those at 12
     assert worker_traffic("x", "n2", stats, 0.0, 20.0)["bytes_to_worker"] == 900
     assert (row["total_to_worker"], row["connections"], row["refused"]) == (900, 17, 1)
+
+
+def _load_gate():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("rpc_gate_under_test", GATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class SlowToReturn:
+    """A worker-side socket whose peer closes the moment it sees EOF, and whose shutdown() returns
+    late: the worker's close reaches the relay before the head side's end is noted, unless it is
+    noted first (as a busy node's scheduler may arrange)."""
+
+    def __init__(self, sock: socket.socket, peer: socket.socket):
+        self.sock, self.peer = sock, peer
+
+    def recv(self, n):
+        return self.sock.recv(n)
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def shutdown(self, how):
+        self.sock.shutdown(how)
+        self.peer.close()   # the worker answers EOF with its own close
+        time.sleep(0.3)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_the_head_closing_first_is_never_taken_for_a_lost_worker():
+    """llama-server closing one of its connections, and the worker closing in answer, is normal;
+    only a worker that ends while the head still holds the connection is lost."""
+    rpc_gate = _load_gate()
+    head, head_peer = socket.socketpair()
+    worker, worker_peer = socket.socketpair()
+    lost = []
+    import threading
+    t = threading.Thread(target=rpc_gate.relay, args=(head, SlowToReturn(worker, worker_peer), None,
+                                                      lambda: lost.append("worker")))
+    t.start()
+    head_peer.close()   # llama-server ends that connection
+    t.join(5)
+    assert not t.is_alive() and lost == []
+    # and a worker that goes while the head side is open is reported
+    head, head_peer = socket.socketpair()
+    worker, worker_peer = socket.socketpair()
+    t = threading.Thread(target=rpc_gate.relay, args=(head, worker, None, lambda: lost.append("worker")))
+    t.start()
+    worker_peer.close()
+    time.sleep(0.3)
+    assert lost == ["worker"]
+    head_peer.close()
+    t.join(5)

@@ -158,9 +158,12 @@ def test_seed_return_types_of_the_monitors_module(monitors, tmp_path, monkeypatc
     doc = json.loads((tmp_path / "metrics" / "metrics_1.json").read_text())
     assert doc["status"] == "success" and doc["data"]["resultType"] == "vector"
     assert doc["data"]["result"] == recorded_up().to_dict()["result"]
-    # show_metrics: prints a table, returns the same dict
+    # show_metrics: shows a table (the API facade prints it), returns the same dict
+    from orchestrator.api import result_text
+    tables = []
+    m.show = lambda r: tables.append(result_text(r))
     shown = m.show_metrics("6355d49f")
-    assert shown == doc
+    assert shown == doc and len(tables) == 1 and "series" in tables[0]
     # report to a file
     monkeypatch.setattr(m, "report", lambda mid: {"monitor_id": "prometheus_6355d49f", "status": "running"})
     assert m.construct_report("6355d49f", tmp_path / "out" / "r.json") is True

@@ -35,7 +35,7 @@ def test_cleanup_retries_an_unreachable_cluster_then_records_the_jobs_and_the_co
     for sid, job in (("standin-llm_0123abcd", "11"), ("prometheus_0123abcd", "12")):
         orch.servers.store.update(sid, service_id=sid, job_id=job, state="RUNNING")
         session.state.started.append(sid)
-    session._cleanup()
+    session.cleanup.run()
     left = json.loads((tmp_path / "out" / LEFT_RUNNING).read_text())
     assert [j["job_id"] for j in left["jobs"]] == ["11", "12"] and "No route to host" in left["reason"]
     assert Unreachable.calls >= 5 and sum(slept) >= 60  # retried with backoff for about a minute
