@@ -45,10 +45,9 @@ PROMTOOL_CHECK = "if command -v promtool >/dev/null 2>&1; then promtool check co
 
 
 class MonitorsModule:
-    def __init__(self, config: Config, servers: ServersModule, show: Callable[[QueryResult], None] | None = None):
+    def __init__(self, config: Config, servers: ServersModule):
         self.config = config
         self.servers = servers
-        self.show = show   # how show_metrics shows an answer (the API facade prints a table); None: not at all
         self.store = StateStore(config.state_dir, "monitors")
         self.queries = MonitorQueries(config, servers, self.store)
 
@@ -162,7 +161,7 @@ class MonitorsModule:
         def stopped() -> bool:
             self.stop(monitor_id)
             return True
-        return _logged(f"stop_monitor({monitor_id})", stopped, False)
+        return answered(f"stop_monitor({monitor_id})", stopped, False)
 
     def record(self, monitor_id: str) -> MonitorRecord | None:
         """What local state knows of a monitor, typed; None when it is not tracked here."""
@@ -250,28 +249,6 @@ class MonitorsModule:
                 step: float | str, path: str | Path, fmt: str | None = None) -> Path:
         return self.queries.collect(monitor_id, queries, start, end, step, path, fmt)
 
-    def collect_metrics_to_file(self, monitor_id: str, query: str, output_file: str | Path, *,
-                                start: float | None = None, end: float | None = None,
-                                step: float | str = 15) -> bool:
-        """Seed 001's form: the query's current answer (Prometheus' JSON) to ``output_file``; a bare file
-        name lands in ``metrics/`` of the working directory. With ``start``/``end`` it is a range query
-        over that window instead (``collect`` writes several, or CSV). True when written; False, with the
-        reason logged, when the query or the file failed."""
-        path = Path(output_file)
-        if path.parent == Path("."):
-            path = Path("metrics") / path
-
-        def write() -> bool:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if start is not None or end is not None:
-                now = waiting.now()
-                self.collect(monitor_id, [query], start if start is not None else now - 900,
-                             end if end is not None else now, step, path, "json")
-            else:
-                write_json(path, self.query_metrics(monitor_id, query).api_response())
-            return True
-        return _logged(f"collect_metrics_to_file({monitor_id}, {query!r})", write, False, OSError)
-
     # -- status and reports -------------------------------------------------------------
     def check_monitor_status(self, monitor_id: str) -> dict:
         mid = self.monitor_for(monitor_id)
@@ -299,19 +276,6 @@ class MonitorsModule:
         ep = self.servers.get_service_endpoint(self.monitor_for(monitor_id))
         return {**ep.to_dict(), "api_url": f"{ep.url}/api/v1", "ui_url": f"{ep.url}/graph"}
 
-    def get_monitor_endpoint(self, monitor_id: str) -> str | None:
-        """Seed 001's form: ``http://node:port``, or None while the monitor has no endpoint (pending,
-        ended, unknown; the reason is logged)."""
-        return _logged(f"get_monitor_endpoint({monitor_id})", lambda: self.endpoint(monitor_id)["url"], None)
-
-    def show_metrics(self, monitor_id: str, query: str | None = None) -> dict:
-        """Seed 001's form: print the current answer to ``query`` (default ``up``) as a table and return
-        Prometheus' API response."""
-        result = self.query_metrics(monitor_id, query or "up")
-        if self.show is not None:
-            self.show(result)
-        return result.api_response()
-
     def report(self, monitor_id: str) -> dict:
         """Status, up per target, CPU, memory, scrape duration (absent sources stay absent)."""
         status = self.check_monitor_status(monitor_id)
@@ -321,14 +285,6 @@ class MonitorsModule:
             sections[name] = {"query": q, "series": [{"labels": s.labels, "value": s.values[-1][1]} for s in r.series]}
         return {"generated_at": now_iso(), **status, "metrics": sections}
 
-    def construct_report(self, monitor_id: str, output_file: str | Path) -> bool:
-        """Seed 001's form: ``report`` written to ``output_file`` as JSON; True when written, False (the
-        reason logged) otherwise."""
-        def write() -> bool:
-            write_json(Path(output_file), self.report(monitor_id))
-            return True
-        return _logged(f"construct_report({monitor_id})", write, False, OSError)
-
     def running_monitors(self) -> list[ServiceStatus]:
         """Every monitor in the queue (one squeue call): those tracked here and any prometheus_ job of ours."""
         rows = self.servers.list_running_services()
@@ -336,13 +292,6 @@ class MonitorsModule:
         return [r for r in rows if (r.service_id in tracked or r.service_id.startswith("prometheus_"))
                 and r.state not in TERMINAL_STATES]
 
-    def list_running_monitors(self) -> list[str]:
-        """Seed 001's form: the IDs of the running monitors."""
-        return [r.service_id for r in self.running_monitors()]
-
-    def list_available_monitors(self) -> list[str]:
-        """Seed 001's form: the monitor types that can be started (recipe names, ``prometheus`` first)."""
-        return [r["name"] for r in self.available_recipes()]
 
 
 def available_recipes(config: Config, load) -> list[dict]:
@@ -360,7 +309,7 @@ def available_recipes(config: Config, load) -> list[dict]:
     return out
 
 
-def _logged(what: str, fn, failed, *also: type[Exception]):
+def answered(what: str, fn, failed, *also: type[Exception]):
     """Seed 001's forms answer instead of raising: ``fn()``, or ``failed`` with the reason logged."""
     try:
         return fn()

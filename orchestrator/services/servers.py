@@ -331,9 +331,6 @@ class ServersModule:
     def get_service_endpoint(self, ident: str) -> Endpoint:
         return endpoint_of(self.probe(ident))
 
-    def get_service_host(self, ident: str) -> str:
-        return self.get_service_endpoint(ident).host
-
     # -- readiness ----------------------------------------------------------------
     def wait_until_ready(self, ident: str, timeout: float = 300, poll: float = 1.0,
                          progress: Progress | None = None) -> Endpoint:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api import BenchmarkOrchestrator
+from orchestrator.api.seeds import SeedMonitors
 from orchestrator.config import load_config
 from orchestrator.errors import OrchestratorError
 from orchestrator.monitoring.monitors import MonitorsModule
@@ -122,7 +123,7 @@ class StubServers:
 @pytest.fixture
 def monitors(tmp_path):
     cfg = load_config(_write(tmp_path / "config.yaml", CONFIG % (tmp_path / "state")), env={})
-    m = MonitorsModule(cfg, StubServers())
+    m = SeedMonitors(MonitorsModule(cfg, StubServers()))
     m.store.update("prometheus_6355d49f", monitor_id="prometheus_6355d49f", job_id="41", targets=[],
                    scrape_interval="15s", submitted_at="2026-12-02T12:00:00+00:00")
     return m
@@ -298,3 +299,27 @@ def test_log_level_from_the_environment():
     with pytest.raises(OrchestratorError, match=r"\$LOG_LEVEL: expected one of DEBUG, INFO, WARNING, ERROR"):
         level_from_env({"LOG_LEVEL": "loud"})
 
+
+
+def test_the_seed_forms_are_one_facade_over_modules_that_raise(tmp_path):
+    """get_service_host answers None for an ID it cannot place (the seed tests ``if host:``); the
+    module under it raises with the reason. Every other attribute is the module's own."""
+    from orchestrator.api.seeds import SeedServers
+    from orchestrator.services.servers import ServersModule
+
+    class Module:
+        config = "the module's"
+
+        def get_service_endpoint(self, ident):
+            if ident == "vllm_0123abcd":
+                return type("Endpoint", (), {"host": "n2"})()
+            raise OrchestratorError(f"unknown service {ident}")
+    servers = SeedServers(Module())
+    assert servers.get_service_host("vllm_0123abcd") == "n2"
+    assert servers.get_service_host("nope_00000000") is None
+    assert servers.config == "the module's"
+    for module, forms in ((ServersModule, ["get_service_host"]),
+                          (MonitorsModule, ["show_metrics", "construct_report", "list_running_monitors",
+                                            "list_available_monitors", "get_monitor_endpoint",
+                                            "collect_metrics_to_file"])):
+        assert not [f for f in forms if hasattr(module, f)], module

@@ -38,17 +38,22 @@ class BenchmarkOrchestrator:
 
     @property
     def servers(self):
+        """ServersModule (services/servers.py) behind seed 001's forms (api/seeds.py)."""
         if self._servers is None:
+            from orchestrator.api.seeds import SeedServers
             from orchestrator.services.servers import ServersModule
-            self._servers = ServersModule(self.config, self.transport)
+            self._servers = SeedServers(ServersModule(self.config, self.transport))
         return self._servers
 
     @property
     def monitors(self):
+        """MonitorsModule (monitoring/monitors.py) behind seed 001's forms (api/seeds.py)."""
         if self._monitors is None:
+            from orchestrator.api.seeds import SeedMonitors
             from orchestrator.monitoring.monitors import MonitorsModule
             # the seed forms print here (show_metrics' table), never in monitoring/
-            self._monitors = MonitorsModule(self.config, self.servers, show=lambda r: print(result_text(r)))
+            self._monitors = SeedMonitors(MonitorsModule(self.config, self.servers.module),
+                                          show=lambda r: print(result_text(r)))
         return self._monitors
 
     def show_monitors_status(self) -> list[dict]:
