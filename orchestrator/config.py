@@ -17,6 +17,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.schema import (
     SchemaViolation,
     check_keys,
+    expect_duration,
     expect_int,
     expect_mapping,
     expect_pattern,
@@ -150,6 +151,13 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     it names and its recipe folders must be the user's own (``check_trusted``)."""
     env = os.environ if env is None else env
     file = resolve_config_path(path, env)
+    if not Path(file).exists():
+        how = ("--config" if path else "$ORCH_CONFIG" if env.get("ORCH_CONFIG") else
+               f"the default ./{DEFAULT_CONFIG} (no --config given, $ORCH_CONFIG unset)")
+        raise ConfigError(f"{file}: config file not found ({how}). Make one with `orch init` (it reads the "
+                          "login host from ~/.ssh/config and asks for the rest), or copy the example config.yaml "
+                          "of the tool's README and edit ssh.host; then pass it with --config FILE or "
+                          "ORCH_CONFIG=FILE")
     check_trusted(Path(file), "the config file is", env)
     try:
         raw = load_yaml_file(file)
@@ -185,8 +193,8 @@ def _ssh_section(raw: dict) -> SSHConfig:
         key_file=expect_str(raw.get("key_file"), "ssh.key_file", optional=True),
         known_hosts=expect_str(raw.get("known_hosts", "~/.ssh/known_hosts"), "ssh.known_hosts"),
         ssh_config=expect_str(raw.get("ssh_config", "~/.ssh/config"), "ssh.ssh_config"),
-        connect_timeout=float(expect_int(raw.get("connect_timeout", 15), "ssh.connect_timeout", 1)),
-        keepalive=expect_int(raw.get("keepalive", 30), "ssh.keepalive", 0),
+        connect_timeout=expect_duration(raw.get("connect_timeout", 15), "ssh.connect_timeout", 1),
+        keepalive=round(expect_duration(raw.get("keepalive", 30), "ssh.keepalive", 0)),
         local=bool_local,
     )
 
@@ -225,3 +233,19 @@ def parse_config(raw, env: Mapping[str, str]) -> Config:
                     sweep_points=expect_int(limits_raw.get("sweep_points", Limits.sweep_points), "limits.sweep_points", 1))
     return Config(ssh=ssh, slurm=slurm, remote=remote, state_dir=state_dir, results_dir=results_dir,
                   recipe_dirs=recipe_dirs, limits=limits)
+
+
+def init_config_text(host: str, partition: str | None = None, account: str | None = None,
+                     ssh_config: str = "~/.ssh/config") -> str:
+    """A first config.yaml for ``orch init``: the login host as an alias of the user's OpenSSH config
+    (its HostName, User, IdentityFile and ProxyJump apply), the SLURM options given, the rest defaults."""
+    import yaml
+    doc: dict = {"ssh": {"host": host, "ssh_config": ssh_config}}
+    slurm = {k: v for k, v in (("partition", partition), ("account", account)) if v}
+    if slurm:
+        doc["slurm"] = slurm
+    doc["remote"] = {"work_dir": "~/.orchestrator"}
+    head = ("# Written by `orch init`. ssh.host is an alias of your OpenSSH config: its HostName, User,\n"
+            "# IdentityFile and ProxyJump apply, and host keys are checked against known_hosts.\n"
+            "# Check it with `orch doctor`; every key is described in the README's Configuration section.\n")
+    return head + yaml.safe_dump(doc, sort_keys=False)

@@ -160,3 +160,18 @@ def expect_pattern(value: Any, path: str, check: Callable[[str], bool], what: st
     if not isinstance(value, str) or not check(value):
         raise SchemaViolation(path, f"expected {what}, got {value!r}")
     return value
+
+
+def expect_duration(value: Any, path: str, minimum: float = 0.0, maximum: float | None = None) -> float:
+    """Seconds, from the one form every duration field takes: a number of seconds or a string such as
+    ``20s``, ``10m`` or ``1h30m``."""
+    from orchestrator.times import parse_duration
+    try:
+        seconds = parse_duration(value)
+    except (ValueError, TypeError):
+        raise SchemaViolation(path, f"expected a duration such as 30s, 10m or 1h30m (or a number of seconds), "
+                                    f"got {_type_name(value)} {value!r}") from None
+    if seconds < minimum or maximum is not None and seconds > maximum:
+        bounds = f"at least {minimum:g}s" if maximum is None else f"between {minimum:g}s and {maximum:g}s"
+        raise SchemaViolation(path, f"expected a duration {bounds}, got {value!r}")
+    return seconds

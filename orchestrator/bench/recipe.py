@@ -19,6 +19,7 @@ from orchestrator.errors import RecipeError
 from orchestrator.schema import (
     SchemaViolation,
     check_keys,
+    expect_duration,
     expect_int,
     expect_list,
     expect_mapping,
@@ -29,7 +30,6 @@ from orchestrator.schema import (
     safe_load,
 )
 from orchestrator.services.recipes import find_named, parse_resources, recipe_dirs
-from orchestrator.times import parse_duration
 
 MAX_CLIENT_SECONDS = 24 * 3600
 
@@ -131,13 +131,7 @@ def load_benchmark_text(text: str, source: str) -> BenchmarkRecipe:
 
 
 def _seconds(value, path: str) -> float:
-    try:
-        s = parse_duration(value)
-    except ValueError:
-        raise SchemaViolation(path, f"expected a duration such as 30s or 2m, got {value!r}") from None
-    if s < 0 or s > MAX_CLIENT_SECONDS:
-        raise SchemaViolation(path, f"expected a duration between 0 and 24h, got {value!r}")
-    return s
+    return expect_duration(value, path, 0, MAX_CLIENT_SECONDS)
 
 
 def _service(raw, i: int) -> ServiceRef:

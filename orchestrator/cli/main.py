@@ -18,7 +18,7 @@ from orchestrator.version import __version__
 # pays for what it uses, so `--status` does not load the benchmark, monitor or sandbox code.
 SUBCOMMANDS = {
     "bench": ("bench", "bench"), "connect": ("services", "connect"), "dashboard": ("monitor", "dashboard"),
-    "doctor": ("services", "doctor"), "health": ("watch", "health"), "logs": ("services", "logs"),
+    "doctor": ("services", "doctor"), "health": ("watch", "health"), "init": ("init", "init"), "logs": ("services", "logs"),
     "monitor": ("monitor", "monitor"), "query-range": ("monitor", "query_range"), "report": ("bench", "report_group"),
     "rerun": ("bench", "rerun"), "sandbox": ("sandbox", "sandbox"), "tunnel": ("monitor", "tunnel"),
     "watch": ("watch", "watch"),
@@ -45,14 +45,15 @@ class LazyGroup(click.Group):
 @click.option("--dry-run", is_flag=True, help="with --recipe: print the sbatch script, submit nothing")
 @click.option("--wait", is_flag=True, help="with --recipe: wait until running and healthy")
 @click.option("--timeout", type=float, default=None, help="seconds to wait (default: the recipe's health.timeout)")
-@click.option("--status", is_flag=True, help="list services: job ID | service ID | state | elapsed | nodes")
+@click.option("--status", is_flag=True, help="list queued and running services: job ID | service ID | state | elapsed | nodes")
+@click.option("--all", "show_all", is_flag=True, help="with --status: ended services too (this laptop's whole history)")
 @click.option("--service-endpoint", metavar="ID", help="host, port and URLs of a service (service or job ID)")
 @click.option("--stop-service", metavar="ID", help="scancel a service (service or job ID)")
 @click.option("--query-service-metrics", nargs=2, metavar="ID PROMQL", default=None,
               help="instant PromQL query on a monitor (or the monitor scraping service ID)")
 @click.version_option(__version__)
 @click.pass_context
-def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wait, timeout, status,
+def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wait, timeout, status, show_all,
         service_endpoint, stop_service, query_service_metrics):
     """Deploy AI services as SLURM jobs, monitor them with Prometheus, benchmark them.
 
@@ -70,8 +71,8 @@ def cli(click_ctx, config_path, as_json, stats, log_format, recipe, dry_run, wai
         return
     ident = service_endpoint or stop_service or (query_service_metrics[0] if query_service_metrics else None)
     try:
-        _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_endpoint, stop_service,
-                  query_service_metrics)
+        _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, show_all, service_endpoint,
+                  stop_service, query_service_metrics)
     except OrchestratorError as exc:
         exc.log_fields = ident_fields(ident)  # the JSON error line says which service or job
         raise
@@ -85,15 +86,17 @@ def ident_fields(ident: str | None) -> dict:
     return {"job_id": ident} if JOB_ID_RE.match(ident) else {}
 
 
-def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, service_endpoint, stop_service,
+def _dispatch(click_ctx, ctx, recipe, dry_run, wait, timeout, status, show_all, service_endpoint, stop_service,
               query_service_metrics) -> None:
     if (dry_run or wait or timeout) and not recipe:
         raise click.UsageError("--dry-run, --wait and --timeout go with --recipe")
+    if show_all and not status:
+        raise click.UsageError("--all goes with --status")
     from orchestrator.cli import services
     if recipe:
         services.start_service_cmd(ctx, recipe, dry_run, wait, timeout)
     elif status:
-        services.show_status(ctx)
+        services.show_status(ctx, show_all)
     elif service_endpoint:
         services.show_endpoint(ctx, service_endpoint)
     elif stop_service:

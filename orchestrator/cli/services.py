@@ -91,13 +91,20 @@ def explain_unexplained(ctx: Context) -> None:
         Watcher(ctx.orch.config, ctx.orch.transport, servers, WatchOptions(), log=progress).poll()
 
 
-def show_status(ctx: Context) -> None:
-    rows = ctx.orch.servers.list_running_services()
+def show_status(ctx: Context, show_all: bool = False) -> None:
+    """--status: what is queued or running (a day's use leaves dozens of ended records); with --all,
+    every service this laptop knows of, and a count of what the short form hides."""
+    from orchestrator.cluster.slurm import TERMINAL_STATES
+    every = ctx.orch.servers.list_running_services()
     explain_unexplained(ctx)
+    rows = every if show_all else [r for r in every if r.state not in TERMINAL_STATES and r.state != "LEFT_QUEUE"]
+    hidden = len(every) - len(rows)
     tracked = ctx.orch.servers.registry.records()
     verdicts = {sid: rec.verdict for sid, rec in tracked.items() if rec.verdict}
     text = "\n".join(r.line() + (f" | {verdicts[r.service_id]}" if r.service_id in verdicts else "")
-                     for r in rows) if rows else "no services"
+                     for r in rows) if rows else "no services queued or running" if hidden else "no services"
+    if hidden:
+        text += f"\n({hidden} ended service(s) not shown: --status --all lists them)"
     emit(ctx, [{**r.__dict__, "verdict": verdicts.get(r.service_id),
                 "evidence": tracked[r.service_id].evidence if r.service_id in tracked else None} for r in rows], text)
 

@@ -6,7 +6,9 @@ suggest the nearest valid one (``service.resources.parition`` -> 'partition').
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from orchestrator.resources import RECIPES, packaged
 from orchestrator.schema import (
     SchemaViolation,
     check_keys,
+    expect_duration,
     expect_int,
     expect_list,
     expect_mapping,
@@ -28,7 +31,7 @@ from orchestrator.schema import (
 )
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+MEM_RE = re.compile(r"^\d+[KMGT]$", re.IGNORECASE)
 
 
 def mem_bytes(mem: str) -> int:
@@ -167,7 +170,9 @@ def find_named(name_or_path: str, dirs: list[Path], what: str) -> Path:
             if (d / f"{name_or_path}{ext}").exists():
                 return d / f"{name_or_path}{ext}"
     known = sorted({f.stem for d in dirs if d.is_dir() for f in d.glob("*.y*ml")})
-    raise RecipeError(f"no {what} named '{name_or_path}'; known {what}s: {', '.join(known) or 'none'}")
+    near = difflib.get_close_matches(name_or_path, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{near[0]}'? " if near else ""
+    raise RecipeError(f"no {what} named '{name_or_path}'; {hint}known {what}s: {', '.join(known) or 'none'}")
 
 
 def find_recipe(name_or_path: str, configured: Iterable[str | Path] = ()) -> Path:
@@ -218,6 +223,10 @@ def _resources(raw, where: str = "service.resources", keys: list[str] = _RESOURC
     p = where + "."
     mem = raw.get("mem")
     if mem is not None:
+        if isinstance(mem, int) and not isinstance(mem, bool) or isinstance(mem, str) and mem.isdigit():
+            # SLURM reads a bare --mem number as megabytes: 64 meant as GB would get 64 MB
+            raise SchemaViolation(p + "mem", f"expected a size with its unit, like {mem}G or {mem}M (SLURM reads "
+                                             f"a bare number as megabytes), got {mem!r}")
         mem = expect_pattern(mem, p + "mem", lambda s: bool(MEM_RE.match(s)), "a size like 4G or 512M")
     time = raw.get("time")
     if time is not None:
@@ -267,7 +276,7 @@ def _health(raw, nports: int) -> Health | None:
     if tcp and "path" in raw:
         raise SchemaViolation("service.health", "expected path (an HTTP probe) or tcp: true, not both")
     return Health(path="" if tcp else _path_str(raw.get("path", "/"), "service.health.path"),
-                  timeout=expect_int(raw.get("timeout", 300), "service.health.timeout", 1),
+                  timeout=math.ceil(expect_duration(raw.get("timeout", 300), "service.health.timeout", 1)),
                   port=expect_int(raw.get("port", 0), "service.health.port", 0, nports - 1), tcp=tcp)
 
 

@@ -92,7 +92,7 @@ def test_seed_001_cli_quick_start(laptop):
     result = json.loads(one)["result"]
     assert [r["metric"]["job"] for r in result] == ["ollama-service"] and result[0]["value"][1] == "1"
     # 7. stop Prometheus (as a monitor: monitors.json says so), then the service
-    assert run("--stop-service", short).stdout.startswith("stopped: ") and "CANCELLED" in run("--status").stdout
+    assert run("--stop-service", short).stdout.startswith("stopped: ") and "CANCELLED" in run("--status", "--all").stdout
     orch = BenchmarkOrchestrator(cfg)
     assert orch.monitors.store.get(mid)["stopped_at"] and orch.monitors.live_monitors() == []
     run("--stop-service", sid)

@@ -48,7 +48,7 @@ def test_native_service_lifecycle_through_the_cli(run_cli, sandbox_config_path):
     assert ep["host"] == node and ep["job_id"] == job_id and ep["port"] > 0
     stopped = run_cli("--stop-service", job_id)  # the SLURM job ID works as well as the service ID
     assert "CANCELLED" in stopped.stdout and "connections=1 commands=1" in stopped.stderr
-    after = next(l for l in run_cli("--status").stdout.splitlines() if sid in l)
+    after = next(l for l in run_cli("--status", "--all").stdout.splitlines() if sid in l)
     assert "| CANCELLED |" in after
 
 
@@ -198,13 +198,13 @@ def test_a_job_that_failed_while_no_watcher_ran_is_explained_on_first_sight(run_
     sid = run_cli("--config", cfg, "--recipe", recipe).stdout.split()[0]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        rows = {r["service_id"]: r for r in json.loads(run_cli("--config", cfg, "--status", "--json").stdout)}
+        rows = {r["service_id"]: r for r in json.loads(run_cli("--config", cfg, "--status", "--all", "--json").stdout)}
         if rows[sid]["state"] == "FAILED":
             break
         time.sleep(1)
     assert rows[sid]["state"] == "FAILED"
     # no watcher ever ran: --status itself read the log once and said why
-    rows = {r["service_id"]: r for r in json.loads(run_cli("--config", cfg, "--status", "--json").stdout)}
+    rows = {r["service_id"]: r for r in json.loads(run_cli("--config", cfg, "--status", "--all", "--json").stdout)}
     assert rows[sid]["verdict"] == "non-zero exit: exit code 3"
     assert any("fatal: no model" in e for e in rows[sid]["evidence"])
     once = run_cli("--config", cfg, "watch", "--once", "--json")

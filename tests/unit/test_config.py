@@ -47,7 +47,7 @@ def test_orch_config_variable_selects_the_file(tmp_path):
 
 
 def test_missing_file_names_the_file(tmp_path):
-    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found \(--config\)\. Make one with `orch init`"):
         load_config(tmp_path / "nope.yaml", env={})
 
 

@@ -42,6 +42,10 @@ def write(tmp_path, text):
 @pytest.mark.parametrize("body,message", [
     ("service: {name: x, command: c, resources: {parition: cpu}}",
      "service.resources.parition: unknown key; did you mean 'partition'?"),
+    ("service: {name: x, command: c, resources: {mem: 64}}",
+     "service.resources.mem: expected a size with its unit, like 64G or 64M (SLURM reads a bare number as megabytes)"),
+    ("service: {name: x, command: c, ports: [auto], health: {timeout: soon}}",
+     "service.health.timeout: expected a duration such as 30s, 10m or 1h30m"),
     ("service: {name: x, command: c, resources: {mem: lots}}",
      "service.resources.mem: expected a size like 4G or 512M, got 'lots'"),
     ("service: {name: x, command: c, health: {path: /}}", "service.health: a health probe needs service.ports"),
@@ -73,8 +77,17 @@ def test_metrics_port_defaults_to_the_first_service_port():
 
 
 def test_unknown_recipe_name_lists_known_ones():
-    with pytest.raises(RecipeError, match="no recipe named 'olama'; known recipes: .*ollama"):
+    with pytest.raises(RecipeError, match="no recipe named 'olama'; did you mean 'ollama'\\? known recipes: .*ollama"):
         load_recipe("olama")
+    with pytest.raises(RecipeError, match="no recipe named 'vlm'; did you mean 'vllm'\\?"):
+        load_recipe("vlm")
+
+
+def test_every_duration_field_takes_the_same_forms():
+    """health.timeout, as a client's duration and the config's ssh timeouts: seconds or 20s / 10m / 1h30m."""
+    base = {"name": "x", "command": "c", "ports": ["auto"]}
+    for given, seconds in ((600, 600), ("10m", 600), ("1h30m", 5400), ("45s", 45), ("1.5s", 2)):
+        assert parse_recipe({"service": {**base, "health": {"timeout": given}}}).health.timeout == seconds
 
 
 def test_names_come_from_configured_dirs_then_the_package_never_the_current_dir(tmp_path, monkeypatch):

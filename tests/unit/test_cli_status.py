@@ -1,0 +1,63 @@
+"""`--status` lists what is queued or running; `--status --all` the laptop's whole history, and the short
+form says how many ended services it hides."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.cli import common
+from orchestrator.cli.main import cli
+from orchestrator.services.servers import ServiceStatus
+
+ROWS = [ServiceStatus("41", "vllm_0123abcd", "RUNNING", "0:05:01", "n1"),
+        ServiceStatus("42", "redis_89abcdef", "PENDING", "", "", reason="Resources"),
+        ServiceStatus("39", "vllm_deadbeef", "CANCELLED", "1:00:00", "n2"),
+        ServiceStatus("38", "ollama_00112233", "FAILED", "0:00:03", "n3"),
+        ServiceStatus("37", "chroma_44556677", "LEFT_QUEUE", "", "")]
+
+
+class Registry:
+    def records(self):
+        return {}
+
+
+class Servers:
+    registry = Registry()
+
+    def list_running_services(self):
+        return list(ROWS)
+
+
+class Orch:
+    servers = Servers()
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def run(monkeypatch):
+    monkeypatch.setattr(common.Context, "orch", property(lambda self: Orch()))
+    return lambda *args: CliRunner().invoke(cli, list(args))
+
+
+def test_status_shows_the_live_services_and_counts_the_rest(run):
+    r = run("--status")
+    assert r.exit_code == 0, r.output
+    listed = [line.split(" | ")[1] for line in r.output.splitlines() if " | " in line]
+    assert listed == ["vllm_0123abcd", "redis_89abcdef"]
+    assert "(3 ended service(s) not shown: --status --all lists them)" in r.output
+    rows = json.loads(run("--status", "--json").output)
+    assert [x["service_id"] for x in rows] == listed
+
+
+def test_status_all_lists_every_service(run):
+    r = run("--status", "--all", "--json")
+    assert [x["service_id"] for x in json.loads(r.output)] == [s.service_id for s in ROWS]
+    assert "not shown" not in run("--status", "--all").output
+
+
+def test_all_without_status_is_a_usage_error(run):
+    r = run("--all")
+    assert r.exit_code == 2 and "--all goes with --status" in r.output
