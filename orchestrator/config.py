@@ -249,3 +249,14 @@ def init_config_text(host: str, partition: str | None = None, account: str | Non
             "# IdentityFile and ProxyJump apply, and host keys are checked against known_hosts.\n"
             "# Check it with `orch doctor`; every key is described in the README's Configuration section.\n")
     return head + yaml.safe_dump(doc, sort_keys=False)
+
+
+def ssh_config_hosts(text: str) -> list[str]:
+    """The concrete host aliases of an OpenSSH config (``Host`` lines; patterns and negations left out),
+    in the file's order."""
+    hosts: list[str] = []
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if len(words) >= 2 and words[0].lower() == "host":
+            hosts += [w for w in words[1:] if not any(c in w for c in "*?!") and w not in hosts]
+    return hosts

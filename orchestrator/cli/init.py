@@ -39,8 +39,7 @@ def _choose_host(hosts: list[str], ssh_config: Path) -> str:
 def init(click_ctx, config_path, as_json, host, partition, account, ssh_config, out, force):
     """Write a config.yaml for your cluster: the login node from your ~/.ssh/config (asked when it has
     several), the SLURM partition and account (asked when run in a terminal). Then: orch doctor."""
-    from orchestrator.cluster.ssh import ssh_config_hosts
-    from orchestrator.config import init_config_text, resolve_config_path
+    from orchestrator.config import init_config_text, resolve_config_path, ssh_config_hosts
     from orchestrator.fileio import write_atomic
     ctx = _ctx(click_ctx, config_path, as_json)
     path = Path(out).expanduser() if out else resolve_config_path(ctx.config_path)

@@ -369,13 +369,3 @@ class SSHTransport:
         self._client = None
         self._hops = []
 
-
-def ssh_config_hosts(text: str) -> list[str]:
-    """The concrete host aliases of an OpenSSH config (``Host`` lines; patterns and negations left out),
-    in the file's order."""
-    hosts: list[str] = []
-    for line in text.splitlines():
-        words = line.split("#", 1)[0].split()
-        if len(words) >= 2 and words[0].lower() == "host":
-            hosts += [w for w in words[1:] if not any(c in w for c in "*?!") and w not in hosts]
-    return hosts

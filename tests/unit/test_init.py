@@ -7,8 +7,8 @@ import yaml
 from click.testing import CliRunner
 
 from orchestrator.cli.main import cli
-from orchestrator.cluster.ssh import resolve_endpoint, ssh_config_hosts
-from orchestrator.config import load_config
+from orchestrator.cluster.ssh import resolve_endpoint
+from orchestrator.config import load_config, ssh_config_hosts
 
 SSH_CONFIG = """# the user's
 Host *
