@@ -84,7 +84,8 @@ def bench_collect(click_ctx, config_path, as_json, session_dir):
 @click.option("--monitor", "monitor_id", default=None, help="report on a monitor's services instead of a session")
 @click.option("--from", "start", default="-15m", show_default=True, help="with --monitor")
 @click.option("--to", "end", default="now", show_default=True, help="with --monitor")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="with --monitor: where to write")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="where to write (a session: a copy of it there, re-rendered; the session is left as it was)")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["md", "pdf", "png"]),
               help="also export: md (report.md, for a PR or a chat), pdf (report.pdf), png (charts/*.png); "
                    "pdf and png through headless Chromium")
@@ -105,6 +106,8 @@ def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start
         progress(f"report: {target / 'report.html'}")
     elif session_dir:
         target = Path(session_dir)
+        if out and Path(out).resolve() != target.resolve():
+            target = copy_session(target, Path(out))
         report = rerender_session(target)
         progress(f"report: {target / 'report.html'}")
     else:
@@ -113,6 +116,19 @@ def bench_report(click_ctx, config_path, as_json, session_dir, monitor_id, start
     if exported:
         report = {**report, "exported": [str(p) for p in exported]}
     emit(ctx, report, kpi_table(report["kpis"]))
+
+
+def copy_session(session_dir, out):
+    """The session's files in ``out`` (new, or empty), for a report that leaves the original untouched."""
+    import shutil
+
+    from orchestrator.errors import OrchestratorError
+    if not (session_dir / "MANIFEST.json").exists():
+        raise OrchestratorError(f"{session_dir}: no MANIFEST.json: not a session directory")
+    if out.exists() and any(out.iterdir()):
+        raise OrchestratorError(f"{out}: not empty; --out needs a new or empty directory")
+    shutil.copytree(session_dir, out, dirs_exist_ok=True, symlinks=True)
+    return out
 
 
 def _export(report: dict, target, formats) -> list:

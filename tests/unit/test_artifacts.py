@@ -199,3 +199,22 @@ def test_an_engine_that_counts_twice_the_clients_tokens_disagrees_windowed_or_wh
         assert rows["requests"]["agree"] is True and rows["input tokens"]["agree"] is True, rows
         assert rows["output tokens"]["agree"] is False and rows["output tokens"]["engine_count"] == 16.0 * n, rows
         assert ("measured window" in rows["output tokens"]["span"]) == bool(between)
+
+
+def test_bench_report_out_writes_a_copy_and_leaves_the_session_as_it_was(tmp_path):
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import cli
+    write(context(tmp_path), records())
+    session = tmp_path / "out"
+    before = {p.relative_to(session): p.read_bytes() for p in session.rglob("*") if p.is_file()}
+    (session / "report.html").touch()
+    stamp = (session / "report.html").stat().st_mtime_ns
+    r = CliRunner().invoke(cli, ["bench", "report", str(session), "--out", str(tmp_path / "copy"), "--format", "md"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "copy" / "report.html").exists() and (tmp_path / "copy" / "report.md").exists()
+    assert not (session / "report.md").exists() and (session / "report.html").stat().st_mtime_ns == stamp
+    assert {p.relative_to(session): p.read_bytes() for p in session.rglob("*") if p.is_file()} == before
+    # a directory with something in it is never written into
+    r = CliRunner().invoke(cli, ["bench", "report", str(session), "--out", str(tmp_path / "copy")])
+    assert "not empty; --out needs a new or empty directory" in str(r.exception)
