@@ -60,7 +60,7 @@ class Deploy:
         self.ctx = ctx
         self.rows: dict[int, str] = {}   # client index -> its dataset's rows file (read_datasets)
 
-    def _base_recipe(self, ref) -> ServiceRecipe:
+    def base_recipe(self, ref) -> ServiceRecipe:
         if ref.name not in self.ctx.base_recipes:
             self.ctx.base_recipes[ref.name] = load_recipe(ref.recipe, self.ctx.orch.config.recipe_dirs)
         return self.ctx.base_recipes[ref.name]
@@ -90,7 +90,7 @@ class Deploy:
                         self.ctx.orch.monitors.remove_targets(self.ctx.state.monitor_id, old)
                     except OrchestratorError as exc:
                         self.ctx.state.errors.append(f"removing {', '.join(old)} from the monitor: {exc}")
-            recipe = with_changes(self._base_recipe(ref), changes)
+            recipe = with_changes(self.base_recipe(ref), changes)
             self.ctx.service_recipes[ref.name if not self.ctx.is_sweep else f"{ref.name}@{point.label}"] = recipe
             names = [ref.name] if recipe.replicas == 1 else [f"{ref.name}-r{i + 1}" for i in range(recipe.replicas)]
             if recipe.replicas > 1:
@@ -202,7 +202,7 @@ class Deploy:
             return None
         sweep = self.ctx.recipe.sweep
         ref = self._ref_of(spec.target)
-        replicas = self._base_recipe(ref).replicas if ref is not None and ref.recipe else 1
+        replicas = self.base_recipe(ref).replicas if ref is not None and ref.recipe else 1
         per_job = DATASET_ROWS if spec.requests is None or "requests" in sweep else spec.requests
         return per_job * max([spec.nodes, *sweep.get("nodes", [])]) * replicas
 
@@ -253,7 +253,7 @@ class Deploy:
             ref = self._ref_of(spec.target)
             if ref is None or ref.recipe is None or spec.kind not in LLM_KINDS or not self._asked_models(spec):
                 continue
-            recipe = self._base_recipe(ref)
+            recipe = self.base_recipe(ref)
             env = recipe.environment
             if recipe.engine != "vllm" or "VLLM_SERVED_MODEL_NAME" not in env:
                 continue
@@ -287,11 +287,9 @@ class Deploy:
 
     def preflight(self) -> None:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""
-        self._read_datasets()
-        self._check_models_early()
+        self.check_here()
         for i, spec in enumerate(self.ctx.recipe.clients):
             where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}]"
-            self._check_spread(spec, where)
             self._check_cache(spec, where)
             for check in KINDS[spec.kind].preflight(spec):   # a wrapped tool: there, and taking its flags
                 self.ctx.say(f"checking {check.what} on the login node")
@@ -300,10 +298,23 @@ class Deploy:
                     said = (result.stderr or result.stdout).strip()[-1500:]
                     raise RecipeError(f"{where} ({spec.kind}): {check.what}: refused before any job was submitted:\n"
                                       f"{said or f'exit {result.exit_code}'}")
+
+    def check_here(self) -> None:
+        """The checks that need no cluster (``bench run --dry-run`` runs these alone): every recipe it names,
+        the datasets' rows, the models a vLLM recipe serves, the load's spread over replicas, the files a
+        kind ships."""
+        self._read_datasets()
+        self._check_models_early()
+        for i, spec in enumerate(self.ctx.recipe.clients):
+            where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}]"
+            self._check_spread(spec, where)
             ref = self._ref_of(spec.target)
             # (a running service's memory is what it is: only a job this session starts is checked)
-            target_mem = self._base_recipe(ref).resources.mem if ref is not None and ref.recipe is not None else None
+            target_mem = self.base_recipe(ref).resources.mem if ref is not None and ref.recipe is not None else None
             KINDS[spec.kind].deploy_check(spec, where, self._beside_recipe, target_mem)
+        for ref in self.ctx.recipe.services:
+            if ref.recipe is not None:
+                self.base_recipe(ref)
 
     def _check_cache(self, spec, where: str) -> None:
         """``cache: cold`` on a service this session did not start: its engine must empty its prefix cache
@@ -329,7 +340,7 @@ class Deploy:
         if ref is None or ref.recipe is None:
             return
         sweep = self.ctx.recipe.sweep
-        replicas = max([self._base_recipe(ref).replicas, *sweep.get(f"services.{ref.name}.replicas", [])])
+        replicas = max([self.base_recipe(ref).replicas, *sweep.get(f"services.{ref.name}.replicas", [])])
         for field in ("concurrency", "requests"):
             least = min(v for v in [getattr(spec, field), *sweep.get(field, [])] if v is not None) \
                 if getattr(spec, field) is not None else None

@@ -109,6 +109,18 @@ def is_benchmark_file(path: str) -> bool:
     return isinstance(doc, dict) and "benchmark" in doc
 
 
+def is_benchmark_ref(ref: str, configured=()) -> bool:
+    """A benchmark recipe's file, or a name that only a benchmark recipe has (a service recipe's name
+    wins: ``--recipe vllm`` is the service)."""
+    if is_benchmark_file(ref):
+        return True
+    if Path(ref).suffix in (".yaml", ".yml") or "/" in ref:
+        return False
+    def found(kind: str) -> bool:
+        return any((d / f"{ref}{ext}").exists() for d in recipe_dirs(kind, configured) for ext in (".yaml", ".yml"))
+    return not found("services") and found("benchmarks")
+
+
 def find_benchmark(name_or_path: str, configured=()) -> Path:
     return find_named(name_or_path, recipe_dirs("benchmarks", configured), "benchmark")
 

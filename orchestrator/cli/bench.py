@@ -56,11 +56,44 @@ def bench():
 @click.argument("recipe", metavar="NAME|FILE")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="artifacts dir (default: results_dir/<session>)")
 @click.option("--keep", is_flag=True, help="leave services, monitor and clients running")
+@click.option("--dry-run", is_flag=True, help="check the recipe and everything it names, print the plan "
+                                              "(jobs, nodes, ports, clients, window); submit nothing")
+@click.option("--scripts", "scripts_dir", default=None, type=click.Path(file_okay=False),
+              help="with --dry-run: write each job's rendered sbatch script into this folder")
 @click.pass_context
-def bench_run(click_ctx, config_path, as_json, recipe, out, keep):
+def bench_run(click_ctx, config_path, as_json, recipe, out, keep, dry_run, scripts_dir):
     """Deploy, monitor, load, collect, report, clean up. Exits 3 when the session is invalid (its load not
     delivered, too many errors, counts the engine contradicts): report.json says why."""
-    run_benchmark(_ctx(click_ctx, config_path, as_json), recipe, out, keep)
+    ctx = _ctx(click_ctx, config_path, as_json)
+    if dry_run:
+        show_plan(ctx, recipe, scripts_dir)
+    elif scripts_dir:
+        raise click.UsageError("--scripts goes with --dry-run")
+    else:
+        run_benchmark(ctx, recipe, out, keep)
+
+
+def show_plan(ctx, recipe_ref: str, scripts_dir: str | None = None) -> None:
+    """A benchmark recipe's plan, checked here; no job submitted, no connection opened."""
+    import re
+    from pathlib import Path
+
+    from orchestrator.bench.plan import dry_run, plan_text
+    from orchestrator.bench.recipe import load_benchmark
+    from orchestrator.fileio import write_atomic
+    recipe = load_benchmark(recipe_ref, ctx.orch.config.recipe_dirs)
+    plan = dry_run(ctx.orch, recipe)
+    text = plan_text(plan)
+    if scripts_dir:
+        folder = Path(scripts_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, job in enumerate(plan.jobs):
+            write_atomic(folder / f"{i:02d}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', job.name).strip('-')}.sbatch", job.script)
+        text += f"\n\n{len(plan.jobs)} sbatch script(s) written to {folder}"
+    doc = plan.to_dict()
+    for job in doc["jobs"]:
+        job.pop("script")
+    emit(ctx, doc, text)
 
 
 @bench.command("collect")

@@ -12,12 +12,15 @@ from orchestrator.errors import Terminated
 
 
 def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, timeout) -> None:
-    from orchestrator.bench.recipe import is_benchmark_file
+    from orchestrator.bench.recipe import is_benchmark_ref
+    from orchestrator.cli.recipes import configured_dirs
     from orchestrator.services.recipes import load_recipe
-    if is_benchmark_file(recipe_ref):
+    if is_benchmark_ref(recipe_ref, configured_dirs(ctx)):
         from orchestrator.cli.bench import run_benchmark
         if dry_run:
-            raise click.UsageError("--dry-run is for service recipes; a benchmark recipe runs with `bench run`")
+            from orchestrator.cli.bench import show_plan
+            show_plan(ctx, recipe_ref)
+            return
         run_benchmark(ctx, recipe_ref, out=None, keep=False)
         return
     if dry_run:  # no connection: nothing is submitted

@@ -286,11 +286,12 @@ class MonitorsModule:
         return {"generated_at": now_iso(), **status, "metrics": sections}
 
     def running_monitors(self) -> list[ServiceStatus]:
-        """Every monitor in the queue (one squeue call): those tracked here and any prometheus_ job of ours."""
+        """Every monitor in the queue (one squeue call): those tracked here and any prometheus_ job of ours;
+        one stopped here is not running, though SLURM may show it COMPLETING for a while."""
         rows = self.servers.list_running_services()
         tracked = self.store.load()
         return [r for r in rows if (r.service_id in tracked or r.service_id.startswith("prometheus_"))
-                and r.state not in TERMINAL_STATES]
+                and r.state not in TERMINAL_STATES and not (tracked.get(r.service_id) or {}).get("stopped_at")]
 
 
 

@@ -181,6 +181,8 @@ def test_stop_monitor_is_a_bool_and_marks_the_record(monitors):
     assert m.stop_monitor("6355d49f") is True
     assert m.servers.stopped == ["prometheus_6355d49f"] and m.store.get("prometheus_6355d49f")["stopped_at"]
     assert m.stop_monitor("ghost_0123abcd") is False
+    # squeue may still show it (RUNNING here, COMPLETING on a cluster): stopped here, it is not running
+    assert m.list_running_monitors() == []
 
 
 def test_a_monitor_stopped_as_a_plain_service_is_no_longer_live(monitors):

@@ -49,6 +49,8 @@ class ClientKind:
     job_files: Callable[..., dict[str, str]] = lambda spec, beside: {}
     # checks before any job that need the recipe's folder or the target's memory (raise RecipeError)
     deploy_check: Callable[..., None] = lambda spec, where, beside, target_mem: None
+    # the same load as ``vllm bench serve`` argv against url (the dry-run's plan shows it); None: not its kind
+    reference: Callable[..., list[str] | None] = lambda spec, url: None
 
 
 def _load() -> dict[str, ClientKind]:

@@ -34,11 +34,42 @@ def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
     return args
 
 
-def _kind(name: str, tokens: bool = True) -> ClientKind:
+def _vllm_bench(backend: str, endpoint: str):
+    """``vllm bench serve`` with a client's load (its flags as the vllm-bench kind passes them)."""
+    def argv(spec, url: str) -> list[str]:
+        p = spec.payload
+        out = ["vllm", "bench", "serve", "--backend", backend, "--base-url", url, "--endpoint", endpoint,
+               "--model", str(p.get("model", "MODEL"))]
+        ds = spec.dataset
+        if ds is not None and ds.kind == "prefix":
+            out += ["--dataset-name", "prefix_repetition", "--prefix-repetition-prefix-len", str(ds.prefix_tokens),
+                    "--prefix-repetition-suffix-len", str(ds.suffix_tokens),
+                    "--prefix-repetition-num-prefixes", str(ds.prefixes)]
+        elif ds is not None and ds.kind == "synthetic":
+            out += ["--dataset-name", "random", "--random-input-len", str(int(ds.input_tokens[0])),
+                    "--random-output-len", str(int(ds.output_tokens[0])), "--random-range-ratio", "0"]
+        elif "max_tokens" in p:
+            out += ["--dataset-name", "random", "--random-output-len", str(p["max_tokens"])]
+        # a load bounded by time: the count its rate sends in that time (closed loop: not known before)
+        count = spec.requests if spec.requests is not None else (
+            round(spec.rate * spec.duration) if spec.rate and spec.duration else "N")
+        out += ["--num-prompts", str(count),
+                "--max-concurrency", str(spec.concurrency), "--request-rate", f"{spec.rate:g}" if spec.rate else "inf"]
+        if spec.rate and spec.arrival == "gamma":
+            out += ["--burstiness", f"{spec.burstiness:g}"]
+        if p.get("ignore_eos"):
+            out.append("--ignore-eos")
+        return out
+    return argv
+
+
+def _kind(name: str, tokens: bool = True, reference=None) -> ClientKind:
     return ClientKind(name=name, program="loadgen.py", keys=("payload", "arrival", "burstiness", "ramp_up", "dataset"),
                       argv=_argv, tokens=tokens, ships_payload=True, files=("formats.py",),
-                      takes_messages=name == "openai-chat")
+                      takes_messages=name == "openai-chat", reference=reference or (lambda spec, url: None))
 
 
 # `http` takes the same keys (its payload is method, path and body) and has no tokens; its SLOs are e2e only
-KINDS = (_kind("openai-completions"), _kind("openai-chat"), _kind("ollama-generate"), _kind("http", tokens=False))
+KINDS = (_kind("openai-completions", reference=_vllm_bench("openai", "/v1/completions")),
+         _kind("openai-chat", reference=_vllm_bench("openai-chat", "/v1/chat/completions")),
+         _kind("ollama-generate"), _kind("http", tokens=False))
