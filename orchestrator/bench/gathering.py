@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -17,6 +18,19 @@ from orchestrator.fileio import atomic_open, sha256_file, write_atomic
 from orchestrator.reports.artifacts import ReportContext, jobs_table, window_for, write_artifacts
 from orchestrator.analysis.bottleneck import Load
 from orchestrator.services.recipes import ServiceRecipe
+
+
+TOOL_WARNING = re.compile(r"^\[orchestrator [0-9TZ:-]+\] warning: (.+)$", re.M)
+
+
+def job_warnings(log: Path) -> list[str]:
+    """What the tool's own part of a job script warned of (``log "warning: ..."``: an exporter missing on
+    the node, say), in its log's order: lines with the tool's prefix, not the service's own warnings."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    return list(dict.fromkeys(m.group(1).strip() for m in TOOL_WARNING.finditer(text)))
 
 
 class Gather:
@@ -122,8 +136,12 @@ class Gather:
                 continue
             job_id = (tracked.get(sid) or ServiceRecord(sid)).job_id
             w = watched.get(job_id, {})
+            warnings = job_warnings(got[sid])
             out.append({"service_id": sid, "role": role, "job_id": job_id or None, "path": f"logs/{sid}.log",
-                        **({"verdict": w["verdict"], "evidence": w.get("evidence", [])} if w.get("verdict") else {})})
+                        **({"verdict": w["verdict"], "evidence": w.get("evidence", [])} if w.get("verdict") else {}),
+                        **({"warnings": warnings} if warnings else {})})
+            for line in warnings:
+                self.ctx.say(f"{sid}: {line}")
         return out
 
     def _collect_rpc(self, pr: PointRun, window) -> list[dict]:

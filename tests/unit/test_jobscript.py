@@ -186,3 +186,34 @@ def test_vllm_multinode_serves_on_loopback_and_starts_ray_with_the_jobs_token(tm
     mp = _run_multinode(tmp_path, "mp", exclusive=True)
     serve = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("vllm serve")]
     assert mp.returncode == 0 and "--host 127.0.0.1 --port 8001" in serve[-1] and "--node-rank 0" in serve[-1]
+
+
+def test_a_missing_exporter_is_a_warning_and_the_service_still_runs(tmp_path):
+    """exporters: [node, redis] on a node without either: the job logs a warning for each and runs its
+    command (before, it ended with exit 127)."""
+    import os
+    import subprocess
+
+    from orchestrator.bench.gathering import job_warnings
+    from orchestrator.config import SlurmConfig
+    from orchestrator.services.jobscript import render_service_script
+    from orchestrator.services.recipes import parse_recipe
+    r = parse_recipe({"service": {"name": "x", "command": "echo SERVED; echo 'warning: the service own'",
+                                  "ports": ["auto"], "exporters": ["node", "redis"]}})
+    script = render_service_script(r, SlurmConfig(), "x_0123abcd")
+    (tmp_path / "secret").write_text("s" * 48)
+    bindir = tmp_path / "bin"   # the machine's PATH, less the exporters (the sandbox's nodes have them)
+    bindir.mkdir()
+    exporters = {"node_exporter", "prometheus-node-exporter", "redis_exporter", "prometheus-redis-exporter"}
+    for d in os.environ["PATH"].split(os.pathsep):
+        for f in (Path(d).iterdir() if Path(d).is_dir() else []):
+            if f.name not in exporters and not (bindir / f.name).exists():
+                os.symlink(f, bindir / f.name)
+    env = {"PATH": str(bindir), "SLURM_SUBMIT_DIR": str(tmp_path), "SLURMD_NODENAME": "n9", "HOME": str(tmp_path)}
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    log = tmp_path / "x.log"
+    log.write_text(done.stdout + done.stderr)
+    assert "SERVED" in done.stdout, log.read_text()[-2000:]
+    assert job_warnings(log) == [
+        "exporter node: node_exporter not found on n9; the service runs without node metrics",
+        "exporter redis: redis_exporter not found on n9; the service runs without its metrics"]
