@@ -20,7 +20,7 @@ from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.context import SessionContext
 from orchestrator.bench.runstate import PointRun
 from orchestrator.errors import OrchestratorError, RecipeError
-from orchestrator.schema import safe_load
+from orchestrator.schema import SchemaViolation, safe_load
 from orchestrator.services.recipes import ServiceRecipe, TargetSpec, load_recipe, parse_recipe
 from orchestrator.times import parse_duration
 
@@ -61,8 +61,17 @@ class Deploy:
         self.rows: dict[int, str] = {}   # client index -> its dataset's rows file (read_datasets)
 
     def base_recipe(self, ref) -> ServiceRecipe:
+        """The service's recipe with the benchmark's overrides of it set (once; a rerun passes the recipes
+        as they ran, overrides included)."""
         if ref.name not in self.ctx.base_recipes:
-            self.ctx.base_recipes[ref.name] = load_recipe(ref.recipe, self.ctx.orch.config.recipe_dirs)
+            recipe = load_recipe(ref.recipe, self.ctx.orch.config.recipe_dirs)
+            try:
+                recipe = with_changes(recipe, dict(ref.overrides))
+            except (RecipeError, SchemaViolation) as exc:
+                i = self.ctx.recipe.services.index(ref)
+                raise RecipeError(f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.services[{i}] "
+                                  f"sets a field of {recipe.source}: {exc}") from None
+            self.ctx.base_recipes[ref.name] = recipe
         return self.ctx.base_recipes[ref.name]
 
     def deploy_services(self, point: Point, only_swept: bool = False, restart: frozenset = frozenset()) -> list[str]:

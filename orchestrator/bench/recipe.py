@@ -39,6 +39,8 @@ class ServiceRef:
     recipe: str | None = None          # recipe name or path, deployed by the session
     service_id: str | None = None      # or an existing service, reused
     alias: str | None = None
+    # fields of the recipe this benchmark sets ("environment.VLLM_MODEL", "resources.mem"), as (path, value)
+    overrides: tuple = ()
 
     @property
     def name(self) -> str:
@@ -149,12 +151,23 @@ def _seconds(value, path: str) -> float:
 def _service(raw, i: int) -> ServiceRef:
     path = f"benchmark.services[{i}]"
     raw = expect_mapping(raw, path)
-    check_keys(raw, ["recipe", "service_id", "as"], path)
+    check_keys(raw, ["recipe", "service_id", "as", "environment", "resources"], path)
     if (raw.get("recipe") is None) == (raw.get("service_id") is None):
         raise SchemaViolation(path, "expected exactly one of recipe (deploy) or service_id (reuse)")
+    overrides = []
+    for section in ("environment", "resources"):   # another model, more memory: without copying the recipe
+        if section not in raw:
+            continue
+        if raw.get("service_id") is not None:
+            raise SchemaViolation(f"{path}.{section}", "a reused service runs as it was started: only a recipe "
+                                                       "the session deploys takes overrides")
+        for key, value in expect_mapping(raw[section], f"{path}.{section}").items():
+            if not isinstance(key, str) or isinstance(value, (dict, list)):
+                raise SchemaViolation(f"{path}.{section}.{key}", f"expected a scalar value, got {value!r}")
+            overrides.append((f"{section}.{key}", value))
     return ServiceRef(recipe=expect_str(raw.get("recipe"), f"{path}.recipe", optional=True),
                       service_id=expect_str(raw.get("service_id"), f"{path}.service_id", optional=True),
-                      alias=expect_str(raw.get("as"), f"{path}.as", optional=True))
+                      alias=expect_str(raw.get("as"), f"{path}.as", optional=True), overrides=tuple(overrides))
 
 
 def _client(raw, i: int, names: list[str], cache: str = "warm") -> ClientSpec:

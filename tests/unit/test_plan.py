@@ -97,3 +97,24 @@ def test_recipes_list_names_every_packaged_recipe_by_kind(run):
     assert all(not r["description"].startswith("INVALID") for r in rows)
     shipped = Path(load_benchmark("vllm-chat").source).parent
     assert {r["name"] for r in rows if r["kind"] == "benchmark"} == {p.stem for p in shipped.glob("*.yaml")}
+
+
+def test_a_benchmark_sets_a_services_environment_and_resources(run, tmp_path):
+    """Another model or more memory without copying the recipe: the services entry overrides its fields,
+    validated as the recipe's own."""
+    b = tmp_path / "b.yaml"
+    b.write_text("benchmark:\n  name: b\n  services:\n    - recipe: vllm\n      environment: {VLLM_MAX_MODEL_LEN: 8192}\n"
+                 "      resources: {mem: 64G, gpus: 1}\n  clients:\n"
+                 "    - {kind: openai-chat, target: vllm, duration: 10s, payload: {model: test-model}}\n")
+    r = run("bench", "run", "--dry-run", str(b), "--scripts", str(tmp_path / "s"))
+    assert r.exit_code == 0, r.output
+    script = (tmp_path / "s" / "00-vllm.sbatch").read_text()
+    assert "#SBATCH --mem=64G" in script and 'export VLLM_MAX_MODEL_LEN="8192"' in script
+    assert "1 GPU(s) per node" in r.output
+    b.write_text(b.read_text().replace("mem: 64G", "mem: 64"))
+    r = run("bench", "run", "--dry-run", str(b))
+    assert f"{b}: benchmark.services[0] sets a field of" in str(r.exception)
+    assert "service.resources.mem: expected a size with its unit, like 64G or 64M" in str(r.exception)
+    b.write_text(b.read_text().replace("- recipe: vllm", "- service_id: vllm_0123abcd"))
+    r = run("bench", "run", "--dry-run", str(b))
+    assert "benchmark.services[0].environment: a reused service runs as it was started" in str(r.exception)
