@@ -64,7 +64,7 @@ class Deploy:
         """The service's recipe with the benchmark's overrides of it set (once; a rerun passes the recipes
         as they ran, overrides included)."""
         if ref.name not in self.ctx.base_recipes:
-            recipe = load_recipe(ref.recipe, self.ctx.orch.config.recipe_dirs)
+            recipe = load_recipe(self._recipe_path(ref.recipe), self.ctx.orch.config.recipe_dirs)
             try:
                 recipe = with_changes(recipe, dict(ref.overrides))
             except (RecipeError, SchemaViolation) as exc:
@@ -196,6 +196,14 @@ class Deploy:
             pr.targets[sid] = target
             self.ctx.state.started.append(sid)
             pr.clients.append(sid)
+
+    def _recipe_path(self, ref: str) -> str:
+        """A service recipe named by path is looked for beside the benchmark recipe first (a folder of
+        recipes moves as one), then as given; a name goes to the recipe dirs."""
+        if not (Path(ref).suffix in (".yaml", ".yml") or "/" in ref) or Path(ref).expanduser().is_absolute():
+            return ref
+        beside = self._beside_recipe(ref)
+        return str(beside) if beside.exists() else ref
 
     def _beside_recipe(self, path: str) -> Path:
         p = Path(path).expanduser()

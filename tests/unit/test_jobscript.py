@@ -217,3 +217,36 @@ def test_a_missing_exporter_is_a_warning_and_the_service_still_runs(tmp_path):
     assert job_warnings(log) == [
         "exporter node: node_exporter not found on n9; the service runs without node metrics",
         "exporter redis: redis_exporter not found on n9; the service runs without its metrics"]
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vllm-gpu-apptainer"
+
+
+def test_the_gpu_example_renders_to_its_golden_script():
+    """examples/vllm-gpu-apptainer: one GPU, the pinned image pulled beforehand, the model cache shared
+    between jobs and bound into the container, the token read from a file; its benchmark sends the
+    served name."""
+    from orchestrator.bench.recipe import load_benchmark
+    recipe = load_recipe(str(EXAMPLE / "vllm-gpu.yaml"))
+    script = render_service_script(recipe, SLURM, "vllm-gpu_0123abcd")
+    golden = DATA / "vllm-gpu-apptainer.sbatch.golden"
+    assert script == golden.read_text(), f"rendered script changed; if intended, update {golden}"
+    assert "#SBATCH --gres=gpu:1" in script and "#SBATCH --exclusive" in script
+    assert re.search(r'ORCH_IMAGE=".*v0\.32\.0\.sif"', script) and ":latest" not in script
+    exec_line = next(line for line in script.splitlines() if line.startswith('exec "$ORCH_RUNTIME" exec --nv'))
+    assert '--bind "/scratch/$USER/vllm-cache"' in exec_line and 'VLLM_CACHE_DIR="/scratch/$USER/vllm-cache"' in exec_line
+    assert 'HF_TOKEN_PATH="$HOME/.cache/huggingface/token"' in exec_line and "HF_TOKEN=" not in script
+    bench = load_benchmark(str(EXAMPLE / "bench-chat.yaml"))
+    assert bench.clients[0].payload["model"] == recipe.environment["VLLM_SERVED_MODEL_NAME"]
+
+
+def test_a_missing_bind_source_stops_the_job_naming_it(tmp_path):
+    recipe = load_recipe(str(EXAMPLE / "vllm-gpu.yaml"))
+    script = render_service_script(recipe, SLURM, "vllm-gpu_0123abcd")
+    start = script.index('orch_bind="/scratch')
+    checks = script[start:script.index('exec "$ORCH_RUNTIME"', start)]
+    done = subprocess.run(["bash", "-c", 'log() { echo "$*"; }; ORCH_NODE=n1; USER=nobody-here; ' + checks],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stdout.strip() == ("error: container.binds: /scratch/nobody-here/vllm-cache does not exist on n1 "
+                                   "(make it on the shared file system first)")
