@@ -58,13 +58,15 @@ def empty_chart(title: str, message: str) -> str:
 
 
 def line_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], xlabel: str, ylabel: str,
-               scatter: bool = False, y_zero: bool = True, marks: list[tuple[float, str]] | None = None) -> str:
+               scatter: bool = False, y_zero: bool = True, marks: list[tuple[float, str]] | None = None,
+               hlines: list[tuple[float, str]] | None = None) -> str:
+    """``marks``: vertical lines at x (an event); ``hlines``: horizontal ones at y (a percentile)."""
     pts = [(x, y) for _, s in series for x, y in s if not (math.isnan(y) or math.isinf(y))]
     if not pts:
         return empty_chart(title, "no data")
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
     y0 = 0.0 if y_zero else min(p[1] for p in pts)
-    y1 = max(p[1] for p in pts) * 1.05 or 1.0
+    y1 = max([p[1] for p in pts] + [y for y, _ in hlines or []]) * 1.05 or 1.0
     out, sx, sy = _frame(title, xlabel, ylabel, x0, x1, y0, y1)
     for i, (label, s) in enumerate(series):
         color = COLORS[i % len(COLORS)]
@@ -78,6 +80,10 @@ def line_chart(title: str, series: list[tuple[str, list[tuple[float, float]]]], 
         if len(series) > 1 or label:
             out.append(f'<text x="{W - MR - 6}" y="{MT + 14 + 13 * i}" text-anchor="end" font-size="11" fill="{color}">'
                        f'{escape(label)}</text>')
+    for y, label in hlines or []:
+        out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#b00020" '
+                   f'stroke-dasharray="5 3"/>')
+        out.append(f'<text x="{ML + 4}" y="{sy(y) - 3:.1f}" font-size="10" fill="#b00020">{escape(label)}</text>')
     for x, label in marks or []:
         out.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{MT}" y2="{H - MB}" stroke="#555" stroke-dasharray="4 3"/>')
         out.append(f'<text x="{sx(x) + 3:.1f}" y="{MT + 12}" font-size="10" fill="#333">{escape(label)}</text>')

@@ -363,18 +363,23 @@ def count_in_window(table: RequestTable, window: Window) -> int:
     return sum(int(_in_window(c, window).sum()) for c in table.chunks(["start", "warmup"]))
 
 
-def latency_points(table: RequestTable, window: Window, limit: int = 20000) -> list[tuple[float, float]]:
-    """(start, latency) of at most ``limit`` OK requests of the window, evenly spread over them
-    (a scatter chart)."""
-    n_ok = sum(int((_in_window(c, window) & (c["ok"] == 1)).sum()) for c in table.chunks(ROW_COLUMNS))
+def latency_points(table: RequestTable, window: Window, limit: int = 20000,
+                   column: str = "latency_s") -> list[tuple[float, float]]:
+    """(start, value of ``column``: latency, or TTFT) of at most ``limit`` OK requests of the window that
+    have it, evenly spread over them (a scatter chart)."""
+    columns = tuple(dict.fromkeys(ROW_COLUMNS + (column,)))
+
+    def has(c):
+        return _in_window(c, window) & (c["ok"] == 1) & ~np.isnan(c[column].astype(float))
+    n_ok = sum(int(has(c).sum()) for c in table.chunks(columns))
     step = max(1, math.ceil(n_ok / limit))
     pts: list[tuple[float, float]] = []
     seen = 0
-    for c in table.chunks(ROW_COLUMNS):
-        ok = _in_window(c, window) & (c["ok"] == 1)
-        s, lat = c["start"][ok], c["latency_s"][ok]
+    for c in table.chunks(columns):
+        ok = has(c)
+        s, v = c["start"][ok], c[column][ok].astype(float)
         first = (-seen) % step
-        pts += list(zip(s[first::step].tolist(), lat[first::step].tolist()))
+        pts += list(zip(s[first::step].tolist(), v[first::step].tolist()))
         seen += s.size
     return pts
 

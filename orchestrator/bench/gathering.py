@@ -10,6 +10,8 @@ from pathlib import Path
 from orchestrator.analysis.records import RequestTable, TableBuilder, jsonl_line
 from orchestrator.bench.points import apply_to_client
 from orchestrator.bench.collect import gather_prometheus
+from orchestrator.bench.kinds import KINDS
+from orchestrator.bench.plan import load_text
 from orchestrator.bench.context import SessionContext
 from orchestrator.bench.runstate import PointRun
 from orchestrator.cluster import jobdir
@@ -198,17 +200,46 @@ class Gather:
     def report_context(self, pr: PointRun) -> ReportContext:
         """What the point's report is made of (gathered now: jobs, runtime facts)."""
         st = self.ctx.state
+        jobs = jobs_table(st.services, pr.clients, st.monitor_id, self.ctx.orch.servers.registry.records())
+        runtime = self._runtime_facts()
         return ReportContext(
             session_id=st.session_id + (f"/{pr.point.label}" if self.ctx.is_sweep else ""),
             benchmark=self.ctx.recipe.name, out_dir=pr.out_dir, scrape_interval=self.ctx.recipe.scrape_interval,
             services=dict(st.services), clients=pr.clients, monitor_id=st.monitor_id, go_time=pr.go_time,
             interrupted=pr.interrupted, errors=st.errors, recipes=self.recipes_manifest(),
-            jobs=jobs_table(st.services, pr.clients, st.monitor_id, self.ctx.orch.servers.registry.records()),
-            runtime=self._runtime_facts(), percentiles=self.ctx.recipe.clients[0].percentiles,
+            jobs=jobs, runtime=runtime, percentiles=self.ctx.recipe.clients[0].percentiles,
             client_slo=self.ctx.recipe.clients[0].slo, engines=self.ctx.engines(), service_counts=dict(pr.service_counts),
             load=self._offered(pr), replicas={g: list(n) for g, n in st.replicas.items()},
             validity=self.ctx.recipe.validity, cache=dict(pr.cache), conversations=dict(pr.conversations),
-            lost_clients=list(pr.lost))
+            lost_clients=list(pr.lost), what_ran=self._what_ran(pr, jobs, runtime))
+
+    def _what_ran(self, pr: PointRun, jobs: list[dict], runtime: dict) -> list[dict]:
+        """What the report says first: each service (engine, version, nodes) and each client's load as the
+        point ran it (rate, arrivals, connections, bound, warm-up, lengths, model)."""
+        nodes = {j["service_id"]: j.get("nodes") for j in jobs}
+        engines = self.ctx.engines()
+        out = []
+        for name, sid in self.ctx.state.services.items():
+            facts = (runtime.get(sid) or {}).get("runtime") or []
+            version = next((f.split(":", 1)[1].strip() for f in facts if f.startswith(("version:", "image:"))), None)
+            text = ", ".join(x for x in (engines.get(name), version and f"version {version}",
+                                         nodes.get(sid) and f"on {nodes[sid]}", sid) if x)
+            out.append({"role": "service", "name": name, "text": text})
+        for i, spec in enumerate(self.ctx.recipe.clients):
+            spec = apply_to_client(spec, pr.point)
+            parts = [f"{spec.kind} against {spec.target}", load_text(spec)]
+            ds = spec.dataset
+            if ds is not None and ds.kind == "synthetic" and KINDS[spec.kind].tokens:
+                parts.append(f"prompts of {ds.input_tokens[0]:g} tokens, answers of {ds.output_tokens[0]:g} "
+                             "(means)")
+            elif ds is not None:
+                parts.append(f"dataset {ds.kind}" + (f" ({Path(ds.path).name})" if ds.path else ""))
+            elif spec.payload.get("max_tokens"):
+                parts.append(f"answers of up to {spec.payload['max_tokens']} tokens")
+            if spec.payload.get("model") or spec.models:
+                parts.append("model " + (spec.payload.get("model") or ", ".join(spec.models)))
+            out.append({"role": "client", "name": str(i), "text": "; ".join(parts)})
+        return out
 
     def _offered(self, pr: PointRun) -> Load:
         """What the point's clients offered (the first client's shape; jobs of every client)."""

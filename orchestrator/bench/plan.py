@@ -65,7 +65,7 @@ def _time(limit: str | None) -> str:
     return f"{limit} min" if limit.isdigit() else limit   # sbatch reads a bare number as minutes
 
 
-def _load(spec: ClientSpec) -> str:
+def load_text(spec: ClientSpec) -> str:
     bound = f"{spec.requests} requests" if spec.requests is not None else f"{spec.duration:g}s"
     offered = (f"{spec.rate:g} requests/s ({spec.arrival})" if spec.rate else "as fast as answers come (closed loop)")
     return (f"{spec.concurrency} connection(s), {offered}, {bound}"
@@ -107,7 +107,7 @@ def make_plan(recipe: BenchmarkRecipe, config, base_recipes: dict[str, ServiceRe
                                    "(generated from benchmark.clients)", 1, _resources(generated, slurm), "auto",
                                    render_service_script(client_recipe(spec, TARGET_URL, node, remote.venv_dir),
                                                          slurm, new_service_id(generated), remote)))
-        entry = {"index": i, "kind": spec.kind, "target": spec.target, "load": _load(spec),
+        entry = {"index": i, "kind": spec.kind, "target": spec.target, "load": load_text(spec),
                  "model": spec.payload.get("model") if spec.kind in LLM_KINDS else None,
                  "reference_command": reference_command(spec)}
         if spec.kind in LLM_KINDS and not spec.payload.get("model") and not spec.models:
@@ -150,12 +150,3 @@ def plan_text(plan: Plan) -> str:
         lines += [""] + [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
-
-def dry_run(orch, recipe: BenchmarkRecipe) -> Plan:
-    """A session's checks that need no cluster, then its plan; ``orch`` connects only on a remote call,
-    and none is made here."""
-    from orchestrator.bench.session import BenchmarkSession
-    session = BenchmarkSession(orch, recipe)
-    session.deploy.check_here()
-    base = {ref.name: session.deploy.base_recipe(ref) for ref in recipe.services if ref.recipe is not None}
-    return make_plan(recipe, orch.config, base, session.points, orch.load_recipe(recipe.monitor_recipe))

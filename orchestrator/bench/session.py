@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from orchestrator.analysis.sweep import Point, grid
+from orchestrator.bench.plan import Plan, make_plan
 from orchestrator.bench.points import service_changes
 from orchestrator.bench.cleanup import Cleanup
 from orchestrator.bench.context import Progress, SessionContext
@@ -196,3 +197,12 @@ class BenchmarkSession:
         if self.state.errors and not any(p.records for p in self.state.points):
             raise OrchestratorError("; ".join(self.state.errors))
         return {**result, "out_dir": str(self.state.out_dir)}
+
+
+def dry_run(orch, recipe: BenchmarkRecipe) -> Plan:
+    """A session's checks that need no cluster, then its plan; ``orch`` connects only on a remote call,
+    and none is made here."""
+    session = BenchmarkSession(orch, recipe)
+    session.deploy.check_here()
+    base = {ref.name: session.deploy.base_recipe(ref) for ref in recipe.services if ref.recipe is not None}
+    return make_plan(recipe, orch.config, base, session.points, orch.load_recipe(recipe.monitor_recipe))

@@ -78,7 +78,8 @@ def show_plan(ctx, recipe_ref: str, scripts_dir: str | None = None) -> None:
     import re
     from pathlib import Path
 
-    from orchestrator.bench.plan import dry_run, plan_text
+    from orchestrator.bench.plan import plan_text
+    from orchestrator.bench.session import dry_run
     from orchestrator.bench.recipe import load_benchmark
     from orchestrator.fileio import write_atomic
     recipe = load_benchmark(recipe_ref, ctx.orch.config.recipe_dirs)

@@ -87,6 +87,7 @@ class ReportContext:
     cache: dict[str, str] = field(default_factory=dict)   # service name -> how its prefix cache started the load
     conversations: dict = field(default_factory=dict)     # multiturn: cut (to fit the context), context_tokens
     lost_clients: list[str] = field(default_factory=list)  # client jobs that ended before their load did
+    what_ran: list[dict] = field(default_factory=list)  # what the report says first: {role, name, text} each
 
 
 def write_summary(path: Path, kpis: list[KPI]) -> None:
@@ -165,6 +166,8 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     valid, reasons = assess(values, deliver, checked, ctx.validity, ctx.interrupted, len(table), ctx.lost_clients)
     report = {
         "valid": valid, "invalid_reasons": reasons, "delivery": deliver,
+        "what_ran": ctx.what_ran, "headline": headline(values),
+        "counts": counts_explained(len(table), count_in_window(table, window), values, checked),
         "cache": ctx.cache, "conversations": ctx.conversations,
         "by_turn": group_rows(table, window, "turn") if records else [],
         "by_model": group_rows(table, window, "model", table.models) if records and table.models else [],
@@ -185,8 +188,52 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     }
     write_atomic(out / "report.json", json.dumps(report, indent=2))
     write_atomic(out / "report.html", render_report({**report, "kpi_objects": kpis}, {
-        **series, "latency": latency_points(table, window), "latency_histogram": histogram(table, window)}))
+        **series, "latency": latency_points(table, window), "latency_histogram": histogram(table, window),
+        "ttft": latency_points(table, window, column="ttft_s")}))
     return report
+
+
+# The report's first card: the answer a reader looks for, in the units the KPI table uses
+HEADLINE = (("requests/s", "throughput", "rate"), ("output tokens/s", "output_tokens_per_second", "rate"),
+            ("TTFT p50", "ttft_p50", "ms"), ("TTFT p99", "ttft_p99", "ms"), ("TPOT p50", "tpot_p50", "ms"),
+            ("TPOT p99", "tpot_p99", "ms"), ("latency p99", "latency_p99", "ms"),
+            ("goodput", "goodput", "rate"), ("errors", "requests_error", "count"))
+
+
+def headline(values: dict) -> list[dict]:
+    """The headline figures that were measured (a KPI that is absent is left out, never shown as 0)."""
+    out = []
+    for label, kpi, kind in HEADLINE:
+        v = values.get(kpi)
+        if v is None:
+            continue
+        if kind == "ms":
+            text = f"{v * 1000:,.1f} ms" if v < 10 else f"{v:,.2f} s"
+        elif kind == "count":
+            rate = values.get("error_rate")
+            text = f"{v:,.0f}" + (f" ({rate * 100:.2f}%)" if rate is not None else "")
+        else:
+            text = f"{v:,.4g}" if v < 1000 else f"{v:,.0f}"
+        out.append({"label": label, "kpi": kpi, "text": text})
+    return out
+
+
+def counts_explained(total: int, measured: int, values: dict, checked: list[dict]) -> list[str]:
+    """Why the report's request counts differ from one another, said where they stand."""
+    out = []
+    if total != measured:
+        out.append(f"{total:,} requests were sent in all; {measured:,} fall in the measured window (the "
+                   "warm-up's and those after the window's end are not measured)")
+    done = next((c for c in checked if c.get("what") == "requests"), None)
+    if done is not None and done.get("client") not in (None, measured):
+        out.append(f"The cross-check counts {done['client']:,.0f}: the requests that completed between the "
+                   "engine's two scrapes that bound the window, so that both sides count the same requests")
+    retried = values.get("requests_retried")
+    if retried:
+        out.append(f"{retried:,.0f} request(s) were sent a second time on a new connection, because the server "
+                   "had closed the kept-alive one: each is one request (counted once), its latency includes "
+                   "the failed first send")
+    return out
 
 
 _LOG_PATH = re.compile(r"logs/[A-Za-z0-9_.-]+\.log")
@@ -353,6 +400,7 @@ def build_manifest(ctx: ReportContext, window: Window, promql: dict) -> dict:
         **({"load": {"jobs": ctx.load.jobs, "concurrency": ctx.load.concurrency, "rate": ctx.load.rate}}
            if ctx.load else {}),
         **({"runtime": ctx.runtime} if ctx.runtime else {}),
+        **({"what_ran": ctx.what_ran} if ctx.what_ran else {}),
     }
 
 
@@ -376,7 +424,8 @@ def context_from_dir(session_dir: Path) -> tuple[ReportContext, dict]:
                         client_slo=m.get("client_slo") or {}, engines=m.get("engines") or {},
                         service_counts=m.get("service_counts") or {},
                         load=Load(**m["load"]) if m.get("load") else None, logs=m.get("logs") or [],
-                        validity=validity_from(m.get("validity")), cache=m.get("cache") or {})
+                        validity=validity_from(m.get("validity")), cache=m.get("cache") or {},
+                        what_ran=[w for w in m.get("what_ran") or [] if isinstance(w, dict)])
     return ctx, m
 
 

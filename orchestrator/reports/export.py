@@ -38,17 +38,10 @@ def markdown(report: dict) -> str:
     if w.get("seconds"):
         out += [f"Measured window: {w['seconds']:.1f} s, from {w.get('start_iso', '?')} to {w.get('end_iso', '?')}."
                 + (" **Interrupted.**" if report.get("interrupted") else ""), ""]
-    if report.get("valid") is False:
-        out += ["**INVALID session**: its figures do not measure the load it was asked for.", ""]
-        out += [f"- {r}" for r in report.get("invalid_reasons") or []] + [""]
-    d = report.get("delivery")
-    if d and d.get("achieved_rate") is not None:
-        out += [f"Load delivered: {d['achieved_rate']:.3g} requests/s sent against the schedule's "
-                f"{d['schedule_rate']:.3g}/s; send lag p50 {d['send_lag_p50'] * 1000:.2f} ms, "
-                f"p99 {d['send_lag_p99'] * 1000:.2f} ms.", ""]
-    b = report.get("bottleneck")
-    if b:
-        out += [f"**{b['text']}**" + (f" Next: {b['next']}" if b.get("next") else ""), ""]
+    for w in report.get("what_ran") or []:   # the same order as report.html: what ran, the answer, validity
+        out.append(f"- **{w.get('role', '')} {w.get('name', '')}**: {w.get('text', '')}")
+    if report.get("what_ran"):
+        out.append("")
     by = {k["kpi"]: k for k in report.get("kpis", [])}
     rows = [by[n] for n in HEADLINE if n in by]
     ops = [n[:-len("_operations_per_second")] for n in by if n.endswith("_operations_per_second")]
@@ -58,6 +51,19 @@ def markdown(report: dict) -> str:
         out += ["| KPI | value | source |", "|---|---:|---|"]
         out += [f"| {k['kpi']} | {_value(k)} | {k['source']} |" for k in rows]
         out.append("")
+    if report.get("counts"):
+        out += [". ".join(report["counts"]) + ".", ""]
+    if report.get("valid") is False:
+        out += ["**INVALID session**: its figures do not measure the load it was asked for.", ""]
+        out += [f"- {r}" for r in report.get("invalid_reasons") or []] + [""]
+    b = report.get("bottleneck")
+    if b:
+        out += [f"**{b['text']}**" + (f" Next: {b['next']}" if b.get("next") else ""), ""]
+    d = report.get("delivery")
+    if d and d.get("achieved_rate") is not None:
+        out += [f"Load delivered: {d['achieved_rate']:.3g} requests/s sent against the schedule's "
+                f"{d['schedule_rate']:.3g}/s; send lag p50 {d['send_lag_p50'] * 1000:.2f} ms, "
+                f"p99 {d['send_lag_p99'] * 1000:.2f} ms.", ""]
     beside = report.get("client_beside_engine") or []
     if beside:
         out += ["| latency | client | engine (its own histogram) |", "|---|---:|---:|"]

@@ -28,13 +28,25 @@ def render_report(report: dict, series: dict) -> str:
     """report: report.json's content (with ``kpi_objects``); series: name -> [(label, points)], plus
     "latency" [(start, latency)] of OK requests and "latency_histogram" (low, high, counts)."""
     w0 = report["window"]["start"]
+    values = {k.kpi: k.value for k in report["kpi_objects"]}
+
+    def quantile_lines(name: str) -> list[tuple[float, str]]:
+        return [(values[f"{name}_{q}"] * 1000, f"{q} {values[f'{name}_{q}'] * 1000:,.1f} ms")
+                for q in ("p50", "p99") if values.get(f"{name}_{q}") is not None]
+    # in milliseconds, as the KPI table shows them, with the p50 and p99 the table lists
     charts = [
-        line_chart("Latency over time", [("", [(t - w0, v) for t, v in series["latency"]])],
-                   "seconds into the measured window", "latency (s)", scatter=True),
+        line_chart("Latency over time", [("", [(t - w0, v * 1000) for t, v in series["latency"]])],
+                   "seconds into the measured window", "latency (ms)", scatter=True,
+                   hlines=quantile_lines("latency")),
         line_chart("Throughput over time", [("ok requests/s", [(t - w0, v) for t, v in series["throughput"]])],
                    "seconds into the measured window", "requests/s"),
-        histogram_chart("Latency distribution", *series["latency_histogram"], "latency (s)"),
     ]
+    if series.get("ttft"):
+        charts.append(line_chart("Time to first token over time", [("", [(t - w0, v * 1000) for t, v in series["ttft"]])],
+                                 "seconds into the measured window", "TTFT (ms)", scatter=True,
+                                 hlines=quantile_lines("ttft")))
+    lo, hi, counts = series["latency_histogram"]
+    charts.append(histogram_chart("Latency distribution", lo * 1000, hi * 1000, counts, "latency (ms)"))
     for key, title, unit in (("cpu_utilisation", "CPU utilisation (node_exporter)", "%"),
                              ("gpu_utilisation", "GPU utilisation (DCGM / nvidia-smi exporter)", "%")):
         s = series.get(key) or []
@@ -47,5 +59,8 @@ def render_report(report: dict, series: dict) -> str:
     for k in report["kpi_objects"]:
         text, unit = display(k)
         kpis.append({"kpi": k.kpi, "text": text, "unit": unit, "source": k.source, "note": k.note})
+    # the table folds under the headline; rows a source did not report are behind a toggle of their own
+    measured, absent = [k for k in kpis if k["text"] is not None], [k for k in kpis if k["text"] is None]
     # the charts are our own SVG, whose text svg.py escapes: safe to insert as markup
-    return render_html("reports/report.html.j2", report=report, kpis=kpis, charts=[Markup(c) for c in charts])
+    return render_html("reports/report.html.j2", report=report, kpis=measured, absent=absent,
+                       charts=[Markup(c) for c in charts])

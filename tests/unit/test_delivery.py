@@ -290,7 +290,7 @@ def test_an_invalid_report_heads_its_page_and_compare_calls_no_verdict(tmp_path)
         (tmp_path / name / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records(40, lag, lag)))
     assert rep["valid"] is False and list(rep)[:2] == ["valid", "invalid_reasons"]
     page = (dirs[1] / "report.html").read_text()
-    assert page.index("INVALID SESSION") < page.index("<h2>KPIs</h2>") and "concurrency cap" in page
+    assert page.index("INVALID SESSION") < page.index("<h2>All KPIs") and "concurrency cap" in page
     rows, _, refused = compare_sessions(dirs[0], dirs[1])
     assert rows and all(r.verdict == "not judged (invalid session)" for r in rows)
     assert len(refused) == 1 and refused[0].startswith("B is invalid: load not delivered")

@@ -42,7 +42,8 @@ def test_markdown_leads_with_the_verdict_and_the_headline_kpis(session_dir):
 def test_each_chart_is_found_with_its_title(session_dir):
     out, _ = session_dir
     titles = [t for t, _, _, _ in export.charts(out)]
-    assert titles[:3] == ["Latency over time", "Throughput over time", "Latency distribution"]
+    assert titles[:4] == ["Latency over time", "Throughput over time", "Time to first token over time",
+                          "Latency distribution"]
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
@@ -55,3 +56,40 @@ def test_pdf_and_png_come_from_headless_chromium(session_dir, tmp_path):
     assert [p.name for p in pngs][:2] == ["01-latency-over-time.png", "02-throughput-over-time.png"]
     counts = colour_counts(pngs[1])
     assert counts["blue"] > 200 and counts["dark"] > 200  # a line was drawn, and its labels
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="Chromium is not installed (scripts/setup.sh installs it)")
+def test_the_first_screen_at_1300_px_says_what_ran_and_the_answer(tmp_path):
+    """Laid out by Chromium in a 1300 x 900 window: what was run, the headline card, the validity line and
+    the bottleneck verdict all end above the fold; the KPI table is folded below them."""
+    import subprocess
+
+    from orchestrator.reports.export import chromium
+    out = tmp_path / "s"
+    out.mkdir()
+    recs = [{"start": 1000.0 + i * 0.05, "latency_s": 0.1 + (i % 7) * 0.01, "ok": True, "ttft_s": 0.02,
+             "tokens_out": 16, "tokens_in": 8} for i in range(400)]
+    ctx = ReportContext(session_id="s-1", benchmark="unit", out_dir=out, scrape_interval="1s",
+                        services={"svc": "svc_0123abcd"}, load=Load(jobs=1, concurrency=8),
+                        what_ran=[{"role": "service", "name": "svc", "text": "vllm, version 0.32.0, on n1"},
+                                  {"role": "client", "name": "0", "text": "openai-chat against svc; 8 connection(s)"}])
+    with RequestTable.from_records(recs, jsonl=out / "requests.jsonl") as t:
+        report = write_artifacts(ctx, t, window_for(t, 1001.0))
+    assert report["headline"][0]["label"] == "requests/s" and report["bottleneck"]
+    page = (out / "report.html").read_text()
+    probe = """<script>window.onload = () => { const r = {}; for (const [k, sel] of Object.entries({ran: ".ran",
+      headline: ".headline", validity: ".valid, .invalid", verdict: "h2 + p strong", kpis: "details.kpis"})) {
+      const e = document.querySelector(sel); r[k] = e ? Math.round(e.getBoundingClientRect().bottom) : -1; }
+      document.body.setAttribute("data-layout", JSON.stringify(r)); };</script>"""
+    (out / "probe.html").write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,900",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000", "--dump-dom",
+                          (out / "probe.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    import html
+    import json
+    import re
+    layout = json.loads(html.unescape(re.search(r'data-layout="([^"]+)"', dom).group(1)))
+    for part in ("ran", "headline", "validity", "verdict"):
+        assert 0 < layout[part] <= 900, (part, layout)
+    assert layout["kpis"] > layout["verdict"], layout
