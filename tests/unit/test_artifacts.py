@@ -218,3 +218,17 @@ def test_bench_report_out_writes_a_copy_and_leaves_the_session_as_it_was(tmp_pat
     # a directory with something in it is never written into
     r = CliRunner().invoke(cli, ["bench", "report", str(session), "--out", str(tmp_path / "copy")])
     assert "not empty; --out needs a new or empty directory" in str(r.exception)
+
+
+def test_the_headline_shows_what_was_measured_in_the_tables_units_and_the_counts_explain_themselves():
+    from orchestrator.reports.artifacts import counts_explained, headline
+    values = {"throughput": 10.36, "output_tokens_per_second": 331.4, "ttft_p50": 0.4263, "ttft_p99": None,
+              "tpot_p50": 0.0104, "requests_error": 3.0, "error_rate": 0.0125, "goodput": None}
+    shown = {h["label"]: h["text"] for h in headline(values)}
+    assert shown == {"requests/s": "10.36", "output tokens/s": "331.4", "TTFT p50": "426.3 ms",
+                     "TPOT p50": "10.4 ms", "errors": "3 (1.25%)"}   # absent ones left out, never 0
+    said = counts_explained(272, 212, {"requests_retried": 2.0}, [{"what": "requests", "client": 216.0}])
+    assert said[0].startswith("272 requests were sent in all; 212 fall in the measured window")
+    assert said[1].startswith("The cross-check counts 216: the requests that completed between")
+    assert said[2].startswith("2 request(s) were sent a second time on a new connection")
+    assert counts_explained(212, 212, {"requests_retried": 0.0}, [{"what": "requests", "client": 212.0}]) == []
