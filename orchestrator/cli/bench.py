@@ -254,8 +254,9 @@ def report_compare(click_ctx, config_path, as_json, a, b, thresholds):
 @click.command("rerun")
 @common_options
 @click.argument("session_dir", type=click.Path(file_okay=False, exists=True))
-@click.option("--out", default=None, type=click.Path(file_okay=False))
-@click.option("--keep", is_flag=True)
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="artifacts dir of the new session (default: results_dir/<session>)")
+@click.option("--keep", is_flag=True, help="leave services, monitor and clients running")
 @click.pass_context
 def rerun(click_ctx, config_path, as_json, session_dir, out, keep):
     """Run a session again from MANIFEST.json: the recipes as they were, not as they are on disk."""

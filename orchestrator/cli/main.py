@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "bench": ("bench", "bench"), "connect": ("services", "connect"), "dashboard": ("monitor", "dashboard"),
     "doctor": ("services", "doctor"), "health": ("watch", "health"), "init": ("init", "init"), "logs": ("services", "logs"),
     "monitor": ("monitor", "monitor"), "query-range": ("monitor", "query_range"), "report": ("bench", "report_group"),
-    "recipes": ("recipes", "recipes"), "rerun": ("bench", "rerun"), "validate": ("recipes", "validate"), "sandbox": ("sandbox", "sandbox"), "tunnel": ("monitor", "tunnel"),
+    "recipes": ("recipes", "recipes"), "rerun": ("bench", "rerun"), "service": ("services", "service"), "validate": ("recipes", "validate"), "sandbox": ("sandbox", "sandbox"), "tunnel": ("monitor", "tunnel"),
     "watch": ("watch", "watch"),
 }
 

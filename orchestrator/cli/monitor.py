@@ -188,9 +188,9 @@ def _window(start: str, end: str) -> tuple[float, float]:
 @common_options
 @click.argument("ident", metavar="ID")
 @click.option("--query", "queries", multiple=True, required=True, help="PromQL (repeatable)")
-@click.option("--from", "start", default="-15m", show_default=True)
-@click.option("--to", "end", default="now", show_default=True)
-@click.option("--step", default="15s", show_default=True)
+@click.option("--from", "start", default="-15m", show_default=True, help="unix seconds, ISO 8601 or relative (-15m)")
+@click.option("--to", "end", default="now", show_default=True, help="unix seconds, ISO 8601, relative, or now")
+@click.option("--step", default="15s", show_default=True, help="resolution of the range query (Prometheus' step)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="file.json or file.csv")
 @click.pass_context
 def monitor_collect(click_ctx, config_path, as_json, ident, queries, start, end, step, out):
@@ -206,8 +206,8 @@ def monitor_collect(click_ctx, config_path, as_json, ident, queries, start, end,
 @click.argument("ident", metavar="ID")
 @click.argument("promql")
 @click.option("--from", "start", default="-15m", show_default=True, help="unix seconds, ISO 8601 or relative (-15m)")
-@click.option("--to", "end", default="now", show_default=True)
-@click.option("--step", default="15s", show_default=True)
+@click.option("--to", "end", default="now", show_default=True, help="unix seconds, ISO 8601, relative, or now")
+@click.option("--step", default="15s", show_default=True, help="resolution of the range query (Prometheus' step)")
 @click.option("--csv", "as_csv", is_flag=True, help="timestamp,series,value rows")
 @click.pass_context
 def query_range(click_ctx, config_path, as_json, ident, promql, start, end, step, as_csv):

@@ -26,13 +26,15 @@ def sandbox():
 
 
 @sandbox.command("up")
-@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32))
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 32),
+              help="compute nodes (network namespaces n1..nN, each with its slurmd)")
 @click.option("--no-install", is_flag=True, help="fail instead of installing missing packages")
-def sandbox_up(nodes, no_install):
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def sandbox_up(nodes, no_install, as_json):
     """Build the cluster (idempotent) and write a config file pointing at it."""
     sb = _sandbox()
     path = sb.up(nodes=nodes, install=not no_install, progress=lambda m: click.echo(f"[sandbox] {m}", err=True))
-    click.echo(f"export ORCH_CONFIG={path}")
+    click.echo(json.dumps({"config": str(path), "nodes": nodes}) if as_json else f"export ORCH_CONFIG={path}")
 
 
 @sandbox.command("down")
@@ -43,7 +45,7 @@ def sandbox_down():
 
 
 @sandbox.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def sandbox_status(as_json):
     """Is the sandbox up; daemons and node states."""
     sb = _sandbox()

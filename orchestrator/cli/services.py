@@ -195,3 +195,60 @@ def connect(click_ctx, config_path, as_json, stop):
     master.start()
     emit(ctx, {"control_path": master.control_path, "target": cfg.ssh.host},
          f"OpenSSH master connected to {cfg.ssh.host}: {master.control_path} (exits after 10 idle minutes)")
+
+# `orch service ...`: the same commands as the seed documents' flags (--recipe, --status,
+# --service-endpoint, --stop-service, --query-service-metrics), as one group with an ID argument each
+@click.group("service")
+def service():
+    """Services as SLURM jobs: start, list, endpoint, stop, metrics (the seed flags' commands, grouped).
+    ID is a service ID, its 8 hex alone, or a SLURM job ID."""
+
+
+@service.command("start")
+@common_options
+@click.argument("recipe", metavar="NAME|FILE")
+@click.option("--wait", is_flag=True, help="wait until running and healthy")
+@click.option("--timeout", type=float, default=None, help="seconds to wait (default: the recipe's health.timeout)")
+@click.option("--dry-run", is_flag=True, help="print the sbatch script (a benchmark: its plan); submit nothing")
+@click.pass_context
+def service_start(click_ctx, config_path, as_json, recipe, wait, timeout, dry_run):
+    """Start the service of a recipe (as --recipe)."""
+    start_service_cmd(_ctx(click_ctx, config_path, as_json), recipe, dry_run, wait, timeout)
+
+
+@service.command("list")
+@common_options
+@click.option("--all", "show_all", is_flag=True, help="ended services too (this laptop's whole history)")
+@click.pass_context
+def service_list(click_ctx, config_path, as_json, show_all):
+    """Queued and running services (as --status)."""
+    show_status(_ctx(click_ctx, config_path, as_json), show_all)
+
+
+@service.command("endpoint")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.pass_context
+def service_endpoint(click_ctx, config_path, as_json, ident):
+    """Host, port and URLs of a service (as --service-endpoint)."""
+    show_endpoint(_ctx(click_ctx, config_path, as_json), ident)
+
+
+@service.command("stop")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.pass_context
+def service_stop(click_ctx, config_path, as_json, ident):
+    """scancel a service; a monitor stops with its exporters (as --stop-service)."""
+    stop_cmd(_ctx(click_ctx, config_path, as_json), ident)
+
+
+@service.command("metrics")
+@common_options
+@click.argument("ident", metavar="ID")
+@click.argument("promql")
+@click.pass_context
+def service_metrics(click_ctx, config_path, as_json, ident, promql):
+    """Instant PromQL query on a monitor, or on the monitor scraping a service (as --query-service-metrics)."""
+    from orchestrator.cli import monitor
+    monitor.show_query(_ctx(click_ctx, config_path, as_json), ident, promql)

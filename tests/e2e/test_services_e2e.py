@@ -209,3 +209,20 @@ def test_a_job_that_failed_while_no_watcher_ran_is_explained_on_first_sight(run_
     assert any("fatal: no model" in e for e in rows[sid]["evidence"])
     once = run_cli("--config", cfg, "watch", "--once", "--json")
     assert sid in once.stdout and "no jobs watched" not in once.stdout
+
+
+def test_the_service_group_does_what_the_seed_flags_do(run_cli, sandbox_config_path):
+    """`orch service start|list|endpoint|metrics|stop`, one ID argument each, on a real job."""
+    started = json.loads(run_cli("service", "start", "python-http", "--wait", "--json").stdout)
+    sid = started["service_id"]
+    try:
+        listed = json.loads(run_cli("service", "list", "--json").stdout)
+        row = next(r for r in listed if r["service_id"] == sid)
+        assert row["state"] == "RUNNING"
+        ep = json.loads(run_cli("service", "endpoint", sid.split("_")[1], "--json").stdout)
+        assert ep["service_id"] == sid and ep["host"] == row["nodelist"]
+        assert ep == json.loads(run_cli("--service-endpoint", sid, "--json").stdout)
+    finally:
+        stopped = run_cli("service", "stop", sid)
+    assert "CANCELLED" in stopped.stdout
+    assert sid not in run_cli("service", "list").stdout and sid in run_cli("service", "list", "--all").stdout

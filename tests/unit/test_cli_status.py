@@ -61,3 +61,8 @@ def test_status_all_lists_every_service(run):
 def test_all_without_status_is_a_usage_error(run):
     r = run("--all")
     assert r.exit_code == 2 and "--all goes with --status" in r.output
+
+
+def test_service_list_is_status_in_the_service_group(run):
+    assert run("service", "list").output == run("--status").output
+    assert run("service", "list", "--all", "--json").output == run("--status", "--all", "--json").output

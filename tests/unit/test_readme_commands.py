@@ -75,3 +75,23 @@ def test_the_check_fails_on_an_option_or_a_command_that_does_not_exist():
         parse(synopsis_argv("orch bench run --dry-runn vllm-chat"))
     with pytest.raises(click.UsageError, match="No such command"):
         parse(synopsis_argv("orch recipes show vllm"))
+
+
+def _commands(cmd=cli, path=("orch",)):
+    if isinstance(cmd, click.Group):
+        for name in cmd.list_commands(None):
+            yield from _commands(cmd.get_command(None, name), (*path, name))
+    yield " ".join(path), cmd
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    missing = [f"{path} {p.opts[0]}" for path, cmd in _commands() for p in cmd.params
+               if isinstance(p, click.Option) and not p.hidden and not p.help]
+    assert missing == []
+
+
+def test_every_command_that_prints_a_result_has_a_json_form():
+    # `sandbox down` prints progress only; a group prints its help
+    lacking = [path for path, cmd in _commands() if not isinstance(cmd, click.Group)
+               and path != "orch sandbox down" and not any(p.name == "as_json" for p in cmd.params)]
+    assert lacking == []
