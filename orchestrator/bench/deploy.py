@@ -20,6 +20,7 @@ from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.context import SessionContext
 from orchestrator.bench.runstate import PointRun
 from orchestrator.errors import OrchestratorError, RecipeError
+from orchestrator.cluster.shell import quote
 from orchestrator.schema import SchemaViolation, safe_load
 from orchestrator.services.recipes import ServiceRecipe, TargetSpec, load_recipe, parse_recipe
 from orchestrator.times import parse_duration
@@ -301,6 +302,29 @@ class Deploy:
                 self.ctx.say(f"{where}: no model named: sending {served[0]!r}, the model {spec.target} serves")
                 clients[i] = replace(spec, payload={**spec.payload, "model": served[0]})
         self.ctx.recipe = replace(self.ctx.recipe, clients=tuple(clients))
+
+    def check_first_requests(self) -> None:
+        """Before any client job: one request of each client, as its load will send it, from the login
+        node with the service's key. A model the server does not serve, a wrong path or a refused key
+        stops the session here, not after a load whose every request failed."""
+        for i, spec in enumerate(self.ctx.recipe.clients):
+            first = KINDS[spec.kind].first_request(spec)
+            if first is None:
+                continue
+            method, path, body = first
+            name = self.ctx.targets_of(spec.target)[0]
+            data = f" -H 'Content-Type: application/json' --data-binary {quote(json.dumps(body))}" if body else ""
+            p = self.ctx.orch.servers.probe(
+                self.ctx.state.services[name],
+                then=f'curl -sS -m 120 -X {quote(method)} -w "\\n%{{http_code}}"{data} "$BASE"{quote(path)}')
+            out = (p.then_output or "").rstrip("\n")
+            answer, _, code = out.rpartition("\n")
+            if code.isdigit() and 200 <= int(code) < 300:
+                continue
+            where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}]"
+            said = f"HTTP {code}" if code.isdigit() else "no answer"
+            raise RecipeError(f"{where}: its first request ({method} {path} to {spec.target}) got {said}: "
+                              f"{answer.strip()[:400] or out.strip()[:400]}; stopped before the load")
 
     def preflight(self) -> None:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""

@@ -148,6 +148,7 @@ class BenchmarkSession:
         try:
             self.deploy.deploy_services(self.points[0])
             self.deploy.check_models(self.ctx.engines())   # the running services' own model lists, before the monitor
+            self.deploy.check_first_requests()             # one request as the load sends it, before any client
             self.deploy.start_monitor()
             ready: PointRun | None = None
             point: Point | None = self.points[0]

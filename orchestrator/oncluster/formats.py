@@ -132,3 +132,53 @@ def payload_problems(kind: str, payload: dict) -> list[str]:
     if "stream_options" in payload and not isinstance(payload["stream_options"], dict):
         out.append("stream_options: expected a mapping")
     return out
+
+def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[str, str, dict | None, bool]:
+    """(method, path, body, streaming) for one request of this kind.
+
+    The body is the user's payload as given (``top_p``, ``stop``, ``messages``, ``response_format``,
+    ``logprobs``...): only what the workload decides is set over it. A dataset ``row`` sets the prompt
+    (for chat: the messages, as one user message) and ``max_tokens``; streaming requests ask for the
+    usage in their last chunk, which is how tokens are counted. ``prompt`` in a chat payload is a
+    shorthand for one user message."""
+    if kind == "http":
+        return payload.get("method", "GET"), payload.get("path", "/"), payload.get("body"), False
+    if kind not in ("openai-completions", "openai-chat", "ollama-generate"):
+        raise SystemExit(f"unknown client kind {kind!r}")
+    body = dict(payload)
+    if row and row.get("model"):
+        body["model"] = row["model"]   # a LoRA mix: this request's model
+    body.setdefault("model", "standin")
+    stream = bool(body.get("stream", True))
+    body["stream"] = stream
+    if kind == "ollama-generate":
+        if row and "messages" in row:
+            raise SystemExit("a dataset row of chat messages needs kind openai-chat")
+        if row and "prompt" in row:
+            body["prompt"] = row["prompt"]
+        body.setdefault("prompt", "Hello")
+        options = dict(body.get("options") or {})
+        max_tokens = body.pop("max_tokens", None)   # Ollama's word for it is options.num_predict
+        num_predict = (row or {}).get("max_tokens") or max_tokens or options.get("num_predict", 16)
+        body["options"] = {**options, "num_predict": num_predict}
+        return "POST", "/api/generate", body, stream
+    if row:
+        if "messages" in row:
+            if kind != "openai-chat":
+                raise SystemExit("a dataset row of chat messages needs kind openai-chat")
+            body["messages"] = row["messages"]
+            body.pop("prompt", None)
+        elif "prompt" in row:
+            body["prompt"] = row["prompt"]
+            body.pop("messages", None)
+        if row.get("max_tokens"):
+            body["max_tokens"] = row["max_tokens"]
+    body.setdefault("max_tokens", 16)
+    if stream:
+        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    if kind == "openai-chat":
+        if "messages" not in body:
+            body["messages"] = [{"role": "user", "content": body.pop("prompt", "Hello")}]
+        return "POST", "/v1/chat/completions", body, stream
+    body.setdefault("prompt", "Hello")
+    return "POST", "/v1/completions", body, stream

@@ -35,10 +35,10 @@ import urllib.parse
 
 try:  # shipped beside this file to the job dir; imported from the package in tests
     from orchestrator.oncluster import clientjob
-    from orchestrator.oncluster.formats import payload_problems
+    from orchestrator.oncluster.formats import build_request, payload_problems
 except ImportError:
     import clientjob
-    from formats import payload_problems
+    from formats import build_request, payload_problems
 
 LAT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
@@ -82,57 +82,6 @@ class Stats:
                    f"orch_client_overhead_seconds_sum {self.cpu_sum}", f"orch_client_overhead_seconds_count {n}"]
             out += self.latency.lines("orch_client_latency_seconds") + self.ttft.lines("orch_client_ttft_seconds")
         return "\n".join(out) + "\n"
-
-
-def build_request(kind: str, payload: dict, row: dict | None = None) -> tuple[str, str, dict | None, bool]:
-    """(method, path, body, streaming) for one request of this kind.
-
-    The body is the user's payload as given (``top_p``, ``stop``, ``messages``, ``response_format``,
-    ``logprobs``...): only what the workload decides is set over it. A dataset ``row`` sets the prompt
-    (for chat: the messages, as one user message) and ``max_tokens``; streaming requests ask for the
-    usage in their last chunk, which is how tokens are counted. ``prompt`` in a chat payload is a
-    shorthand for one user message."""
-    if kind == "http":
-        return payload.get("method", "GET"), payload.get("path", "/"), payload.get("body"), False
-    if kind not in ("openai-completions", "openai-chat", "ollama-generate"):
-        raise SystemExit(f"unknown client kind {kind!r}")
-    body = dict(payload)
-    if row and row.get("model"):
-        body["model"] = row["model"]   # a LoRA mix: this request's model
-    body.setdefault("model", "standin")
-    stream = bool(body.get("stream", True))
-    body["stream"] = stream
-    if kind == "ollama-generate":
-        if row and "messages" in row:
-            raise SystemExit("a dataset row of chat messages needs kind openai-chat")
-        if row and "prompt" in row:
-            body["prompt"] = row["prompt"]
-        body.setdefault("prompt", "Hello")
-        options = dict(body.get("options") or {})
-        max_tokens = body.pop("max_tokens", None)   # Ollama's word for it is options.num_predict
-        num_predict = (row or {}).get("max_tokens") or max_tokens or options.get("num_predict", 16)
-        body["options"] = {**options, "num_predict": num_predict}
-        return "POST", "/api/generate", body, stream
-    if row:
-        if "messages" in row:
-            if kind != "openai-chat":
-                raise SystemExit("a dataset row of chat messages needs kind openai-chat")
-            body["messages"] = row["messages"]
-            body.pop("prompt", None)
-        elif "prompt" in row:
-            body["prompt"] = row["prompt"]
-            body.pop("messages", None)
-        if row.get("max_tokens"):
-            body["max_tokens"] = row["max_tokens"]
-    body.setdefault("max_tokens", 16)
-    if stream:
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-    if kind == "openai-chat":
-        if "messages" not in body:
-            body["messages"] = [{"role": "user", "content": body.pop("prompt", "Hello")}]
-        return "POST", "/v1/chat/completions", body, stream
-    body.setdefault("prompt", "Hello")
-    return "POST", "/v1/completions", body, stream
 
 
 def _usage(kind: str, doc: dict) -> tuple[int | None, int | None]:

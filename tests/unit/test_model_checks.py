@@ -81,3 +81,23 @@ def test_cold_on_a_service_not_started_here_needs_the_engines_reset_route(tmp_pa
     llama = session(text, Servers({}, engine="llamacpp"), tmp_path)
     with pytest.raises(RecipeError, match="llama.cpp server has no way to empty it on request"):
         llama.deploy._check_cache(llama.recipe.clients[0], "b.yaml: benchmark.clients[0]")
+
+
+def test_a_first_request_that_fails_stops_the_session_before_the_load(tmp_path):
+    """The load's own first request (its model, path and fields, one token), from the login node: vLLM's
+    404 for a model it does not serve stops the session there, quoting the server."""
+    refused = '{"object":"error","message":"The model `standin` does not exist."}\n404'
+    s = session(bench("{service_id: vllm_0123abcd, as: vllm}", "      payload: {model: standin, top_p: 0.5}\n"),
+                Servers({"/v1/chat/completions": refused}), tmp_path)
+    s.state.services["vllm"] = "vllm_0123abcd"
+    with pytest.raises(RecipeError, match=r"benchmark.clients\[0\]: its first request \(POST /v1/chat/completions to "
+                                          r"vllm\) got HTTP 404: .*The model `standin` does not exist.*stopped before"):
+        s.deploy.check_first_requests()
+    sent = s.deploy.ctx.orch.servers.asked[-1]
+    body = json.loads(sent.split("--data-binary ", 1)[1].split(" \"$BASE\"")[0].strip("'"))
+    assert body["model"] == "standin" and body["top_p"] == 0.5 and body["max_tokens"] == 1 and not body["stream"]
+    assert body["messages"] == [{"role": "user", "content": "Hello"}]
+    ok = session(bench("{service_id: vllm_0123abcd, as: vllm}", "      payload: {model: test-model}\n"),
+                 Servers({"/v1/chat/completions": '{"choices": []}\n200'}), tmp_path)
+    ok.state.services["vllm"] = "vllm_0123abcd"
+    ok.deploy.check_first_requests()   # a 2xx answer: the load may start

@@ -49,6 +49,9 @@ class ClientKind:
     job_files: Callable[..., dict[str, str]] = lambda spec, beside: {}
     # checks before any job that need the recipe's folder or the target's memory (raise RecipeError)
     deploy_check: Callable[..., None] = lambda spec, where, beside, target_mem: None
+    # one request as the load will send it, (method, path, JSON body or None), sent once before the load:
+    # a model the server does not serve or a wrong path stops the session there; None: nothing to send
+    first_request: Callable[..., tuple[str, str, dict | None] | None] = lambda spec: None
     # the same load as ``vllm bench serve`` argv against url (the dry-run's plan shows it); None: not its kind
     reference: Callable[..., list[str] | None] = lambda spec, url: None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from orchestrator.bench.kinds import ClientKind
+from orchestrator.oncluster.formats import build_request
 
 
 def _argv(spec, url: str, node_index: int, context: dict) -> list[str]:
@@ -63,10 +64,20 @@ def _vllm_bench(backend: str, endpoint: str):
     return argv
 
 
+def _first_request(spec) -> tuple[str, str, dict | None] | None:
+    """The load's first request as the client job builds it (formats.build_request, the one both sides
+    use), whole and asking for one token: its model, path and fields are the load's own."""
+    row = {"model": next(iter(spec.models))} if spec.models else None
+    payload = {**spec.payload, "stream": False, "max_tokens": 1} if spec.kind != "http" else spec.payload
+    method, path, body, _ = build_request(spec.kind, payload, row)
+    return method, path, body
+
+
 def _kind(name: str, tokens: bool = True, reference=None) -> ClientKind:
     return ClientKind(name=name, program="loadgen.py", keys=("payload", "arrival", "burstiness", "ramp_up", "dataset"),
                       argv=_argv, tokens=tokens, ships_payload=True, files=("formats.py",),
-                      takes_messages=name == "openai-chat", reference=reference or (lambda spec, url: None))
+                      takes_messages=name == "openai-chat", reference=reference or (lambda spec, url: None),
+                      first_request=_first_request)
 
 
 # `http` takes the same keys (its payload is method, path and body) and has no tokens; its SLOs are e2e only
