@@ -29,6 +29,7 @@ import argparse
 import http.client
 import json
 import random
+import select
 import threading
 import time
 import urllib.parse
@@ -154,11 +155,62 @@ def _drop(conn_box: list) -> None:
     conn_box[0] = None
 
 
+class Keepalive:
+    """What a server does with kept-alive connections, learned from its answers. llama.cpp's server
+    closes the connection after each streamed answer without saying so: each next request would go
+    into a closed connection and pay a failed send inside its latency. Once that has been seen twice
+    and on at least half the reuses, each request gets a fresh connection before its clock starts."""
+
+    def __init__(self) -> None:
+        self.reused = 0      # requests sent on a kept-alive connection
+        self.stale = 0       # of them, found closed by the server (sent again on a new one)
+
+    @property
+    def fresh_each_time(self) -> bool:
+        return self.stale >= 2 and self.stale * 2 >= self.reused
+
+
+SERVERS: dict[tuple, Keepalive] = {}   # (host, port) -> what it does with kept-alive connections
+
+
+def _keepalive(url) -> Keepalive:
+    return SERVERS.setdefault((url.hostname, url.port), Keepalive())
+
+
+def _peer_closed(conn) -> bool:
+    """The server has closed this kept-alive connection (its FIN is here, or bytes nobody asked for)."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)   # an idle connection has nothing to read: EOF or stray bytes both end it
+    except (OSError, ValueError):
+        return True
+
+
+def _ready(conn_box: list, url, timeout: float) -> None:
+    """Before a request's clock starts: a kept-alive connection the server closed is dropped, and where
+    the server is known to close after each answer, a fresh one is connected now, outside the latency."""
+    if conn_box[0] is not None and (_peer_closed(conn_box[0]) or _keepalive(url).fresh_each_time):
+        _drop(conn_box)
+    if conn_box[0] is None and _keepalive(url).fresh_each_time:
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+        try:
+            conn.connect()
+            conn_box[0] = conn
+        except OSError:
+            conn.close()   # the request's own attempt says what went wrong
+
+
 def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeout: float):
     """Send on the kept-alive connection; if the server had closed it (no byte of an answer came),
     once more on a new one. Returns (response, retried)."""
     headers = {**clientjob.auth_headers(), **({"Content-Type": "application/json"} if data else {})}
     reused = conn_box[0] is not None
+    learned = _keepalive(url)
+    if reused:
+        learned.reused += 1
     for attempt in (0, 1):
         if conn_box[0] is None:
             conn_box[0] = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
@@ -170,6 +222,7 @@ def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeo
             _drop(conn_box)
             if not reused or attempt == 1:
                 raise
+            learned.stale += 1
 
 
 def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payload: dict, timeout: float,
@@ -177,6 +230,7 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
     """One request, measured; its answer's text is appended to ``answer`` when given (a multiturn
     conversation sends it back with the next turn)."""
     method, path, body, stream = build_request(kind, payload, row)
+    _ready(conn_box, url, timeout)
     cpu0 = time.thread_time()
     start = time.time()
     t0 = time.perf_counter()

@@ -136,7 +136,9 @@ def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
     assert all(r["ok"] for r in recs), [r["error"] for r in recs if not r["ok"]]
     assert ClosingSSE.served == 20  # each request reached the server exactly once
     assert [r["tokens_in"] for r in recs] == [4] * 20 and [r["tokens_out"] for r in recs] == [2] * 20
-    assert sum(1 for r in recs if r.get("retried")) >= 19  # the stale kept-alive connection, noticed and counted
+    # the first closed connections are noticed and counted; then each request gets a fresh connection before
+    # its clock starts (requests_retried: a handful, not every request)
+    assert 1 <= sum(1 for r in recs if r.get("retried")) <= 3
     assert all(len(r["itl_s"]) == 1 for r in recs)  # two chunks: one gap
 
 
@@ -206,3 +208,29 @@ def test_the_stand_in_takes_hundreds_of_connections_opened_at_once(tmp_path):
         proc.terminate()
         proc.wait(10)
     assert failures == []
+
+
+class KeepingSSE(ClosingSSE):
+    """A server that keeps its connections alive, as it says (HTTP/1.1, a Content-Length)."""
+    connections = set()
+
+    def do_POST(self):
+        KeepingSSE.connections.add(self.client_address)
+        super().do_POST()
+        self.close_connection = False
+
+
+def test_a_server_that_keeps_connections_alive_gets_one_connection_per_slot():
+    from orchestrator.oncluster.loadgen import one_request
+    import urllib.parse
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepingSSE)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = urllib.parse.urlsplit(f"http://127.0.0.1:{server.server_address[1]}")
+    box = [None]
+    try:
+        recs = [one_request(box, url, "openai-completions", {"stream": True}, 10) for _ in range(20)]
+    finally:
+        server.shutdown()
+    assert all(r["ok"] for r in recs) and not any(r.get("retried") for r in recs)
+    assert len(KeepingSSE.connections) == 1   # never dropped by the check before each request
