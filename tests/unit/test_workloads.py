@@ -139,6 +139,7 @@ def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
     # the first closed connections are noticed and counted; then each request gets a fresh connection before
     # its clock starts (requests_retried: a handful, not every request)
     assert sum(1 for r in recs if r.get("retried")) <= 3
+    assert all(len(r["itl_s"]) == 1 for r in recs)  # two chunks: one gap
 
 
 def test_a_server_is_given_fresh_connections_once_it_closes_most_reused_ones():
@@ -150,7 +151,6 @@ def test_a_server_is_given_fresh_connections_once_it_closes_most_reused_ones():
     assert not k.fresh_each_time            # most reuses worked: keep-alive is kept
     k.reused, k.stale = 4, 2
     assert k.fresh_each_time
-    assert all(len(r["itl_s"]) == 1 for r in recs)  # two chunks: one gap
 
 
 def test_arrivals_follow_the_rate_and_the_seed():
