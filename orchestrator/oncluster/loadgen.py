@@ -208,8 +208,10 @@ def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeo
     once more on a new one. Returns (response, retried)."""
     headers = {**clientjob.auth_headers(), **({"Content-Type": "application/json"} if data else {})}
     reused = conn_box[0] is not None
+    # (a connection opened fresh before the clock started is no reuse: only one that served an answer)
+    kept = reused and getattr(conn_box[0], "served", False)
     learned = _keepalive(url)
-    if reused:
+    if kept:
         learned.reused += 1
     for attempt in (0, 1):
         if conn_box[0] is None:
@@ -217,12 +219,15 @@ def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeo
         conn = conn_box[0]
         try:
             conn.request(method, path, body=data, headers=headers)
-            return conn.getresponse(), attempt == 1
+            resp = conn.getresponse()
+            conn.served = True
+            return resp, attempt == 1
         except STALE:
             _drop(conn_box)
             if not reused or attempt == 1:
                 raise
-            learned.stale += 1
+            if kept:
+                learned.stale += 1
 
 
 def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payload: dict, timeout: float,
