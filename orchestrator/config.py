@@ -26,6 +26,7 @@ from orchestrator.schema import (
 )
 
 DEFAULT_CONFIG = "config.yaml"
+SSH_CLIENTS = ("auto", "openssh", "paramiko")
 
 TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(\d+-\d+)$|^UNLIMITED$|^INFINITE$")
 
@@ -46,7 +47,9 @@ class SSHConfig:
     connect_timeout: float = 15.0
     keepalive: int = 30
     local: bool = False              # run commands here instead: we are on the login node
-    client: str = "paramiko"         # or "openssh": the system ssh with a ControlMaster (cluster/openssh.py)
+    # auto: the system's OpenSSH with a ControlMaster where `ssh` is on PATH (cluster/openssh.py), else
+    # paramiko (cluster/ssh.py); or either by name
+    client: str = "auto"
     control_path: str | None = None  # openssh: the master's socket (default: a private dir in state_dir)
 
 
@@ -182,9 +185,9 @@ def _ssh_section(raw: dict) -> SSHConfig:
         # the local agent was retired: OpenSSH's ControlMaster keeps a connection between commands
         raise SchemaViolation("ssh.agent", "the local agent was retired; for a connection kept between commands "
                                            "set ssh.client: openssh (OpenSSH's ControlMaster; `connect` opens it)")
-    client = raw.get("client", "paramiko")
-    if client not in ("paramiko", "openssh"):
-        raise SchemaViolation("ssh.client", f"expected paramiko or openssh, got {client!r}")
+    client = raw.get("client", "auto")
+    if client not in SSH_CLIENTS:
+        raise SchemaViolation("ssh.client", f"expected one of {', '.join(SSH_CLIENTS)}, got {client!r}")
     return SSHConfig(
         client=client, control_path=expect_str(raw.get("control_path"), "ssh.control_path", optional=True),
         host=expect_str(raw["host"], "ssh.host"),

@@ -297,7 +297,10 @@ def _wait_idle(nodes: list[Node], progress: Progress, timeout: float = 90) -> No
 def _write_config(d: Path) -> Path:
     config = {
         "ssh": {"host": LOGIN_SSH_ADDR, "port": 22, "user": USER,
-                "key_file": str(d / "id_ed25519"), "known_hosts": str(d / "known_hosts")},
+                "key_file": str(d / "id_ed25519"), "known_hosts": str(d / "known_hosts"),
+                # the suite's transport, named: a user's config leaves it out (auto: OpenSSH where `ssh`
+                # is on PATH); tests/e2e/test_openssh_e2e.py and the quick start run OpenSSH's
+                "client": "paramiko"},
         "slurm": {"partition": "cpu", "time": "00:30:00"},
         "remote": {"work_dir": "~/.orchestrator"},
         "state_dir": str(d / "laptop-state"),

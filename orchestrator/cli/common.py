@@ -33,13 +33,15 @@ class Context:
         if self.stats and self._orch.opened_transport is not None:
             stats = self._orch.opened_transport.stats
             via = getattr(self._orch.opened_transport, "kind", "?")
+            why = getattr(self._orch.opened_transport, "chosen", "")
             from orchestrator.logs import json_format, log
             if json_format():
                 log("orch-stats", connections=stats.connections, commands=stats.commands,
-                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3), transport=via)
+                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3), transport=via,
+                    transport_chosen=why)
             else:
                 click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f} "
-                           f"transport={via}", err=True)
+                           f"transport={via}" + (f" ({why})" if why else ""), err=True)
         self._orch.close()
 
 

@@ -181,11 +181,13 @@ def doctor(click_ctx, config_path, as_json):
 def connect(click_ctx, config_path, as_json, stop):
     """Open OpenSSH's master connection (ssh.client: openssh), which every command then reuses for
     10 idle minutes, or close it (--stop)."""
+    from orchestrator.cluster.connect import choose_client
     ctx = _ctx(click_ctx, config_path, as_json)
     cfg = ctx.orch.config
-    if cfg.ssh.client != "openssh":
-        raise click.UsageError("a connection kept between commands is OpenSSH's: set ssh.client: openssh in "
-                               "config.yaml (each paramiko command opens its own)")
+    kind, why = choose_client(cfg.ssh)
+    if kind != "openssh":
+        raise click.UsageError(f"a connection kept between commands is OpenSSH's, and this config uses {kind} "
+                               f"({why}): set ssh.client: openssh or auto (each paramiko command opens its own)")
     from orchestrator.cluster.openssh import OpenSSHTransport
     master = OpenSSHTransport(cfg.ssh, cfg.state_dir)
     if stop:
@@ -195,6 +197,7 @@ def connect(click_ctx, config_path, as_json, stop):
     master.start()
     emit(ctx, {"control_path": master.control_path, "target": cfg.ssh.host},
          f"OpenSSH master connected to {cfg.ssh.host}: {master.control_path} (exits after 10 idle minutes)")
+
 
 # `orch service ...`: the same commands as the seed documents' flags (--recipe, --status,
 # --service-endpoint, --stop-service, --query-service-metrics), as one group with an ID argument each

@@ -172,5 +172,8 @@ def run_doctor(transport, work_dir: str, venv: str | None = None) -> list[Check]
         skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS, "client venv", "services"]
         return [Check("ssh", False, str(exc), "see the message: fix the SSH settings in config.yaml"),
                 *(Check(name, False, "not checked: no SSH connection", required=False) for name in skipped)]
-    ssh = Check("ssh", True, f"{transport.description}: connected, host key trusted")
+    chosen = getattr(transport, "chosen", "")
+    kind = getattr(transport, "kind", "")
+    via = transport.description if transport.description == kind else f"{transport.description} over {kind}"
+    ssh = Check("ssh", True, f"{via}: connected, host key trusted" + (f" ({chosen})" if chosen else ""))
     return [ssh, *parse_report(result.stdout, work_dir, mark)]

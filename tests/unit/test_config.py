@@ -91,10 +91,32 @@ def test_recipe_dirs_are_a_list_of_paths(tmp_path):
 
 
 def test_the_transport_is_chosen_and_the_retired_agent_says_what_replaced_it(tmp_path):
-    assert load_config(write(tmp_path, GOOD), env={}).ssh.client == "paramiko"   # the default
+    from orchestrator.cluster.connect import choose_client
+    auto = load_config(write(tmp_path, GOOD), env={}).ssh
+    assert auto.client == "auto"   # the default
+    # with OpenSSH on PATH: it, and why; without: paramiko, and why
+    assert choose_client(auto, which=lambda prog: "/usr/bin/ssh") == (
+        "openssh", "ssh.client: auto, and OpenSSH is at /usr/bin/ssh")
+    assert choose_client(auto, which=lambda prog: None) == ("paramiko", "ssh.client: auto, and no `ssh` on PATH")
     ossh = load_config(write(tmp_path, GOOD.replace("  port: 2222", "  port: 2222\n  client: openssh")), env={})
     assert ossh.ssh.client == "openssh"
-    with pytest.raises(ConfigError, match="ssh.client.*expected paramiko or openssh"):
+    assert choose_client(ossh.ssh, which=lambda prog: None) == ("openssh", "ssh.client: openssh in the config")
+    with pytest.raises(ConfigError, match="ssh.client.*expected one of auto, openssh, paramiko"):
         load_config(write(tmp_path, GOOD.replace("  port: 2222", "  port: 2222\n  client: putty")), env={})
     with pytest.raises(ConfigError, match="ssh.agent.*set ssh.client: openssh"):
         load_config(write(tmp_path, GOOD.replace("  port: 2222", "  port: 2222\n  agent: true")), env={})
+
+
+def test_auto_opens_the_transport_it_chose_with_and_without_ssh_on_path(tmp_path, monkeypatch):
+    """A real PATH each way: one with an `ssh` on it, one without."""
+    from orchestrator.cluster.connect import open_transport
+    cfg = load_config(write(tmp_path, GOOD), env={})
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    monkeypatch.setenv("PATH", str(bindir))
+    t = open_transport(cfg)
+    assert t.kind == "paramiko" and t.chosen == "ssh.client: auto, and no `ssh` on PATH"
+    (bindir / "ssh").write_text("#!/bin/sh\nexit 255\n")
+    (bindir / "ssh").chmod(0o755)
+    t = open_transport(cfg)
+    assert t.kind == "openssh" and t.chosen == f"ssh.client: auto, and OpenSSH is at {bindir / 'ssh'}"
