@@ -13,7 +13,10 @@ case "${1:-}" in
               || { echo "usage: $0 [--engine llamacpp|vllm]" >&2; exit 2; } ;;
   *) echo "usage: $0 [--engine llamacpp|vllm]" >&2; exit 2 ;;
 esac
-scripts/setup.sh
+echo "== setup: what the $engine demo runs (each step says how long it usually takes) =="
+start=$(date +%s)
+scripts/setup.sh --engine "$engine"
+echo "== sandbox cluster =="
 .venv/bin/python main.py sandbox up >/dev/null
 export ORCH_CONFIG=/var/lib/orch-sandbox/config.yaml
 echo "== doctor: is the cluster usable? =="
@@ -28,4 +31,5 @@ echo "== the summary for a PR or a chat ($session/report.md) =="
 cat "$session/report.md"
 echo
 echo "Artifacts (report.html, report.md, requests.jsonl, metrics_summary.csv, MANIFEST.json, logs/) are under $session."
+echo "Demo done in $(( $(date +%s) - start )) s."
 echo "The sandbox stays up: \`export ORCH_CONFIG=$ORCH_CONFIG\`; remove it with \`.venv/bin/python main.py sandbox down\`."
