@@ -255,3 +255,23 @@ def service_metrics(click_ctx, config_path, as_json, ident, promql):
     """Instant PromQL query on a monitor, or on the monitor scraping a service (as --query-service-metrics)."""
     from orchestrator.cli import monitor
     monitor.show_query(_ctx(click_ctx, config_path, as_json), ident, promql)
+
+
+@service.command("prune")
+@common_options
+@click.option("--older-than", "older_than", default="7d", show_default=True,
+              help="forget ended services submitted longer ago than this (30m, 12h, 7d)")
+@click.pass_context
+def service_prune(click_ctx, config_path, as_json, older_than):
+    """Forget ended services in this laptop's records (--status --all lists fewer); nothing on the
+    cluster changes, and a queued or running service is never forgotten."""
+    import time
+
+    from orchestrator.times import parse_duration
+    ctx = _ctx(click_ctx, config_path, as_json)
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    gone = ctx.orch.servers.registry.prune(time.time() - age)
+    emit(ctx, {"pruned": gone}, f"forgot {len(gone)} ended service(s) submitted more than {older_than} ago")

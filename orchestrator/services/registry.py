@@ -31,6 +31,24 @@ class ServiceRegistry:
         if job_id and not (rec and rec.job_id):
             self.store.update(service_id, service_id=service_id, job_id=job_id, state="UNKNOWN")
 
+    def prune(self, before: float) -> list[str]:
+        """Forget the services whose job ended (as last seen) and that were submitted before ``before``
+        (unix seconds): one transaction. A record still queued or running, or of unknown state, is kept."""
+        from orchestrator.times import parse_time
+        gone = []
+        with self.store.transaction() as data:
+            for sid, rec in list(data.items()):
+                if not isinstance(rec, dict) or rec.get("state") not in TERMINAL_STATES:
+                    continue
+                try:
+                    submitted = parse_time(rec.get("submitted_at") or "")
+                except ValueError:
+                    continue
+                if submitted < before:
+                    del data[sid]
+                    gone.append(sid)
+        return gone
+
     def record_verdict(self, service_id: str, verdict: str, evidence: list[str], *, state: str | None = None,
                        nodelist: str | None = None, elapsed: str | None = None) -> None:
         """Why the service's job ended (or is unhealthy), as the watcher found it, with the job's last facts."""

@@ -66,3 +66,19 @@ def test_all_without_status_is_a_usage_error(run):
 def test_service_list_is_status_in_the_service_group(run):
     assert run("service", "list").output == run("--status").output
     assert run("service", "list", "--all", "--json").output == run("--status", "--all", "--json").output
+
+
+def test_prune_forgets_only_ended_services_older_than_asked(tmp_path):
+    from orchestrator.services.registry import ServiceRegistry
+    from orchestrator.state import StateStore
+    store = StateStore(tmp_path, "services")
+    store.update("a_00000001", state="CANCELLED", submitted_at="2026-11-01T00:00:00+00:00")
+    store.update("b_00000002", state="RUNNING", submitted_at="2026-11-01T00:00:00+00:00")
+    store.update("c_00000003", state="FAILED", submitted_at="2026-12-03T23:00:00+00:00")
+    store.update("d_00000004", state="UNKNOWN", submitted_at="2026-11-01T00:00:00+00:00")
+    store.update("e_00000005", state="COMPLETED")   # no submit time: kept
+    reg = ServiceRegistry(store, transport=None)
+    from orchestrator.times import parse_time
+    assert reg.prune(parse_time("2026-12-01T00:00:00+00:00")) == ["a_00000001"]
+    assert sorted(store.load()) == ["b_00000002", "c_00000003", "d_00000004", "e_00000005"]
+    assert reg.prune(parse_time("2026-12-04T00:00:00+00:00")) == ["c_00000003"]
