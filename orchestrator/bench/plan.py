@@ -66,7 +66,14 @@ def _time(limit: str | None) -> str:
 
 
 def load_text(spec: ClientSpec) -> str:
-    bound = f"{spec.requests} requests" if spec.requests is not None else f"{spec.duration:g}s"
+    if spec.requests is not None:
+        bound = f"{spec.requests} requests"
+    elif spec.duration is not None:
+        bound = f"{spec.duration:g}s"
+    elif spec.dataset is not None and spec.dataset.timed:
+        bound = "the trace's requests at their own times"
+    else:
+        bound = "bounded by its own counts"
     offered = (f"{spec.rate:g} requests/s ({spec.arrival})" if spec.rate else "as fast as answers come (closed loop)")
     return (f"{spec.concurrency} connection(s), {offered}, {bound}"
             + (f" after {spec.warmup:g}s of warm-up" if spec.warmup else "")

@@ -154,6 +154,11 @@ def serve_metrics(port: int, render: Callable[[], str]) -> None:
             self.end_headers()
             self.wfile.write(body)
 
+        def refuse(self):   # its counters are read, never written
+            self.send_error(405)
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = refuse
+
         def log_message(self, *a):
             pass
     ThreadingHTTPServer.request_queue_size = 128  # scrapes and probes, never a flood: above the default 5

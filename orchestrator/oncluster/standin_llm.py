@@ -174,6 +174,13 @@ def make_handler(engine: Engine, api_key: str = ""):
             else:
                 self._json(404, {"error": f"no route {path}"})
 
+        def _no_such_method(self):
+            """Any other method: refused as vLLM's server refuses it (the key first, then 405)."""
+            if self._authorized():
+                self._json(405, {"error": f"method {self.command} not allowed"})
+
+        do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _no_such_method
+
         def do_POST(self):
             path = self.path.split("?")[0]
             try:

@@ -173,7 +173,7 @@ def test_watch_command_once_lists_jobs_with_verdicts(world, run_cli):
 def test_cli_status_and_logs_show_the_verdict(world, run_cli):
     orch, w, ids, events, port, tmp = world
     cfg = config_with_state(orch.config, tmp / "cfg.yaml")
-    status = run_cli("--config", str(cfg), "--status").stdout
+    status = run_cli("--config", str(cfg), "--status", "--all").stdout
     line = next(l for l in status.splitlines() if ids["oom"] in l)
     assert line.endswith("| out of memory (host)")
     logs = run_cli("--config", str(cfg), "logs", ids["oom"]).stdout

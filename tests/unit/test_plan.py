@@ -118,3 +118,16 @@ def test_a_benchmark_sets_a_services_environment_and_resources(run, tmp_path):
     b.write_text(b.read_text().replace("- recipe: vllm", "- service_id: vllm_0123abcd"))
     r = run("bench", "run", "--dry-run", str(b))
     assert "benchmark.services[0].environment: a reused service runs as it was started" in str(r.exception)
+
+
+def test_the_load_of_every_kind_of_bound_is_said(tmp_path):
+    """A load bounded by a request count, a time, a trace's own times, or the kind's own counts (vectors)."""
+    from orchestrator.bench.plan import load_text
+    from orchestrator.bench.recipe import ClientSpec
+    from orchestrator.bench.datasets import DatasetSpec
+    assert "50 requests" in load_text(ClientSpec("openai-chat", "v", requests=50))
+    assert "20s" in load_text(ClientSpec("openai-chat", "v", duration=20.0, rate=4.0))
+    trace = DatasetSpec(kind="trace", path="t.jsonl")
+    assert trace.timed and "the trace's requests at their own times" in load_text(
+        ClientSpec("openai-chat", "v", dataset=trace))
+    assert "bounded by its own counts" in load_text(ClientSpec("vector", "chroma"))
