@@ -80,6 +80,26 @@ MUTATIONS = [
     Mutation("ray-token", "orchestrator/recipes/services/vllm-multinode.yaml",
              'export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="{{ secret_file }}"', "true",
              "the Ray cluster takes anyone's connection"),
+    Mutation("keepalive-never-learns", "orchestrator/oncluster/loadgen.py",
+             "return self.stale >= 2 and self.stale * 2 >= self.reused", "return False",
+             "every request to llama.cpp pays a failed send inside its latency (requests_retried = all)"),
+    Mutation("first-request-any-answer", "orchestrator/bench/deploy.py",
+             "if code.isdigit() and 200 <= int(code) < 300:", "if code.isdigit():",
+             "a load whose every request will get 404 (a model not served) starts anyway"),
+    Mutation("status-shows-ended", "orchestrator/cli/services.py",
+             'rows = every if show_all else [r for r in every if r.state not in TERMINAL_STATES and r.state != "LEFT_QUEUE"]',
+             "rows = every",
+             "--status buries the live services among a day's ended ones"),
+    Mutation("mem-bare-number", "orchestrator/services/recipes.py",
+             "if isinstance(mem, int) and not isinstance(mem, bool) or isinstance(mem, str) and mem.isdigit():",
+             "if False:",
+             "mem: 64 is refused without saying that SLURM would read it as 64 MB"),
+    Mutation("prune-running", "orchestrator/services/registry.py",
+             'if not isinstance(rec, dict) or rec.get("state") not in TERMINAL_STATES:', "if not isinstance(rec, dict):",
+             "prune forgets a running service, which then cannot be stopped by its ID"),
+    Mutation("headline-absent-as-zero", "orchestrator/reports/artifacts.py",
+             "        if v is None:\n            continue\n", "        v = v or 0.0\n",
+             "the report's headline shows an absent TTFT as 0 ms"),
 ]
 
 
@@ -88,8 +108,9 @@ def run_lane(tree: Path) -> tuple[bool, float, str]:
     t0 = time.monotonic()
     proc = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                            "tests/unit"], cwd=tree, capture_output=True, text=True)
-    last = (proc.stdout.strip().splitlines() or [""])[-1]
-    return proc.returncode == 0, time.monotonic() - t0, last
+    lines = proc.stdout.strip().splitlines() or [""]
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]   # which test, when red
+    return proc.returncode == 0, time.monotonic() - t0, "; ".join([*failed[:1], lines[-1]])
 
 
 def main(names: list[str]) -> int:
