@@ -17,6 +17,10 @@ from orchestrator.services.recipes import ServiceRecipe
 Progress = Callable[[str], None]
 
 
+class ServiceDied(OrchestratorError):
+    """A service's job ended under the load: the session stops, writes what it has and fails."""
+
+
 @dataclass
 class SessionContext:
     orch: Any                        # orchestrator.api.BenchmarkOrchestrator (its servers, monitors, config)
@@ -72,3 +76,15 @@ class SessionContext:
                 self.orch.servers.wait_until_ended(ids, timeout=30)
         except OrchestratorError as exc:
             self.state.errors.append(f"could not stop {', '.join(ids)}: {exc}")
+
+    def service_died(self, name: str, sid: str, job, when: str = "during the load") -> ServiceDied:
+        """What ends a session whose service's job ended: the job, its state, and the engine's own last
+        log lines (the cause is usually there: a crash, an out-of-memory kill)."""
+        from orchestrator.cluster.slurm import STATE_CAUSES
+        cause = STATE_CAUSES.get(job.state, f"job {job.state}")
+        try:
+            tail = self.orch.servers.logs(sid, lines=12).log.rstrip()
+        except OrchestratorError as exc:
+            tail = f"(its log could not be read: {exc})"
+        return ServiceDied(f"service {name} ({sid}): job {job.job_id} on {job.nodelist or '?'} ended {job.state} "
+                           f"({cause}) {when}; its last log lines:\n{tail}")

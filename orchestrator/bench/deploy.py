@@ -19,6 +19,7 @@ from orchestrator.engines import engine_named
 from orchestrator.bench.kinds import KINDS, LLM_KINDS
 from orchestrator.bench.context import SessionContext
 from orchestrator.bench.runstate import PointRun
+from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.errors import OrchestratorError, RecipeError
 from orchestrator.cluster.shell import quote
 from orchestrator.schema import SchemaViolation, safe_load
@@ -321,10 +322,25 @@ class Deploy:
             answer, _, code = out.rpartition("\n")
             if code.isdigit() and 200 <= int(code) < 300:
                 continue
+            if not code.isdigit() or code == "000" or code.startswith("5"):
+                self._died_answering(name)   # an engine that dies at its first request ends here
             where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.clients[{i}]"
             said = f"HTTP {code}" if code.isdigit() else "no answer"
             raise RecipeError(f"{where}: its first request ({method} {path} to {spec.target}) got {said}: "
                               f"{answer.strip()[:400] or out.strip()[:400]}; stopped before the load")
+
+    def _died_answering(self, name: str, wait: float = 15.0) -> None:
+        """Raise ServiceDied when the service's job ends within ``wait`` seconds of a request it did not
+        answer (SLURM takes a moment to see the process gone); return when it keeps running."""
+        sid = self.ctx.state.services[name]
+        deadline = waiting.clock() + wait
+        while True:
+            job = self.ctx.orch.servers.probe(sid).job
+            if job is not None and job.state in TERMINAL_STATES:
+                raise self.ctx.service_died(name, sid, job, when="at the load's first request")
+            if waiting.clock() > deadline:
+                return
+            waiting.sleep(1.0)
 
     def preflight(self) -> None:
         """What can be known wrong before any job is submitted: nothing is started when it fails."""

@@ -19,10 +19,6 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:g} ms" if seconds < 1 else f"{seconds:g} s"
 
 
-class ServiceDied(OrchestratorError):
-    """A service's job ended under the load: the session stops, writes what it has and fails."""
-
-
 class Load:
     """The load phase: empty the prefix caches a client wants cold, the go, and the wait for the clients
     while the services keep running. Writes the point's go time, cache states and lost clients, and the
@@ -84,7 +80,7 @@ class Load:
             for sid, name in services.items():
                 job = found.pop(sid, {}).get("job")
                 if job is not None and job.state in TERMINAL_STATES:
-                    raise ServiceDied(self._service_died(name, sid, job))
+                    raise self.ctx.service_died(name, sid, job)
             for sid, f in found.items():
                 job = f["job"]
                 if not f["done"] and job is not None and job.state in TERMINAL_STATES and sid not in lost:
@@ -115,14 +111,3 @@ class Load:
             f"clients did not finish within {budget:.0f}s"))
         self.ctx.state.errors.extend(lost.values())
         pr.lost = list(lost.values())
-
-    def _service_died(self, name: str, sid: str, job) -> str:
-        """What ends a session whose service's job ended under the load: the job, its state, and the
-        engine's own last log lines (the cause is usually there: a crash, an out-of-memory kill)."""
-        cause = STATE_CAUSES.get(job.state, f"job {job.state}")
-        try:
-            tail = self.ctx.orch.servers.logs(sid, lines=12).log.rstrip()
-        except OrchestratorError as exc:
-            tail = f"(its log could not be read: {exc})"
-        return (f"service {name} ({sid}): job {job.job_id} on {job.nodelist or '?'} ended {job.state} ({cause}) "
-                f"during the load; its last log lines:\n{tail}")

@@ -19,10 +19,10 @@ from orchestrator.analysis.sweep import Point, grid
 from orchestrator.bench.plan import Plan, make_plan
 from orchestrator.bench.points import service_changes
 from orchestrator.bench.cleanup import Cleanup
-from orchestrator.bench.context import Progress, SessionContext
+from orchestrator.bench.context import Progress, ServiceDied, SessionContext
 from orchestrator.bench.deploy import Deploy
 from orchestrator.bench.gathering import Gather
-from orchestrator.bench.loading import Load, ServiceDied
+from orchestrator.bench.loading import Load
 from orchestrator.bench.recipe import BenchmarkRecipe
 from orchestrator.bench.runstate import PointRun, SessionState
 from orchestrator.errors import OrchestratorError, Terminated

@@ -275,8 +275,14 @@ def test_every_port_of_every_job_gives_the_neighbour_nothing_but_counters(kept):
     # the gated exporters' counters are there for Prometheus, without the key, and nothing of our keys
     for name in ("redis", "postgres"):
         ep = eps[name]
-        r = as_neighbour(f"curl -s --max-time 10 http://{ep.host}:{exporters[name][name]}/metrics")
-        assert f"{name}_up 1" in r.stdout or "pg_up 1" in r.stdout, r.stdout[-500:]
+        up = ("redis_up 1", "pg_up 1")
+        deadline = time.monotonic() + 30   # (an exporter's first scrape of its server may still be under way)
+        while True:
+            r = as_neighbour(f"curl -s --max-time 10 http://{ep.host}:{exporters[name][name]}/metrics")
+            if any(u in r.stdout for u in up) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert any(u in r.stdout for u in up), r.stdout[-500:]
     # the Redis exporter is its own ACL user: it may read INFO, not a key
     r = as_neighbour(f"curl -s --max-time 10 'http://{eps['redis'].host}:{exporters['redis']['redis']}/metrics'")
     assert "redis_key_" not in r.stdout
