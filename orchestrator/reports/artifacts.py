@@ -189,7 +189,8 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     write_atomic(out / "report.json", json.dumps(report, indent=2))
     write_atomic(out / "report.html", render_report({**report, "kpi_objects": kpis}, {
         **series, "latency": latency_points(table, window), "latency_histogram": histogram(table, window),
-        "ttft": latency_points(table, window, column="ttft_s")}))
+        "ttft": latency_points(table, window, column="ttft_s"),
+        "tpot": latency_points(table, window, column="tpot_s")}))
     return report
 
 

@@ -45,6 +45,11 @@ def render_report(report: dict, series: dict) -> str:
         charts.append(line_chart("Time to first token over time", [("", [(t - w0, v * 1000) for t, v in series["ttft"]])],
                                  "seconds into the measured window", "TTFT (ms)", scatter=True,
                                  hlines=quantile_lines("ttft")))
+    if series.get("tpot"):   # each request's mean inter-token latency (its TPOT), when it came
+        charts.append(line_chart("Inter-token latency over time (each request's TPOT)",
+                                 [("", [(t - w0, v * 1000) for t, v in series["tpot"]])],
+                                 "seconds into the measured window", "TPOT (ms)", scatter=True,
+                                 hlines=quantile_lines("tpot")))
     lo, hi, counts = series["latency_histogram"]
     charts.append(histogram_chart("Latency distribution", lo * 1000, hi * 1000, counts, "latency (ms)"))
     for key, title, unit in (("cpu_utilisation", "CPU utilisation (node_exporter)", "%"),

@@ -43,7 +43,21 @@ def test_each_chart_is_found_with_its_title(session_dir):
     out, _ = session_dir
     titles = [t for t, _, _, _ in export.charts(out)]
     assert titles[:4] == ["Latency over time", "Throughput over time", "Time to first token over time",
-                          "Latency distribution"]
+                          "Latency distribution"]   # (no TPOT in these records: no inter-token chart)
+
+
+def test_requests_with_a_tpot_get_an_inter_token_latency_chart_in_ms(tmp_path):
+    out = tmp_path / "t"
+    out.mkdir()
+    recs = [{"start": 1000.0 + i * 0.05, "latency_s": 0.2, "ok": True, "ttft_s": 0.02, "tpot_s": 0.012,
+             "tokens_out": 16} for i in range(100)]
+    ctx = ReportContext(session_id="s-2", benchmark="unit", out_dir=out, scrape_interval="1s", services={})
+    with RequestTable.from_records(recs, jsonl=out / "requests.jsonl") as t:
+        write_artifacts(ctx, t, window_for(t, 1001.0))
+    titles = [t for t, _, _, _ in export.charts(out)]
+    assert "Inter-token latency over time (each request's TPOT)" in titles
+    page = (out / "report.html").read_text()
+    assert "TPOT (ms)" in page and "p50 12.0 ms" in page
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
