@@ -206,8 +206,12 @@ def test_a_missing_exporter_is_a_warning_and_the_service_still_runs(tmp_path):
     bindir.mkdir()
     exporters = {"node_exporter", "prometheus-node-exporter", "redis_exporter", "prometheus-redis-exporter"}
     for d in os.environ["PATH"].split(os.pathsep):
-        for f in (Path(d).iterdir() if Path(d).is_dir() else []):
-            if f.name not in exporters and not (bindir / f.name).exists():
+        try:
+            entries = list(Path(d).iterdir())
+        except OSError:   # missing, or not readable by this user
+            continue
+        for f in entries:
+            if f.name not in exporters and not os.path.lexists(bindir / f.name):
                 os.symlink(f, bindir / f.name)
     env = {"PATH": str(bindir), "SLURM_SUBMIT_DIR": str(tmp_path), "SLURMD_NODENAME": "n9", "HOME": str(tmp_path)}
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
