@@ -19,12 +19,23 @@ class Context:
         self.stats = stats or os.environ.get("ORCH_STATS") == "1"
         self.started = time.monotonic()
         self._orch = None
+        self._config = None
+
+    def optional_config(self):
+        """The config (read once per invocation), or None where no file was named and ./config.yaml is
+        absent: the commands that need no cluster (dry runs, validate, recipes list) work without one."""
+        if self._config is None:
+            from orchestrator.config import load_config, resolve_config_path
+            if not (self.config_path or resolve_config_path(None).exists()):
+                return None
+            self._config = load_config(self.config_path)
+        return self._config
 
     @property
     def orch(self):
         if self._orch is None:
             from orchestrator.api import BenchmarkOrchestrator
-            self._orch = BenchmarkOrchestrator(self.config_path)
+            self._orch = BenchmarkOrchestrator(self._config or self.config_path)
         return self._orch
 
     def close(self) -> None:

@@ -7,15 +7,29 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli.common import _ctx, common_options, emit
+from orchestrator.cli.common import _ctx, common_options, emit, progress
 
 
 def configured_dirs(ctx) -> tuple:
     """config.yaml's recipe_dirs when there is a config; the packaged recipes alone otherwise."""
-    from orchestrator.config import load_config, resolve_config_path
-    if ctx.config_path or resolve_config_path(None).exists():
-        return tuple(load_config(ctx.config_path).recipe_dirs)
-    return ()
+    cfg = ctx.optional_config()
+    return tuple(cfg.recipe_dirs) if cfg is not None else ()
+
+
+def render_dry_run(ctx, recipe_ref: str):
+    """(recipe, its sbatch script) rendered here, with no connection: the config's SLURM options where
+    there is a config, the recipe's own otherwise."""
+    from orchestrator.config import SlurmConfig
+    from orchestrator.services.jobscript import render_service_script
+    from orchestrator.services.recipes import load_recipe
+    from orchestrator.services.servers import new_service_id
+    cfg = ctx.optional_config()
+    if cfg is None:
+        progress("no config file: rendering with the recipe's SLURM options only", level="warning")
+    recipe = load_recipe(recipe_ref, cfg.recipe_dirs if cfg else ())
+    script = render_service_script(recipe, cfg.slurm if cfg else SlurmConfig(), new_service_id(recipe),
+                                   cfg.remote if cfg else None)
+    return recipe, script
 
 
 def recipe_rows(configured) -> list[dict]:
@@ -80,14 +94,8 @@ def validate(click_ctx, config_path, as_json, recipe, scripts_dir):
     if is_benchmark_ref(recipe, dirs):
         show_plan(ctx, recipe, scripts_dir)
         return
-    from orchestrator.config import SlurmConfig, load_config, resolve_config_path
     from orchestrator.fileio import write_atomic
-    from orchestrator.services.jobscript import render_service_script
-    from orchestrator.services.recipes import load_recipe
-    from orchestrator.services.servers import new_service_id
-    cfg = load_config(ctx.config_path) if ctx.config_path or resolve_config_path(None).exists() else None
-    r = load_recipe(recipe, dirs)
-    script = render_service_script(r, cfg.slurm if cfg else SlurmConfig(), new_service_id(r), cfg.remote if cfg else None)
+    r, script = render_dry_run(ctx, recipe)
     text = (f"{r.source}: valid {'monitor' if r.is_monitor else 'service'} recipe {r.name}; its sbatch script "
             f"renders ({len(script.splitlines())} lines)")
     if scripts_dir:

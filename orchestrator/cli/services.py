@@ -14,7 +14,6 @@ from orchestrator.errors import Terminated
 def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, timeout) -> None:
     from orchestrator.bench.recipe import is_benchmark_ref
     from orchestrator.cli.recipes import configured_dirs
-    from orchestrator.services.recipes import load_recipe
     if is_benchmark_ref(recipe_ref, configured_dirs(ctx)):
         from orchestrator.cli.bench import run_benchmark
         if dry_run:
@@ -24,17 +23,8 @@ def start_service_cmd(ctx: Context, recipe_ref: str, dry_run: bool, wait: bool, 
         run_benchmark(ctx, recipe_ref, out=None, keep=False)
         return
     if dry_run:  # no connection: nothing is submitted
-        from orchestrator.config import SlurmConfig, load_config, resolve_config_path
-        from orchestrator.services.jobscript import render_service_script
-        if ctx.config_path or resolve_config_path(None).exists():
-            cfg = load_config(ctx.config_path)
-            slurm, dirs, remote = cfg.slurm, cfg.recipe_dirs, cfg.remote
-        else:
-            progress("no config file: rendering with the recipe's SLURM options only", level="warning")
-            slurm, dirs, remote = SlurmConfig(), (), None
-        recipe = load_recipe(recipe_ref, dirs)
-        from orchestrator.services.servers import new_service_id
-        click.echo(render_service_script(recipe, slurm, new_service_id(recipe), remote), nl=False)
+        from orchestrator.cli.recipes import render_dry_run
+        click.echo(render_dry_run(ctx, recipe_ref)[1], nl=False)
         return
     recipe = ctx.orch.load_recipe(recipe_ref)
     if recipe.is_monitor:  # a Prometheus recipe (seed 001's my_prometheus.yaml): its targets get a prometheus.yml

@@ -121,18 +121,23 @@ class ClosingSSE(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
+def twenty_streamed_requests(handler) -> list[dict]:
+    """20 streamed requests, one after another on one connection slot, to ``handler`` on loopback."""
     from orchestrator.oncluster.loadgen import one_request
     import urllib.parse
-    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosingSSE)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = urllib.parse.urlsplit(f"http://127.0.0.1:{server.server_address[1]}")
     box = [None]
     try:
-        recs = [one_request(box, url, "openai-completions", {"stream": True}, 10) for _ in range(20)]
+        return [one_request(box, url, "openai-completions", {"stream": True}, 10) for _ in range(20)]
     finally:
         server.shutdown()
+
+
+def test_a_server_that_closes_after_each_stream_costs_no_request(tmp_path):
+    recs = twenty_streamed_requests(ClosingSSE)
     assert all(r["ok"] for r in recs), [r["error"] for r in recs if not r["ok"]]
     assert ClosingSSE.served == 20  # each request reached the server exactly once
     assert [r["tokens_in"] for r in recs] == [4] * 20 and [r["tokens_out"] for r in recs] == [2] * 20
@@ -232,16 +237,6 @@ class KeepingSSE(ClosingSSE):
 
 
 def test_a_server_that_keeps_connections_alive_gets_one_connection_per_slot():
-    from orchestrator.oncluster.loadgen import one_request
-    import urllib.parse
-    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepingSSE)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = urllib.parse.urlsplit(f"http://127.0.0.1:{server.server_address[1]}")
-    box = [None]
-    try:
-        recs = [one_request(box, url, "openai-completions", {"stream": True}, 10) for _ in range(20)]
-    finally:
-        server.shutdown()
+    recs = twenty_streamed_requests(KeepingSSE)
     assert all(r["ok"] for r in recs) and not any(r.get("retried") for r in recs)
     assert len(KeepingSSE.connections) == 1   # never dropped by the check before each request
