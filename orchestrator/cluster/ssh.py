@@ -278,7 +278,9 @@ class SSHTransport:
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready():
+                elif chan.exit_status_ready() and (chan.eof_received or chan.closed):
+                    # sshd may send the exit status before the last of the output (it reaps the
+                    # child while the pipe still holds data): the output is whole only at EOF
                     break
                 elif chan.closed or not transport.is_active():
                     raise TransportError("connection dropped during command")

@@ -115,6 +115,15 @@ def test_one_connection_is_reused_and_a_dropped_one_reopened_once(ssh):
     assert ssh.stats.connections == 2
 
 
+def test_output_that_arrives_after_the_exit_status_is_kept(ssh):
+    # the shell exits first (sshd sends its exit status), a child still writes to the same pipe:
+    # what sbatch prints after a precheck reached us cut off this way ("Checking prometheus.yml")
+    for _ in range(3):
+        result = ssh.run("(sleep 0.3; echo late; echo err-late >&2) & echo early", check=True)
+        assert result.stdout == "early\nlate\n"
+        assert result.stderr == "err-late\n"
+
+
 def test_failure_raises_with_exit_code_and_stderr(ssh):
     with pytest.raises(RemoteCommandError, match=r"exit 3\): boom"):
         ssh.run("echo boom >&2; exit 3", check=True)
