@@ -63,3 +63,7 @@ class Terminated(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class ServiceNotReady(OrchestratorError):
+    """A service that ended, or did not answer its health check in time, before it was ready."""

@@ -125,6 +125,17 @@ class RecordingTransport:
                            "stderr": r.stderr, **({"stdin": shipped(stdin)} if stdin is not None else {})})
         return r.check() if check else r
 
+    def stream(self, command, *, timeout=None):
+        call = {"op": "stream", "command": command, "lines": []}
+        self.calls.append(call)   # in the order it began: commands may run while it is open
+        try:
+            for line in self.inner.stream(command, timeout=timeout):
+                call["lines"].append(line)
+                yield line
+        except TransportError as exc:
+            call.update(error=type(exc).__name__, message=str(exc))
+            raise
+
     def get(self, remote_path, local_path):
         try:
             self.inner.get(remote_path, local_path)
@@ -182,7 +193,7 @@ class ReplayTransport:
         return call
 
     def run(self, command, *, timeout=120, check=False, stdin=None, idempotent=True):
-        self.stats.commands += 1
+        self.stats.count(command)
         call = self._next("run", command)
         if normalise(call["command"]) != normalise(command):
             raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
@@ -197,6 +208,17 @@ class ReplayTransport:
             raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
         r = CommandResult(command, call["exit_code"], call["stdout"], call["stderr"])
         return r.check() if check else r
+
+    def stream(self, command, *, timeout=None):
+        self.stats.count(command)
+        call = self._next("stream", command)
+        if normalise(call["command"]) != normalise(command):
+            raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
+                                 f"recorded: {normalise(call['command'])[:4000]}\n"
+                                 f"sent:     {normalise(command)[:4000]}")
+        yield from call["lines"]
+        if "error" in call:
+            raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
 
     def get(self, remote_path, local_path):
         self.stats.transfers += 1

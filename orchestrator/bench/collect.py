@@ -127,8 +127,19 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
     at = {n: start_of(n) if n.endswith("@start") else
           (settled if n.endswith("@end") else window.end) for n in asked}
     values: dict[str, float | None] = {}
+    series_q = timeseries_queries(list(services.values()), interval)
+    start = min(go_time or window.start, window.start)
+    series_failed = None
+    try:  # the KPIs and every time series in one remote command
+        results, ranged = monitors.query_at_and_range(monitor_id, [(queries[n][0], at[n]) for n in asked],
+                                                      list(series_q.values()), start, window.end + interval,
+                                                      max(1.0, interval))
+    except OrchestratorError as exc:
+        results = ranged = None
+        series_failed = exc
     try:
-        results = monitors.query_many_at(monitor_id, [(queries[n][0], at[n]) for n in asked]) if asked else []
+        if results is None:
+            raise series_failed
         for n, r in zip(asked, results):
             v = r.series[0].values[0][1] if r.series else None
             values[n] = None if v is None or math.isnan(v) else v
@@ -148,16 +159,11 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
         data.kpis = [KPI(n, None, q[1], "prometheus", f"absent: the monitor did not answer ({exc})")
                      for n, q in queries.items() if "@" not in n]
     data.promql = {n: q[0] for n, q in queries.items() if q is not None}
-    series_q = timeseries_queries(list(services.values()), interval)
-    start = min(go_time or window.start, window.start)
-    try:  # every metric in one remote command
-        results = monitors.query_range_many(monitor_id, list(series_q.values()), start, window.end + interval,
-                                            max(1.0, interval))
-        for name, res in zip(series_q, results):
-            data.series[name] = [(s.labels.get("service_id") or s.labels.get("job") or name, s.values)
-                                 for s in res.series]
-    except OrchestratorError as exc:
-        errors.append(f"time series: {exc}")
+    if ranged is None:
+        errors.append(f"time series: {series_failed}")
+    for name, res in zip(series_q, ranged or []):
+        data.series[name] = [(s.labels.get("service_id") or s.labels.get("job") or name, s.values)
+                             for s in res.series]
     data.promql.update({f"timeseries.{k}": v for k, v in series_q.items()})
     return data
 

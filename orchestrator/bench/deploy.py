@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from orchestrator.errors import OrchestratorError, RecipeError
 from orchestrator.cluster.shell import quote
 from orchestrator.schema import SchemaViolation, safe_load
 from orchestrator.services.recipes import ServiceRecipe, TargetSpec, load_recipe, parse_recipe
+from orchestrator.services.servers import endpoint_of
 from orchestrator.times import parse_duration
 
 DATASET_ROWS = 5000                  # rows shipped when a client is bounded by time, not count
@@ -158,15 +160,23 @@ class Deploy:
         expected = {t["address"] for t in targets}
         down: list[str] = []
 
+        timeout = 60 + 3 * parse_duration(self.ctx.recipe.scrape_interval)
+        rounds = self.ctx.orch.monitors.status_rounds(
+            mid, interval=min(1.0, parse_duration(self.ctx.recipe.scrape_interval) / 4), timeout=timeout)
+
+        def not_up() -> OrchestratorError:
+            return OrchestratorError(f"monitor {mid}: targets not up: {', '.join(down or sorted(expected))}")
+
         def step() -> tuple[bool, str]:
-            health = {t["instance"]: t["health"] for t in self.ctx.orch.monitors.check_monitor_status(mid)["targets"]}
+            status = next(rounds, None)
+            if status is None:
+                raise not_up()
+            health = {t["instance"]: t["health"] for t in status["targets"]}
             down[:] = sorted(a for a in expected if health.get(a) != "up")
             return (True, f"monitor {mid} scraping {len(expected) + 1} targets") if not down else (False, "")
 
-        waiting.poll_until(step, timeout=60 + 3 * parse_duration(self.ctx.recipe.scrape_interval),
-                           interval=min(1.0, parse_duration(self.ctx.recipe.scrape_interval) / 4),
-                           say=self.ctx.say, on_timeout=lambda: OrchestratorError(
-                               f"monitor {mid}: targets not up: {', '.join(down)}"))
+        with closing(rounds):
+            waiting.poll_until(step, timeout=timeout, interval=0, say=self.ctx.say, on_timeout=not_up)
 
     def start_clients(self, pr: PointRun) -> None:
         servers = self.ctx.orch.servers
@@ -186,7 +196,9 @@ class Deploy:
         """One client spec's jobs (``nodes`` of them) against the service ``target`` names; ``rows``, its
         dataset (every job takes its own share)."""
         servers = self.ctx.orch.servers
-        ep = servers.get_service_endpoint(self.ctx.state.services[target])
+        sid = self.ctx.state.services[target]
+        ready = servers.recently_ready(sid)   # the wait that found it ready knows where it answers
+        ep = endpoint_of(ready) if ready is not None else servers.get_service_endpoint(sid)
         files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
         files.update(KINDS[spec.kind].job_files(spec, self._beside_recipe))
         if rows is not None:

@@ -191,7 +191,9 @@ class Gather:
                                                ctx.engines)
         pr.report = write_artifacts(ctx, table, window)
         self.ctx.say(f"report: {pr.out_dir / 'report.html'}")
-        if pr.monitored and self.ctx.state.monitor_id and not pr.interrupted:
+        # the next point's monitor must not show these clients; after the last one the monitor is
+        # cancelled with the session (unless kept), and telling it first would be a command for nothing
+        if pr.monitored and self.ctx.state.monitor_id and not pr.interrupted and not (pr.last and not self.ctx.keep):
             try:
                 self.ctx.orch.monitors.remove_targets(self.ctx.state.monitor_id, pr.clients)
             except OrchestratorError as exc:

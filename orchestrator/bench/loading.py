@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import closing
 
 from orchestrator import waiting
 from orchestrator.engines import engine_named
@@ -74,9 +75,17 @@ class Load:
 
         services = {sid: name for name, sid in self.ctx.state.services.items()}
 
+        expected = max((s.warmup + s.duration) for s in specs if s.duration) if any(s.duration for s in specs) else None
+        # every 2 s during the load, every 0.25 s once its end is due (the wait begins as the load does)
+        rounds = self.ctx.orch.servers.files.progress_rounds(
+            pr.clients + list(services), interval=2.0, timeout=budget,
+            fast_after=max(0.0, expected - 2.0) if expected else None, fast_interval=0.25)
+
         def step() -> tuple[bool, str]:
             # the services' jobs in the same command: a service that dies under the load ends the session
-            found = self.ctx.orch.servers.files.read_progress(pr.clients + list(services))
+            found = next(rounds, None)
+            if found is None:
+                raise over_budget()
             for sid, name in services.items():
                 job = found.pop(sid, {}).get("job")
                 if job is not None and job.state in TERMINAL_STATES:
@@ -101,13 +110,11 @@ class Load:
                 f"{flight} in flight, {elapsed:.0f}s elapsed, {done}/{len(pr.clients)} clients done"
                 + (f", {len(lost)} lost" if lost else ""))
 
-        expected = max((s.warmup + s.duration) for s in specs if s.duration) if any(s.duration for s in specs) else None
-        def pause() -> float:  # every 2 s during the load, every 0.25 s once its end is due
-            due = (pr.go_time + expected - time.time()) if expected else 0.0
-            return 2.0 if due > 2.0 else max(0.25, due)
+        def over_budget() -> OrchestratorError:
+            return OrchestratorError(f"clients did not finish within {budget:.0f}s")
 
-        waiting.poll_until(step, timeout=budget, interval=pause, say=self.ctx.say, every=5, expected=expected,
-                           on_timeout=lambda: OrchestratorError(
-            f"clients did not finish within {budget:.0f}s"))
+        with closing(rounds):
+            waiting.poll_until(step, timeout=budget, interval=0, say=self.ctx.say, every=5, expected=expected,
+                               on_timeout=over_budget)
         self.ctx.state.errors.extend(lost.values())
         pr.lost = list(lost.values())

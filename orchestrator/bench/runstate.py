@@ -26,6 +26,7 @@ class PointRun:
     cache: dict[str, str] = field(default_factory=dict)   # service -> how its prefix cache began the load
     conversations: dict = field(default_factory=dict)     # multiturn: cut, context_tokens (from done.json)
     lost: list[str] = field(default_factory=list)         # clients whose job ended before they finished
+    last: bool = False                    # no point follows: the monitor goes with the session
 
 
 @dataclass

@@ -95,8 +95,13 @@ class BenchmarkSession:
     def _run_load(self, pr: PointRun) -> None:
         self.deploy.wait_scraped(pr)
         self.load.empty_caches(pr)
+        self._phase("load")
         self.load.go(pr)
         self.load.wait_clients(pr)
+
+    def _phase(self, name: str) -> None:
+        """What `--stats` counts the next remote commands under."""
+        self.ctx.orch.transport.stats.phase = name
 
     def _point_run(self, point: Point) -> PointRun:
         out = self.state.out_dir / "points" / point.dirname if self.is_sweep else self.state.out_dir
@@ -139,6 +144,7 @@ class BenchmarkSession:
             return self._run()
 
     def _run(self) -> dict:
+        self._phase("deploy")
         self.deploy.preflight()
         self.state.out_dir.mkdir(parents=True, exist_ok=True)
         self.say(f"session {self.state.session_id} -> {self.state.out_dir}"
@@ -155,6 +161,7 @@ class BenchmarkSession:
             while point is not None:
                 current, ready = ready or self._point_run(point), None
                 if not current.clients:
+                    self._phase("deploy")
                     self._begin_point(current)
                 self._run_load(current)
                 following = self._following(current)
@@ -162,7 +169,10 @@ class BenchmarkSession:
                     # the next point's clients start now and wait for their go: this point's
                     # collection and report overlap their scheduling
                     ready = self._point_run(following)
+                    self._phase("deploy")
                     self._begin_point(ready)
+                current.last = following is None and not self.recipe.search
+                self._phase("gather")
                 self.gather.finish_point(current)
                 if self.recipe.search:
                     following = self._searched(current)
@@ -184,12 +194,14 @@ class BenchmarkSession:
             ended_by = exc
         result = None
         try:
+            self._phase("gather")
             result = self.gather.write_what_was_collected(current)
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             self.state.errors.append(f"writing the artifacts: {type(exc).__name__}: {exc}")
             ended_by = ended_by or exc
         finally:
             if not self.ctx.keep or ended_by is not None:
+                self._phase("cleanup")
                 self.cleanup.run()
             else:
                 self.say(f"kept running: {', '.join(self.state.started)}")

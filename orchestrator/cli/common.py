@@ -48,7 +48,7 @@ class Context:
             from orchestrator.logs import json_format, log
             if json_format():
                 log("orch-stats", connections=stats.connections, commands=stats.commands,
-                    transfers=stats.transfers, wall_s=round(time.monotonic() - self.started, 3), transport=via,
+                    transfers=stats.transfers, commands_by_phase=dict(stats.by_phase), wall_s=round(time.monotonic() - self.started, 3), transport=via,
                     transport_chosen=why)
             else:
                 click.echo(f"orch-stats: {stats.summary()} wall_s={time.monotonic() - self.started:.3f} "

@@ -192,25 +192,30 @@ def write_go_script(work_dir: str, service_ids: list[str]) -> str:
     return " && ".join(parts)
 
 
+# an archive comes back as the command's own output, base64: one round trip, no download and no
+# second command to remove it (it is removed whatever happened)
+_SEND_ARCHIVE = 'base64 "$a"; rc=$?; rm -rf "$a" "$t"; [ $rc -eq 0 ]'
+
+
 def bundle_script(work_dir: str, service_ids: list[str], names: list[str]) -> str:
-    """Those of the named files that exist, of every job dir, in one gzipped tar under the work dir
-    (``<service ID>/<name>`` inside); prints its path. One transfer brings all, compressed."""
+    """Those of the named files that exist, of every job dir, as one gzipped tar (``<service ID>/<name>``
+    inside), printed base64. One command brings all, compressed."""
     root = remote_path(services_root(work_dir))
     wanted = " ".join(quote(f"{sid}/{name}") for sid in service_ids for name in names)
-    return (f"cd {root} && f=$(mktemp ../.collect.XXXXXX) && set -- && "
+    return (f"t=; cd {root} && a=$(mktemp ../.collect.XXXXXX) && set -- && "
             f"for p in {wanted}; do [ -f \"$p\" ] && set -- \"$@\" \"$p\"; done; "
-            f"tar czf \"$f\" -- \"$@\" && readlink -f \"$f\"")
+            f"tar czf \"$a\" -- \"$@\" && {_SEND_ARCHIVE}")
 
 
 def log_bundle_script(work_dir: str, service_ids: list[str], max_bytes: int) -> str:
-    """The last ``max_bytes`` of each job's SLURM output (``<service ID>.log`` inside), gzipped in
-    one tar under the work dir; prints its path."""
+    """The last ``max_bytes`` of each job's SLURM output (``<service ID>.log`` inside) as one gzipped
+    tar, printed base64."""
     root = remote_path(services_root(work_dir))
     sids = " ".join(quote(sid) for sid in service_ids)
-    return (f"cd {root} && t=$(mktemp -d ../.logs.XXXXXX) && "
+    return (f"cd {root} && t=$(mktemp -d ../.logs.XXXXXX) && a=\"$t.tar.gz\" && "
             f"for s in {sids}; do for f in \"$s\"/slurm-*.out; do [ -f \"$f\" ] && "
             f"tail -c {int(max_bytes)} \"$f\" > \"$t/$s.log\"; done; done; "
-            f"tar czf \"$t.tar.gz\" -C \"$t\" . && rm -rf \"$t\" && readlink -f \"$t.tar.gz\"")
+            f"tar czf \"$a\" -C \"$t\" . && {_SEND_ARCHIVE}")
 
 
 def progress_script(work_dir: str, jobs: dict[str, str], mark: Marker) -> str:

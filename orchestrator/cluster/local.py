@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 from orchestrator.cluster.forward import LocalForward
+from orchestrator.cluster.streaming import process_lines
 from orchestrator.cluster.transport import PRIVATE, CommandResult, Forward, TransportStats
 from orchestrator.errors import CommandTimeout
 
@@ -22,8 +24,7 @@ class LocalTransport:
 
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
             stdin: str | None = None, idempotent: bool = True) -> CommandResult:
-        self.stats.commands += 1
-        self.stats.log.append(command)
+        self.stats.count(command)
         try:
             proc = subprocess.run(["bash", "-c", PRIVATE + command], input=stdin, capture_output=True,
                                   encoding="utf-8", errors="replace", timeout=timeout, cwd=os.path.expanduser("~"))
@@ -31,6 +32,12 @@ class LocalTransport:
             raise CommandTimeout(f"command timed out after {timeout}s: {command[:120]}") from None
         result = CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
         return result.check() if check else result
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[str]:
+        """Lines of the command's stdout as they arrive; closing the generator ends the shell."""
+        self.stats.count(command)
+        yield from process_lines(["bash", "-c", PRIVATE + command], timeout, command,
+                                 cwd=os.path.expanduser("~"))
 
     def put(self, local_path: str, remote_path: str) -> None:
         self.stats.transfers += 1

@@ -18,10 +18,12 @@ import os
 import re
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.cluster.shell import path as remote_path
+from orchestrator.cluster.streaming import process_lines
 from orchestrator.cluster.transport import PRIVATE, CommandResult, TransportStats
 from orchestrator.config import SSHConfig
 from orchestrator.errors import CommandTimeout, HostKeyError, OutcomeUnknown, TransportError
@@ -205,12 +207,27 @@ class OpenSSHTransport:
 
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
             stdin: str | None = None, idempotent: bool = True) -> CommandResult:
-        self.stats.commands += 1
-        self.stats.log.append(command)
+        self.stats.count(command)
         proc = self._exec(command, stdin.encode() if stdin is not None else None, timeout, idempotent)
         result = CommandResult(command, proc.returncode, proc.stdout.decode(errors="replace"),
                                proc.stderr.decode(errors="replace"))
         return result.check() if check else result
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[str]:
+        """Lines of the command's stdout as they arrive; closing the generator ends the ssh process."""
+        self.stats.count(command)
+        if self._checked and not os.path.exists(self.control_path):
+            self._checked = False
+        self._ensure_master()
+
+        def ended(code: int, stderr: str) -> None:
+            if classify(code, stderr) is not None:
+                raise TransportError(f"lost {self.cfg.host} during a remote command: {_first_line(stderr)}")
+        try:
+            yield from process_lines(["ssh", *self._opts, "-o", "ControlMaster=no", self.cfg.host, "--",
+                                      PRIVATE + command], timeout, command, ended)
+        except FileNotFoundError:
+            raise TransportError(NO_SSH) from None
 
     # -- files (over exec: no SFTP subsystem needed) ----------------------------------------
     def put(self, local_path: str, remote_path_: str) -> None:

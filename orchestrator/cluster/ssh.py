@@ -14,11 +14,13 @@ import os
 import select
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from orchestrator.cluster.hostkeys import KnownHosts, parse_known_hosts
 from orchestrator.cluster.paramiko_lite import paramiko, ssh_config_from_text
 from orchestrator.cluster.shell import path as shell_path
+from orchestrator.cluster.streaming import LineSplitter
 from orchestrator.cluster.transport import PRIVATE, CommandResult, TransportStats
 from orchestrator.config import SSHConfig
 from orchestrator.errors import (
@@ -249,8 +251,7 @@ class SSHTransport:
     # -- commands ----------------------------------------------------------
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
             stdin: str | None = None, idempotent: bool = True) -> CommandResult:
-        self.stats.commands += 1
-        self.stats.log.append(command)
+        self.stats.count(command)
         try:
             result = self._exec(command, timeout, stdin)
         except (TransportError, *_DROPPED) as exc:
@@ -297,6 +298,44 @@ class SSHTransport:
         finally:
             chan.close()
         return CommandResult(command, code, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[str]:
+        """Lines of the command's stdout as they arrive; closing the generator closes the channel."""
+        self.stats.count(command)
+        try:
+            transport = self._alive()
+        except TransportError:
+            if self._client is None:
+                raise
+            self._reconnect()   # the connection went since the last command: once, as run() does
+            transport = self._alive()
+        try:
+            chan = transport.open_session(timeout=self.cfg.connect_timeout)
+        except _DROPPED as exc:
+            raise TransportError(f"connection dropped: {exc}") from None
+        split = LineSplitter()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            chan.exec_command(PRIVATE + command)
+            chan.shutdown_write()
+            while True:
+                if chan.recv_ready():
+                    yield from split.feed(chan.recv(65536))
+                elif chan.recv_stderr_ready():
+                    chan.recv_stderr(65536)   # a stream is read for its stdout; stderr must not block it
+                elif chan.eof_received or chan.closed:
+                    break
+                elif not transport.is_active():
+                    raise TransportError("connection dropped during command")
+                else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise CommandTimeout(f"remote command timed out after {timeout}s: {command[:120]}")
+                    select.select([chan], [], [], 0.01)
+            yield from split.flush()
+        except _DROPPED as exc:
+            raise TransportError(f"connection dropped during command: {exc}") from None
+        finally:
+            chan.close()
 
     # -- files -------------------------------------------------------------
     # SFTP when the login node offers it, with a timeout on every operation; else (some sites

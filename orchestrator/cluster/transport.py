@@ -1,6 +1,6 @@
 """The one boundary between the tool and the cluster.
 
-Everything above this module takes a ``Transport`` and calls ``run``, ``put``,
+Everything above this module takes a ``Transport`` and calls ``run``, ``stream``, ``put``,
 ``get`` or ``forward``. ``cluster.ssh.SSHTransport`` talks to the login node
 over a single reused paramiko connection; ``cluster.openssh.OpenSSHTransport`` runs the system's
 ssh over a ControlMaster; ``cluster.local.LocalTransport`` runs
@@ -10,6 +10,7 @@ recorded sessions through ``tests/fakes.py``. ``cluster.connect`` picks one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,9 +46,18 @@ class TransportStats:
     transfers: int = 0
     forwards: int = 0
     log: list[str] = field(default_factory=list)
+    phase: str = ""                                           # what the caller is doing (a session's phase)
+    by_phase: dict[str, int] = field(default_factory=dict)    # commands per phase, in the order first seen
+
+    def count(self, command: str) -> None:
+        self.commands += 1
+        self.log.append(command)
+        if self.phase:
+            self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + 1
 
     def summary(self) -> str:
-        return (f"connections={self.connections} commands={self.commands} "
+        phases = f" ({', '.join(f'{k} {v}' for k, v in self.by_phase.items())})" if self.by_phase else ""
+        return (f"connections={self.connections} commands={self.commands}{phases} "
                 f"transfers={self.transfers} forwards={self.forwards}")
 
 
@@ -64,6 +74,11 @@ class Transport(Protocol):
 
     def run(self, command: str, *, timeout: float | None = 120, check: bool = False,
             stdin: str | None = None, idempotent: bool = True) -> CommandResult: ...
+
+    def stream(self, command: str, *, timeout: float | None = None) -> Iterator[str]:
+        """The command's stdout line by line as it arrives (a wait's rounds, ``cluster.streaming``);
+        closing the iterator early ends the command."""
+        ...
 
     def put(self, local_path: str, remote_path: str) -> None: ...
 

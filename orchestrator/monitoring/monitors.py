@@ -8,6 +8,7 @@ probe of the monitor, so it is one remote command and needs no local state.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,7 @@ from orchestrator.state import MonitorRecord, StateStore
 from orchestrator.times import now_iso, parse_duration
 
 Progress = Callable[[str], None]
+_ACTIVE_TARGETS = "curl -sS --max-time 20 \"$BASE/api/v1/targets?state=active\""
 PROMTOOL_CHECK = "if command -v promtool >/dev/null 2>&1; then promtool check config prometheus.yml; fi"
 
 
@@ -56,7 +58,13 @@ class MonitorsModule:
                         progress: Progress | None = None) -> list[ResolvedTarget]:
         """Service targets to node:port from their endpoint files; PENDING ones are waited for."""
         out = [host_target(s) for s in specs if s.host]
-        pending = [s for s in specs if s.service_id]
+        pending = []
+        for s in specs:
+            ready = self.servers.recently_ready(s.service_id) if s.service_id else None
+            if ready is not None:   # a wait just found it running: its endpoint is known
+                out.extend(targets_from_probe(s, ready))
+            elif s.service_id:
+                pending.append(s)
 
         def step() -> tuple[bool, str]:
             if not pending:
@@ -234,6 +242,11 @@ class MonitorsModule:
     def query_many_at(self, monitor_id: str, queries: list[tuple[str, float | None]]) -> list[QueryResult]:
         return self.queries.query_many_at(monitor_id, queries)
 
+    def query_at_and_range(self, monitor_id: str, instant: list[tuple[str, float | None]], ranges: list[str],
+                           start: float, end: float, step: float | str = 15
+                           ) -> tuple[list[QueryResult], list[QueryResult]]:
+        return self.queries.query_at_and_range(monitor_id, instant, ranges, start, end, step)
+
     def query_metrics(self, monitor_id: str, promql: str, at: float | None = None) -> QueryResult:
         return self.queries.query_many(monitor_id, [promql], at)[0]
 
@@ -251,8 +264,15 @@ class MonitorsModule:
 
     # -- status and reports -------------------------------------------------------------
     def check_monitor_status(self, monitor_id: str) -> dict:
-        mid = self.monitor_for(monitor_id)
-        p = self.servers.probe(mid, then="curl -sS --max-time 20 \"$BASE/api/v1/targets?state=active\"")
+        return self._status(self.servers.probe(self.monitor_for(monitor_id), then=_ACTIVE_TARGETS))
+
+    def status_rounds(self, monitor_id: str, *, interval: float, timeout: float) -> Iterator[dict]:
+        """``check_monitor_status`` every ``interval`` seconds, for a wait: one remote command in all."""
+        for p in self.servers.probe_rounds(self.monitor_for(monitor_id), interval=interval, timeout=timeout,
+                                           then=_ACTIVE_TARGETS):
+            yield self._status(p)
+
+    def _status(self, p) -> dict:
         rec = self.store.get(p.service_id) or {}
         targets = []
         if p.then_output:

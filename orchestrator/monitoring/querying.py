@@ -93,6 +93,19 @@ class MonitorQueries:
         answers = self._run_queries(monitor_id, [curl_query(q, at) for q, at in queries])
         return [parse_response(a, q) for a, (q, _) in zip(answers, queries)]
 
+    def query_at_and_range(self, monitor_id: str, instant: list[tuple[str, float | None]], ranges: list[str],
+                           start: float, end: float, step: float | str = 15
+                           ) -> tuple[list[QueryResult], list[QueryResult]]:
+        """``query_many_at(instant)`` and ``query_range_many(ranges, ...)`` in ONE remote command (a
+        report's KPIs and its time series)."""
+        chunks, step_s = checked_range(start, end, step, self.config.limits.range_points)
+        curls = [curl_query(q, at) for q, at in instant] + [curl_range(q, s, e, step_s) for q in ranges for s, e in chunks]
+        answers = self._run_queries(monitor_id, curls, timeout=60 + 10 * len(curls))
+        first = [parse_response(a, q) for a, (q, _) in zip(answers, instant)]
+        rest = answers[len(instant):]
+        return first, [stitch([parse_response(a, q) for a in rest[i * len(chunks):(i + 1) * len(chunks)]])
+                       for i, q in enumerate(ranges)]
+
     def query_metrics(self, monitor_id: str, promql: str, at: float | None = None) -> QueryResult:
         return self.query_many(monitor_id, [promql], at)[0]
 
@@ -104,14 +117,7 @@ class MonitorQueries:
     def query_range_many(self, monitor_id: str, queries: list[str], start: float, end: float,
                          step: float | str = 15) -> list[QueryResult]:
         """Several range queries over one window; every chunk of every query in one remote command."""
-        chunks, step_s = checked_range(start, end, step, self.config.limits.range_points)
-        curls = [curl_range(q, s, e, step_s) for q in queries for s, e in chunks]
-        answers = self._run_queries(monitor_id, curls, timeout=60 + 10 * len(curls))
-        out = []
-        for i, q in enumerate(queries):
-            part = answers[i * len(chunks):(i + 1) * len(chunks)]
-            out.append(stitch([parse_response(a, q) for a in part]))
-        return out
+        return self.query_at_and_range(monitor_id, [], queries, start, end, step)[1]
 
     def collect(self, monitor_id: str, queries: list[str], start: float, end: float,
                 step: float | str, path: str | Path, fmt: str | None = None) -> Path:

@@ -3,15 +3,17 @@ named files and logs in one compressed transfer, and each job's runtime facts.""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import shutil
 import tarfile
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from orchestrator.cluster import jobdir
+from orchestrator.cluster import jobdir, streaming
 from orchestrator.cluster.remote import Marker
-from orchestrator.cluster.shell import command
 from orchestrator.cluster.slurm import parse_job_records
 from orchestrator.cluster.transport import Transport
 from orchestrator.errors import OrchestratorError
@@ -32,28 +34,24 @@ class JobFiles:
     def read_progress(self, service_ids: list[str]) -> dict[str, dict]:
         """{service ID: {"progress": parsed progress.json or None, "done": bool, "job": Job or None}},
         in one command."""
+        mark = Marker()
+        return _parse_progress(self.transport.run(self._progress_script(service_ids, mark), timeout=60).stdout,
+                               mark, service_ids)
+
+    def progress_rounds(self, service_ids: list[str], *, interval: float, timeout: float,
+                        fast_after: float | None = None, fast_interval: float | None = None) -> Iterator[dict]:
+        """``read_progress`` every ``interval`` seconds (``fast_interval`` after ``fast_after``), for a
+        wait: one remote command in all."""
+        mark = Marker()
+        for out in streaming.repeated(self.transport, self._progress_script(service_ids, mark), interval=interval,
+                                      timeout=timeout, fast_after=fast_after, fast_interval=fast_interval):
+            yield _parse_progress(out, mark, service_ids)
+
+    def _progress_script(self, service_ids: list[str], mark: Marker) -> str:
         tracked = self.store.load()
         jobs = {sid: (tracked.get(sid) or {}).get("job_id") or "0" for sid in service_ids}   # ("0": none known)
-        mark = Marker()
-        out = self.transport.run(jobdir.progress_script(self.work_dir, jobs, mark), timeout=60).stdout
-        found: dict[str, dict] = {sid: {"progress": None, "done": False, "job": None} for sid in service_ids}
-        for sec in mark.parse(out):
-            sid = sec.args[0] if sec.args else ""
-            if sid not in found:
-                continue
-            if sec.name == "done":
-                found[sid]["done"] = True
-            elif sec.name == "job":
-                records = parse_job_records(sec.text)
-                found[sid]["job"] = records[0] if records else None
-            elif sec.name == "client":
-                for line in sec.lines:
-                    if line.startswith("{"):
-                        try:
-                            found[sid]["progress"] = json.loads(line)
-                        except json.JSONDecodeError:
-                            pass  # being rewritten: the next poll reads it whole
-        return found
+        return jobdir.progress_script(self.work_dir, jobs, mark)
+
 
     def fetch_file(self, service_id: str, name: str, local: Path) -> bool:
         """Download a file of a job dir; False (and no local file) when it could not be fetched."""
@@ -85,27 +83,24 @@ class JobFiles:
         return {sid: dest_dir / f"{sid}.log" for sid in got}
 
     def _unbundle(self, script: str, wanted: dict, dest) -> set:
-        """Run ``script`` (it prints the path of a tar.gz it made), download that archive, remove it
-        remotely, and write the members named in ``wanted`` to ``dest(wanted[name])``. Only those
-        members are read (never extracted by the archive's own paths)."""
-        remote = self.transport.run(script, timeout=300).check().stdout.strip().splitlines()[-1]
+        """Run ``script`` (it prints a tar.gz, base64, and removes it) and write the members named in
+        ``wanted`` to ``dest(wanted[name])``. Only those members are read (never extracted by the
+        archive's own paths)."""
+        try:
+            data = base64.b64decode(self.transport.run(script, timeout=300).check().stdout, validate=False)
+        except binascii.Error as exc:
+            raise OrchestratorError(f"the archive of the jobs' files came back damaged: {exc}") from None
         got = set()
-        with tempfile.TemporaryDirectory(prefix="orch-collect-") as tmp:
-            local = Path(tmp) / "bundle.tar.gz"
-            try:
-                self.transport.get(remote, str(local))
-            finally:
-                self.transport.run(command("rm", "-f", remote), timeout=60)
-            with tarfile.open(local, "r:gz") as tar:
-                for member in tar:
-                    key = wanted.get(member.name)
-                    if key is None or not member.isfile():
-                        continue
-                    out = dest(key)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    with open(out, "wb") as f:
-                        shutil.copyfileobj(tar.extractfile(member), f)
-                    got.add(key)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            for member in tar:
+                key = wanted.get(member.name)
+                if key is None or not member.isfile():
+                    continue
+                out = dest(key)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with open(out, "wb") as f:
+                    shutil.copyfileobj(tar.extractfile(member), f)
+                got.add(key)
         return got
 
     def runtime_facts(self, service_ids: list[str]) -> dict[str, dict]:
@@ -123,3 +118,24 @@ class JobFiles:
             elif sec.name == "sbatch":
                 entry["sbatch"] = [line[len("#SBATCH "):] for line in sec.lines if line.startswith("#SBATCH")]
         return facts
+
+
+def _parse_progress(out: str, mark: Marker, service_ids: list[str]) -> dict[str, dict]:
+    found: dict[str, dict] = {sid: {"progress": None, "done": False, "job": None} for sid in service_ids}
+    for sec in mark.parse(out):
+        sid = sec.args[0] if sec.args else ""
+        if sid not in found:
+            continue
+        if sec.name == "done":
+            found[sid]["done"] = True
+        elif sec.name == "job":
+            records = parse_job_records(sec.text)
+            found[sid]["job"] = records[0] if records else None
+        elif sec.name == "client":
+            for line in sec.lines:
+                if line.startswith("{"):
+                    try:
+                        found[sid]["progress"] = json.loads(line)
+                    except json.JSONDecodeError:
+                        pass  # being rewritten: the next poll reads it whole
+    return found

@@ -13,11 +13,13 @@ import re
 import secrets
 import tarfile
 import time
+from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable
 
 from orchestrator import waiting
-from orchestrator.cluster import jobdir
+from orchestrator.cluster import jobdir, streaming
 from orchestrator.cluster.remote import Marker
 from orchestrator.services.jobfiles import JobFiles
 from orchestrator.services.registry import ServiceRegistry
@@ -36,6 +38,7 @@ from orchestrator.errors import (
     CommandTimeout,
     OrchestratorError,
     OutcomeUnknown,
+    ServiceNotReady,
     SlurmError,
 )
 from orchestrator.logs import log_context
@@ -106,10 +109,6 @@ class Endpoint:
         return asdict(self)
 
 
-class ServiceNotReady(OrchestratorError):
-    pass
-
-
 def endpoint_of(p: Probe) -> Endpoint:
     """Where a probed service listens (from its endpoint.json); ServiceNotReady before the job wrote it."""
     state = p.job.state if p.job else "UNKNOWN"
@@ -176,6 +175,9 @@ def status_rows(poll, tracked: dict) -> dict[str, ServiceStatus]:
     return rows
 
 
+READY_FRESH_S = 120   # how long the probe that ended a wait stands for the service's endpoint
+
+
 class ServersModule:
     def __init__(self, config: Config, transport: Transport):
         self.config = config
@@ -184,6 +186,9 @@ class ServersModule:
         self.attempted: list[str] = []   # every service ID this module tried to submit, in order
         self.registry = ServiceRegistry(self.store, transport)          # records and IDs
         self.files = JobFiles(config.remote.work_dir, transport, self.store)   # files in job dirs
+        # the probe that ended each wait for readiness: what a session does next (the monitor's targets,
+        # a client's endpoint) reads it instead of asking SLURM again a moment later
+        self._ready: dict[str, tuple[float, Probe]] = {}
 
     # -- records and IDs: services/registry.py; files in job dirs: services/jobfiles.py --------------
     def _ids(self, ident: str) -> tuple[str | None, str | None]:
@@ -294,6 +299,14 @@ class ServersModule:
         result = self.transport.run(script, timeout=timeout, idempotent=not cancel)
         return self._checked(ident, parse_probe(mark.parse(result.stdout)))
 
+    def probe_rounds(self, ident: str, *, interval: float, timeout: float, **options) -> Iterator[Probe]:
+        """The same probe every ``interval`` seconds for a wait, all rounds over one remote command
+        (``cluster.streaming``); close it to stop."""
+        mark = Marker()
+        script = self._probe_script(ident, mark, **options)
+        for out in streaming.repeated(self.transport, script, interval=interval, timeout=timeout):
+            yield self._checked(ident, parse_probe(mark.parse(out)))
+
     def probe_many(self, idents: list[str], health: bool = False) -> list[Probe]:
         """Several services in one remote command (each probe in its own subshell)."""
         mark = Marker()
@@ -331,70 +344,39 @@ class ServersModule:
     def get_service_endpoint(self, ident: str) -> Endpoint:
         return endpoint_of(self.probe(ident))
 
-    # -- readiness ----------------------------------------------------------------
+    # -- readiness (services/readiness.py) ----------------------------------------------
     def wait_until_ready(self, ident: str, timeout: float = 300, poll: float = 1.0,
                          progress: Progress | None = None) -> Endpoint:
-        """Until RUNNING and the health probe answers from the login node.
-
-        A job that ends first raises with the tail of its log; a timeout
-        leaves the job running and says so.
-        """
-        last: list[Probe] = []
-
-        def step() -> tuple[bool, str]:
-            p = self.probe(ident, health=True)
-            last[:] = [p]
-            state = p.job.state if p.job else "UNKNOWN"
-            if state in TERMINAL_STATES:
-                tail = self.probe(ident, log_lines=20).log.rstrip()
-                raise ServiceNotReady(f"service {p.service_id} (job {p.job_id}) ended {state} "
-                                      f"before it was ready; last lines of its log:\n{tail}")
-            static = p.endpoint["static"] if p.endpoint else {}
-            if state == "RUNNING" and p.endpoint and (p.healthy or not (static.get("health_path")
-                                                                        or static.get("health_tcp"))):
-                return True, f"{p.service_id} ready at {p.health_url or p.endpoint['node']}"
-            if state == "PENDING":
-                return False, f"{p.service_id}: pending ({p.job.reason or 'queued'})"
-            if state == "RUNNING":
-                return False, (f"{p.service_id}: starting on {p.job.nodelist}" +
-                               (f", health {p.health_url} -> {p.health_code}" if p.health_url else ""))
-            return False, f"{p.service_id}: {state}"
-
-        def timed_out() -> ServiceNotReady:
-            p = last[0]
-            state = p.job.state if p.job else "UNKNOWN"
-            return ServiceNotReady(f"service {p.service_id} (job {p.job_id}) not ready after {timeout:.0f}s "
-                                   f"({state}); the job was left running: stop it with "
-                                   f"--stop-service {p.service_id}")
-
+        """Until RUNNING and the health probe answers from the login node; a job that ends first raises
+        with the tail of its log, a timeout leaves the job running and says so."""
+        from orchestrator.services.readiness import wait_until_ready
+        rounds = self.probe_rounds(ident, interval=poll, timeout=timeout, health=True)
         sid, job_id = self._ids(ident)
-        with log_context(service_id=sid, job_id=job_id):
-            waiting.poll_until(step, timeout=timeout, interval=poll, say=progress, on_timeout=timed_out)
-        p = last[0]
+        with log_context(service_id=sid, job_id=job_id), closing(rounds):
+            p = wait_until_ready(rounds, ident, timeout, progress, lambda: self.probe(ident, log_lines=20).log.rstrip())
         if p.service_id in self.store.load():
             self.store.update(p.service_id, ready_at=now_iso())
+        self._ready[p.service_id] = (time.monotonic(), p)
         return endpoint_of(p)
+
+    def recently_ready(self, service_id: str, within: float = READY_FRESH_S) -> Probe | None:
+        """The probe that found the service ready, if that was less than ``within`` seconds ago and it
+        was not stopped since: a job that was RUNNING with its endpoint a moment ago still is, or the
+        next command against it says otherwise."""
+        seen = self._ready.get(service_id)
+        return seen[1] if seen and time.monotonic() - seen[0] <= within else None
 
     def wait_until_ended(self, service_ids: list[str], timeout: float = 30, poll: float = 1.0) -> list[str]:
         """Until every job has left the running states (after a scancel); returns those still running."""
-        left = list(service_ids)
-
-        def step() -> tuple[bool, str]:
-            left[:] = [p.service_id for p in self.probe_many(left)
-                       if p.job is not None and p.job.state not in TERMINAL_STATES] if left else []
-            return not left, ""
-
-        try:
-            waiting.poll_until(step, timeout=timeout, interval=poll, on_timeout=lambda: TimeoutError())
-        except TimeoutError:
-            pass
-        return left
+        from orchestrator.services.readiness import wait_until_ended
+        return wait_until_ended(self.probe_many, service_ids, timeout, poll)
 
     # -- stop and logs ------------------------------------------------------------
     def stop_service(self, ident: str) -> ServiceStatus:
         """scancel a service this tool started, in one remote command; anything else is refused on the
         login node before scancel runs."""
         p = self.probe(ident, cancel=True)
+        self._ready.pop(p.service_id, None)
         out = (p.cancel_output or "").strip()
         already = p.job is not None and p.job.state in TERMINAL_STATES
         if out == "refused":
@@ -417,6 +399,8 @@ class ServersModule:
         returns ``{service ID: cancelled | gone | refused: ... | unknown}`` (a service whose sbatch never
         answered is looked up by its name). Raises TransportError
         when the cluster cannot be reached: the caller decides how to retry."""
+        for sid in service_ids:
+            self._ready.pop(sid, None)
         tracked = self.store.load()
         jobs = {tracked[sid]["job_id"]: sid for sid in service_ids if tracked.get(sid, {}).get("job_id")}
         # a submission that got no answer has no job ID yet: its job, if any, is found by its name

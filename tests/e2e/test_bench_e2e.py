@@ -1,6 +1,7 @@
 """A whole benchmark session on the sandbox against the stand-in service."""
 
 import json
+import re
 import shutil
 import signal
 import statistics
@@ -65,6 +66,16 @@ def test_session_writes_every_artifact(session):
     assert {j["role"] for j in manifest["jobs"]} == {"service", "client", "monitor"}
     assert manifest["service_recipes"]["standin-llm"]["sha256"] and manifest["promql"]
     assert "orch-stats: connections=1 " in proc.stderr  # the whole session on one SSH connection
+
+
+def test_a_session_takes_at_most_20_remote_commands_counted_by_phase(session):
+    # each wait (the service, the monitor, the client, the load) is one command however long it lasts
+    _, proc = session
+    m = re.search(r"commands=(\d+) \(deploy (\d+), load (\d+), gather (\d+), cleanup (\d+)\)", proc.stderr)
+    assert m, proc.stderr[-2000:]
+    total, *phases = map(int, m.groups())
+    assert sum(phases) == total <= 20
+    assert phases[1] <= 3   # the go signal and one stream of the load's progress
 
 
 def kpis(d):
