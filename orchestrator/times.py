@@ -6,6 +6,8 @@ import re
 import time
 from datetime import datetime, timezone
 
+DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")   # Prometheus' duration syntax: 15s, 1m30s, 24h
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 

@@ -35,22 +35,32 @@ def monitor():
 
 @monitor.command("start")
 @common_options
-@click.option("--recipe", default="prometheus", show_default=True, help="monitor recipe (name or file)")
-@click.option("--targets", multiple=True, metavar="ID", help="service or job IDs to scrape (repeatable; also space-separated)")
+@click.option("--recipe", default="prometheus", show_default=True,
+              help="monitor recipe: a Prometheus service recipe, or one of recipes/monitors/ (vllm-monitor, ...: "
+                   "its ports are scraped on each job ID given; `monitor list --available`)")
+@click.option("--targets", multiple=True, metavar="TARGET",
+              help="what to scrape (repeatable; also space-separated): a service ID or name of this tool, a job ID "
+                   "(with a recipes/monitors/ recipe), JOBID:PORT, host:port, or http(s)://host:port/path")
+@click.option("--allow-other-users", is_flag=True,
+              help="a job ID may be another user's job (it is only scraped, never cancelled, tailed or written to)")
+@click.option("--bearer-file", type=click.Path(dir_okay=False), default=None,
+              help="file holding the bearer token the address and job targets want (never on the command line)")
 @click.option("--scrape-interval", default=None, help="e.g. 5s (default: the recipe's)")
 @click.option("--no-wait", is_flag=True, help="return once submitted")
 @click.option("--grafana", is_flag=True, help="also deploy Grafana (the grafana recipe, a container) with this "
               "monitor as its datasource and the tool's dashboards")
 @click.argument("more_targets", nargs=-1, metavar="[ID...]")
 @click.pass_context
-def monitor_start(click_ctx, config_path, as_json, recipe, targets, scrape_interval, no_wait, grafana, more_targets):
-    """Deploy Prometheus with the given services as targets."""
+def monitor_start(click_ctx, config_path, as_json, recipe, targets, allow_other_users, bearer_file, scrape_interval,
+                  no_wait, grafana, more_targets):
+    """Deploy Prometheus with the given targets: services, jobs the tool did not start, addresses."""
     ctx = _ctx(click_ctx, config_path, as_json)
     if grafana and no_wait:
         raise click.UsageError("--grafana needs the monitor's address: drop --no-wait")
     ids = [t for group in targets for t in group.split()] + list(more_targets)
     mid = ctx.orch.monitors.start_monitor(recipe, ids, wait=not no_wait, progress=progress,
-                                          scrape_interval=scrape_interval)
+                                          scrape_interval=scrape_interval, allow_other_users=allow_other_users,
+                                          bearer_file=bearer_file)
     if no_wait:
         emit(ctx, {"monitor_id": mid}, mid)
         return
@@ -83,8 +93,9 @@ def monitor_list(click_ctx, config_path, as_json, available):
     ctx = _ctx(click_ctx, config_path, as_json)
     if available:
         rows = ctx.orch.monitors.available_recipes()
-        emit(ctx, rows, render_table(["recipe", "path", "description"],
-                                     [[r["name"], r["path"], r["description"]] for r in rows]))
+        emit(ctx, rows, render_table(["recipe", "targets", "description", "path"],
+                                     [[r["name"], ", ".join(r.get("targets") or ["(the services named)"]),
+                                       r["description"], r["path"]] for r in rows]))
         return
     rows = ctx.orch.monitors.running_monitors()
     emit(ctx, [r.__dict__ for r in rows], "\n".join(r.line() for r in rows) or "no monitors")
@@ -133,15 +144,22 @@ def monitor_stop(click_ctx, config_path, as_json, ident, id_option):
 @monitor.command("add-target")
 @common_options
 @click.argument("monitor_id")
-@click.argument("ids", nargs=-1, required=True, metavar="ID...")
-@click.option("--job-name", default=None, help="Prometheus job name (default: the service ID)")
+@click.argument("ids", nargs=-1, required=True, metavar="TARGET...")
+@click.option("--job-name", default=None, help="Prometheus job name (default: the service ID or the address)")
+@click.option("--allow-other-users", is_flag=True,
+              help="a JOBID:PORT may be another user's job (it is only scraped, never touched)")
+@click.option("--bearer-file", type=click.Path(dir_okay=False), default=None,
+              help="file holding the bearer token these targets want (never on the command line)")
 @click.pass_context
-def monitor_add_target(click_ctx, config_path, as_json, monitor_id, ids, job_name):
-    """Add services as targets: config re-rendered on the cluster and hot-reloaded."""
-    from orchestrator.services.recipes import TargetSpec
+def monitor_add_target(click_ctx, config_path, as_json, monitor_id, ids, job_name, allow_other_users, bearer_file):
+    """Add targets (a service ID or name, JOBID:PORT, host:port, or http(s)://host:port/path): config
+    re-rendered on the cluster and hot-reloaded."""
+    from dataclasses import replace
+
+    from orchestrator.monitoring.targets import parse_target
     ctx = _ctx(click_ctx, config_path, as_json)
-    added = ctx.orch.monitors.add_targets(monitor_id, [TargetSpec(service_id=i, job_name=job_name) for i in ids],
-                                          progress=progress)
+    specs = [replace(parse_target(i, credentials_file=bearer_file), job_name=job_name) for i in ids]
+    added = ctx.orch.monitors.add_targets(monitor_id, specs, progress=progress, allow_other_users=allow_other_users)
     emit(ctx, [t.to_dict() for t in added], "\n".join(f"added {t.job_name} {t.address}{t.metrics_path}" for t in added))
 
 

@@ -11,9 +11,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from orchestrator import waiting
 from orchestrator.cluster.shell import heredoc
 from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.config import Config
@@ -25,21 +24,29 @@ from orchestrator.monitoring.promql import (
 )
 from orchestrator.monitoring.queries import REPORT_QUERIES
 from orchestrator.monitoring.querying import MonitorQueries
+from orchestrator.monitoring.jobtargets import JOB_ID_RE, read_tokens, resolve_targets, token_files
+from orchestrator.monitoring.monitor_recipes import (
+    MonitorRecipe,
+    find_monitor_recipe,
+    is_monitor_recipe,
+    load_monitor_recipe,
+    monitor_recipe_paths,
+    parse_monitor_recipe,
+)
 from orchestrator.monitoring.targets import (
     ResolvedTarget,
-    host_target,
+    parse_target,
     render_prometheus_config,
     targets_from_probe,
 )
-from orchestrator.services.recipes import (
-    DURATION_RE,
-    ServiceRecipe,
-    TargetSpec,
-    recipe_dirs,
-)
 from orchestrator.services.servers import ServersModule, ServiceStatus
 from orchestrator.state import MonitorRecord, StateStore
-from orchestrator.times import now_iso, parse_duration
+from orchestrator.times import DURATION_RE, now_iso, parse_duration
+
+from orchestrator.services.recipes import TargetSpec
+
+if TYPE_CHECKING:
+    from orchestrator.services.recipes import ServiceRecipe
 
 Progress = Callable[[str], None]
 _ACTIVE_TARGETS = "curl -sS --max-time 20 \"$BASE/api/v1/targets?state=active\""
@@ -54,48 +61,50 @@ class MonitorsModule:
         self.queries = MonitorQueries(config, servers, self.store)
 
     # -- targets ------------------------------------------------------------------
-    def resolve_targets(self, specs: list[TargetSpec], timeout: float = 600,
-                        progress: Progress | None = None) -> list[ResolvedTarget]:
-        """Service targets to node:port from their endpoint files; PENDING ones are waited for."""
-        out = [host_target(s) for s in specs if s.host]
-        pending = []
-        for s in specs:
-            ready = self.servers.recently_ready(s.service_id) if s.service_id else None
-            if ready is not None:   # a wait just found it running: its endpoint is known
-                out.extend(targets_from_probe(s, ready))
-            elif s.service_id:
-                pending.append(s)
-
-        def step() -> tuple[bool, str]:
-            if not pending:
-                return True, ""
-            waiting_for = []
-            for spec, p in zip(list(pending), self.servers.probe_many([s.service_id for s in pending])):
-                state = p.job.state if p.job else "UNKNOWN"
-                if state in TERMINAL_STATES:
-                    raise OrchestratorError(f"target {spec.service_id} ({p.service_id}) is {state}: cannot monitor it")
-                if p.endpoint and state == "RUNNING":
-                    out.extend(targets_from_probe(replace(spec, service_id=p.service_id), p))
-                else:
-                    waiting_for.append((spec, p))
-            pending[:] = [spec for spec, _ in waiting_for]
-            return not pending, ("waiting for targets: " + ", ".join(
-                f"{p.service_id} {p.job.state if p.job else '?'}" + (f" ({p.job.reason})" if p.job and p.job.reason else "")
-                for _, p in waiting_for)) if waiting_for else ""
-
-        waiting.poll_until(step, timeout=timeout, interval=1, say=progress, on_timeout=lambda: OrchestratorError(
-            f"targets not running after {timeout:.0f}s: " + ", ".join(s.service_id for s in pending)))
-        return out
+    def resolve_targets(self, specs: list[TargetSpec], timeout: float = 600, progress: Progress | None = None,
+                        allow_other_users: bool = False) -> list[ResolvedTarget]:
+        """Targets to node:port (monitoring/jobtargets.py); what is not running yet is waited for."""
+        return resolve_targets(self.servers, specs, timeout, progress, allow_other_users)
 
     @staticmethod
-    def specs(targets: list[str | TargetSpec]) -> list[TargetSpec]:
-        return [t if isinstance(t, TargetSpec) else TargetSpec(service_id=str(t)) for t in targets]
+    def specs(targets: list[str | TargetSpec], monitor_recipe: MonitorRecipe | None = None,
+              bearer_file: str | None = None) -> list[TargetSpec]:
+        """What the user named, as targets: a job ID with a monitor recipe means the recipe's ports on
+        that job; otherwise ``parse_target``'s forms (service, ``JOBID:PORT``, ``host:port``, URL)."""
+        out: list[TargetSpec] = []
+        for t in targets:
+            if isinstance(t, TargetSpec):
+                out.append(t)
+            elif monitor_recipe is not None and JOB_ID_RE.match(str(t)):
+                out += [replace(s, credentials_file=bearer_file) for s in monitor_recipe.specs(str(t))]
+            else:
+                out.append(parse_target(str(t), credentials_file=bearer_file))
+        return out
+
+    def monitor_recipe(self, recipe) -> MonitorRecipe | None:
+        """Seed 000's monitor recipe that ``recipe`` names or is (a name in recipes/monitors/, a file in
+        its format, or its mapping), else None."""
+        if isinstance(recipe, dict):
+            return parse_monitor_recipe(recipe, "<dict>") if is_monitor_recipe(recipe) else None
+        if isinstance(recipe, str):
+            return find_monitor_recipe(recipe, monitor_recipe_dirs(self.config))
+        return None
 
     # -- lifecycle ------------------------------------------------------------------
-    def start_monitor(self, recipe: ServiceRecipe | str = "prometheus", targets: list[str | TargetSpec] = (),
+    def start_monitor(self, recipe: ServiceRecipe | str | dict = "prometheus", targets: list[str | TargetSpec] = (),
                       *, wait: bool = True, timeout: float | None = None, progress: Progress | None = None,
-                      scrape_interval: str | None = None) -> str:
-        """Deploy Prometheus for the given targets (plus the recipe's monitoring_targets)."""
+                      scrape_interval: str | None = None, allow_other_users: bool = False,
+                      bearer_file: str | None = None) -> str:
+        """Deploy Prometheus for the given targets (plus the recipe's monitoring_targets). ``recipe``: a
+        service recipe (name, file, mapping, or loaded), or a monitor recipe of seed 000's format, whose
+        targets' ports are scraped on each job ID given."""
+        mrec = self.monitor_recipe(recipe)
+        specs = self.specs(list(targets), mrec, bearer_file)
+        if mrec is not None:
+            recipe = mrec.prometheus(self.servers.load_recipe("prometheus"))
+        elif isinstance(recipe, dict):
+            from orchestrator.services.recipes import parse_recipe
+            recipe = parse_recipe(recipe if "service" in recipe else {"service": recipe}, "<dict>")
         recipe = self.servers.load_recipe(recipe) if isinstance(recipe, str) else recipe
         if "gpu" in recipe.exporters:
             raise OrchestratorError(f"{recipe.source or recipe.name}: exporters: [gpu] on the monitor is not "
@@ -104,7 +113,9 @@ class MonitorsModule:
         interval = scrape_interval or recipe.scrape_interval
         if not DURATION_RE.match(str(interval)) or parse_duration(interval) <= 0:
             raise OrchestratorError(f"--scrape-interval: expected a duration such as 5s or 1m, got {interval!r}")
-        resolved = self.resolve_targets(list(recipe.monitoring_targets) + self.specs(list(targets)), progress=progress)
+        all_specs = list(recipe.monitoring_targets) + specs
+        resolved = self.resolve_targets(all_specs, progress=progress, allow_other_users=allow_other_users)
+        tokens = read_tokens(token_files(all_specs))
         exporter_jobs: list[str] = []
         if "node" in recipe.exporters:  # on the services' nodes, not in the monitor's own job
             try:
@@ -116,7 +127,7 @@ class MonitorsModule:
         mid = self.servers.new_service_id(recipe)
         config_text = render_prometheus_config(mid, resolved, interval)
         try:
-            self.servers.start_service(recipe, service_id=mid, extra_files={"prometheus.yml": config_text},
+            self.servers.start_service(recipe, service_id=mid, extra_files={"prometheus.yml": config_text, **tokens},
                                        precheck=PROMTOOL_CHECK, progress=progress, labels={"role": "monitor"})
         except BaseException:
             self.servers.cancel_many(exporter_jobs)  # nothing left behind when the monitor itself is refused
@@ -183,17 +194,21 @@ class MonitorsModule:
                                     f"known monitors: {', '.join(self.store.load()) or 'none'}")
         return rec
 
-    def _reload(self, monitor_id: str, targets: list[ResolvedTarget]) -> None:
-        """Re-render prometheus.yml on the cluster, check it, hot-reload: one remote command."""
+    def _reload(self, monitor_id: str, targets: list[ResolvedTarget], tokens: dict[str, str] | None = None) -> None:
+        """Re-render prometheus.yml on the cluster, check it, hot-reload: one remote command (new
+        targets' token files travel on its stdin, never on a command line)."""
         rec = self._record(monitor_id)
         text = render_prometheus_config(monitor_id, targets, rec["scrape_interval"])
-        snippet = ('cd "$D" && ' + heredoc("prometheus.yml.new", text)
+        from orchestrator.services.servers import job_bundle
+        unpack = "base64 -d | tar -xzf - && " if tokens else ""
+        snippet = ('cd "$D" && ' + unpack + heredoc("prometheus.yml.new", text)
                    + 'sed -i "s/__ORCH_SELF_PORT__/$port/" prometheus.yml.new\n'
                    + "if command -v promtool >/dev/null 2>&1 && ! promtool check config prometheus.yml.new "
                      "> promtool.out 2>&1; then echo promtool-failed; cat promtool.out; rm -f prometheus.yml.new\n"
                    + "else mv prometheus.yml.new prometheus.yml && "
                      "curl -sS -X POST -o /dev/null -w 'reload=%{http_code}\\n' --max-time 30 \"$BASE/-/reload\"; fi")
-        p = self.servers.probe(monitor_id, then=snippet)
+        p = self.servers.probe(monitor_id, then=snippet,
+                               stdin=job_bundle({k: v.encode() for k, v in tokens.items()}) if tokens else None)
         out = p.then_output or ""
         if p.then_output is None:
             raise OrchestratorError(f"monitor {monitor_id} has no endpoint (job {p.job.state if p.job else '?'})")
@@ -203,13 +218,15 @@ class MonitorsModule:
             raise OrchestratorError(f"Prometheus did not accept the reload of {monitor_id}: {out.strip()}")
         self.store.update(monitor_id, targets=[t.to_dict() for t in targets])
 
-    def add_targets(self, monitor_id: str, targets: list[str | TargetSpec],
-                    progress: Progress | None = None) -> list[ResolvedTarget]:
+    def add_targets(self, monitor_id: str, targets: list[str | TargetSpec], progress: Progress | None = None,
+                    allow_other_users: bool = False, bearer_file: str | None = None) -> list[ResolvedTarget]:
+        """Targets as ``start_monitor`` takes them, added with a hot reload."""
         current = [ResolvedTarget.from_dict(t) for t in self._record(monitor_id)["targets"]]
-        new = self.resolve_targets(self.specs(list(targets)), progress=progress)
+        specs = self.specs(list(targets), bearer_file=bearer_file)
+        new = self.resolve_targets(specs, progress=progress, allow_other_users=allow_other_users)
         names = {(t.job_name, t.address) for t in current}
         merged = current + [t for t in new if (t.job_name, t.address) not in names]
-        self._reload(monitor_id, merged)
+        self._reload(monitor_id, merged, read_tokens(token_files(specs)))
         return new
 
     def remove_targets(self, monitor_id: str, names: list[str]) -> list[ResolvedTarget]:
@@ -224,7 +241,16 @@ class MonitorsModule:
         return gone
 
     def available_recipes(self) -> list[dict]:
-        return available_recipes(self.config, self.servers.load_recipe)
+        """The service recipes that run a Prometheus, then seed 000's monitor recipes (with their ports)."""
+        out = available_recipes(self.config, self.servers.load_recipe)
+        for name, path in monitor_recipe_paths(monitor_recipe_dirs(self.config)).items():
+            try:
+                m = load_monitor_recipe(path)
+            except OrchestratorError:
+                continue
+            out.append({"name": name, "path": str(path), "description": m.description,
+                        "targets": [f"{t.name}:{t.port}{t.metrics_path}" for t in m.targets]})
+        return out
 
     # -- queries (monitoring/querying.py) ----------------------------------------------------
     def tracked(self, ident: str) -> str | None:
@@ -315,8 +341,14 @@ class MonitorsModule:
 
 
 
+def monitor_recipe_dirs(config: Config) -> list[Path]:
+    from orchestrator.services.recipes import recipe_dirs
+    return recipe_dirs("monitors", config.recipe_dirs)
+
+
 def available_recipes(config: Config, load) -> list[dict]:
     """Monitor recipes (Prometheus ones) in recipe_dirs and the package: name, path, description."""
+    from orchestrator.services.recipes import recipe_dirs
     out = []
     for d in recipe_dirs("services", config.recipe_dirs):
         for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:

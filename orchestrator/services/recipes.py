@@ -18,6 +18,7 @@ from orchestrator.cluster.jobdir import RESERVED
 from orchestrator.config import is_slurm_time
 from orchestrator.errors import RecipeError
 from orchestrator.resources import RECIPES, packaged
+from orchestrator.times import DURATION_RE
 from orchestrator.schema import (
     SchemaViolation,
     check_keys,
@@ -89,16 +90,6 @@ class Metrics:
 
 
 @dataclass(frozen=True)
-class TargetSpec:
-    """A monitoring target: a service (by service or job ID) or a fixed host."""
-    service_id: str | None = None
-    host: str | None = None
-    job_name: str | None = None
-    port: int | None = None
-    metrics_path: str | None = None
-
-
-@dataclass(frozen=True)
 class ServiceRecipe:
     name: str
     command: str
@@ -137,13 +128,28 @@ class ServiceRecipe:
 
 
 REPLICA_POLICIES = ("stop", "measure_others")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A monitoring target: a service (by service or job ID), a SLURM job the tool did not start (its
+    job ID and a port), or a fixed address."""
+    service_id: str | None = None
+    host: str | None = None
+    job_name: str | None = None
+    port: int | None = None
+    metrics_path: str | None = None
+    job_id: str | None = None            # a job the tool did not start: scraped at its first node
+    scheme: str = "http"
+    credentials_file: str | None = None  # a local file holding the bearer token this target wants
+
+
 _SERVICE_KEYS = ["replicas", "replica_not_ready", "name", "description", "container", "command", "environment",
                  "resources", "ports",
                  "health", "metrics", "exporters", "modules", "monitoring_targets", "scrape_interval",
                  "retention_time", "files", "engine", "launch", "auth", "gate"]
 LAUNCHES = ("native", "container")
 _TARGET_KEYS = ["service_id", "host", "job_name", "port", "metrics_path"]
-DURATION_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _CONTAINER_KEYS = ["docker_source", "image_path", "runtime", "binds"]
 _RESOURCE_KEYS = ["partition", "nodes", "cpus_per_task", "mem", "gpus", "time", "account", "qos", "constraint",
                   "nodelist", "exclusive"]

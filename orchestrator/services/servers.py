@@ -291,12 +291,12 @@ class ServersModule:
         return jobdir.probe_script(self.config.remote.work_dir, mark, service_id=sid, job_id=job_id, **options)
 
     def probe(self, ident: str, *, health: bool = False, log_lines: int = 0, then: str = "", cancel: bool = False,
-              mark: Marker | None = None, timeout: float = 60) -> Probe:
+              mark: Marker | None = None, timeout: float = 60, stdin: str | None = None) -> Probe:
         """Everything about one service in one remote command; ``then`` runs against its endpoint
-        (a ``then`` that prints sections uses the ``mark`` it was built with)."""
+        (a ``then`` that prints sections uses the ``mark`` it was built with, and may read ``stdin``)."""
         mark = mark or Marker()
         script = self._probe_script(ident, mark, health=health, log_lines=log_lines, then=then, cancel=cancel)
-        result = self.transport.run(script, timeout=timeout, idempotent=not cancel)
+        result = self.transport.run(script, timeout=timeout, idempotent=not cancel, stdin=stdin)
         return self._checked(ident, parse_probe(mark.parse(result.stdout)))
 
     def probe_rounds(self, ident: str, *, interval: float, timeout: float, **options) -> Iterator[Probe]:

@@ -31,6 +31,10 @@ def serve(answers):
                 request = b""
                 while b"\r\n\r\n" not in request:
                     request += conn.recv(4096)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < length:   # the whole request read: a close then is a FIN, not a reset
+                    body += conn.recv(4096)
                 for p in pieces:
                     if p is None:
                         return

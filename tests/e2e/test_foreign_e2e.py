@@ -1,0 +1,84 @@
+"""What the tool did not start, on the sandbox, for real: a llama.cpp server submitted with a plain
+`sbatch` (as a user's own script would) is monitored with seed 000's `monitor start --recipe
+llamacpp-monitor --targets <job ID>`; a node exporter at a raw host:port is added and answers `up`;
+neither job is touched by the tool, and both still run when its monitor has gone."""
+
+import json
+import shutil
+import time
+
+import pytest
+
+from orchestrator.cluster.shell import quote
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(not shutil.which("llama-server"), reason="llama-server not built here "
+                                 "(scripts/build-llama-server.sh)")]
+
+LLAMA = ("exec llama-server -m /var/cache/orch-llama/test-model.gguf --host 0.0.0.0 --port 8080 --metrics "
+         "-np 2 -c 2048 --threads 1")
+NODE_EXPORTER = "exec prometheus-node-exporter --web.listen-address=:9100 --collector.disable-defaults --collector.loadavg"
+
+
+def sbatch(ssh, name: str, wrap: str, node: str) -> str:
+    out = ssh.run(f"sbatch --parsable -J {quote(name)} -w {node} -t 10 -o /dev/null --wrap {quote(wrap)}",
+                  check=True).stdout
+    return out.strip().split(";")[0]
+
+
+def state(ssh, job_id: str) -> str:
+    return ssh.run(f"squeue -h -j {job_id} -o %T", check=False).stdout.strip()
+
+
+def eventually(fn, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not (value := fn()) and time.monotonic() < deadline:
+        time.sleep(1)
+    return value
+
+
+def series(run_cli, mid: str, promql: str) -> list[tuple[dict, float]]:
+    doc = json.loads(run_cli("--query-service-metrics", mid, promql, "--json").stdout)
+    return [(r["metric"], float(r["value"][1])) for r in doc["result"]]
+
+
+@pytest.fixture
+def users_jobs(ssh):
+    """The user's own jobs, submitted without the tool: llama.cpp on n1, a node exporter on n2."""
+    jobs = {"llama": sbatch(ssh, "my-llama", LLAMA, "n1"), "exporter": sbatch(ssh, "my-exporter", NODE_EXPORTER, "n2")}
+    yield jobs
+    ssh.run("scancel " + " ".join(jobs.values()))
+
+
+def test_a_job_the_tool_did_not_start_is_monitored_with_a_monitor_recipe(run_cli, ssh, users_jobs):
+    started = run_cli("monitor", "start", "--recipe", "llamacpp-monitor", "--targets", users_jobs["llama"], "--json")
+    mid = json.loads(started.stdout)["monitor_id"]
+    try:
+        assert eventually(lambda: [t for t in json.loads(run_cli("monitor", "status", mid, "--json").stdout)["targets"]
+                                   if t["instance"] == "n1:8080" and t["job"] == "llamacpp"], timeout=30)
+        # llama.cpp's own counters, through the recipe's target (job name "llamacpp", port 8080)
+        answer = eventually(lambda: [x for x in series(run_cli, mid, 'up{job="llamacpp"}') if x[1] == 1])
+        assert answer and answer[0][0]["slurm_job_id"] == users_jobs["llama"], answer
+        assert eventually(lambda: series(run_cli, mid, "llamacpp:n_decode_total"))   # the engine's own counter
+        # a raw host:port: the exporter the user runs on n2
+        added = run_cli("monitor", "add-target", mid, "n2:9100", "--job-name", "my-node", "--json")
+        assert json.loads(added.stdout)[0]["address"] == "n2:9100"
+        node = eventually(lambda: [x for x in series(run_cli, mid, 'up{job="my-node"}') if x[1] == 1], timeout=40)
+        assert node and node[0][0]["host"] == "n2"
+        # an address that answers nothing is reported down, not retried silently
+        run_cli("monitor", "add-target", mid, "n3:9", "--job-name", "nothing-there")
+        down = eventually(lambda: [t for t in json.loads(run_cli("monitor", "status", mid, "--json").stdout)["targets"]
+                                   if t["job"] == "nothing-there" and t["health"] == "down"], timeout=40)
+        assert down and down[0]["last_error"]
+    finally:
+        run_cli("monitor", "stop", mid)
+    assert state(ssh, users_jobs["llama"]) == "RUNNING" and state(ssh, users_jobs["exporter"]) == "RUNNING"
+
+
+def test_a_bare_job_id_without_a_port_and_a_bad_target_say_what_to_write(run_cli, users_jobs):
+    bare = run_cli("monitor", "start", "--targets", users_jobs["llama"], check=False)
+    assert bare.returncode != 0 and f"{users_jobs['llama']}:PORT" in bare.stderr and "Traceback" not in bare.stderr
+    bad = run_cli("monitor", "start", "--targets", "http://n1:8080/metrics?x=1", check=False)
+    assert bad.returncode != 0 and "no query" in bad.stderr
+    ended = run_cli("monitor", "start", "--targets", "999999:8080", check=False)
+    assert ended.returncode != 0 and "999999" in ended.stderr and "no such job" in ended.stderr
