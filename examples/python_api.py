@@ -22,13 +22,13 @@ def main() -> None:
 
             mid = orch.monitors.start_monitor("prometheus", [sid], scrape_interval="2s", progress=print)
             for _ in range(30):                         # the first scrape lands within a few seconds
-                up = orch.monitors.query_metrics(mid, f'up{{service_id="{sid}"}}')  # the service and its node exporter
+                up = orch.monitors.query_result(mid, f'up{{service_id="{sid}"}}')  # the service and its node exporter
                 if len(up.series) == 2 and all(s.values[0][1] == 1 for s in up.series):
                     break
                 time.sleep(1)
             for s in up.series:
                 print(f"up{{job={s.labels['job']!r}}} = {s.values[0][1]:g}")
-            running = orch.monitors.query_metrics(mid, "vllm:num_requests_running")
+            running = orch.monitors.query_result(mid, "vllm:num_requests_running")
             print(f"requests running on the service: {running.series[0].values[0][1]:g}")
             for row in orch.servers.list_running_services():
                 if row.service_id in (sid, mid):

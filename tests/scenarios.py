@@ -95,8 +95,8 @@ def monitoring(orch, tmp: Path) -> dict:
         statuses.append(st)
         return bool(st["targets"]) and all(t["health"] == "up" for t in st["targets"]), ""
     waiting.poll_until(scraped, timeout=60, interval=1, on_timeout=lambda: OrchestratorError("targets never up"))
-    up = m.query_metrics(mid, 'up{job=~".+"}')
-    via_service = m.query_metrics(svc, 'count(up{service_id="%s"})' % svc)
+    up = m.query_result(mid, 'up{job=~".+"}')
+    via_service = m.query_result(svc, 'count(up{service_id="%s"})' % svc)
     ranges = []
 
     def some_history():  # a few scrapes, so the range has points to show
@@ -106,7 +106,7 @@ def monitoring(orch, tmp: Path) -> dict:
     waiting.poll_until(some_history, timeout=30, interval=2, on_timeout=lambda: OrchestratorError("no history"))
     rng = ranges[0]
     end = rng.series[0].values[-1][0]
-    bad_promql = _error(lambda: m.query_metrics(mid, "sum(rate(up[1m]"))
+    bad_promql = _error(lambda: m.query_result(mid, "sum(rate(up[1m]"))
     # python-http declares no metrics: it is scraped only at a path the caller names (up 0: not Prometheus text)
     added = m.add_targets(mid, [TargetSpec(service_id=plain, metrics_path="/endpoint.json")])
     seen = []
@@ -124,7 +124,7 @@ def monitoring(orch, tmp: Path) -> dict:
     available = m.available_recipes()
     endpoint = m.endpoint(mid)
     stopped = m.stop(mid)
-    after_stop = _error(lambda: m.query_metrics(mid, "up"))
+    after_stop = _error(lambda: m.query_result(mid, "up"))
     prom = (orch.load_recipe("prometheus").text.replace("name: prometheus", "name: prom-node")
             .replace("monitoring_targets: []", "monitoring_targets: []\n  exporters: [node]"))
     with_node = m.start_monitor(orch.load_recipe(_write(tmp, "prom-node.yaml", prom)),

@@ -56,10 +56,28 @@ class SeedMonitors(_Facade):
         reason is logged)."""
         return answered(f"get_monitor_endpoint({monitor_id})", lambda: self.endpoint(monitor_id)["url"], None)
 
+    def query_metrics(self, monitor_id: str, query: str, at: float | None = None) -> dict:
+        """Seed 001's form: Prometheus' API response as a plain dict (``{"status": "success", "data":
+        {"resultType": ..., "result": [...]}}``), which ``json.dumps`` takes. ``query_result`` gives the
+        parsed series (labels, float values)."""
+        return self.module.query_metrics(monitor_id, query, at).api_response()
+
+    def query_result(self, monitor_id: str, query: str, at: float | None = None) -> QueryResult:
+        """The answer parsed: ``.series``, each with ``.labels`` and ``.values`` [(time, float)]."""
+        return self.module.query_metrics(monitor_id, query, at)
+
+    def check_monitor_status(self, monitor_id: str) -> dict:
+        """Seed 001's form: ``submitted_at`` and ``started_at`` as epoch seconds (floats), or None;
+        the CLI's ``monitor status`` shows them as ISO 8601."""
+        doc = dict(self.module.check_monitor_status(monitor_id))
+        for key in ("submitted_at", "started_at"):
+            doc[key] = epoch(doc.get(key))
+        return doc
+
     def show_metrics(self, monitor_id: str, query: str | None = None) -> dict:
         """Show the current answer to ``query`` (default ``up``) as a table and return Prometheus' API
         response."""
-        result = self.query_metrics(monitor_id, query or "up")
+        result = self.query_result(monitor_id, query or "up")
         if self.show is not None:
             self.show(result)
         return result.api_response()
@@ -98,6 +116,20 @@ class SeedMonitors(_Facade):
                 self.collect(monitor_id, [query], start if start is not None else now - 900,
                              end if end is not None else now, step, path, "json")
             else:
-                write_json(path, self.query_metrics(monitor_id, query).api_response())
+                write_json(path, self.query_metrics(monitor_id, query))
             return True
         return answered(f"collect_metrics_to_file({monitor_id}, {query!r})", write, False, OSError)
+
+
+def epoch(value) -> float | None:
+    """An ISO 8601 time (as records keep them), or SLURM's local ``2026-12-04T10:00:00``, as epoch
+    seconds; None for none."""
+    if value in (None, "", "Unknown", "N/A"):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    from datetime import datetime
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -23,7 +23,7 @@ def warn(r: QueryResult) -> None:
 
 
 def show_query(ctx, ident: str, promql: str) -> None:
-    r = ctx.orch.monitors.query_metrics(ident, promql)
+    r = ctx.orch.monitors.query_result(ident, promql)
     warn(r)
     emit(ctx, r.to_dict(), result_text(r))
 

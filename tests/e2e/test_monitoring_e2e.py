@@ -58,7 +58,7 @@ def stop_everything(orch) -> None:
 
 
 def up_of(orch, mid, job):
-    r = orch.monitors.query_metrics(mid, f'up{{job="{job}"}}')
+    r = orch.monitors.query_result(mid, f'up{{job="{job}"}}')
     return [s.values[0][1] for s in r.series]
 
 
@@ -82,13 +82,13 @@ def test_query_service_metrics_shows_the_service_up_from_the_laptop(env, run_cli
 
 def test_added_target_appears_after_hot_reload_without_restart(env):
     orch, svc, mid, _ = env
-    started = eventually(lambda: orch.monitors.query_metrics(mid, 'process_start_time_seconds{job="prometheus"}').series)
+    started = eventually(lambda: orch.monitors.query_result(mid, 'process_start_time_seconds{job="prometheus"}').series)
     before = started[0].values[0][1]
     second = orch.servers.start_service(pinned(orch, "python-http", "n1"), wait=True, timeout=60)
     orch.monitors.add_targets(mid, [TargetSpec(service_id=second, job_name="svc-two", metrics_path="/endpoint.json")])
     # python-http serves no Prometheus text: the target exists, scraped and reported down (not missing)
     assert eventually(lambda: up_of(orch, mid, "svc-two") == [0.0])
-    after = orch.monitors.query_metrics(mid, 'process_start_time_seconds{job="prometheus"}').series[0].values[0][1]
+    after = orch.monitors.query_result(mid, 'process_start_time_seconds{job="prometheus"}').series[0].values[0][1]
     assert after == before, "Prometheus restarted instead of reloading"
     orch.monitors.remove_targets(mid, [second])
     status = orch.monitors.check_monitor_status(mid)
@@ -109,7 +109,7 @@ def test_range_longer_than_11000_steps_returns_every_point(env):
 def test_bad_promql_gives_prometheus_error_text(env):
     orch, svc, mid, _ = env
     with pytest.raises(PrometheusError, match=r"bad_data: .*parse error"):
-        orch.monitors.query_metrics(mid, 'up{job="x"')
+        orch.monitors.query_result(mid, 'up{job="x"')
 
 
 def test_gpu_and_node_exporters_of_a_service_become_targets(env, tmp_path):
@@ -124,8 +124,8 @@ def test_gpu_and_node_exporters_of_a_service_become_targets(env, tmp_path):
     assert eventually(lambda: up_of(orch, mid, f"{sid}-node") == [1.0])
     assert eventually(lambda: up_of(orch, mid, f"{sid}-gpu") == [1.0])
     # no nvidia-smi in the sandbox: the exporter says so, and no GPU figure is invented
-    assert orch.monitors.query_metrics(mid, f'orch_nvidia_smi_up{{job="{sid}-gpu"}}').series[0].values[0][1] == 0
-    assert orch.monitors.query_metrics(mid, "DCGM_FI_DEV_GPU_UTIL").series == []
+    assert orch.monitors.query_result(mid, f'orch_nvidia_smi_up{{job="{sid}-gpu"}}').series[0].values[0][1] == 0
+    assert orch.monitors.query_result(mid, "DCGM_FI_DEV_GPU_UTIL").series == []
     orch.monitors.remove_targets(mid, [sid])
     orch.servers.stop_service(sid)
 
@@ -215,7 +215,7 @@ def test_node_exporters_on_the_monitor_run_on_the_service_nodes(sandbox_config, 
         exporters = orch.monitors.store.get(mid)["exporter_jobs"]
         assert len(exporters) == 1 and orch.servers.get_service_host(exporters[0]) == "n2"
         assert eventually(lambda: up_of(orch, mid, "node-n2") == [1.0])
-        util = orch.monitors.query_metrics(mid, 'node_load1{job="node-n2"}')
+        util = orch.monitors.query_result(mid, 'node_load1{job="node-n2"}')
         assert util.series and util.series[0].labels["exporter"] == "node"
         orch.monitors.stop(mid)
         # scancel'd with the monitor; COMPLETING for a moment before CANCELLED

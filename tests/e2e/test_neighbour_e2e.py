@@ -105,7 +105,7 @@ def test_the_neighbour_cannot_query_or_stop_prometheus(kept):
     assert curl_code(url + "/api/v1/query?query=up", "-u orch:guess") == "401"
     # ... while ours (the secret through curl -K on the login node) still answers, and it still runs
     deadline = time.monotonic() + 30
-    while not (answer := orch.monitors.query_metrics(ids["prometheus"], "up")).series and time.monotonic() < deadline:
+    while not (answer := orch.monitors.query_result(ids["prometheus"], "up")).series and time.monotonic() < deadline:
         time.sleep(1)   # (its first scrapes)
     assert answer.series and all(s.values[-1][1] == 1 for s in answer.series), answer
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestrator import BenchmarkOrchestrator
 from orchestrator.config import load_config
@@ -143,6 +144,8 @@ def test_seed_001_python_api_snippets(laptop, monkeypatch, tmp_path):
         # MonitorsModule as documented
         status = orchestrator.monitors.check_monitor_status(monitor_id)
         assert status["status"] == "running" and status["job_id"] and status["nodes"] == [host]
+        assert isinstance(status["submitted_at"], float) and abs(status["submitted_at"] - time.time()) < 600
+        assert json.loads(json.dumps(orchestrator.monitors.query_metrics(monitor_id, "up")))["status"] == "success"
         assert orchestrator.monitors.get_monitor_endpoint(monitor_id) == endpoint
         assert eventually(lambda: len(orchestrator.monitors.query_metrics(monitor_id, "up")["data"]["result"]) >= 3)
         metrics = orchestrator.monitors.query_metrics(monitor_id, "rate(process_cpu_seconds_total[5m])")
@@ -162,6 +165,12 @@ def test_seed_001_python_api_snippets(laptop, monkeypatch, tmp_path):
         assert monitor_id in [m["service_id"] for m in orchestrator.get_system_status()["monitors"]]
         assert orchestrator.monitors.stop_monitor(monitor_id) is True
         assert orchestrator.monitors.stop_monitor("prometheus_0badc0de") is False
+        # start_monitor(recipe: dict), as the seed types it: the recipe's mapping, read from its YAML
+        recipe = yaml.safe_load((work / "recipes/services/prometheus.yaml").read_text())
+        from_dict = orchestrator.monitors.start_monitor(recipe)
+        assert from_dict.startswith("prometheus_") and orchestrator.monitors.check_monitor_status(from_dict)["status"] == "running"
+        assert orchestrator.monitors.stop_monitor(from_dict) is True
+        assert orchestrator.servers.get_service_host("prometheus_0badc0de") is None
         assert monitor_id not in orchestrator.monitors.list_running_monitors()
         orchestrator.servers.stop_service(target)
     finally:

@@ -154,7 +154,11 @@ def test_seed_return_types_of_the_monitors_module(monitors, tmp_path, monkeypatc
     monkeypatch.setattr(m, "endpoint", no_endpoint)
     assert m.get_monitor_endpoint("6355d49f") is None
     # collect: a bare file name lands in metrics/; the file holds Prometheus' API answer
-    monkeypatch.setattr(m, "query_metrics", lambda mid, q, at=None: recorded_up())
+    monkeypatch.setattr(m.module, "query_metrics", lambda mid, q, at=None: recorded_up())
+    # query_metrics: Prometheus' API answer as a plain dict (json.dumps takes it); query_result: the series
+    answer = m.query_metrics("6355d49f", "up")
+    assert type(answer) is dict and json.loads(json.dumps(answer)) == answer
+    assert answer["data"]["result"][0]["metric"] == m.query_result("6355d49f", "up").series[0].labels
     assert m.collect_metrics_to_file("6355d49f", "up", "metrics_1.json") is True
     doc = json.loads((tmp_path / "metrics" / "metrics_1.json").read_text())
     assert doc["status"] == "success" and doc["data"]["resultType"] == "vector"
@@ -325,3 +329,14 @@ def test_the_seed_forms_are_one_facade_over_modules_that_raise(tmp_path):
                                             "list_available_monitors", "get_monitor_endpoint",
                                             "collect_metrics_to_file"])):
         assert not [f for f in forms if hasattr(module, f)], module
+
+
+def test_seed_status_times_are_epoch_floats(monitors, monkeypatch):
+    from datetime import datetime, timezone
+    monkeypatch.setattr(monitors.module, "check_monitor_status", lambda mid: {
+        "monitor_id": "prometheus_6355d49f", "status": "running", "job_id": "12",
+        "submitted_at": "2026-12-04T10:00:00Z", "started_at": None})
+    st = monitors.check_monitor_status("6355d49f")
+    assert st["submitted_at"] == datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc).timestamp()
+    assert isinstance(st["submitted_at"], float) and st["started_at"] is None
+    assert st["status"] == "running" and st["job_id"] == "12"
