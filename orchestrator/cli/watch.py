@@ -25,17 +25,21 @@ from orchestrator.terminal import render_table
                    "retries (also $NVRX_ATTRSVC_URL, $ORCH_WATCH_ATTRSVC_URL)")
 @click.option("--timeout", type=float, default=None,
               help="seconds per attribution-service request (default 60; $ORCH_WATCH_TIMEOUT)")
-@click.option("-v", "--verbose", is_flag=True, help="debug lines too: each poll, each post ($LOG_LEVEL=DEBUG)")
+@click.option("-v", "--verbose", is_flag=True, help="debug lines too: each poll, each post ($LOG_LEVEL=DEBUG, "
+              "$NVRX_SMONSVC_VERBOSE=true, $ORCH_WATCH_VERBOSE=1)")
 @click.pass_context
 def watch(click_ctx, config_path, as_json, interval, partitions, user, job_pattern, port, once, count,
           attrsvc_url, timeout, verbose):
     """Follow the tool's jobs (and optionally others) to their end and say why they ended."""
     from orchestrator.watch.watcher import Watcher, WatchOptions, split_partitions
     ctx = _ctx(click_ctx, config_path, as_json)
+    env = os.environ
+    # seed 003's VERBOSE, as its service reads it: $NVRX_SMONSVC_VERBOSE (or $ORCH_WATCH_VERBOSE) true/1/yes
+    verbose = verbose or any((env.get(v) or "").strip().lower() in ("1", "true", "yes", "on")
+                             for v in ("ORCH_WATCH_VERBOSE", "NVRX_SMONSVC_VERBOSE"))
     if verbose:
         from orchestrator.logs import verbose as debug_lines
         debug_lines()
-    env = os.environ
     opts = WatchOptions.from_env(env, interval=interval, partitions=split_partitions(partitions) if partitions else None,
                                  user=user, job_pattern=job_pattern, attrsvc_url=attrsvc_url, timeout=timeout)
     env_port = env.get("ORCH_WATCH_PORT") or env.get("NVRX_SMONSVC_PORT")

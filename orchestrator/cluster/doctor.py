@@ -88,6 +88,11 @@ def doctor_script(work_dir: str, mark: Marker, venv: str | None = None) -> str:
         f'PATH="$PATH:$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)"; '
         f"for c in {' '.join(binaries)}; do p=$(command -v $c 2>/dev/null) && echo \"$c $p\" || echo \"$c -\"; done",
         f'[ -x {vd}/bin/chroma ] && echo "venv:chroma "{vd}/bin/chroma || echo "venv:chroma -"',
+        mark.echo("ended"),
+        # how long the queue lists ended jobs (the watcher sees one that failed between two polls), and
+        # whether accounting answers for older ones
+        "scontrol show config 2>/dev/null | sed -n 's/^MinJobAge *= *//p'; "
+        "sacct -n -X -S now-1hours -o JobID 2>/dev/null >/dev/null && echo sacct-ok || echo sacct-none",
         mark.echo("venv"),
         # installed versions from the venv's metadata (importing chromadb would take a second)
         f"echo {vd}; if [ -x {vd}/bin/python ]; then {vd}/bin/python -c {quote(VENV_PROBE)} {' '.join(VENV_MODULES)}; "
@@ -130,9 +135,22 @@ def parse_report(text: str, work_dir: str, mark: Marker) -> list[Check]:
         ok = where != "-"
         checks.append(Check(tool, ok, where if ok else f"not found; {why}",
                             f"install {tool} or `module load` it in ~/.bashrc", required))
+    checks.append(_ended_check(s.get("ended", [])))
     checks.append(_venv_check(s.get("venv", [])))
     checks.append(_services_check(dict(l.split(" ", 1) for l in s.get("binaries", []) if " " in l)))
     return checks
+
+
+def _ended_check(lines: list[str]) -> Check:
+    """What the watcher can see of a job that ended between two polls."""
+    age = next((l.strip() for l in lines if l.strip() and not l.startswith("sacct-")), "")
+    sacct = "sacct-ok" in lines
+    seconds = int(age.split()[0]) if age.split() and age.split()[0].isdigit() else None
+    detail = (f"squeue lists ended jobs for MinJobAge={age or '?'}" + (" s" if seconds is not None and "sec" not in age else "")
+              + ("; sacct answers for older ones" if sacct else "; no sacct (accounting is off)"))
+    ok = sacct or (seconds is not None and seconds >= 60)
+    return Check("ended jobs", ok, detail, "keep `watch --interval` below MinJobAge (or ask for accounting: "
+                 "sacct), or a job that fails between two polls is not explained", required=False)
 
 
 def _venv_check(lines: list[str]) -> Check:
@@ -169,7 +187,8 @@ def run_doctor(transport, work_dir: str, venv: str | None = None) -> list[Check]
         mark = Marker()
         result = transport.run(doctor_script(work_dir, mark, venv), timeout=60)
     except TransportError as exc:
-        skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS, "client venv", "services"]
+        skipped = ["slurm commands", "partitions/nodes", "remote work dir", *CLUSTER_TOOLS, "ended jobs", "client venv",
+                   "services"]
         return [Check("ssh", False, str(exc), "see the message: fix the SSH settings in config.yaml"),
                 *(Check(name, False, "not checked: no SSH connection", required=False) for name in skipped)]
     chosen = getattr(transport, "chosen", "")

@@ -15,8 +15,8 @@ from orchestrator.cluster.shell import command, quote
 from orchestrator.errors import SlurmError
 
 SEP = "\x1f"
-# job id, name, state, elapsed, node list, reason, partition, user, time limit, submit, start
-SQUEUE_FIELDS = ["%i", "%j", "%T", "%M", "%N", "%r", "%P", "%u", "%l", "%V", "%S"]
+# job id, name, state, elapsed, node list, reason, partition, user, time limit, submit, start, end
+SQUEUE_FIELDS = ["%i", "%j", "%T", "%M", "%N", "%r", "%P", "%u", "%l", "%V", "%S", "%e"]
 SQUEUE_FORMAT = SEP.join(SQUEUE_FIELDS)
 
 # what a terminal state alone says of why a job ended (the watcher and a session's errors both say it)
@@ -39,6 +39,7 @@ class Job:
     time_limit: str = ""
     submit_time: str = ""
     start_time: str = ""
+    end_time: str = ""                   # (squeue: of an ended job, in the cluster's local time)
     exit_code: str = ""
     stdout: str = ""                     # the job's output file (scontrol only)
     array_job_id: str = ""               # for an array task: the array's ID; its own is job_id
@@ -83,15 +84,18 @@ def parse_squeue(text: str) -> list[Job]:
         if not line.strip():
             continue
         parts = line.split(SEP)
+        if len(parts) == len(SQUEUE_FIELDS) - 1:
+            parts.append("N/A")   # (recorded before the end time was asked for)
         if len(parts) != len(SQUEUE_FIELDS):
             # a job name with a newline or control character (anyone's job) must not break every poll
             continue
-        job_id, name, state, elapsed, nodelist, reason, partition, user, limit, submit, start = parts
+        job_id, name, state, elapsed, nodelist, reason, partition, user, limit, submit, start, end = parts
         jobs.append(Job(job_id=job_id, name=name, state=state, elapsed=elapsed,
                         nodelist="" if nodelist == "(null)" else nodelist,
                         reason="" if reason == "None" else reason, partition=partition, user=user,
                         time_limit=limit, submit_time=submit,
-                        start_time="" if start == "N/A" else start))
+                        start_time="" if start == "N/A" else start,
+                        end_time="" if end in ("N/A", "NONE", "Unknown") else end))
     return jobs
 
 
@@ -254,8 +258,11 @@ JOB_STATE_FUNCTION = (
     f'sacct -n -P -X -j "$1" -o {SACCT_FIELDS} 2>/dev/null | sed \'s/^/SACCT|/\'; }}')
 
 
-def queue_command(*, user: str | None = None, partitions: list[str] | None = None, mine: bool = True) -> str:
-    args = ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}"]
+def queue_command(*, user: str | None = None, partitions: list[str] | None = None, mine: bool = True,
+                  all_states: bool = False) -> str:
+    """squeue of the watched jobs; ``all_states``: also those that ended within SLURM's MinJobAge (a
+    job that started and ended between two polls is still listed)."""
+    args = ["squeue", "--noheader", f"--format={SQUEUE_FORMAT}"] + (["--states=all"] if all_states else [])
     if user:
         args.append(f"--user={user}")
     elif mine:
@@ -266,19 +273,23 @@ def queue_command(*, user: str | None = None, partitions: list[str] | None = Non
 
 
 def poll_script(open_ids: list[str], mark, *, user: str | None = None, partitions: list[str] | None = None,
-                mine: bool = True) -> str:
+                mine: bool = True, all_states: bool = False, lookback: float = 0.0) -> str:
     """The queue (squeue must succeed: a failing controller is an error to retry, not "every job
     gone"), then the final record of each ``open_ids`` job that is no longer in it."""
     gone = "".join(f"printf '%s\\n' \"$q\" | grep -q {quote('^' + re.escape(j) + SEP)} || "
                    f"orch_job_state {quote(j)}; " for j in open_ids)
-    return (f"{JOB_STATE_FUNCTION}\nq=$({queue_command(user=user, partitions=partitions, mine=mine)}) || exit 3\n"
-            f"{mark.echo('queue')}; printf '%s\\n' \"$q\"; {mark.echo('gone')}; {gone}true")
+    return (f"{JOB_STATE_FUNCTION}\nq=$({queue_command(user=user, partitions=partitions, mine=mine, all_states=all_states)})"
+            f" || exit 3\n{mark.echo('queue')}; printf '%s\\n' \"$q\"; {mark.echo('gone')}; {gone}"
+            # the cluster's own clock, in squeue's format: now, and ``lookback`` seconds ago
+            f"{mark.echo('clock')}; date +%Y-%m-%dT%H:%M:%S; date -d '-{int(lookback)} seconds' +%Y-%m-%dT%H:%M:%S; true")
 
 
 @dataclass(frozen=True)
 class Poll:
     queued: list[Job]                    # what squeue lists now
     ended: dict[str, Job]                # open jobs that left the queue, by key (their final record)
+    now: str = ""                        # the cluster's clock at the poll (squeue's time format)
+    since: str = ""                      # ... and the poll's lookback before it
 
     def state_of(self, job_id: str) -> Job | None:
         for j in self.queued:
@@ -289,7 +300,9 @@ class Poll:
 
 def parse_poll(text: str, mark) -> Poll:
     secs = {s.name: s.text for s in mark.parse(text)}
-    return Poll(parse_squeue(secs.get("queue", "")), {j.key: j for j in parse_job_records(secs.get("gone", ""))})
+    clock = (secs.get("clock", "").split() + ["", ""])[:2]
+    return Poll(parse_squeue(secs.get("queue", "")), {j.key: j for j in parse_job_records(secs.get("gone", ""))},
+                now=clock[0], since=clock[1])
 
 
 class JobPoller:
@@ -297,6 +310,14 @@ class JobPoller:
 
     def __init__(self, transport):
         self.transport = transport
+
+    def final_records(self, job_ids: list[str]) -> dict[str, Job]:
+        """Each job's final record (scontrol, or sacct once it left slurmctld), in one command."""
+        from orchestrator.cluster.remote import Marker
+        mark = Marker()
+        script = f"{JOB_STATE_FUNCTION}\n{mark.echo('gone')}; " + "".join(f"orch_job_state {quote(j)}; " for j in job_ids)
+        out = self.transport.run(script + "true", timeout=120).stdout
+        return parse_poll(out, mark).ended
 
     def poll(self, open_ids: list[str], **filters) -> Poll:
         from orchestrator.cluster.remote import Marker

@@ -23,7 +23,7 @@ from orchestrator.cluster import jobdir
 from orchestrator.cluster.remote import Marker
 from orchestrator.cluster.shell import path as remote_path
 from orchestrator.cluster.shell import quote
-from orchestrator.cluster.slurm import TERMINAL_STATES, JobPoller, parse_job_ids
+from orchestrator.cluster.slurm import TERMINAL_STATES, JobPoller, Poll, parse_job_ids
 from orchestrator.errors import OrchestratorError, SlurmError
 from orchestrator.services.probe import SERVICE_ID_RE
 from orchestrator.services.servers import ServersModule
@@ -147,6 +147,7 @@ class Watcher:
         self.stats = WatchStats()
         self.lock = threading.Lock()
         self.stop_event = threading.Event()
+        self._last_poll_clock = ""   # the cluster's clock at the last poll: what ended after it is news
         self.attrsvc = None
         if options.attrsvc_url:
             from orchestrator.watch.attrsvc import AttrsvcClient
@@ -185,8 +186,23 @@ class Watcher:
                           | unexplained)
         o = self.options
         try:
-            poll = JobPoller(self.transport).poll(open_ids, user=o.user, partitions=o.partitions,
-                                                  mine=not (o.partitions or o.job_pattern))
+            poller = JobPoller(self.transport)
+            # every state: a job that started and ended since the last poll (a missing module, a bad path,
+            # an OOM at load: the most common failures) is still listed, for SLURM's MinJobAge
+            poll = poller.poll(open_ids, user=o.user, partitions=o.partitions,
+                               mine=not (o.partitions or o.job_pattern), all_states=True, lookback=o.interval)
+            # what ended since the last poll (the first looks back one interval, as a running watcher
+            # would have), in the cluster's own clock; what ended before is not this watcher's to explain
+            since = self._last_poll_clock or poll.since
+            self._last_poll_clock = poll.now or self._last_poll_clock
+            old = {j.job_id for j in poll.queued if j.state in TERMINAL_STATES and j.job_id not in jobs
+                   and j.job_id not in open_ids and (not j.end_time or j.end_time < since)}
+            queued = [j for j in poll.queued if j.job_id not in old]
+            # those that no record explains yet: their final records (exit code, log path), one command
+            fresh = sorted({j.job_id for j in queued if j.state in TERMINAL_STATES
+                            and not (jobs.get(j.job_id) or {}).get("attributed") and j.job_id not in poll.ended
+                            and (j.job_id in ours or SERVICE_ID_RE.match(j.name) or self._matches_filters(j))})
+            poll = Poll(queued, {**poll.ended, **(poller.final_records(fresh) if fresh else {})}, poll.now, poll.since)
         except SlurmError as exc:
             raise OrchestratorError(str(exc)) from None
         now = now_iso()
@@ -196,6 +212,8 @@ class Watcher:
         ours = {jid: svc for jid, svc in ours.items() if names.get(jid, svc.service_id) == svc.service_id}
         for job in poll.queued:
             if not (job.job_id in ours or SERVICE_ID_RE.match(job.name) or self._matches_filters(job)):
+                continue
+            if job.job_id in poll.ended:   # listed ended: its final record (below) knows more
                 continue
             for jid in parse_job_ids(job.job_id):  # an array summary becomes its tasks
                 seen[str(jid)] = Seen.queued(job)

@@ -82,3 +82,18 @@ def test_a_bare_job_id_without_a_port_and_a_bad_target_say_what_to_write(run_cli
     assert bad.returncode != 0 and "no query" in bad.stderr
     ended = run_cli("monitor", "start", "--targets", "999999:8080", check=False)
     assert ended.returncode != 0 and "999999" in ended.stderr and "no such job" in ended.stderr
+
+
+def test_a_job_that_failed_between_two_polls_gets_its_verdict(run_cli, ssh):
+    # a job of the user's own that fails at once (a bad path, the most common failure): it is never seen
+    # running, yet the next poll lists it ended and explains it
+    jid = sbatch(ssh, "my-failing-job", "echo starting; ls /no/such/model; exit 3", "n3")
+    assert eventually(lambda: state(ssh, jid) in ("", "FAILED"), 30)
+    time.sleep(1)
+    proc = run_cli("watch", "--once", "--job-pattern", "^my-failing-job$", "--json", "-v",
+                   env={"NVRX_SMONSVC_VERBOSE": "true"})
+    jobs = {j["job_id"]: j for j in json.loads(proc.stdout)["jobs"]}
+    assert jobs[jid]["state"] == "FAILED" and jobs[jid]["exit_code"] == "3:0", jobs.get(jid)
+    assert jobs[jid]["verdict"], jobs[jid]
+    quiet = run_cli("watch", "--once", "--job-pattern", "^nothing$", env={"NVRX_SMONSVC_VERBOSE": "true"})
+    assert "poll:" in quiet.stderr   # seed 003's VERBOSE: each poll's debug line

@@ -32,6 +32,9 @@ prometheus-redis-exporter /usr/bin/prometheus-redis-exporter
 redis-server /usr/bin/redis-server
 redis_exporter -
 venv:chroma /home/u/.orchestrator/venv/bin/chroma
+@@f00d ended
+300 sec
+sacct-none
 @@f00d venv
 /home/u/.orchestrator/venv
 numpy 2.4.6
@@ -88,3 +91,13 @@ def test_a_missing_venv_is_a_warning_with_the_commands_that_build_it():
     text = REPORT_OK.replace("chromadb 1.5.9", "chromadb -")
     check = by_name(parse_report(text, "~/.orchestrator", MARK))["client venv"]
     assert check.status == "warn" and check.detail.endswith("missing chromadb")
+
+
+def test_ended_jobs_say_how_long_squeue_lists_them_and_whether_sacct_answers():
+    def ended(lines):
+        text = REPORT_OK.replace("@@f00d ended\n300 sec\nsacct-none\n", "@@f00d ended\n" + lines)
+        return by_name(parse_report(text, "~/.orchestrator", MARK))["ended jobs"]
+    assert ended("300 sec\nsacct-none\n").ok and "MinJobAge=300 sec" in ended("300 sec\nsacct-none\n").detail
+    short = ended("10 sec\nsacct-none\n")
+    assert not short.ok and short.status == "warn" and "MinJobAge" in short.fix
+    assert ended("10 sec\nsacct-ok\n").ok and "sacct answers" in ended("10 sec\nsacct-ok\n").detail
