@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import selectors
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -42,6 +39,9 @@ def process_lines(argv: list[str], timeout: float | None, what: str,
                   on_end: Callable[[int, str], None] | None = None, **popen: object) -> Iterator[str]:
     """Lines of a local process's stdout as they come (the OpenSSH and local transports' stream).
     Closing the generator early kills the process; ``on_end(returncode, stderr)`` may raise."""
+    import selectors   # (here: paramiko's commands, most of them, never start a local process)
+    import subprocess
+    import tempfile
     deadline = None if timeout is None else time.monotonic() + timeout
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, **popen)
