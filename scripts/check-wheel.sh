@@ -17,4 +17,5 @@ bash -n script.sbatch
 "$work/venv/bin/orch" --recipe standin-llm --dry-run > /dev/null 2>&1  # a packaged workload file resolves
 "$work/venv/bin/orch" --recipe ollama --dry-run 2>/dev/null | grep -q "DCGM_FI_DEV_GPU_UTIL"  # the packaged GPU exporter is inlined
 "$work/venv/bin/orch" --recipe vllm --dry-run 2>/dev/null | grep -q "exec vllm serve"  # the vLLM recipe, native by its launch field
+"$work/venv/bin/python" -c "from orchestrator.resources import RECIPES; assert (RECIPES / 'monitors' / 'vllm-monitor.yml').is_file()"  # seed 000's monitor recipes
 echo "wheel: $(basename "$work"/dist/*.whl) installs; orch --help and orch --recipe python-http --dry-run work outside the checkout"
