@@ -23,13 +23,15 @@ from orchestrator.terminal import render_table
 @click.option("--attrsvc-url", default=None, metavar="URL",
               help="POST each failed job's verdict and log tail to this attribution service's /logs, with "
                    "retries (also $NVRX_ATTRSVC_URL, $ORCH_WATCH_ATTRSVC_URL)")
+@click.option("--post-all", is_flag=True, default=None,
+              help="POST every ended job to the attribution service, not only the failed ones ($ORCH_WATCH_POST_ALL)")
 @click.option("--timeout", type=float, default=None,
               help="seconds per attribution-service request (default 60; $ORCH_WATCH_TIMEOUT)")
 @click.option("-v", "--verbose", is_flag=True, help="debug lines too: each poll, each post ($LOG_LEVEL=DEBUG, "
               "$NVRX_SMONSVC_VERBOSE=true, $ORCH_WATCH_VERBOSE=1)")
 @click.pass_context
 def watch(click_ctx, config_path, as_json, interval, partitions, user, job_pattern, port, once, count,
-          attrsvc_url, timeout, verbose):
+          attrsvc_url, post_all, timeout, verbose):
     """Follow the tool's jobs (and optionally others) to their end and say why they ended."""
     from orchestrator.watch.watcher import Watcher, WatchOptions, split_partitions
     ctx = _ctx(click_ctx, config_path, as_json)
@@ -41,7 +43,10 @@ def watch(click_ctx, config_path, as_json, interval, partitions, user, job_patte
         from orchestrator.logs import verbose as debug_lines
         debug_lines()
     opts = WatchOptions.from_env(env, interval=interval, partitions=split_partitions(partitions) if partitions else None,
-                                 user=user, job_pattern=job_pattern, attrsvc_url=attrsvc_url, timeout=timeout)
+                                 user=user, job_pattern=job_pattern, attrsvc_url=attrsvc_url, timeout=timeout,
+                                 post_all=post_all or None)
+    if opts.post_all and not opts.attrsvc_url:
+        raise click.UsageError("--post-all posts to the attribution service: give --attrsvc-url (or $NVRX_ATTRSVC_URL)")
     env_port = env.get("ORCH_WATCH_PORT") or env.get("NVRX_SMONSVC_PORT")
     if port is None and env_port:
         if not env_port.isdigit():

@@ -48,6 +48,7 @@ class WatchOptions:
     log_lines: int = 60
     attrsvc_url: str | None = None   # POST each failed job's verdict and log tail there (seed 003)
     timeout: float = 60.0            # per attribution-service request
+    post_all: bool = False           # POST every ended job, not only the failed ones (seed 003's service)
 
     @classmethod
     def from_env(cls, env, **flags) -> "WatchOptions":
@@ -69,6 +70,7 @@ class WatchOptions:
         o.user = var("USER")
         o.job_pattern = var("JOB_PATTERN")
         o.attrsvc_url = var("ATTRSVC_URL") or env.get("NVRX_ATTRSVC_URL") or None
+        o.post_all = (var("POST_ALL") or "").strip().lower() in ("1", "true", "yes", "on")
         for k, v in flags.items():
             if v not in (None, (), []):
                 setattr(o, k, list(v) if k == "partitions" else v)
@@ -243,6 +245,8 @@ class Watcher:
                 elif rec["state"] in TERMINAL_STATES and not rec.get("attributed"):
                     rec.update(attributed=True, verdict="cancelled" if rec["state"] == "CANCELLED" else "completed",
                                evidence=[])
+                    if self.attrsvc is not None and o.post_all:   # its log is the service's to read
+                        rec.update(attrsvc="pending", log_path=rec.get("stdout", ""), log_tail="")
             for jid in open_ids:  # left the queue with no record anywhere (MinJobAge passed, no sacct)
                 if jid not in seen and jid in data and data[jid].get("state") not in TERMINAL_STATES:
                     data[jid].update(state="UNKNOWN_ENDED", attributed=True,

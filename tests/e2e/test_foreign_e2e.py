@@ -97,3 +97,40 @@ def test_a_job_that_failed_between_two_polls_gets_its_verdict(run_cli, ssh):
     assert jobs[jid]["verdict"], jobs[jid]
     quiet = run_cli("watch", "--once", "--job-pattern", "^nothing$", env={"NVRX_SMONSVC_VERBOSE": "true"})
     assert "poll:" in quiet.stderr   # seed 003's VERBOSE: each poll's debug line
+
+
+def test_post_all_sends_every_ended_job_to_the_attribution_service(run_cli, ssh, tmp_path, sandbox_config_path):
+    import http.server
+    import threading
+    jid = sbatch(ssh, "my-finishing-job", "echo done", "n3")
+    assert eventually(lambda: state(ssh, jid) in ("", "COMPLETED"), 30)
+    bodies = []
+
+    class Attrsvc(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attrsvc)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        only_failed = run_cli("watch", "--once", "--job-pattern", "^my-finishing-job$", "--attrsvc-url", url, "--json")
+        assert jid in {j["job_id"] for j in json.loads(only_failed.stdout)["jobs"]} and not bodies
+        no_url = run_cli("watch", "--once", "--post-all", check=False)
+        assert no_url.returncode != 0 and "--attrsvc-url" in no_url.stderr
+        # a watcher of its own (another state dir): every ended job is posted, the completed one too
+        cfg = tmp_path / "other.yaml"
+        import yaml
+        doc = yaml.safe_load(open(sandbox_config_path))
+        doc["state_dir"] = str(tmp_path / "state")
+        cfg.write_text(yaml.safe_dump(doc))
+        run_cli("--config", str(cfg), "watch", "--once", "--job-pattern", "^my-finishing-job$", "--attrsvc-url", url,
+                "--post-all")
+    finally:
+        server.shutdown()
+    posted = {b["job_id"]: b for b in bodies}
+    assert posted[jid]["cause"] == "completed" and posted[jid]["state"] == "COMPLETED"
