@@ -28,10 +28,12 @@ def split_load(spec: ClientSpec, index: int, parts: int) -> ClientSpec:
 
 
 def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: str = "~/.orchestrator/venv",
-                  engine: str | None = None, target_id: str | None = None, target_auth: str = "none") -> ServiceRecipe:
+                  engine: str | None = None, target_id: str | None = None, target_auth: str = "none",
+                  secret_file: str | None = None) -> ServiceRecipe:
     """A load client as a service recipe: its /metrics is what the monitor scrapes. ``venv``: the
     cluster's client venv (clients that need numpy); ``engine``: the target's (a vector client's API);
-    ``target_id``/``target_auth``: the loaded service, whose secret the client reads from its job dir.
+    ``target_id``/``target_auth``: the loaded service, whose secret the client reads from its job dir
+    (``secret_file``: from a file of the client's own job dir, for a service the tool did not start).
     What the kind runs and with which arguments is its module's (``bench/kinds/``)."""
     kind = KINDS[spec.kind]
     max_seconds = spec.warmup + (spec.duration if spec.duration is not None else 3600) + 30
@@ -65,5 +67,7 @@ def client_recipe(spec: ClientSpec, target_url: str, node_index: int = 0, venv: 
         files={name: str(packaged("oncluster", name)) for name in (kind.program, "clientjob.py", *kind.files)},
         # the target's job dir is a sibling of the client's (a service ID is [a-z0-9_-]: no template text)
         environment={"ORCH_TARGET_AUTH": target_auth,
-                     **({"ORCH_TARGET_SECRET_FILE": f"{{{{ job_dir }}}}/../{target_id}/secret"} if target_id else {})},
+                     **({"ORCH_TARGET_SECRET_FILE": f"{{{{ job_dir }}}}/../{target_id}/secret"} if target_id else {}),
+                     # a service the tool did not start: its key shipped into the client's own job dir
+                     **({"ORCH_TARGET_SECRET_FILE": f"{{{{ job_dir }}}}/{secret_file}"} if secret_file else {})},
         source="(generated client recipe)")

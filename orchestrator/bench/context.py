@@ -35,6 +35,7 @@ class SessionContext:
     cache_mode: dict[str, str] = field(default_factory=dict)  # cold services: "reset" (the engine's route) or "restart"
     rerun_of: str | None = None
     keep: bool = False
+    externals: dict = field(default_factory=dict)   # name -> bench.external.External: loaded, never started here
 
     @property
     def is_sweep(self) -> bool:
@@ -60,6 +61,7 @@ class SessionContext:
                 engine = tracked[sid].engine if sid in tracked else None
                 if engine:
                     out[ref.name] = engine
+        out.update({name: e.engine for name, e in self.externals.items() if e.engine})
         for group, names in self.state.replicas.items():   # each replica is its group's engine
             out.update({name: out[group] for name in names if group in out})
         return out
@@ -82,9 +84,12 @@ class SessionContext:
         log lines (the cause is usually there: a crash, an out-of-memory kill)."""
         from orchestrator.cluster.slurm import STATE_CAUSES
         cause = STATE_CAUSES.get(job.state, f"job {job.state}")
-        try:
-            tail = self.orch.servers.logs(sid, lines=12).log.rstrip()
-        except OrchestratorError as exc:
-            tail = f"(its log could not be read: {exc})"
+        if name in self.externals:   # the user's own job: its log is theirs, never tailed by the tool
+            tail = "(started outside this tool: its log is where its sbatch script wrote it)"
+        else:
+            try:
+                tail = self.orch.servers.logs(sid, lines=12).log.rstrip()
+            except OrchestratorError as exc:
+                tail = f"(its log could not be read: {exc})"
         return ServiceDied(f"service {name} ({sid}): job {job.job_id} on {job.nodelist or '?'} ended {job.state} "
                            f"({cause}) {when}; its last log lines:\n{tail}")

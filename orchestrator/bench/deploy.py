@@ -89,6 +89,12 @@ class Deploy:
             changes = service_changes(point, ref.name)
             if only_swept and not changes and ref.name not in restart:
                 continue
+            if ref.external:
+                if changes:
+                    raise OrchestratorError(f"sweep: {ref.name} was started outside this tool, its fields cannot be swept")
+                if ref.name not in self.ctx.externals:
+                    self._adopt(ref)
+                continue
             if ref.service_id:
                 if changes:
                     raise OrchestratorError(f"sweep: {ref.name} is reused ({ref.service_id}), its fields cannot be swept")
@@ -129,6 +135,26 @@ class Deploy:
                 raise OrchestratorError(f"{group}: none of its {n} replicas became ready")
         return [sid for _, name, sid, _ in new if name in self.ctx.state.services]
 
+    def _adopt(self, ref) -> None:
+        """A service the tool did not start: where it answers (its job waited for while pending). It is
+        loaded and monitored, never stopped: it is in no list of jobs to cancel."""
+        from orchestrator.bench.external import resolve
+        from orchestrator.monitoring.monitors import monitor_recipe_dirs
+        i = self.ctx.recipe.services.index(ref)
+        where = f"{self.ctx.recipe.source or self.ctx.recipe.name}: benchmark.services[{i}]"
+        ext = resolve(ref, where, self.ctx.orch.transport, monitor_recipe_dirs(self.ctx.orch.config), self.ctx.say)
+        self.ctx.externals[ref.name] = ext
+        self.ctx.state.services[ref.name] = ext.sid
+        self.ctx.say(f"{ref.name}: {ext.url}, {ext.described}")
+
+    def _then(self, name: str, script: str) -> str:
+        """``script`` against a service's endpoint from the login node (``$BASE``, ``curl`` with its key)."""
+        ext = self.ctx.externals.get(name)
+        if ext is not None:
+            from orchestrator.bench.external import then
+            return then(ext, self.ctx.orch.transport, script)
+        return self.ctx.orch.servers.probe(self.ctx.state.services[name], then=script).then_output or ""
+
     def _drop_replica(self, group: str, name: str, sid: str, why: OrchestratorError) -> None:
         """replica_not_ready: measure_others: say so, cancel it, and load the others."""
         self.ctx.state.errors.append(f"{name} ({sid}) never became ready and was not measured: {why}")
@@ -138,7 +164,9 @@ class Deploy:
         self.ctx.state.replicas[group] = [n for n in self.ctx.state.replicas.get(group, []) if n != name]
 
     def start_monitor(self) -> None:
-        targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.ctx.state.services.items()]
+        targets = [TargetSpec(service_id=sid, job_name=name) for name, sid in self.ctx.state.services.items()
+                   if name not in self.ctx.externals]
+        targets += [t for ext in self.ctx.externals.values() for t in ext.targets()]
         mid = self.ctx.orch.monitors.start_monitor(self.ctx.recipe.monitor_recipe, targets, progress=self.ctx.say,
                                                scrape_interval=self.ctx.recipe.scrape_interval, wait=False)
         self.ctx.state.started.append(mid)
@@ -197,15 +225,23 @@ class Deploy:
         dataset (every job takes its own share)."""
         servers = self.ctx.orch.servers
         sid = self.ctx.state.services[target]
-        ready = servers.recently_ready(sid)   # the wait that found it ready knows where it answers
-        ep = endpoint_of(ready) if ready is not None else servers.get_service_endpoint(sid)
+        ext = self.ctx.externals.get(target)
         files = {"payload.json": json.dumps(spec.payload)} if KINDS[spec.kind].ships_payload else {}
+        if ext is not None:   # its key, if any, in the client's own private job dir
+            url, target_id, auth = ext.url, None, "bearer" if ext.key else "none"
+            if ext.key:
+                files["target.secret"] = ext.key + "\n"
+        else:
+            ready = servers.recently_ready(sid)   # the wait that found it ready knows where it answers
+            ep = endpoint_of(ready) if ready is not None else servers.get_service_endpoint(sid)
+            url, target_id, auth = ep.url, ep.service_id, ep.auth
         files.update(KINDS[spec.kind].job_files(spec, self._beside_recipe))
         if rows is not None:
             files["dataset.jsonl"] = rows
         for node in range(spec.nodes):
-            recipe = client_recipe(spec, ep.url, node, self.ctx.orch.config.remote.venv_dir,
-                                   engines.get(spec.target), target_id=ep.service_id, target_auth=ep.auth)
+            recipe = client_recipe(spec, url, node, self.ctx.orch.config.remote.venv_dir,
+                                   engines.get(spec.target), target_id=target_id, target_auth=auth,
+                                   secret_file="target.secret" if ext is not None and ext.key else None)
             sid = servers.start_service(recipe, extra_files=files, progress=self.ctx.say)
             pr.targets[sid] = target
             self.ctx.state.started.append(sid)
@@ -257,9 +293,9 @@ class Deploy:
 
     def _served_models(self, name: str) -> list[str] | None:
         """The models a service serves, from its own /v1/models (asked on the login node)."""
-        p = self.ctx.orch.servers.probe(self.ctx.state.services[name], then='curl -sS -m 20 "$BASE/v1/models"')
+        answer = self._then(name, 'curl -sS -m 20 "$BASE/v1/models"')
         try:
-            return [m["id"] for m in json.loads(p.then_output or "")["data"]]
+            return [m["id"] for m in json.loads(answer)["data"]]
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -327,10 +363,8 @@ class Deploy:
             method, path, body = first
             name = self.ctx.targets_of(spec.target)[0]
             data = f" -H 'Content-Type: application/json' --data-binary {quote(json.dumps(body))}" if body else ""
-            p = self.ctx.orch.servers.probe(
-                self.ctx.state.services[name],
-                then=f'curl -sS -m 120 -X {quote(method)} -w "\\n%{{http_code}}"{data} "$BASE"{quote(path)}')
-            out = (p.then_output or "").rstrip("\n")
+            out = self._then(name, f'curl -sS -m 120 -X {quote(method)} -w "\\n%{{http_code}}"{data} "$BASE"{quote(path)}'
+                             ).rstrip("\n")
             answer, _, code = out.rpartition("\n")
             if code.isdigit() and 200 <= int(code) < 300:
                 continue
@@ -345,9 +379,16 @@ class Deploy:
         """Raise ServiceDied when the service's job ends within ``wait`` seconds of a request it did not
         answer (SLURM takes a moment to see the process gone); return when it keeps running."""
         sid = self.ctx.state.services[name]
+        ext = self.ctx.externals.get(name)
+        if ext is not None and ext.job_id is None:
+            return   # an address: there is no job to ask
         deadline = waiting.clock() + wait
         while True:
-            job = self.ctx.orch.servers.probe(sid).job
+            if ext is not None:   # the user's job: SLURM's record of it, read only
+                from orchestrator.cluster.slurm import JobPoller
+                job = JobPoller(self.ctx.orch.transport).final_records([ext.job_id]).get(ext.job_id)
+            else:
+                job = self.ctx.orch.servers.probe(sid).job
             if job is not None and job.state in TERMINAL_STATES:
                 raise self.ctx.service_died(name, sid, job, when="at the load's first request")
             if waiting.clock() > deadline:
@@ -391,6 +432,9 @@ class Deploy:
         ref = self._ref_of(spec.target)
         if spec.cache != "cold" or ref is None or ref.recipe is not None:
             return
+        if ref.external:
+            raise RecipeError(f"{where}.cache: cold needs the prefix cache of {spec.target} emptied before the load, "
+                              "and it was started outside this tool (the session never touches it): use cache: warm")
         sid = self.ctx.orch.servers.probe(ref.service_id).service_id
         record = self.ctx.orch.servers.registry.record(sid)
         engine = engine_named(record.engine if record else None)

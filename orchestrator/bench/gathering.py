@@ -203,6 +203,11 @@ class Gather:
         """What the point's report is made of (gathered now: jobs, runtime facts)."""
         st = self.ctx.state
         jobs = jobs_table(st.services, pr.clients, st.monitor_id, self.ctx.orch.servers.registry.records())
+        for row in jobs:   # a service the tool did not start: what it knows of it, and that it did not start it
+            ext = next((e for e in self.ctx.externals.values() if e.sid == row["service_id"]), None)
+            if ext is not None:
+                row.update(job_id=ext.job_id, nodes=ext.node or ext.host, recipe=None, url=ext.url,
+                           deployed_by_tool=False, auth="bearer" if ext.key else "none")
         runtime = self._runtime_facts()
         return ReportContext(
             session_id=st.session_id + (f"/{pr.point.label}" if self.ctx.is_sweep else ""),
@@ -224,6 +229,11 @@ class Gather:
         for name, sid in self.ctx.state.services.items():
             facts = (runtime.get(sid) or {}).get("runtime") or []
             version = next((f.split(":", 1)[1].strip() for f in facts if f.startswith(("version:", "image:"))), None)
+            ext = self.ctx.externals.get(name)
+            if ext is not None:
+                text = ", ".join(x for x in (engines.get(name), ext.described) if x)
+                out.append({"role": "service", "name": name, "text": text})
+                continue
             text = ", ".join(x for x in (engines.get(name), version and f"version {version}",
                                          nodes.get(sid) and f"on {nodes[sid]}", sid) if x)
             out.append({"role": "service", "name": name, "text": text})

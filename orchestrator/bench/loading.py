@@ -79,7 +79,8 @@ class Load:
         # every 2 s during the load, every 0.25 s once its end is due (the wait begins as the load does)
         rounds = self.ctx.orch.servers.files.progress_rounds(
             pr.clients + list(services), interval=2.0, timeout=budget,
-            fast_after=max(0.0, expected - 2.0) if expected else None, fast_interval=0.25)
+            fast_after=max(0.0, expected - 2.0) if expected else None, fast_interval=0.25,
+            jobs={e.sid: e.job_id for e in self.ctx.externals.values() if e.job_id})   # the user's jobs: watched too
 
         def step() -> tuple[bool, str]:
             # the services' jobs in the same command: a service that dies under the load ends the session

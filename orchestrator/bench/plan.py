@@ -93,6 +93,10 @@ def make_plan(recipe: BenchmarkRecipe, config, base_recipes: dict[str, ServiceRe
     slurm, remote = config.slurm, config.remote
     jobs, reused, clients, notes = [], [], [], []
     for ref in recipe.services:
+        if ref.external:
+            reused.append(f"{ref.name}: " + (f"your job {ref.job}" if ref.job else ref.url)
+                          + " (started outside this tool: loaded and monitored, never stopped)")
+            continue
         if ref.recipe is None:
             reused.append(f"{ref.name}: {ref.service_id} (running already)")
             continue

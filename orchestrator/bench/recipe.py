@@ -41,6 +41,19 @@ class ServiceRef:
     alias: str | None = None
     # fields of the recipe this benchmark sets ("environment.VLLM_MODEL", "resources.mem"), as (path, value)
     overrides: tuple = ()
+    # or a service the tool did not start: the user's own SLURM job, or a URL (never stopped, never touched)
+    job: str | None = None
+    url: str | None = None
+    port: int | None = None            # the job's API port (default: its monitor recipe's first target's)
+    monitor_recipe: str | None = None  # recipes/monitors/: which of the job's ports to scrape
+    metrics_path: str | None = None    # where its Prometheus metrics are (default /metrics on its port)
+    engine: str | None = None          # vllm, llamacpp, ... (default: from the monitor recipe's name)
+    key_file: str | None = None        # a local file holding its API key (sent as a bearer token)
+
+    @property
+    def external(self) -> bool:
+        """A service the session loads but did not start (``job:`` or ``url:``)."""
+        return self.job is not None or self.url is not None
 
     @property
     def name(self) -> str:
@@ -148,12 +161,52 @@ def _seconds(value, path: str) -> float:
     return expect_duration(value, path, 0, MAX_CLIENT_SECONDS)
 
 
+_EXTERNAL_KEYS = ["name", "job", "url", "port", "monitor_recipe", "metrics_path", "engine", "key_file"]
+
+
+def _external(raw: dict, path: str) -> ServiceRef:
+    """``{name, job: 12345, monitor_recipe: ...}`` or ``{name, url: http://node:port, engine, key_file}``."""
+    check_keys(raw, _EXTERNAL_KEYS, path, required=("name",))
+    if (raw.get("job") is None) == (raw.get("url") is None):
+        raise SchemaViolation(path, "expected one of job (your SLURM job's ID) or url (http://host:port)")
+    name = expect_str(raw["name"], f"{path}.name")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,39}", name):
+        raise SchemaViolation(f"{path}.name", f"expected lower-case letters, digits and - (it names the service "
+                                              f"in the report and the clients' target), got {name!r}")
+    job = str(raw["job"]) if raw.get("job") is not None else None
+    if job is not None and not re.fullmatch(r"\d+(_\d+)?", job):
+        raise SchemaViolation(f"{path}.job", f"expected a SLURM job ID such as 12345, got {raw['job']!r}")
+    url = expect_str(raw.get("url"), f"{path}.url", optional=True)
+    if url is not None:
+        from orchestrator.monitoring.targets import parse_target
+        from orchestrator.errors import OrchestratorError
+        try:
+            spec = parse_target(url.rstrip("/"))
+        except OrchestratorError as exc:
+            raise SchemaViolation(f"{path}.url", str(exc)) from None
+        if spec.host is None or not url.startswith(("http://", "https://")):
+            raise SchemaViolation(f"{path}.url", f"expected http(s)://host:port, got {url!r}")
+    port = expect_int(raw["port"], f"{path}.port", 1, 65535) if raw.get("port") is not None else None
+    if job is not None and port is None and raw.get("monitor_recipe") is None:
+        raise SchemaViolation(path, "a job needs its API port: port, or a monitor_recipe whose first target names it")
+    mpath = expect_str(raw.get("metrics_path"), f"{path}.metrics_path", optional=True)
+    if mpath is not None and not mpath.startswith("/"):
+        raise SchemaViolation(f"{path}.metrics_path", f"expected a path starting with /, got {mpath!r}")
+    return ServiceRef(alias=name, job=job, url=url, port=port,
+                      monitor_recipe=expect_str(raw.get("monitor_recipe"), f"{path}.monitor_recipe", optional=True),
+                      metrics_path=mpath, engine=expect_str(raw.get("engine"), f"{path}.engine", optional=True),
+                      key_file=expect_str(raw.get("key_file"), f"{path}.key_file", optional=True))
+
+
 def _service(raw, i: int) -> ServiceRef:
     path = f"benchmark.services[{i}]"
     raw = expect_mapping(raw, path)
+    if "job" in raw or "url" in raw:
+        return _external(raw, path)
     check_keys(raw, ["recipe", "service_id", "as", "environment", "resources"], path)
     if (raw.get("recipe") is None) == (raw.get("service_id") is None):
-        raise SchemaViolation(path, "expected exactly one of recipe (deploy) or service_id (reuse)")
+        raise SchemaViolation(path, "expected exactly one of recipe (deploy), service_id (reuse), job (your own "
+                                    "SLURM job) or url (a service at an address)")
     overrides = []
     for section in ("environment", "resources"):   # another model, more memory: without copying the recipe
         if section not in raw:

@@ -63,13 +63,14 @@ def targets_from_probe(spec: TargetSpec, probe: Probe) -> list[ResolvedTarget]:
 
 def host_target(spec: TargetSpec, credentials: str = "") -> ResolvedTarget:
     return ResolvedTarget(spec.job_name or spec.host, f"{spec.host}:{spec.port}", spec.metrics_path or "/metrics",
-                          {"host": spec.host}, None, "host", scheme=spec.scheme, credentials=credentials)
+                          {"host": spec.host, **dict(spec.labels)}, None, "host", scheme=spec.scheme,
+                          credentials=credentials)
 
 
 def job_targets(spec: TargetSpec, node: str, credentials: str = "") -> ResolvedTarget:
     """A job the tool did not start, running on ``node``: its port there."""
     return ResolvedTarget(spec.job_name or f"job-{spec.job_id}", f"{node}:{spec.port}", spec.metrics_path or "/metrics",
-                          {"slurm_job_id": spec.job_id, "node": node}, None, "job", scheme=spec.scheme,
+                          {"slurm_job_id": spec.job_id, "node": node, **dict(spec.labels)}, None, "job", scheme=spec.scheme,
                           credentials=credentials)
 
 

@@ -39,17 +39,20 @@ class JobFiles:
                                mark, service_ids)
 
     def progress_rounds(self, service_ids: list[str], *, interval: float, timeout: float,
-                        fast_after: float | None = None, fast_interval: float | None = None) -> Iterator[dict]:
+                        fast_after: float | None = None, fast_interval: float | None = None,
+                        jobs: dict[str, str] | None = None) -> Iterator[dict]:
         """``read_progress`` every ``interval`` seconds (``fast_interval`` after ``fast_after``), for a
-        wait: one remote command in all."""
+        wait: one remote command in all. ``jobs``: job IDs of IDs the tool keeps no record of (a
+        service it did not start), whose state is read too."""
         mark = Marker()
-        for out in streaming.repeated(self.transport, self._progress_script(service_ids, mark), interval=interval,
+        for out in streaming.repeated(self.transport, self._progress_script(service_ids, mark, jobs), interval=interval,
                                       timeout=timeout, fast_after=fast_after, fast_interval=fast_interval):
             yield _parse_progress(out, mark, service_ids)
 
-    def _progress_script(self, service_ids: list[str], mark: Marker) -> str:
+    def _progress_script(self, service_ids: list[str], mark: Marker, known: dict[str, str] | None = None) -> str:
         tracked = self.store.load()
-        jobs = {sid: (tracked.get(sid) or {}).get("job_id") or "0" for sid in service_ids}   # ("0": none known)
+        jobs = {sid: (known or {}).get(sid) or (tracked.get(sid) or {}).get("job_id") or "0"   # ("0": none known)
+                for sid in service_ids}
         return jobdir.progress_script(self.work_dir, jobs, mark)
 
 

@@ -142,6 +142,7 @@ class TargetSpec:
     job_id: str | None = None            # a job the tool did not start: scraped at its first node
     scheme: str = "http"
     credentials_file: str | None = None  # a local file holding the bearer token this target wants
+    labels: tuple = ()                   # (name, value) pairs added to its series (a session's service_id)
 
 
 _SERVICE_KEYS = ["replicas", "replica_not_ready", "name", "description", "container", "command", "environment",

@@ -134,3 +134,36 @@ def test_post_all_sends_every_ended_job_to_the_attribution_service(run_cli, ssh,
         server.shutdown()
     posted = {b["job_id"]: b for b in bodies}
     assert posted[jid]["cause"] == "completed" and posted[jid]["state"] == "COMPLETED"
+
+
+BENCH_MINE = """benchmark:
+  name: mine-bench
+  services:
+    - {{name: mine, job: {job}, monitor_recipe: llamacpp-monitor}}
+  monitor: {{recipe: prometheus, scrape_interval: 1s}}
+  clients:
+    - kind: openai-chat
+      target: mine
+      concurrency: 2
+      duration: 6s
+      warmup: 1s
+      payload: {{model: test-model, stream: true, max_tokens: 8, ignore_eos: true}}
+"""
+
+
+def test_a_session_benchmarks_the_users_own_job_and_leaves_it_running(run_cli, ssh, users_jobs, tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text(BENCH_MINE.format(job=users_jobs["llama"]))
+    proc = run_cli("--recipe", str(recipe))
+    assert "started outside this tool" in proc.stderr
+    out = next((tmp_path / "results").iterdir())
+    report = json.loads((out / "report.json").read_text())
+    rows = {r["what"]: r for r in report["cross_check"]}
+    # llama.cpp's own counters prove the load: its prompt tokens agree with the requests' usage
+    assert rows["input tokens"]["agree"] is True and rows["input tokens"]["client"] > 0, rows
+    assert rows["output tokens"]["metric"] == "llamacpp:tokens_predicted_total" and rows["output tokens"]["client"] > 0
+    said = " ".join(w["text"] for w in report["what_ran"] if w["role"] == "service")
+    assert f"job {users_jobs['llama']} on n1" in said and "started outside this tool" in said
+    jobs = {j["service_id"]: j for j in json.loads((out / "MANIFEST.json").read_text())["jobs"]}
+    assert jobs["ext-mine"]["deployed_by_tool"] is False and jobs["ext-mine"]["job_id"] == users_jobs["llama"]
+    assert state(ssh, users_jobs["llama"]) == "RUNNING"   # never stopped

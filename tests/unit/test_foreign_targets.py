@@ -145,3 +145,64 @@ def test_every_packaged_monitor_recipe_loads_and_a_service_recipe_is_not_one(tmp
     mine = tmp_path / "mine.yml"
     mine.write_text(textwrap.dedent(SEED_000))
     assert find_monitor_recipe(str(mine), dirs).targets[0].port == 8000
+
+
+def test_a_benchmark_names_a_service_it_did_not_start_by_job_or_url(tmp_path):
+    from orchestrator.bench.recipe import load_benchmark_text
+    text = """benchmark:
+  name: mine
+  services:
+    - {name: mine, job: 12345, monitor_recipe: llamacpp-monitor}
+    - {name: theirs, url: "http://gpu01:8000", engine: vllm, key_file: ~/key}
+  clients:
+    - {kind: openai-chat, target: mine, concurrency: 2, duration: 5s, payload: {model: m, stream: true}}
+"""
+    r = load_benchmark_text(text, "mine.yaml")
+    mine, theirs = r.services
+    assert mine.external and (mine.name, mine.job, mine.monitor_recipe, mine.url) == ("mine", "12345", "llamacpp-monitor", None)
+    assert theirs.external and (theirs.name, theirs.url, theirs.engine, theirs.key_file) == \
+        ("theirs", "http://gpu01:8000", "vllm", "~/key")
+
+
+@pytest.mark.parametrize("entry, says", [
+    ("{name: mine, job: 12345}", "a job needs its API port"),
+    ("{name: mine, job: 12345, url: 'http://a:1'}", "expected one of job"),
+    ("{name: mine, job: '1; rm -rf ~', port: 80}", "job: expected a SLURM job ID"),
+    ("{name: Mine!, url: 'http://a:1'}", "name: expected lower-case"),
+    ("{name: mine, url: 'ftp://a:1'}", "url: expected http"),
+    ("{name: mine, url: 'http://a:1', recipe: vllm}", "unknown key"),
+    ("{job: 12345, port: 80}", "name"),
+])
+def test_a_bad_service_the_tool_did_not_start_is_refused_by_field(entry, says):
+    from orchestrator.bench.recipe import load_benchmark_text
+    text = f"""benchmark:
+  name: b
+  services: [{entry}]
+  clients: [{{kind: http, target: mine, concurrency: 1, duration: 1s}}]
+"""
+    with pytest.raises(RecipeError, match=r"benchmark\.services\[0\]") as err:
+        load_benchmark_text(text, "b.yaml")
+    assert says in str(err.value)
+
+
+def test_the_external_services_key_goes_on_stdin_never_on_a_command_line(tmp_path):
+    from orchestrator.bench.external import External, read_key, then
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-very-secret\n")
+    key = read_key(str(key_file), "b.yaml: benchmark.services[0]")
+    ext = External("mine", "ext-mine", "http://n1:8080", "n1", 8080, job_id="7", node="n1", key=key)
+
+    class Recording:
+        def run(self, command, *, timeout=120, stdin=None, **kw):
+            from orchestrator.cluster.transport import CommandResult
+            self.command, self.stdin = command, stdin
+            marker = command.split("echo '")[1].split("'")[0]
+            return CommandResult(command, 0, marker + "\n{\"data\": []}\n", "")
+    t = Recording()
+    assert then(ext, t, 'curl -sS "$BASE/v1/models"') == '{"data": []}'
+    assert "sk-very-secret" not in t.command and t.stdin == "Authorization: Bearer sk-very-secret\n"
+    assert "BASE=http://n1:8080" in t.command
+    with pytest.raises(RecipeError, match="one line"):
+        two = tmp_path / "two"
+        two.write_text("a\nb\n")
+        read_key(str(two), "w")

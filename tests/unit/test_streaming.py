@@ -58,5 +58,7 @@ def test_closing_the_rounds_ends_the_loop_on_the_other_side(tmp_path):
 
 def test_the_loop_ends_by_itself_at_its_time_limit(tmp_path):
     t = LocalTransport()
+    began = time.monotonic()
     rounds = list(repeated(t, "echo r", interval=0.3, timeout=1))
-    assert 2 <= len(rounds) <= 8 and set(rounds) == {"r\n"}
+    assert 1 <= len(rounds) <= 10 and set(rounds) == {"r\n"}
+    assert time.monotonic() - began < 10   # it ended by itself: nobody closed it
