@@ -100,6 +100,20 @@ MUTATIONS = [
     Mutation("headline-absent-as-zero", "orchestrator/reports/artifacts.py",
              "        if v is None:\n            continue\n", "        v = v or 0.0\n",
              "the report's headline shows an absent TTFT as 0 ms"),
+    Mutation("round-marker-at-line-start", "orchestrator/cluster/streaming.py",
+             "        at = line.find(end)", "        at = 0 if line.startswith(end) else -1",
+             "a wait's round whose output ends without a newline (Prometheus' JSON) never ends: the wait hangs"),
+    Mutation("chunk-crlf", "orchestrator/oncluster/loadgen.py",
+             "            raw = raw[eol + 4 + size:]", "            raw = raw[eol + 2 + size:]",
+             "the client's chunked reader keeps each chunk's CRLF: lines merge, tokens are miscounted"),
+    Mutation("target-any-port", "orchestrator/monitoring/targets.py",
+             "    if not 1 <= port <= 65535:", "    if not 0 <= port:",
+             "a target port of 0 or 99999 is written into prometheus.yml, which promtool then refuses"),
+    Mutation("bearer-on-argv", "orchestrator/bench/external.py",
+             'out = transport.run(setup + mark.echo("then") + "\\n" + script, timeout=timeout, stdin=header).stdout',
+             'out = transport.run(setup.replace(\'cat > "$H"\', f"echo {quote(header)} > \\"$H\\"") '
+             '+ mark.echo("then") + "\\n" + script, timeout=timeout, stdin="").stdout',
+             "the key of a service the tool did not start is written on a command line (ps shows it)"),
 ]
 
 
