@@ -9,7 +9,7 @@ parses arguments and prints. ``api.BenchmarkOrchestrator`` wires them.
 
 from orchestrator.version import __version__
 
-__all__ = ["BenchmarkOrchestrator", "__version__"]
+__all__ = ["BenchmarkOrchestrator", "MonitorManager", "__version__"]
 
 
 def __getattr__(name: str):
@@ -18,4 +18,7 @@ def __getattr__(name: str):
     if name == "BenchmarkOrchestrator":
         from orchestrator.api import BenchmarkOrchestrator
         return BenchmarkOrchestrator
+    if name == "MonitorManager":   # seed 000's form of the monitor module
+        from orchestrator.api.monitor_manager import MonitorManager
+        return MonitorManager
     raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

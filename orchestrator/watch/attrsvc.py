@@ -72,6 +72,30 @@ class AttrsvcClient:
         return PostResult(False, False, f"{last} (after {self.attempts} attempts)")
 
 
+    def fetch_result(self, log_path: str, job_id: str) -> tuple[str, dict | None, str]:
+        """Seed 003's ``GET /logs/result`` for a posted job: ("done", its JSON, detail) once the service
+        has one; ("pending", None, detail) while it answers 202, 204 or 404 (not yet analysed) or cannot
+        be reached; ("failed", None, detail) for another 4xx or an answer that is not JSON. One request,
+        bounded by ``timeout``: the next poll asks again."""
+        query = urllib.parse.urlencode({"log_path": log_path, "job_id": job_id})
+        req = urllib.request.Request(f"{self.url}/result?{query}", headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                if resp.status in (202, 204):
+                    return "pending", None, f"HTTP {resp.status}"
+                raw = resp.read(1 << 20)
+        except urllib.error.HTTPError as exc:
+            state = "pending" if exc.code in (404, 429) or exc.code >= 500 else "failed"
+            return state, None, f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            return "pending", None, str(getattr(exc, "reason", exc))
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return "failed", None, "the result is not JSON"
+        return ("done", doc, "HTTP 200") if isinstance(doc, dict) else ("failed", None, "the result is not an object")
+
+
 def verdict_body(job: dict, log_path: str, log_tail: str) -> dict:
     """What is posted for one ended job."""
     return {"log_path": log_path, "user": job.get("user") or "unknown", "job_id": job["job_id"],

@@ -256,7 +256,30 @@ class Watcher:
         reported += self._check_unhealthy(ours)
         if self.attrsvc is not None:
             self._post_pending()
+            self._fetch_results()
         return reported
+
+    RESULT_POLLS = 20   # a posted job's result is asked for at this many polls, then given up
+
+    def _fetch_results(self) -> None:
+        """Each posted job's attribution result (seed 003's ``GET /logs/result``), stored with the job
+        (``/jobs`` and ``watch --json`` show it); asked again at later polls until the service has it."""
+        waiting_for = {jid: rec for jid, rec in self.store.load().items()
+                       if rec.get("attrsvc") == "posted" and "attrsvc_result" not in rec
+                       and rec.get("attrsvc_result_polls", 0) < self.RESULT_POLLS}
+        for jid, rec in sorted(waiting_for.items()):
+            state, doc, detail = self.attrsvc.fetch_result(rec.get("log_path", ""), jid)
+            with self.store.transaction() as data:
+                r = data.get(jid)
+                if r is None:
+                    continue
+                r["attrsvc_result_polls"] = r.get("attrsvc_result_polls", 0) + 1
+                if state == "done":
+                    r["attrsvc_result"] = doc
+                elif state == "failed" or r["attrsvc_result_polls"] >= self.RESULT_POLLS:
+                    r["attrsvc_result"] = None
+                    r["attrsvc_result_detail"] = detail
+            self.log(f"job {jid}: attribution result {state} ({detail})", level="debug", job_id=jid)
 
     ATTRSVC_POLLS = 10   # a verdict the service keeps failing to take is retried at this many polls
 

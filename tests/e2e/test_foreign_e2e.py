@@ -106,11 +106,26 @@ def test_post_all_sends_every_ended_job_to_the_attribution_service(run_cli, ssh,
     assert eventually(lambda: state(ssh, jid) in ("", "COMPLETED"), 30)
     bodies = []
 
-    class Attrsvc(http.server.BaseHTTPRequestHandler):
+    asked = []
+
+    class Attrsvc(http.server.BaseHTTPRequestHandler):   # a stand-in attribution service on loopback
         def do_POST(self):
             bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
+
+        def do_GET(self):   # seed 003's GET /logs/result: the analysis of a posted job
+            from urllib.parse import parse_qs, urlsplit
+            u = urlsplit(self.path)
+            asked.append((u.path, parse_qs(u.query)))
+            known = {b["job_id"] for b in bodies}
+            job = parse_qs(u.query).get("job_id", [""])[0]
+            body = json.dumps({"job_id": job, "result": "finished normally"}).encode()
+            self.send_response(200 if u.path == "/logs/result" and job in known else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            if job in known:
+                self.wfile.write(body)
 
         def log_message(self, *a):
             pass
@@ -128,12 +143,16 @@ def test_post_all_sends_every_ended_job_to_the_attribution_service(run_cli, ssh,
         doc = yaml.safe_load(open(sandbox_config_path))
         doc["state_dir"] = str(tmp_path / "state")
         cfg.write_text(yaml.safe_dump(doc))
-        run_cli("--config", str(cfg), "watch", "--once", "--job-pattern", "^my-finishing-job$", "--attrsvc-url", url,
-                "--post-all")
+        fetched = run_cli("--config", str(cfg), "watch", "--once", "--job-pattern", "^my-finishing-job$",
+                          "--attrsvc-url", url, "--post-all", "--json")
     finally:
         server.shutdown()
     posted = {b["job_id"]: b for b in bodies}
     assert posted[jid]["cause"] == "completed" and posted[jid]["state"] == "COMPLETED"
+    # the result fetched back and kept with the job (what /jobs shows)
+    jobs = {j["job_id"]: j for j in json.loads(fetched.stdout)["jobs"]}
+    assert jobs[jid]["attrsvc_result"] == {"job_id": jid, "result": "finished normally"}
+    assert any(p == "/logs/result" and q["job_id"] == [jid] for p, q in asked), asked
 
 
 BENCH_MINE = """benchmark:
@@ -167,3 +186,31 @@ def test_a_session_benchmarks_the_users_own_job_and_leaves_it_running(run_cli, s
     jobs = {j["service_id"]: j for j in json.loads((out / "MANIFEST.json").read_text())["jobs"]}
     assert jobs["ext-mine"]["deployed_by_tool"] is False and jobs["ext-mine"]["job_id"] == users_jobs["llama"]
     assert state(ssh, users_jobs["llama"]) == "RUNNING"   # never stopped
+
+
+def test_seed_000s_python_snippet_and_module_cli_as_written(sandbox_config_path, users_jobs, tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)   # the seed's recipe_directory is relative to the checkout
+    monkeypatch.setenv("ORCH_CONFIG", str(sandbox_config_path))
+    from src.monitor import MonitorManager
+    mgr = MonitorManager(recipe_directory="recipes/monitors")
+    try:
+        assert {"vllm-monitor", "llamacpp-monitor", "ollama-monitor"} <= set(mgr.list_available_recipes())
+        inst = mgr.start_monitor("llamacpp-monitor", target_job_ids=[users_jobs["llama"]])
+        assert inst.id.startswith("prometheus_") and inst.prometheus_url.startswith("http://n")
+        snapshot = tmp_path / "out" / "snapshot.json"
+        mgr.export_metrics(inst.id, snapshot)
+        doc = json.loads(snapshot.read_text())
+        assert doc["monitor_id"] == inst.id and "up" in doc["metrics"]
+        assert mgr.stop_monitor(inst.id) is True
+    finally:
+        mgr.close()
+    # `python -m src.monitor list` / `start --recipe R --targets ID` as seed 000 shows them
+    env = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path))
+    listed = subprocess.run([sys.executable, "-m", "src.monitor", "list", "--available"], capture_output=True,
+                            text=True, env=env, cwd=root, timeout=60)
+    assert listed.returncode == 0 and "vllm-monitor" in listed.stdout

@@ -340,3 +340,33 @@ def test_seed_status_times_are_epoch_floats(monitors, monkeypatch):
     assert st["submitted_at"] == datetime(2026, 12, 4, 10, 0, tzinfo=timezone.utc).timestamp()
     assert isinstance(st["submitted_at"], float) and st["started_at"] is None
     assert st["status"] == "running" and st["job_id"] == "12"
+
+
+def test_attrsvc_result_is_fetched_once_there_and_pending_until_then():
+    import http.server
+    import threading
+    answers = [404, 202, 200]
+
+    class Svc(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = answers.pop(0)
+            self.send_response(code)
+            self.end_headers()
+            if code == 200:
+                self.wfile.write(json.dumps({"result": "oom in rank 3", "path": self.path}).encode())
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Svc)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = AttrsvcClient(f"http://127.0.0.1:{server.server_address[1]}", timeout=5)
+        assert client.fetch_result("/logs/slurm-7.out", "7")[0] == "pending"   # not analysed yet
+        assert client.fetch_result("/logs/slurm-7.out", "7")[0] == "pending"   # accepted, working
+        state, doc, _ = client.fetch_result("/logs/slurm-7.out", "7")
+        assert state == "done" and doc["result"] == "oom in rank 3"
+        assert doc["path"] == "/logs/result?log_path=%2Flogs%2Fslurm-7.out&job_id=7"
+    finally:
+        server.shutdown()
+    gone = AttrsvcClient("http://127.0.0.1:9", timeout=2)
+    assert gone.fetch_result("/x", "1")[0] == "pending"   # unreachable: asked again at the next poll

@@ -1,0 +1,1 @@
+"""Seed 000's import path (``src.monitor``); the tool itself is the ``orchestrator`` package."""
