@@ -42,12 +42,19 @@ def series(run_cli, mid: str, promql: str) -> list[tuple[dict, float]]:
     return [(r["metric"], float(r["value"][1])) for r in doc["result"]]
 
 
-@pytest.fixture
-def users_jobs(ssh):
-    """The user's own jobs, submitted without the tool: llama.cpp on n1, a node exporter on n2."""
-    jobs = {"llama": sbatch(ssh, "my-llama", LLAMA, "n1"), "exporter": sbatch(ssh, "my-exporter", NODE_EXPORTER, "n2")}
-    yield jobs
-    ssh.run("scancel " + " ".join(jobs.values()))
+@pytest.fixture(scope="module")
+def users_jobs(sandbox_config_path):
+    """The user's own jobs, submitted without the tool, once for the module (their fixed ports are free
+    again only once a job has gone): llama.cpp on n1, a node exporter on n2."""
+    from orchestrator.cluster.ssh import SSHTransport
+    from orchestrator.config import load_config
+    t = SSHTransport(load_config(sandbox_config_path, env={}).ssh)
+    jobs = {"llama": sbatch(t, "my-llama", LLAMA, "n1"), "exporter": sbatch(t, "my-exporter", NODE_EXPORTER, "n2")}
+    try:
+        yield jobs
+    finally:
+        t.run("scancel " + " ".join(jobs.values()))
+        t.close()
 
 
 def test_a_job_the_tool_did_not_start_is_monitored_with_a_monitor_recipe(run_cli, ssh, users_jobs):
