@@ -192,33 +192,36 @@ class ReplayTransport:
             raise ReplayMismatch(f"call {self.position}: expected {call['op']}, the tool did {op} {what[:200]!r}")
         return call
 
-    def run(self, command, *, timeout=120, check=False, stdin=None, idempotent=True):
+    def _command(self, op: str, command: str) -> dict:
+        """The next recorded call, which must be this ``op`` of this command (but for its markers)."""
         self.stats.count(command)
-        call = self._next("run", command)
+        call = self._next(op, command)
         if normalise(call["command"]) != normalise(command):
             raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
                                  f"recorded: {normalise(call['command'])[:4000]}\n"
                                  f"sent:     {normalise(command)[:4000]}")
+        return call
+
+    @staticmethod
+    def _raise_recorded(call: dict) -> None:
+        if "error" in call:
+            raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
+
+    def run(self, command, *, timeout=120, check=False, stdin=None, idempotent=True):
+        call = self._command("run", command)
         expected = expected_bundle(call.get("stdin"), shipped(stdin))
         if expected != shipped(stdin) and "error" not in call:
             raise ReplayMismatch(f"call {self.position}: its stdin differs from the recording\n"
                                  f"expected: {json.dumps(expected)[:4000]}\n"
                                  f"sent:     {json.dumps(shipped(stdin))[:1500]}")
-        if "error" in call:
-            raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
+        self._raise_recorded(call)
         r = CommandResult(command, call["exit_code"], call["stdout"], call["stderr"])
         return r.check() if check else r
 
     def stream(self, command, *, timeout=None):
-        self.stats.count(command)
-        call = self._next("stream", command)
-        if normalise(call["command"]) != normalise(command):
-            raise ReplayMismatch(f"call {self.position}: command differs from the recording\n"
-                                 f"recorded: {normalise(call['command'])[:4000]}\n"
-                                 f"sent:     {normalise(command)[:4000]}")
+        call = self._command("stream", command)
         yield from call["lines"]
-        if "error" in call:
-            raise (CommandTimeout if call["error"] == "CommandTimeout" else TransportError)(call["message"])
+        self._raise_recorded(call)
 
     def get(self, remote_path, local_path):
         self.stats.transfers += 1
