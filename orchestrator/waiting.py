@@ -8,7 +8,9 @@ with its clock and sleep in one place (tests replace them).
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any, Callable
 
 Step = Callable[[], "tuple[bool, str]"]
 
@@ -54,3 +56,18 @@ def poll_until(step: Step, *, timeout: float, interval: float | Callable[[], flo
     finally:
         if live is not None:
             live.stop()
+
+
+def follow(rounds: Iterator[Any], step: Callable[[Any], "tuple[bool, str]"], *, timeout: float,
+           on_timeout: Callable[[], BaseException], **options) -> None:
+    """``poll_until`` over rounds that come at their own pace (``cluster.streaming``: the login node
+    polls): ``step`` is handed each round; rounds that run out end the wait as its timeout does.
+    The rounds are closed however the wait ends."""
+    def next_round() -> tuple[bool, str]:
+        item = next(rounds, None)
+        if item is None:
+            raise on_timeout()
+        return step(item)
+
+    with closing(rounds):
+        poll_until(next_round, timeout=timeout, interval=0, on_timeout=on_timeout, **options)

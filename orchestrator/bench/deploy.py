@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -195,16 +194,12 @@ class Deploy:
         def not_up() -> OrchestratorError:
             return OrchestratorError(f"monitor {mid}: targets not up: {', '.join(down or sorted(expected))}")
 
-        def step() -> tuple[bool, str]:
-            status = next(rounds, None)
-            if status is None:
-                raise not_up()
+        def step(status: dict) -> tuple[bool, str]:
             health = {t["instance"]: t["health"] for t in status["targets"]}
             down[:] = sorted(a for a in expected if health.get(a) != "up")
             return (True, f"monitor {mid} scraping {len(expected) + 1} targets") if not down else (False, "")
 
-        with closing(rounds):
-            waiting.poll_until(step, timeout=timeout, interval=0, say=self.ctx.say, on_timeout=not_up)
+        waiting.follow(rounds, step, timeout=timeout, say=self.ctx.say, on_timeout=not_up)
 
     def start_clients(self, pr: PointRun) -> None:
         servers = self.ctx.orch.servers

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from contextlib import closing
 
 from orchestrator import waiting
 from orchestrator.engines import engine_named
@@ -82,11 +81,8 @@ class Load:
             fast_after=max(0.0, expected - 2.0) if expected else None, fast_interval=0.25,
             jobs={e.sid: e.job_id for e in self.ctx.externals.values() if e.job_id})   # the user's jobs: watched too
 
-        def step() -> tuple[bool, str]:
+        def step(found: dict) -> tuple[bool, str]:
             # the services' jobs in the same command: a service that dies under the load ends the session
-            found = next(rounds, None)
-            if found is None:
-                raise over_budget()
             for sid, name in services.items():
                 job = found.pop(sid, {}).get("job")
                 if job is not None and job.state in TERMINAL_STATES:
@@ -114,8 +110,7 @@ class Load:
         def over_budget() -> OrchestratorError:
             return OrchestratorError(f"clients did not finish within {budget:.0f}s")
 
-        with closing(rounds):
-            waiting.poll_until(step, timeout=budget, interval=0, say=self.ctx.say, every=5, expected=expected,
-                               on_timeout=over_budget)
+        waiting.follow(rounds, step, timeout=budget, say=self.ctx.say, every=5, expected=expected,
+                       on_timeout=over_budget)
         self.ctx.state.errors.extend(lost.values())
         pr.lost = list(lost.values())

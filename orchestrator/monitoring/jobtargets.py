@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,10 +43,7 @@ def job_nodes(transport, job_ids: list[str], *, allow_other_users: bool, timeout
     found: dict[str, str] = {}
     rounds = streaming.repeated(transport, jobs_script(job_ids, mark), interval=2.0, timeout=timeout)
 
-    def step() -> tuple[bool, str]:
-        out = next(rounds, None)
-        if out is None:
-            raise late()
+    def step(out: str) -> tuple[bool, str]:
         sections = mark.parse(out)
         me = next((s.args[0] for s in sections if s.name == "me" and s.args), "")
         waiting_for = []
@@ -73,8 +69,7 @@ def job_nodes(transport, job_ids: list[str], *, allow_other_users: bool, timeout
         left = [j for j in job_ids if j not in found]
         return OrchestratorError(f"jobs not running after {timeout:.0f}s: {', '.join(left)}")
 
-    with closing(rounds):
-        waiting.poll_until(step, timeout=timeout, interval=0, say=progress, on_timeout=late)
+    waiting.follow(rounds, step, timeout=timeout, say=progress, on_timeout=late)
     return found
 
 

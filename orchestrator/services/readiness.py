@@ -23,10 +23,7 @@ def wait_until_ready(rounds: Iterator[Probe], ident: str, timeout: float, progre
     and says so."""
     last: list[Probe] = []
 
-    def step() -> tuple[bool, str]:
-        p = next(rounds, None)
-        if p is None:
-            raise timed_out()
+    def step(p: Probe) -> tuple[bool, str]:
         last[:] = [p]
         state = p.job.state if p.job else "UNKNOWN"
         if state in TERMINAL_STATES:
@@ -51,8 +48,7 @@ def wait_until_ready(rounds: Iterator[Probe], ident: str, timeout: float, progre
         return ServiceNotReady(f"service {sid} (job {p.job_id if p else '?'}) not ready after {timeout:.0f}s "
                                f"({state}); the job was left running: stop it with --stop-service {sid}")
 
-    # the rounds come at their own pace (the login node polls): no pause here
-    waiting.poll_until(step, timeout=timeout, interval=0, say=progress, on_timeout=timed_out)
+    waiting.follow(rounds, step, timeout=timeout, say=progress, on_timeout=timed_out)
     return last[0]
 
 

@@ -14,7 +14,6 @@ import secrets
 import tarfile
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -352,7 +351,7 @@ class ServersModule:
         from orchestrator.services.readiness import wait_until_ready
         rounds = self.probe_rounds(ident, interval=poll, timeout=timeout, health=True)
         sid, job_id = self._ids(ident)
-        with log_context(service_id=sid, job_id=job_id), closing(rounds):
+        with log_context(service_id=sid, job_id=job_id):
             p = wait_until_ready(rounds, ident, timeout, progress, lambda: self.probe(ident, log_lines=20).log.rstrip())
         if p.service_id in self.store.load():
             self.store.update(p.service_id, ready_at=now_iso())
