@@ -99,7 +99,7 @@ def main() -> None:
     openssh_config = Path(tmp) / "openssh.yaml"
     openssh_config.write_text(yaml.safe_dump(doc))
     openssh_env = dict(env, ORCH_CONFIG=str(openssh_config))
-    for label, run_env in (("paramiko (the default): each command its own connection", env),
+    for label, run_env in (("ssh.client: paramiko (each command its own connection)", env),
                            ("ssh.client: openssh over its warm master (`connect`)", openssh_env)):
         if run_env is not env:
             timed([sys.executable, str(ROOT / "main.py"), "connect"], run_env)

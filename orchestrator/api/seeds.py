@@ -10,15 +10,36 @@ module's own attribute.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from orchestrator import waiting
 from orchestrator.logs import log
-from orchestrator.monitoring.monitors import MonitorsModule, answered, write_json
-from orchestrator.monitoring.promql import QueryResult
 from orchestrator.errors import OrchestratorError
-from orchestrator.services.servers import ServersModule
+from orchestrator.fileio import atomic_open
+
+if TYPE_CHECKING:
+    # monitoring is imported by the first monitor call: a command about services alone (endpoint,
+    # logs, stop) does not pay for it (about 15 ms of a 300 ms command)
+    from orchestrator.monitoring.monitors import MonitorsModule
+    from orchestrator.monitoring.promql import QueryResult
+    from orchestrator.services.servers import ServersModule
+
+
+def answered(what: str, fn, failed, *also: type[Exception]):
+    """Seed 001's forms answer instead of raising: ``fn()``, or ``failed`` with the reason logged."""
+    try:
+        return fn()
+    except (OrchestratorError, *also) as exc:
+        log(f"{what}: {exc}", level="warning")
+        return failed
+
+
+def write_json(path: Path, doc) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
 
 
 class _Facade:
@@ -89,6 +110,13 @@ class SeedMonitors(_Facade):
             write_json(Path(output_file), self.report(monitor_id))
             return True
         return answered(f"construct_report({monitor_id})", write, False, OSError)
+
+    def stop_monitor(self, monitor_id: str) -> bool:
+        """True once the monitor is stopped, False (with the reason logged) otherwise."""
+        def stopped() -> bool:
+            self.stop(monitor_id)
+            return True
+        return answered(f"stop_monitor({monitor_id})", stopped, False)
 
     def list_running_monitors(self) -> list[str]:
         """The IDs of the running monitors."""

@@ -17,8 +17,6 @@ from orchestrator.cluster.shell import heredoc
 from orchestrator.cluster.slurm import TERMINAL_STATES
 from orchestrator.config import Config
 from orchestrator.errors import OrchestratorError, Terminated
-from orchestrator.fileio import atomic_open
-from orchestrator.logs import log
 from orchestrator.monitoring.promql import (
     QueryResult,
 )
@@ -174,13 +172,6 @@ class MonitorsModule:
                     pass
             self.store.update(status.service_id, stopped_at=now_iso())
         return status
-
-    def stop_monitor(self, monitor_id: str) -> bool:
-        """Seed 001's form: True once the monitor is stopped, False (with the reason logged) otherwise."""
-        def stopped() -> bool:
-            self.stop(monitor_id)
-            return True
-        return answered(f"stop_monitor({monitor_id})", stopped, False)
 
     def record(self, monitor_id: str) -> MonitorRecord | None:
         """What local state knows of a monitor, typed; None when it is not tracked here."""
@@ -362,16 +353,3 @@ def available_recipes(config: Config, load) -> list[dict]:
     return out
 
 
-def answered(what: str, fn, failed, *also: type[Exception]):
-    """Seed 001's forms answer instead of raising: ``fn()``, or ``failed`` with the reason logged."""
-    try:
-        return fn()
-    except (OrchestratorError, *also) as exc:
-        log(f"{what}: {exc}", level="warning")
-        return failed
-
-
-def write_json(path: Path, doc) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path, "w") as f:
-        json.dump(doc, f, indent=1, default=str)

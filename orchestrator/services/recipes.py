@@ -6,7 +6,6 @@ suggest the nearest valid one (``service.resources.parition`` -> 'partition').
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import math
 import re
@@ -177,6 +176,7 @@ def find_named(name_or_path: str, dirs: list[Path], what: str) -> Path:
             if (d / f"{name_or_path}{ext}").exists():
                 return d / f"{name_or_path}{ext}"
     known = sorted({f.stem for d in dirs if d.is_dir() for f in d.glob("*.y*ml")})
+    import difflib  # only for the error's suggestion
     near = difflib.get_close_matches(name_or_path, known, n=1, cutoff=0.6)
     hint = f"did you mean '{near[0]}'? " if near else ""
     raise RecipeError(f"no {what} named '{name_or_path}'; {hint}known {what}s: {', '.join(known) or 'none'}")
