@@ -145,9 +145,12 @@ def test_ctrl_c_mid_run_stops_every_job_and_keeps_what_was_collected(sandbox_con
     recipe = tmp_path / "long.yaml"
     recipe.write_text(BENCH.format(duration="60s"))
     env = dict(os.environ, ORCH_CONFIG=str(sandbox_config_path))
+    # Ctrl-C as a terminal sends it, whatever the suite was started from: a shell's background job
+    # starts with SIGINT ignored, which Python and every child inherit (Python then installs no
+    # KeyboardInterrupt handler), so the tool is started with SIGINT at its default
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "bench", "run", str(recipe), "--out",
                              str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=tmp_path)
+                            env=env, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     deadline = time.monotonic() + 120
     for line in proc.stderr:

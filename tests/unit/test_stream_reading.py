@@ -90,3 +90,24 @@ def test_a_body_that_is_not_chunked_is_read_by_lines_too():
     conn.request("POST", "/v1/completions", body=b"{}")
     assert list(body_lines(conn.getresponse())) == EVENTS
     conn.close()
+
+
+def test_each_line_keeps_the_time_its_bytes_arrived_though_parsing_waits_for_the_end():
+    # pieces 0.01 s apart (serve's pause), and one piece held back 0.3 s by sending it alone later:
+    # deferring the parse must not stamp every line with the end of the answer
+    import time
+
+    from orchestrator.oncluster.loadgen import timed_lines
+    body = chunked(EVENTS)
+    second = len(chunked(EVENTS[:2])) - len(b"0\r\n\r\n")   # where the chunk of the second event starts
+    pieces = [HEAD + body[:second], *([b""] * 30), body[second:]]   # 30 empty sends: 0.3 s of pauses
+    port = serve([[p for p in pieces]])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/v1/completions", body=b"{}")
+    t0 = time.perf_counter()
+    lines = timed_lines(conn.getresponse())
+    conn.close()
+    assert [line for _, line in lines] == EVENTS
+    times = {line: t for t, line in lines}
+    first, later = times[EVENTS[0]], times[EVENTS[2]]
+    assert first - t0 < 0.2 and later - first >= 0.25   # the second event came 0.3 s after the first
