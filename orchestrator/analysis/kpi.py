@@ -316,12 +316,15 @@ def ok_totals(table: RequestTable) -> TargetTotals:
 EDGE_SLOP_S = 0.05   # a completion this close to a counter's sample may land on either side of it
 
 
-def ok_totals_between(table: RequestTable, between: tuple[float, float] | None = None
-                      ) -> tuple[TargetTotals, TargetTotals]:
+def ok_totals_between(table: RequestTable, between: tuple[float, float] | None = None,
+                      reads: tuple[float, float] = (0.0, 0.0)) -> tuple[TargetTotals, TargetTotals]:
     """Per target, the OK requests that completed in ``(a, b]`` (every one when ``between`` is None),
     and the edge: the requests an engine's counter sampled at ``a`` and ``b`` may have counted in part
-    (in flight at a sample, or completed within ``EDGE_SLOP_S`` of it). Engines that count tokens as
-    they generate them (vLLM) count part of those; the edge bounds how far the two sides may differ."""
+    or on the other side. A sample is stamped when its scrape began and read by the engine at some
+    moment of the scrape (``reads``: how long the scrapes at a and b took), so the edge is every
+    request in flight at a moment of ``[t - EDGE_SLOP_S, t + read + EDGE_SLOP_S]``, or completed in it.
+    Engines that count tokens as they generate them (vLLM) count part of those; the edge bounds how
+    far the two sides may differ."""
     inside: dict = {}
     edge: dict = {}
     for c in table.chunks(["ok", "target", "tokens_out", "tokens_in", "items", "start", "latency_s", "cached_tokens"]):
@@ -333,8 +336,8 @@ def ok_totals_between(table: RequestTable, between: tuple[float, float] | None =
             end = c["start"] + c["latency_s"]
             sel_in = ok & (end > a) & (end <= b)
             sel_edge = np.zeros_like(ok)
-            for t in (a, b):
-                sel_edge |= ok & (((c["start"] < t) & (end > t)) | (np.abs(end - t) <= EDGE_SLOP_S))
+            for t, read in zip((a, b), reads):
+                sel_edge |= ok & (c["start"] < t + read + EDGE_SLOP_S) & (end >= t - EDGE_SLOP_S)
         for into, sel_all in ((inside, sel_in), (edge, sel_edge)):
             for i in np.unique(c["target"][sel_all]).tolist():
                 sel = sel_all & (c["target"] == i)

@@ -154,6 +154,8 @@ def gather_prometheus(monitors, monitor_id: str, services: dict[str, str], scrap
             b = values.get(f"{p}service_counted_at@end") or at.get(f"{p}service_counted_at@end")
             if a is not None and b is not None and b > a:
                 data.counted_between[name] = (a, b)
+                data.counter_reads[name] = (values.get(f"{p}service_counted_read@start") or 0.0,
+                                            values.get(f"{p}service_counted_read@end") or 0.0)
     except OrchestratorError as exc:  # the monitor is gone (cancelled, its node failed): say so, keep going
         errors.append(f"Prometheus KPIs: {exc}")
         data.kpis = [KPI(n, None, q[1], "prometheus", f"absent: the monitor did not answer ({exc})")

@@ -91,8 +91,11 @@ def service_kpi_queries(services: dict[str, str], window_seconds: float, step_se
                 out[f"{p}service_{counter}_counted@{at}"] = (q, unit)
         # when the counters above were scraped: the client's requests are counted between the same instants
         stamp = engine.up or engine.requests or engine.output_tokens
+        # and how long those scrapes took: the engine read its counters somewhere within that time
+        read = stamp and f"max(scrape_duration_seconds and on (instance, job) {selected(stamp, sel)})"
         for at in ("start", "end"):
             out[f"{p}service_counted_at@{at}"] = (stamp and f"max(timestamp({selected(stamp, sel)}))", "s")
+            out[f"{p}service_counted_read@{at}"] = (read, "s")
     return out
 
 

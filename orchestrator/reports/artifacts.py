@@ -55,6 +55,8 @@ class PrometheusData:
     engines: dict[str, str] = field(default_factory=dict)      # service name -> engine whose metrics were read
     # service name -> (a, b): the scrape times of its counters that bound the measured window
     counted_between: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # service name -> how long those two scrapes took (s): the counters were read somewhere within them
+    counter_reads: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class ReportContext:
     load: Load | None = None                        # what the clients offered (the bottleneck verdict reads it)
     logs: list[dict] = field(default_factory=list)  # each job's log saved under logs/ (service_id, role, path, verdict)
     counted_between: dict = field(default_factory=dict)  # offline: a report's earlier counter sample times
+    counter_reads: dict = field(default_factory=dict)    # offline: and how long those scrapes took
     replicas: dict[str, list[str]] = field(default_factory=dict)  # a replicated service -> its replicas' names
     rpc: list[dict] = field(default_factory=list)   # llama.cpp RPC workers' traffic in the window (analysis.rpc)
     validity: Validity = field(default_factory=Validity)  # the recipe's limits of a valid session
@@ -134,6 +137,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     promql: dict = {}
     series: dict = {}
     between = dict(ctx.prometheus.counted_between if ctx.prometheus is not None else ctx.counted_between)
+    reads = dict(ctx.prometheus.counter_reads if ctx.prometheus is not None else ctx.counter_reads)
     if ctx.prometheus is not None:
         kpis += ctx.prometheus.kpis
         promql = dict(ctx.prometheus.promql)
@@ -162,7 +166,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
     manifest = build_manifest(ctx, window, promql)
     write_atomic(out / "MANIFEST.json", json.dumps(manifest, indent=2))
     values = {k.kpi: k.value for k in kpis}
-    checked = with_replica_totals(cross_check(ctx, table, kpis, between), ctx.replicas)
+    checked = with_replica_totals(cross_check(ctx, table, kpis, between, reads), ctx.replicas)
     valid, reasons = assess(values, deliver, checked, ctx.validity, ctx.interrupted, len(table), ctx.lost_clients)
     report = {
         "valid": valid, "invalid_reasons": reasons, "delivery": deliver,
@@ -173,7 +177,7 @@ def write_artifacts(ctx: ReportContext, table: RequestTable, window: Window,
         "by_model": group_rows(table, window, "model", table.models) if records and table.models else [],
         "bottleneck": verdict(values, ctx.load, values.get("memory_total")).to_dict() if records else None,
         "cross_check": checked,
-        "counted_between": between, "logs": own_logs(ctx.logs), "rpc_workers": ctx.rpc,
+        "counted_between": between, "counter_reads_s": reads, "logs": own_logs(ctx.logs), "rpc_workers": ctx.rpc,
         "replicas": replica_rows(table, window, ctx.replicas, kpis) if records and ctx.replicas else [],
         "client_beside_engine": client_beside_engine(kpis, list(ctx.services)),
         "open_services": open_services(ctx.jobs),
@@ -248,14 +252,17 @@ def own_logs(logs: list[dict]) -> list[dict]:
 
 
 def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
-                between: dict[str, tuple[float, float]] | None = None) -> list[dict]:
+                between: dict[str, tuple[float, float]] | None = None,
+                reads: dict[str, tuple[float, float]] | None = None) -> list[dict]:
     """The clients' own counts against the engine's counters: requests and output/input tokens.
 
     Where ``between`` has a service's counter sample times (a, b), both sides count the measured window:
     the engine's counters from their scrape at a to their scrape at b, the clients' OK requests that
-    completed in (a, b]. Requests in flight at a sample (or completing within 50 ms of it) may be counted
-    on one side only, wholly or in part: they bound the difference. Otherwise the whole session is
-    compared (warm-up included), within one request."""
+    completed in (a, b]. A sample's time is when its scrape began; the engine read its counters at some
+    moment of the scrape (``reads``: how long each took; a busy engine answers /metrics late). Requests
+    in flight during a sample's scrape (or completing within 50 ms of it) may be counted on one side
+    only, wholly or in part: they bound the difference. Otherwise the whole session is compared
+    (warm-up included), within one request."""
     by = {k.kpi: k for k in kpis}
     rows = []
     multi = len(ctx.services) > 1
@@ -267,12 +274,14 @@ def cross_check(ctx: ReportContext, table: RequestTable, kpis: list[KPI],
         whole = totals.merged(scope)
         window = (between or {}).get(name)
         if window:
-            inside, edge = ok_totals_between(table, tuple(window))
+            read = tuple((reads or {}).get(name) or (0.0, 0.0))
+            inside, edge = ok_totals_between(table, tuple(window), read)
             mine, slack = inside.merged(scope), edge.merged(scope)
             tolerance = {"requests": float(max(1, slack.requests)),
                          "output_tokens": float(max(slack.tokens_out, mine.max_out)),
                          "input_tokens": float(max(slack.tokens_in, mine.max_in))}
-            span = f"between the counter's scrapes at {iso(window[0])} and {iso(window[1])} (the measured window)"
+            span = (f"between the counter's scrapes at {iso(window[0])} and {iso(window[1])} (the measured window; "
+                    f"the scrapes took {read[0]:.3g} s and {read[1]:.3g} s)")
         else:
             mine = whole
             tolerance = {"requests": 1.0, "output_tokens": float(mine.max_out), "input_tokens": float(mine.max_in)}
@@ -436,6 +445,7 @@ def rerender_session(session_dir: Path) -> dict:
     old = json.loads((session_dir / "report.json").read_text()) if (session_dir / "report.json").exists() else {}
     prom = [KPI(**k) for k in old.get("kpis", []) if k["source"] == "prometheus"]
     ctx.counted_between = {k: tuple(v) for k, v in (old.get("counted_between") or {}).items()}
+    ctx.counter_reads = {k: tuple(v) for k, v in (old.get("counter_reads_s") or {}).items()}
     ctx.conversations = old.get("conversations") or {}
     window = Window(m["window"]["start"], m["window"]["end"])
     with RequestTable.from_jsonl(session_dir / "requests.jsonl") as table:

@@ -120,6 +120,29 @@ def test_the_cross_check_counts_the_window_between_the_counters_scrapes(tmp_path
     assert [c["client"] for c in again["cross_check"]] == [c["client"] for c in report["cross_check"]]
 
 
+def test_requests_that_end_while_the_engine_answers_a_scrape_are_edges_of_the_check(tmp_path):
+    """A sample is stamped when its scrape began; a busy engine reads its counters later. The three requests
+    ending 0.12-0.64 s after the sample at 1003.0 were counted in it, read 0.6 s into its scrape: only the
+    scrape's own duration (Prometheus's scrape_duration_seconds) says they may be on either side."""
+    recs = records()
+    ends = [r["start"] + r["latency_s"] for r in recs]
+    inside = sum(1 for r, e in zip(recs, ends) if r["ok"] and 1003.0 < e <= 1011.0)
+    late = [e for r, e in zip(recs, ends) if r["ok"] and 1003.0 < e <= 1003.65]
+    assert len(late) == 3
+    for reads, agree in (({}, False), ({"svc": (0.65, 0.0)}, True)):
+        prom = PrometheusData(kpis=[KPI("service_requests_counted", float(inside - len(late)), "requests", "prometheus")],
+                              counted_between={"svc": (1003.0, 1011.0)}, counter_reads=reads)
+        out = tmp_path / f"r{len(reads)}"
+        report, _ = write(context(out, engines={"svc": "vllm"}, prometheus=prom), recs)
+        row = {c["what"]: c for c in report["cross_check"]}["requests"]
+        assert row["agree"] is agree and row["tolerance"] == (3 if agree else 1), row
+        if agree:
+            assert "took 0.65 s" in row["span"]
+            assert json.loads((out / "out" / "report.json").read_text())["counter_reads_s"] == {"svc": [0.65, 0.0]}
+            again = {c["what"]: c for c in rerender_session(out / "out")["cross_check"]}["requests"]
+            assert again["agree"] is True and again["tolerance"] == 3   # offline: the same edges from the files
+
+
 def test_the_engines_own_histograms_stand_beside_the_clients_figures(tmp_path):
     prom = PrometheusData(kpis=[KPI("service_ttft_p50", 0.018, "s", "prometheus", "vLLM's own vllm:x histogram"),
                                 KPI("service_queue_time_p99", 0.004, "s", "prometheus", "vLLM's own vllm:q histogram"),

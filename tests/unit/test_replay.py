@@ -179,6 +179,8 @@ def test_session_cross_checks_the_services_own_counter(session_run):
     inside = sum(1 for r in recs if r["ok"] and a < r["start"] + r["latency_s"] <= b)
     assert 0 < inside < len(recs)   # the warm-up's requests are outside
     assert abs(kpis["service_requests_counted"]["value"] - inside) <= 1
+    # how long those two scrapes took, from Prometheus's own scrape_duration_seconds of the engine's target
+    assert all(0 < s < 5 for s in session_run["report"]["counter_reads_s"]["standin-llm"])
 
 
 def test_session_stops_everything_it_started_and_writes_one_manifest(session_run):
