@@ -26,7 +26,6 @@ on a new connection, and marked ``retried``.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import random
 import select
@@ -37,9 +36,11 @@ import urllib.parse
 try:  # shipped beside this file to the job dir; imported from the package in tests
     from orchestrator.oncluster import clientjob
     from orchestrator.oncluster.formats import build_request, payload_problems
+    from orchestrator.oncluster.httpconn import Closed, Connection, timed_lines
 except ImportError:
     import clientjob
     from formats import build_request, payload_problems
+    from httpconn import Closed, Connection, timed_lines
 
 LAT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
@@ -149,96 +150,8 @@ def _tokens_in_line(kind: str, line: bytes, text: list | None = None
 _decode = json.JSONDecoder().raw_decode
 
 
-STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
-         http.client.CannotSendRequest)
-
-
-class ChunkedLines:
-    """A chunked body (what every streaming engine sends) decoded into its lines, piece by piece as
-    they are fed: http.client's own readline costs about fifteen Python calls per line."""
-
-    def __init__(self) -> None:
-        self.raw = b""       # bytes not yet decoded (a size line or a chunk still incomplete)
-        self.body = b""      # decoded bytes of a line still incomplete
-        self.done = False    # the last chunk and the trailers' end were read
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """The lines (with their newline) that ``data`` completes."""
-        raw = self.raw + data
-        while True:
-            eol = raw.find(b"\r\n")
-            if eol < 0:
-                break
-            size = int(raw[:eol].split(b";", 1)[0], 16)
-            if size == 0:
-                if raw.find(b"\r\n\r\n", eol) < 0:
-                    break   # the end of the trailers (an empty line) is still to come
-                self.done, self.raw = True, b""
-                return self.rest()
-            if len(raw) < eol + 2 + size + 2:
-                break
-            self.body += raw[eol + 2:eol + 2 + size]
-            raw = raw[eol + 4 + size:]
-        self.raw = raw
-        if b"\n" not in self.body:
-            return []
-        *lines, self.body = self.body.split(b"\n")
-        return [line + b"\n" for line in lines]
-
-    def rest(self) -> list[bytes]:
-        """What is left of the body once no more comes."""
-        lines, self.body = self.body.splitlines(keepends=True), b""
-        return lines
-
-
-def timed_lines(resp, sock=None) -> list[tuple[float, bytes]]:
-    """A streamed answer's lines, each with the time its bytes arrived (``time.perf_counter``).
-
-    While the answer streams, each arrival costs one socket read and one clock reading, nothing
-    more: decoding and parsing wait for the body's end (or an arrival that may be it: one that ends
-    in an empty line). Parsing each arrival as it came cost the client about 2 ms of CPU per
-    32-token answer from llama.cpp, whose tokens arrive apart, against 1.2-1.4 ms now: every
-    arrival ran the parser on caches the engine's work between two tokens had evicted.
-
-    Given the connection's ``sock``, every read after the first is a plain recv on it: the first
-    empties the response's buffer (what header parsing read past the headers, less than one read
-    takes), and the buffered file's layers cost as much per arrival as the rest. Once the last
-    chunk is read the response is closed, the connection kept for the next request; an answer cut
-    short gives what came and marks the connection to be dropped (``will_close``)."""
-    clock = time.perf_counter
-    if not resp.chunked:
-        out = [(clock(), line) for line in iter(resp.readline, b"")]
-        resp.read()
-        return out
-    decoder, out, pending, tail = ChunkedLines(), [], [], b""
-    read = resp.fp.read1
-    while True:
-        data = read(65536)
-        if sock is not None:
-            read = sock.recv
-        if not data:
-            break
-        pending.append((clock(), data))
-        tail = data[-4:] if len(data) >= 4 else (tail + data)[-4:]
-        if tail == b"\r\n\r\n":   # possibly the end: decode what came so far
-            for t, piece in pending:
-                out += [(t, line) for line in decoder.feed(piece)]
-            pending = []
-            if decoder.done:
-                resp.close()   # the whole answer is read: the connection can carry the next request
-                return out
-    for t, piece in pending:
-        out += [(t, line) for line in decoder.feed(piece)]
-    end = pending[-1][0] if pending else clock()
-    out += [(end, line) for line in decoder.rest()]
-    resp.close()   # cut short: the caller sees the connection end (will_close) and drops it
-    resp.will_close = True
-    return out
-
-
-def body_lines(resp) -> list[bytes]:
-    """A streamed answer's lines (``timed_lines`` without the times)."""
-    return [line for _, line in timed_lines(resp)]
+# a kept-alive connection the server had closed: the request may go once more on a new one
+STALE = (Closed, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 def _drop(conn_box: list) -> None:
@@ -288,7 +201,7 @@ def _ready(conn_box: list, url, timeout: float) -> None:
     if conn_box[0] is not None and (_peer_closed(conn_box[0]) or _keepalive(url).fresh_each_time):
         _drop(conn_box)
     if conn_box[0] is None and _keepalive(url).fresh_each_time:
-        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+        conn = Connection(url.hostname, url.port or 80, timeout)
         try:
             conn.connect()
             conn_box[0] = conn
@@ -308,11 +221,11 @@ def _send(conn_box: list, url, method: str, path: str, data: bytes | None, timeo
         learned.reused += 1
     for attempt in (0, 1):
         if conn_box[0] is None:
-            conn_box[0] = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+            conn_box[0] = Connection(url.hostname, url.port or 80, timeout)
         conn = conn_box[0]
         try:
-            conn.request(method, path, body=data, headers=headers)
-            resp = conn.getresponse()
+            conn.request(method, path, data, headers)
+            resp = conn.response()
             conn.served = True
             return resp, attempt == 1
         except STALE:
@@ -346,7 +259,7 @@ def one_request(conn_box: list, url: urllib.parse.SplitResult, kind: str, payloa
         resp, retried = _send(conn_box, url, method, path, data, timeout)
         status = resp.status
         if stream and status == 200:
-            for now, line in timed_lines(resp, conn_box[0].sock):
+            for now, line in timed_lines(resp):
                 n, reported, c = _tokens_in_line(kind, line, answer)
                 if n:
                     if ttft is None:

@@ -1,13 +1,15 @@
-"""The load client's own reader of a chunked streamed answer (loadgen.body_lines), against a real
+"""The load client's own HTTP/1.1 connection and its reader of a streamed answer (httpconn), against a real
 socket server that cuts its bytes at the worst places: inside a chunk-size line, between CR and LF,
 inside an event. Every line must come out whole and in order, the connection must carry the next
 request, and an answer cut short must give what came and end the connection."""
 
-import http.client
 import socket
 import threading
+from pathlib import Path
 
-from orchestrator.oncluster.loadgen import body_lines
+import pytest
+
+from orchestrator.oncluster.httpconn import Connection, body_lines, timed_lines
 
 EVENTS = [b'data: {"choices":[{"text":"a"}]}\n', b"\n", b'data: {"choices":[{"text":"b"}]}\n', b"\n",
           b"data: [DONE]\n", b"\n"]
@@ -32,7 +34,8 @@ def serve(answers):
                 while b"\r\n\r\n" not in request:
                     request += conn.recv(4096)
                 head, _, body = request.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                fields = head.lower().split(b"content-length:")
+                length = int(fields[1].split(b"\r\n")[0]) if len(fields) > 1 else 0
                 while len(body) < length:   # the whole request read: a close then is a FIN, not a reset
                     body += conn.recv(4096)
                 for p in pieces:
@@ -61,22 +64,22 @@ def test_lines_come_whole_however_the_bytes_are_cut_and_the_connection_is_kept()
     size_line = body.index(b"\r\n0\r\n") + 3   # inside the last chunk's size line
     first = [HEAD + body[:1], *cut(body[1:], [crlf - 1, mid_event - 1, size_line - 1])]
     port = serve([first, [HEAD + chunked(EVENTS[:2])]])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v1/completions", body=b"{}")
-    resp = conn.getresponse()
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("POST", "/v1/completions", b"{}")
+    resp = conn.response()
     assert list(body_lines(resp)) == EVENTS
     assert resp.isclosed() and not resp.will_close
-    conn.request("POST", "/v1/completions", body=b"{}")   # the same connection carries the next request
-    assert list(body_lines(conn.getresponse())) == EVENTS[:2]
+    conn.request("POST", "/v1/completions", b"{}")   # the same connection carries the next request
+    assert list(body_lines(conn.response())) == EVENTS[:2]
     conn.close()
 
 
 def test_an_answer_cut_short_gives_what_came_and_ends_the_connection():
     body = chunked(EVENTS)
     port = serve([[HEAD + body[:body.index(b"data: [DONE]")], None]])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v1/completions", body=b"{}")
-    resp = conn.getresponse()
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("POST", "/v1/completions", b"{}")
+    resp = conn.response()
     assert list(body_lines(resp)) == EVENTS[:4]
     assert resp.will_close   # the caller drops this connection
     conn.close()
@@ -86,9 +89,9 @@ def test_a_body_that_is_not_chunked_is_read_by_lines_too():
     text = b"".join(EVENTS)
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n" % len(text)
     port = serve([[head + text[:7], text[7:]]])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v1/completions", body=b"{}")
-    assert list(body_lines(conn.getresponse())) == EVENTS
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("POST", "/v1/completions", b"{}")
+    assert list(body_lines(conn.response())) == EVENTS
     conn.close()
 
 
@@ -97,17 +100,92 @@ def test_each_line_keeps_the_time_its_bytes_arrived_though_parsing_waits_for_the
     # deferring the parse must not stamp every line with the end of the answer
     import time
 
-    from orchestrator.oncluster.loadgen import timed_lines
     body = chunked(EVENTS)
     second = len(chunked(EVENTS[:2])) - len(b"0\r\n\r\n")   # where the chunk of the second event starts
     pieces = [HEAD + body[:second], *([b""] * 30), body[second:]]   # 30 empty sends: 0.3 s of pauses
     port = serve([[p for p in pieces]])
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/v1/completions", body=b"{}")
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("POST", "/v1/completions", b"{}")
     t0 = time.perf_counter()
-    lines = timed_lines(conn.getresponse())
+    lines = timed_lines(conn.response())
     conn.close()
     assert [line for _, line in lines] == EVENTS
     times = {line: t for t, line in lines}
     first, later = times[EVENTS[0]], times[EVENTS[2]]
     assert first - t0 < 0.2 and later - first >= 0.25   # the second event came 0.3 s after the first
+
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "llamacpp_chat_stream.http"
+
+
+def test_a_recorded_llama_cpp_answer_is_read_and_counted_as_the_engine_counted_it():
+    # a real answer of llama.cpp's server (32 tokens, usage included), each chunk its own arrival as it was sent
+    from orchestrator.oncluster.loadgen import _tokens_in_line
+    raw = RECORDED.read_bytes()
+    head_end = raw.index(b"\r\n\r\n") + 4
+    ends = [i + 4 for i in range(head_end, len(raw)) if raw.startswith(b"\n\n\r\n", i)]
+    port = serve([cut(raw, ends)])
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("POST", "/v1/chat/completions", b"{}")
+    resp = conn.response()
+    assert resp.status == 200 and resp.chunked and not resp.will_close
+    lines = timed_lines(resp)
+    conn.close()
+    text: list = []
+    events = [(t, *_tokens_in_line("openai-chat", line, text)) for t, line in lines]
+    assert sum(n for _, n, _, _ in events) == 32 == len(text)          # the role chunk (content null) is no token
+    assert [u for _, _, u, _ in events if u] == [(29, 32)]             # the engine's usage, on the last event
+    assert [c for _, _, _, c in events if c is not None] == [0]
+    times = [t for t, n, _, _ in events if n]
+    assert times == sorted(times) and times[-1] - times[0] > 0.2     # 32 arrivals about 0.01 s apart
+
+
+def test_answers_framed_by_length_by_the_close_and_not_at_all_keep_the_connection_as_they_should():
+    # one kept-alive connection: an interim 100 then a Content-Length body, a HEAD (a length, no body), a 204,
+    # then an HTTP/1.0 answer whose body ends with the connection
+    port = serve([[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello", b" world"],
+                  [b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n"],
+                  [b"HTTP/1.1 204 No Content\r\nX-A: 1\r\nX-A: 2\r\n\r\n"],
+                  [b"HTTP/1.0 200 OK\r\n\r\nto the ", b"end", None]])
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("POST", "/a", b"{}")
+    resp = conn.response()
+    assert (resp.status, resp.read(), resp.will_close) == (200, b"hello world", False)
+    conn.request("HEAD", "/a")
+    resp = conn.response()
+    assert (resp.status, resp.read(), resp.will_close) == (200, b"", False)
+    conn.request("GET", "/a", None)
+    resp = conn.response()
+    assert (resp.status, resp.read(), resp.headers["x-a"]) == (204, b"", "1, 2")
+    conn.request("GET", "/a", None)
+    resp = conn.response()
+    assert (resp.read(), resp.will_close) == (b"to the end", True)
+    conn.close()
+
+
+def test_a_closed_kept_alive_connection_is_told_apart_from_a_broken_answer():
+    from orchestrator.oncluster.httpconn import BadAnswer, Closed
+    port = serve([[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"], [None]])
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("GET", "/", None)
+    assert conn.response().read() == b"ok"
+    conn.request("GET", "/", None)
+    with pytest.raises(Closed):   # no byte of an answer: the request may go again on a new connection
+        conn.response()
+    conn.close()
+    port = serve([[b"HTTP/1.1 200 OK\r\nContent-Le", None]])
+    conn = Connection("127.0.0.1", port, 10)
+    conn.request("GET", "/", None)
+    with pytest.raises(BadAnswer, match="inside the answer's head"):
+        conn.response()
+    conn.close()
+
+
+@pytest.mark.parametrize("method, path, headers", [("GET", "/a\r\nX-Evil: 1", {}), ("GET", "/a b", {}),
+                                                   ("GET", "/", {"Authorization": "Bearer x\r\nX-Evil: 1"}),
+                                                   ("GET /x HTTP/1.1\r\n", "/", {})])
+def test_a_request_that_would_write_a_second_line_is_refused_before_sending(method, path, headers):
+    conn = Connection("127.0.0.1", 9, 1)   # nothing is connected: the refusal comes first
+    with pytest.raises(ValueError, match="refusing"):
+        conn.request(method, path, None, headers)
+    assert conn.sock is None

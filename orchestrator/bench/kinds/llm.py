@@ -75,7 +75,7 @@ def _first_request(spec) -> tuple[str, str, dict | None] | None:
 
 def _kind(name: str, tokens: bool = True, reference=None) -> ClientKind:
     return ClientKind(name=name, program="loadgen.py", keys=("payload", "arrival", "burstiness", "ramp_up", "dataset"),
-                      argv=_argv, tokens=tokens, ships_payload=True, files=("formats.py",),
+                      argv=_argv, tokens=tokens, ships_payload=True, files=("formats.py", "httpconn.py"),
                       takes_messages=name == "openai-chat", reference=reference or (lambda spec, url: None),
                       first_request=_first_request)
 
