@@ -111,7 +111,8 @@ class Connection:
         self.sock: socket.socket | None = None
         self.served = False
         self.method = ""
-        self._host_header = f"{host}:{port}" if port != 80 else host
+        name = f"[{host}]" if ":" in host else host   # an IPv6 address is bracketed in a Host header
+        self._host_header = f"{name}:{port}" if port != 80 else name
 
     def connect(self) -> None:
         self.sock = socket.create_connection((self.host, self.port), timeout=self.timeout)

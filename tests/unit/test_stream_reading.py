@@ -189,3 +189,29 @@ def test_a_request_that_would_write_a_second_line_is_refused_before_sending(meth
     with pytest.raises(ValueError, match="refusing"):
         conn.request(method, path, None, headers)
     assert conn.sock is None
+
+
+def test_the_host_header_names_an_ipv6_server_in_brackets():
+    try:
+        srv = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    seen = []
+
+    def run():
+        conn, _ = srv.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            seen.append(request)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        srv.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    port = srv.getsockname()[1]
+    conn = Connection("::1", port, 10)
+    conn.request("GET", "/health")
+    assert conn.response().status == 204
+    conn.close()
+    assert f"\r\nHost: [::1]:{port}\r\n".encode() in seen[0]
