@@ -43,31 +43,40 @@ def bare_floor(port: int, path: str, body: dict, n: int = 200) -> float:
     req = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
            f"Content-Length: {len(data)}\r\n\r\n").encode() + data
     conn: list[socket.socket | None] = [None]
+    fresh = [False]   # the server closes after each answer: a new connection before each clock
 
-    def one() -> float:
-        if conn[0] is None:
+    def one() -> float | None:
+        """CPU of one answer read whole, or None when a kept-alive connection turned out closed."""
+        if conn[0] is None or fresh[0]:
+            if conn[0] is not None:
+                conn[0].close()
             conn[0] = socket.create_connection(("127.0.0.1", port))
         s = conn[0]
         c0 = time.thread_time()
-        s.sendall(req)
-        seen = b""
-        while True:
-            chunk = s.recv(65536)
+        try:
+            s.sendall(req)
+            seen = s.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            seen = b""
+        if not seen:   # no answer at all: the server had closed this connection (no request measured)
+            s.close()
+            conn[0], fresh[0] = None, True
+            return None
+        while not (seen.endswith(b"\r\n0\r\n\r\n") and seen.find(b"\r\n\r\n") < len(seen) - 7):
+            chunk = s.recv(65536)   # the body's last chunk: after the headers, a zero size and an empty line
             if not chunk:
                 s.close()
                 conn[0] = None
                 break
-            seen += chunk   # the body's last chunk: after the headers, a zero size and an empty line
-            if seen.endswith(b"\r\n0\r\n\r\n") and seen.find(b"\r\n\r\n") < len(seen) - 7:
-                break
+            seen += chunk
         return time.thread_time() - c0
 
     for _ in range(10):
         one()
-    spent = sum(one() for _ in range(n))
+    spent = [x for x in (one() for _ in range(n)) if x is not None]
     if conn[0] is not None:
         conn[0].close()
-    return spent / n * 1000
+    return sum(spent) / len(spent) * 1000
 
 
 def start_llama(port: int) -> subprocess.Popen | None:
