@@ -76,3 +76,12 @@ def completed_between(records: list[dict], between, field: str | None = None) ->
     a, b = between
     done = [r for r in records if r["ok"] and a < r["start"] + r["latency_s"] <= b]
     return len(done) if field is None else sum(r[field] or 0 for r in done)
+
+
+def live_job_names(transport) -> set[str]:
+    """The names of this user's jobs still pending or running. A job in COMPLETING has been cancelled
+    (or has ended) and SLURM is only reaping its processes: a session that has just cancelled its jobs
+    may return while they are in it, and they are not left running."""
+    out = transport.run("squeue --me -h -o '%j|%t'", check=True).stdout
+    return {name for name, _, state in (line.rpartition("|") for line in out.splitlines() if line.strip())
+            if state != "CG"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import completed_between
+from tests.e2e.conftest import completed_between, live_job_names
 from tests.pngcheck import colour_counts
 
 pytestmark = pytest.mark.e2e
@@ -31,11 +31,6 @@ BENCH = """benchmark:
       warmup: 2s
       payload: {{model: standin, prompt: "hello world", stream: true, max_tokens: 16}}
 """
-
-
-def squeue_names(ssh_transport) -> set[str]:
-    out = ssh_transport.run("squeue --me -h -o %j", check=True).stdout
-    return set(out.split())
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +113,7 @@ def test_request_count_equals_what_the_service_counted(session):
 def test_session_left_no_job_behind(session, ssh):
     d, _ = session
     ids = {j["service_id"] for j in json.loads((d / "MANIFEST.json").read_text())["jobs"]}
-    assert not ids & squeue_names(ssh)
+    assert not ids & live_job_names(ssh)
 
 
 def test_html_report_renders_in_headless_chromium(session, tmp_path):
@@ -164,7 +159,7 @@ def test_ctrl_c_mid_run_stops_every_job_and_keeps_what_was_collected(sandbox_con
     manifest = json.loads((tmp_path / "out" / "MANIFEST.json").read_text())
     assert manifest["interrupted"] is True
     ids = {j["service_id"] for j in manifest["jobs"]}
-    assert len(ids) == 3 and not ids & squeue_names(ssh)
+    assert len(ids) == 3 and not ids & live_job_names(ssh)
     records = (tmp_path / "out" / "requests.jsonl").read_text().splitlines()
     assert records, "what was collected before Ctrl-C is kept"
 

@@ -17,7 +17,7 @@ import paramiko
 import pytest
 
 from sandbox import cluster as sandbox
-from tests.e2e.conftest import config_with_state
+from tests.e2e.conftest import config_with_state, live_job_names
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,10 +42,6 @@ def bench_text(duration="20s", service="standin-llm", monitor="prometheus", kind
     resources = f"      resources: {{nodelist: {client_nodelist}}}\n" if client_nodelist else ""
     return BENCH.format(duration=duration, service=service, monitor=monitor, kind=kind, target=target,
                         payload=payload, resources=resources)
-
-
-def squeue_names(ssh) -> set[str]:
-    return set(ssh.run("squeue --me -h -o %j", check=True).stdout.split())
 
 
 def session_ids(out: Path) -> set[str]:
@@ -108,7 +104,7 @@ def test_sigterm_mid_load_exits_143_cancels_every_job_and_keeps_what_was_collect
     assert b.finish() == 143, b.text
     assert "terminated by SIGTERM" in b.text
     ids = session_ids(b.out)
-    assert len(ids) == 3 and not ids & squeue_names(ssh)
+    assert len(ids) == 3 and not ids & live_job_names(ssh)
     assert json.loads((b.out / "MANIFEST.json").read_text())["interrupted"] is True
     assert (b.out / "requests.jsonl").read_text().strip(), "records collected before the signal are kept"
 
@@ -123,7 +119,7 @@ def session_through_a_killed_connection(config: Path, tmp_path: Path, ssh) -> No
     assert b.finish() == 0, b.text
     assert "connections=2" in b.text or "connections=3" in b.text, b.text  # it did reconnect
     assert kpis(b.out)["latency_p50"]["value"] is not None
-    assert not session_ids(b.out) & squeue_names(ssh)
+    assert not session_ids(b.out) & live_job_names(ssh)
 
 
 def test_a_killed_ssh_connection_is_reopened_and_the_session_completes(sandbox_config_path, tmp_path, ssh):
@@ -141,7 +137,7 @@ def test_slurmctld_down_for_20_seconds_mid_session_is_ridden_out(sandbox_config_
         sandbox.up(install=False, progress=lambda m: None)  # slurmctld back, with its saved state
     assert b.finish() == 0, b.text
     assert kpis(b.out)["requests_ok"]["value"] > 0
-    assert not session_ids(b.out) & squeue_names(ssh)
+    assert not session_ids(b.out) & live_job_names(ssh)
 
 
 def test_a_node_failure_keeps_the_lost_clients_records_and_says_why(sandbox_config_path, tmp_path, ssh):
@@ -173,20 +169,20 @@ def test_a_node_failure_keeps_the_lost_clients_records_and_says_why(sandbox_conf
     assert lost and "NODE_FAIL" in lost[0] and "node failure" in lost[0], rep["errors"]
     assert rep["records"]["total"] > 0, "the lost client's records up to the failure are kept"
     assert "node failure" in (b.out / "report.html").read_text()
-    assert not session_ids(b.out) & squeue_names(ssh)
+    assert not session_ids(b.out) & live_job_names(ssh)
 
 
 def test_cancelled_prometheus_leaves_its_kpis_absent_and_the_clients_intact(sandbox_config_path, tmp_path, ssh):
     b = Bench(sandbox_config_path, bench_text(duration="15s"), tmp_path)
     b.wait_for_load()
-    monitor = next(n for n in squeue_names(ssh) if n.startswith("prometheus_"))
+    monitor = next(n for n in live_job_names(ssh) if n.startswith("prometheus_"))
     ssh.run(f"scancel --name={monitor}", check=True)
     assert b.finish() == 0, b.text
     k = kpis(b.out)
     prom = [v for v in k.values() if v["source"] == "prometheus"]
     assert prom and all(v["value"] is None and v["note"].startswith("absent") for v in prom)
     assert k["latency_p50"]["value"] is not None and k["throughput"]["value"] > 0
-    assert not session_ids(b.out) & squeue_names(ssh)
+    assert not session_ids(b.out) & live_job_names(ssh)
 
 
 def test_state_survives_kill_9_mid_write_and_eight_concurrent_commands(sandbox_config, run_cli, tmp_path, ssh):
@@ -221,7 +217,7 @@ def test_state_survives_kill_9_mid_write_and_eight_concurrent_commands(sandbox_c
     finally:
         for sid in sids:
             run_cli("--config", str(cfg), "--stop-service", sid)
-    assert not set(sids) & squeue_names(ssh)
+    assert not set(sids) & live_job_names(ssh)
 
 
 def test_a_login_node_without_sftp_transfers_over_the_shell(sandbox_config, tmp_path, ssh):
@@ -239,7 +235,7 @@ def test_a_login_node_without_sftp_transfers_over_the_shell(sandbox_config, tmp_
     assert b.finish() == 0, b.text
     assert kpis(b.out)["latency_p50"]["value"] is not None
     assert (b.out / "requests.jsonl").read_text().count("\n") == report(b.out)["records"]["total"]
-    assert not session_ids(b.out) & squeue_names(ssh)
+    assert not session_ids(b.out) & live_job_names(ssh)
 
 
 def test_template_code_in_a_recipe_is_refused_and_nothing_runs_here(run_cli, tmp_path):
@@ -271,4 +267,4 @@ def test_a_service_without_metrics_is_benchmarked_with_its_kpis_absent(sandbox_c
     k = kpis(b.out)
     assert k["latency_p50"]["value"] is not None and k["success_rate"]["value"] == 1.0
     assert k["service_requests_counted"]["value"] is None and k["service_requests_counted"]["note"].startswith("absent")
-    assert not session_ids(b.out) & squeue_names(ssh)
+    assert not session_ids(b.out) & live_job_names(ssh)

@@ -13,6 +13,7 @@ import pytest
 from orchestrator import BenchmarkOrchestrator
 from orchestrator.errors import OrchestratorError
 from sandbox import cluster as sandbox
+from tests.e2e.conftest import live_job_names
 from tests.e2e.test_chaos_e2e import Bench
 
 pytestmark = pytest.mark.e2e
@@ -98,7 +99,7 @@ def test_a_worker_node_that_dies_mid_run_ends_the_session_naming_it(rpc_ready, t
     assert code != 0, text
     assert "RPC worker node n3 lost" in text, text[-3000:]
     with BenchmarkOrchestrator(rpc_ready) as orch:
-        names = orch.transport.run("squeue --me -h -o %j").stdout.split()
+        names = live_job_names(orch.transport)
     assert not [n for n in names if n.startswith("llamacpp-rpc_")], names
 
 

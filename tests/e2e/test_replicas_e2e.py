@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import BenchmarkOrchestrator
+from tests.e2e.conftest import live_job_names
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def test_a_replica_that_never_becomes_ready(sandbox_config_path, tmp_path, polic
     text = proc.stdout + proc.stderr
     with BenchmarkOrchestrator(sandbox_config_path) as orch:
         orch.transport.run(f"rmdir {mark}")
-        names = orch.transport.run("squeue --me -h -o %j").stdout.split()
+        names = live_job_names(orch.transport)
     assert not [n for n in names if n.startswith("standin-llm_") or n.startswith("client-")], names
     if policy == "stop":
         assert proc.returncode != 0 and "ended FAILED before it was ready" in text, text
