@@ -111,7 +111,8 @@ def measure(name: str, url: str, port: int, kind: str, path: str, payload: dict,
         cpu = sorted(r["client_cpu_s"] for r in recs)
         tokens = statistics.mean(r["tokens_out"] or 0 for r in ok) if ok else 0
         print(f"{name:>9} {c:>11} {len(ok) / span:>10.0f} {tokens:>7.1f} {statistics.median(r['latency_s'] for r in ok) * 1000:>8.2f} "
-              f"{statistics.mean(cpu) * 1000:>12.3f} {cpu[int(0.99 * (len(cpu) - 1))] * 1000:>8.3f} {floor:>10.3f}")
+              f"{statistics.mean(cpu) * 1000:>12.3f} {cpu[int(0.99 * (len(cpu) - 1))] * 1000:>8.3f} {floor:>10.3f} "
+              f"{statistics.mean(cpu) * 1000 - floor:>12.3f}")
 
 
 def main() -> None:
@@ -122,7 +123,7 @@ def main() -> None:
     args = ap.parse_args()
     payload = {"max_tokens": args.tokens, "stream": True, "ignore_eos": True}
     print(f"{'server':>9} {'concurrency':>11} {'req/s':>10} {'tokens':>7} {'p50 ms':>8} {'CPU/req ms':>12} "
-          f"{'p99 ms':>8} {'floor ms':>10}")
+          f"{'p99 ms':>8} {'floor ms':>10} {'client ms':>12}")
     engine = Engine(slots=256, tokens_per_second=1e6, ttft=0.0, prefill_per_token=0.0, max_queue=1024, model="standin")
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(engine))
     server.daemon_threads = True
@@ -144,7 +145,8 @@ def main() -> None:
             llama.terminate()
             llama.wait(timeout=30)
     print("(CPU/req: the client's own thread CPU per request, as the report's client_overhead_cpu_per_request; "
-          "floor: a bare socket reading the same answer, no parsing; server and client share this machine's cores)")
+          "floor: a bare socket reading the same answer, no parsing; client: CPU/req less the floor, what the "
+          "client's own code adds above the kernel's cost; server and client share this machine's cores)")
 
 
 if __name__ == "__main__":

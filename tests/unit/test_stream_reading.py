@@ -215,3 +215,40 @@ def test_the_host_header_names_an_ipv6_server_in_brackets():
     assert conn.response().status == 204
     conn.close()
     assert f"\r\nHost: [::1]:{port}\r\n".encode() in seen[0]
+
+
+def stalling_server(first: bytes, release: threading.Event) -> int:
+    """One connection: reads the request, sends ``first`` (maybe nothing), then sends nothing more and
+    keeps the connection open until ``release``."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def run():
+        conn, _ = srv.accept()
+        with conn, srv:
+            conn.recv(4096)
+            if first:
+                conn.sendall(first)
+            release.wait(10)
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv.getsockname()[1]
+
+
+@pytest.mark.parametrize("first", [b"", HEAD + chunked(EVENTS[:2])[:-5]], ids=["no-answer", "stalls-mid-stream"])
+def test_a_server_that_goes_silent_times_the_request_out_after_the_timeout(first):
+    """The kernel bounds each recv (SO_RCVTIMEO): a server that stops sending fails the request with
+    the TimeoutError a Python socket timeout raised, after about the timeout, not at once and not never."""
+    import time
+
+    from orchestrator.oncluster import loadgen
+    release = threading.Event()
+    try:
+        port = stalling_server(first, release)
+        url = loadgen.urllib.parse.urlsplit(f"http://127.0.0.1:{port}")
+        t0 = time.monotonic()
+        rec = loadgen.one_request([None], url, "openai-completions", {"max_tokens": 2, "stream": True}, 0.3)
+        waited = time.monotonic() - t0
+    finally:
+        release.set()
+    assert not rec["ok"] and rec["error"] == "TimeoutError: timed out", rec
+    assert 0.25 <= waited < 5, waited
