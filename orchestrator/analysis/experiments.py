@@ -30,6 +30,13 @@ class PointResult:
     error_rate: float | None
 
 
+def _ms(seconds: float) -> str:
+    """A latency in ms, to the precision it needs: a data service's p99 is a fraction of a millisecond,
+    which ``:.0f`` showed as 0."""
+    ms = seconds * 1000
+    return f"{ms:.0f}" if abs(ms) >= 10 else f"{ms:.2f}"
+
+
 def _num(v, fallback: float) -> float:
     try:
         return float(v)
@@ -62,7 +69,7 @@ def knee(results: list[PointResult]) -> tuple[PointResult | None, str]:
         g_tput = b.throughput / a.throughput - 1
         if g_p99 > KNEE_P99_GROWTH and g_p99 > KNEE_RATIO * max(g_tput, 0.0):
             return a, (f"Knee at {a.label}: from there to {b.label}, p99 latency grew {g_p99 * 100:.0f}% "
-                       f"({a.p99 * 1000:.0f} to {b.p99 * 1000:.0f} ms) while throughput grew {g_tput * 100:.0f}% "
+                       f"({_ms(a.p99)} to {_ms(b.p99)} ms) while throughput grew {g_tput * 100:.0f}% "
                        f"({a.throughput:.2f} to {b.throughput:.2f} requests/s).")
     if len(pts) < 2:
         return None, "Knee: needs at least two points with latency and throughput."
@@ -78,12 +85,12 @@ def slo_limit(results: list[PointResult], slo: dict[str, float]) -> tuple[PointR
         vals = {k: getattr(r, SLO_KPIS[k]) for k in slo}
         if all(v is not None and v <= slo[k] for k, v in vals.items()):
             meets.append(r)
-    what = " and ".join(f"{k} <= {v * 1000:.0f} ms" if k != "error_rate" else f"error rate <= {v:.2%}"
+    what = " and ".join(f"{k} <= {_ms(v)} ms" if k != "error_rate" else f"error rate <= {v:.2%}"
                         for k, v in slo.items())
     if not meets:
         return None, f"No point meets the SLO ({what})."
     best = max(meets, key=lambda r: (r.throughput or 0, r.x))
-    shown = ", ".join(f"{k} {getattr(best, SLO_KPIS[k]) * 1000:.0f} ms" if k != "error_rate"
+    shown = ", ".join(f"{k} {_ms(getattr(best, SLO_KPIS[k]))} ms" if k != "error_rate"
                       else f"error rate {best.error_rate:.2%}" for k in slo)
     return best, (f"Highest load meeting the SLO ({what}): {best.label} with {best.throughput:.2f} requests/s "
                   f"({shown}).")

@@ -104,8 +104,15 @@ def test_a_connection_sweep_on_redis_finds_where_more_connections_only_add_laten
     assert tput[4] > 1.6 * tput[1], tput
     # beyond that, 16x the connections buy little throughput and cost latency: the knee is at 4 or 16
     assert tput[64] < 2 * tput[4] and p99[64] > 3 * p99[4], (tput, p99)
+    # The knee is where the documented rule (analysis/experiments.py: p99 grows by more than 20% and more
+    # than 3x the throughput's growth) puts it on the measured points, applied here again. Where it falls
+    # depends on the machine: on a busy 2-core one, four connections bought 66% more throughput for 3x
+    # the p99, so the knee was at one connection.
+    steps = [(a, b) for a, b in zip((1, 4, 16), (4, 16, 64))
+             if p99[b] / p99[a] - 1 > 0.2 and p99[b] / p99[a] - 1 > 3 * max(tput[b] / tput[a] - 1, 0)]
+    assert steps, (tput, p99)   # past four connections, latency grows for little throughput: some step is a knee
     knee = next(v for v in report["verdicts"] if v["kind"] == "knee")
-    assert knee["label"] in ("concurrency=4", "concurrency=16"), knee
+    assert knee["label"] == f"concurrency={steps[0][0]}", (knee, tput, p99)
     sat = next(v for v in report["verdicts"] if v["kind"] == "saturation")
     assert sat["label"] in ("concurrency=16", "concurrency=64"), sat
     for p in report["manifest"]["points"]:  # every point's count checked against the server's own

@@ -66,6 +66,15 @@ def test_saturation_knee_and_slo_on_a_saturating_curve():
     assert s is None and "No point meets the SLO" in text
 
 
+def test_a_data_services_sub_millisecond_latencies_are_shown_not_rounded_to_zero():
+    redis = [PointResult("c=1", 1, 8406.4, 0.0002, 0.00033, None, 0.0),
+             PointResult("c=4", 4, 13956.0, 0.0004, 0.000998, None, 0.0)]
+    k, text = knee(redis)
+    assert k.label == "c=1" and "(0.33 to 1.00 ms)" in text, text
+    s, text = slo_limit(redis, {"p99_latency": 0.0005})
+    assert s.label == "c=1" and "p99_latency <= 0.50 ms" in text and "(p99_latency 0.33 ms)" in text, text
+
+
 def test_linear_curve_has_no_knee():
     lin = [PointResult(f"c={c}", c, c * 2.5, 0.4, 0.4 * (1 + 0.05 * c), 0.05, 0.0) for c in (1, 2, 4, 8)]
     k, text = knee(lin)
