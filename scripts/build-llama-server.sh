@@ -39,7 +39,20 @@ start=$(date +%s)
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
   -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_RPC=ON > "$work/cmake.log" 2>&1 \
   || { tail -n 30 "$work/cmake.log"; exit 1; }
-cmake --build "$work/build" --target llama-server ggml-rpc-server -j "$(nproc)" > "$work/build.log" 2>&1 \
+# ninja's count of compiled units every 30 s, so a person waiting sees the build move (211 in all);
+# a pipeline in the foreground, so Ctrl-C stops the compilers with it
+progress() {
+  local line last=$SECONDS n=""
+  while IFS= read -r line; do
+    printf '%s\n' "$line" >> "$work/build.log"
+    [[ $line =~ ^\[([0-9]+/[0-9]+)\] ]] && n=${BASH_REMATCH[1]}
+    if [ $(( SECONDS - last )) -ge 30 ] && [ -n "$n" ]; then
+      last=$SECONDS
+      echo "[llama] compiled $n after $(( $(date +%s) - start )) s"
+    fi
+  done
+}
+cmake --build "$work/build" --target llama-server ggml-rpc-server -j "$(nproc)" 2>&1 | progress \
   || { tail -n 30 "$work/build.log"; exit 1; }
 mkdir -p "$CACHE/bin"
 install -m 755 "$work/build/bin/llama-server" "$CACHE/bin/llama-server"

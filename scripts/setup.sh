@@ -33,7 +33,7 @@ step "the sandbox cluster's Debian packages (slurm, munge, sshd, prometheus; 1-2
 .venv/bin/python -c 'from sandbox import cluster as s; s.install_packages(lambda m: print("[setup]", m))'
 if [ "$only" = all ] || [ "$only" = llamacpp ]; then
   # llama.cpp's server and a test model for the sandbox (built once per machine, then reused)
-  step "llama.cpp's server (built once per machine: about 6 minutes on 2 cores; then reused)"
+  step "llama.cpp's server (built once per machine: 4-6 minutes on 2 cores, a line every 30 s; then reused)"
   scripts/build-llama-server.sh
 fi
 if [ "$only" = all ] || [ "$only" = vllm ]; then
