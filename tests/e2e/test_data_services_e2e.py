@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from orchestrator.analysis.experiments import KNEE_P99_GROWTH, KNEE_RATIO
 from tests.e2e.conftest import completed_between
 
 pytestmark = pytest.mark.e2e
@@ -109,7 +110,8 @@ def test_a_connection_sweep_on_redis_finds_where_more_connections_only_add_laten
     # depends on the machine: on a busy 2-core one, four connections bought 66% more throughput for 3x
     # the p99, so the knee was at one connection.
     steps = [(a, b) for a, b in zip((1, 4, 16), (4, 16, 64))
-             if p99[b] / p99[a] - 1 > 0.2 and p99[b] / p99[a] - 1 > 3 * max(tput[b] / tput[a] - 1, 0)]
+             if p99[b] / p99[a] - 1 > KNEE_P99_GROWTH
+             and p99[b] / p99[a] - 1 > KNEE_RATIO * max(tput[b] / tput[a] - 1, 0)]
     assert steps, (tput, p99)   # past four connections, latency grows for little throughput: some step is a knee
     knee = next(v for v in report["verdicts"] if v["kind"] == "knee")
     assert knee["label"] == f"concurrency={steps[0][0]}", (knee, tput, p99)
